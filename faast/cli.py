@@ -1,0 +1,87 @@
+"""The `faast` command: serve a model repository, build a kernel folder into one, train a kernel."""
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+log = logging.getLogger("faast")
+
+
+async def _serve(args):
+    from .dataplane import DataPlane
+    from .grpc_server import create_server
+    from .repository import ModelRepository
+
+    repository = ModelRepository(args.model_repository)
+    repository.load_all()
+    dataplane = DataPlane(repository)
+    address = f"{args.host}:{args.grpc_port}"
+    server = create_server(dataplane, address)
+    await server.start()
+    dataplane.ready = True
+    log.info("Started GRPCInferenceService at %s", address)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: finishing in-flight requests")
+    dataplane.ready = False
+    await server.stop(grace=args.exit_timeout_secs)
+    repository.close()
+
+
+def serve(args):
+    asyncio.run(_serve(args))
+
+
+def build(args):
+    from faast.kernels.build import build as build_kernel
+
+    build_kernel(args.kernel, args.out)
+
+
+def train(args):
+    from faast.kernels.train import train as train_kernel
+
+    train_kernel(args.kernel, epochs=args.epochs, samples=args.samples)
+
+
+def parser():
+    top = argparse.ArgumentParser(prog="faast", description=__doc__)
+    commands = top.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("serve", help="serve a Triton model repository over Triton's gRPC protocol")
+    p.add_argument("--model-repository", required=True)
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    p.add_argument("--exit-timeout-secs", type=float, default=30.0)
+    p.add_argument("--log-verbose", type=int, default=0)
+    p.set_defaults(run=serve)
+
+    p = commands.add_parser("build", help="convert a kernel folder with hls4ml into a model-repository entry")
+    p.add_argument("kernel", help="kernel folder, e.g. kernels/facile")
+    p.add_argument("--out", required=True, help="model repository to write into")
+    p.set_defaults(run=build)
+
+    p = commands.add_parser("train", help="quantization-aware training of a kernel folder's model")
+    p.add_argument("kernel")
+    p.add_argument("--epochs", type=int, help="override kernel.toml [training] epochs")
+    p.add_argument("--samples", type=int, help="override kernel.toml [training] samples")
+    p.set_defaults(run=train)
+    return top
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    verbose = getattr(args, "log_verbose", 0)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""The protocol-agnostic core of the server: health, metadata and inference with Triton's semantics.
+
+Transports (gRPC now, HTTP later) turn wire messages into the dataclasses below and back; every check
+a Triton client relies on happens here, in Triton's order and with its wording, so the transports
+stay thin.
+"""
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from . import __version__, tensors
+from .errors import InvalidArgument, Unavailable
+from .protocol import service
+
+# The protocol extensions this server implements (ServerMetadata lists exactly these).
+EXTENSIONS = ["model_configuration"]
+
+
+@dataclass
+class InputTensor:
+    name: str
+    datatype: str
+    shape: tuple
+    read: Callable[[], bytes]  # the tensor's raw bytes; raises InvalidArgument when the wire lacks them
+
+
+@dataclass
+class OutputTensor:
+    name: str
+    datatype: str
+    shape: tuple
+    data: np.ndarray
+
+
+@dataclass
+class InferRequest:
+    model_name: str
+    model_version: str = ""
+    id: str = ""
+    inputs: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)  # requested output names, in the order wanted
+
+
+@dataclass
+class InferResponse:
+    model_name: str
+    model_version: str
+    id: str
+    outputs: list
+
+
+def _dims(shape):
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+class DataPlane:
+    def __init__(self, repository):
+        self.repository = repository
+        self.ready = False
+
+    def server_metadata(self):
+        return service.ServerMetadataResponse(name="faast", version=__version__, extensions=EXTENSIONS)
+
+    def model_ready(self, name, version=""):
+        return self.repository.is_ready(name, version)
+
+    def model_metadata(self, name, version=""):
+        model = self.repository.get(name, version)
+        batch = [-1] if model.max_batch_size > 0 else []
+        meta = service.ModelMetadataResponse(name=model.name, versions=[model.version], platform="faast")
+        for spec, target in ((model.inputs, meta.inputs), (model.outputs, meta.outputs)):
+            for tensor in spec:
+                target.add(name=tensor.name, datatype=tensor.datatype, shape=batch + list(tensor.dims))
+        return meta
+
+    def model_config(self, name, version=""):
+        return self.repository.get(name, version).config
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        if not self.ready:
+            raise Unavailable("Server not ready")
+        model = self.repository.get(request.model_name, request.model_version)
+        rows = self._kernel_rows(model, request)
+        result = await model.execute(rows)
+        batch = [len(result)] if model.max_batch_size > 0 else []
+        wanted = request.outputs or [o.name for o in model.outputs]
+        outputs = []
+        for name in wanted:
+            spec = next(o for o in model.outputs if o.name == name)
+            shape = tuple(batch) + spec.dims
+            outputs.append(OutputTensor(name, spec.datatype, shape, result.reshape(shape)))
+        return InferResponse(model.name, model.version, request.id, outputs)
+
+    def _kernel_rows(self, model, request):
+        """Validate a request against the model as Triton does and return float32 kernel rows."""
+        prefix = f"[request id: {request.id or '<id_unknown>'}] "
+        seen = set()
+        for tensor in request.inputs:
+            if tensor.name in seen:
+                raise InvalidArgument(f"{prefix}input '{tensor.name}' already exists in request")
+            seen.add(tensor.name)
+        if len(set(request.outputs)) != len(request.outputs):
+            dup = next(n for n in request.outputs if request.outputs.count(n) > 1)
+            raise InvalidArgument(f"{prefix}output '{dup}' already exists in request")
+        raw = [tensor.read() for tensor in request.inputs]
+
+        output_names = [o.name for o in model.outputs]
+        for name in request.outputs:
+            if name not in output_names:
+                raise InvalidArgument(f"unexpected inference output '{name}' for model '{model.name}'")
+        specs = {spec.name: spec for spec in model.inputs}
+        if len(request.inputs) != len(specs):
+            got = ",".join(f"'{t.name}'" for t in request.inputs)
+            missing = ",".join(f"'{n}'" for n in specs if n not in seen)
+            raise InvalidArgument(
+                f"{prefix}expected {len(specs)} inputs but got {len(request.inputs)} inputs for model "
+                f"'{model.name}'. Got input(s) [{got}], but missing required input(s) [{missing}]. "
+                "Please provide all required input(s).")
+        for tensor in request.inputs:
+            if tensor.name not in specs:
+                raise InvalidArgument(f"unexpected inference input '{tensor.name}' for model '{model.name}'")
+
+        batch_size = None
+        if model.max_batch_size > 0:
+            for tensor in request.inputs:
+                if not tensor.shape:
+                    raise InvalidArgument(f"{prefix}input '{tensor.name}' has no shape but model requires "
+                                          f"batch dimension for '{model.name}'")
+                if batch_size is not None and tensor.shape[0] != batch_size:
+                    raise InvalidArgument(f"{prefix}input '{tensor.name}' batch size does not match other "
+                                          f"inputs for '{model.name}'")
+                batch_size = tensor.shape[0]
+            if batch_size > model.max_batch_size:
+                raise InvalidArgument(f"{prefix}inference request batch-size must be <= {model.max_batch_size}"
+                                      f" for '{model.name}'")
+
+        arrays = []
+        for tensor, data in zip(request.inputs, raw):
+            spec = specs[tensor.name]
+            if tensor.datatype != spec.datatype:
+                shown = tensor.datatype if tensor.datatype in tensors.NUMPY or tensor.datatype == "BYTES" else "<invalid>"
+                raise InvalidArgument(f"{prefix}inference input '{tensor.name}' data-type is '{shown}', but "
+                                      f"model '{model.name}' expects '{spec.datatype}'")
+            expected = ((-1,) if model.max_batch_size > 0 else ()) + spec.dims
+            given = tuple(tensor.shape[1:]) if model.max_batch_size > 0 else tuple(tensor.shape)
+            if any(d < 0 for d in tensor.shape):
+                raise InvalidArgument(f"{prefix}All input dimensions should be specified for input "
+                                      f"'{tensor.name}' for model '{model.name}', got {_dims(tensor.shape)}")
+            if given != spec.dims:
+                note = ("NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension"
+                        " to be prepended to each input shape. If you want to specify the full shape including"
+                        " the batch dim in your input dims config, try setting max_batch_size to zero. See the"
+                        " model configuration docs for more info on max_batch_size."
+                        if model.max_batch_size > 0 else "")
+                raise InvalidArgument(f"{prefix}unexpected shape for input '{tensor.name}' for model "
+                                      f"'{model.name}'. Expected {_dims(expected)}, got "
+                                      f"{_dims(tensor.shape)}. {note}")
+            size = tensors.byte_size(tensor.datatype, tensor.shape)
+            if len(data) != size:
+                raise InvalidArgument(f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
+                                      f"'{model.name}'. Expected {size}, got {len(data)}")
+            arrays.append(tensors.from_raw(tensor.datatype, tensor.shape, data))
+        (array,) = arrays  # kernels have one input tensor (checked when the model loads)
+        return array.reshape(-1, model.device.kernel.input_size)

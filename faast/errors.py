@@ -1,0 +1,26 @@
+"""Typed request errors. The dataplane raises them with Triton's wording; each transport maps the
+type to its status code in one place (gRPC: faast.grpc_server)."""
+
+
+class InferenceError(Exception):
+    """Base class; the message is sent to the client as is."""
+
+
+class InvalidArgument(InferenceError):
+    pass
+
+
+class NotFound(InferenceError):
+    pass
+
+
+class Unavailable(InferenceError):
+    pass
+
+
+class Unimplemented(InferenceError):
+    pass
+
+
+class Internal(InferenceError):
+    pass

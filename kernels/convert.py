@@ -1,0 +1,61 @@
+"""Child process of `faast build`: QKeras model → hls4ml project + kernel.json description.
+
+Run as `python -m faast.kernels.convert KERNEL_DIR PROJECT_DIR`. It is the only code that imports
+hls4ml (through .toolchain), so the build's own process and the server stay free of TensorFlow.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from .spec import KernelSpec
+from .toolchain import hls4ml
+
+
+def hls_config(spec, model):
+    settings = spec.hls4ml
+    config = hls4ml.utils.config_from_keras_model(
+        model, granularity="name", backend=settings["backend"],
+        default_precision=settings["default_precision"], default_reuse_factor=settings["reuse_factor"])
+    config["Model"]["Strategy"] = settings["strategy"]
+    layers = config["LayerName"]
+    for layer, types in settings.get("precision", {}).items():
+        if layer not in layers:
+            raise KeyError(f"kernel.toml sets a precision for '{layer}', which the model does not have;"
+                           f" its layers are {sorted(layers)}")
+        layers[layer]["Precision"].update(types)
+    return config
+
+
+def convert(kernel_dir, project_dir):
+    spec = KernelSpec.read(kernel_dir)
+    model = spec.load_entry("model")()
+    model.load_weights(spec.weights_path)
+    settings = spec.hls4ml
+    graph = hls4ml.converters.convert_from_keras_model(
+        model, hls_config=hls_config(spec, model), output_dir=str(project_dir), project_name=spec.name,
+        backend=settings["backend"], io_type=settings["io_type"], part=settings["part"],
+        clock_period=settings["clock_period_ns"])
+    graph.write()
+    description = {
+        "name": spec.name,
+        "project": spec.name,
+        "hls4ml_version": hls4ml.__version__,
+        "io_type": settings["io_type"],
+        "inputs": [_tensor(v) for v in graph.get_input_variables()],
+        "outputs": [_tensor(v) for v in graph.get_output_variables()],
+        "layers": [{"name": layer.name, "class": layer.class_name,
+                    "types": {k: str(v.type.precision) for k, v in layer.variables.items()}
+                    | {k: str(w.type.precision) for k, w in layer.weights.items()}}
+                   for layer in graph.get_layers()],
+    }
+    (Path(project_dir) / "kernel.json").write_text(json.dumps(description, indent=2) + "\n")
+
+
+def _tensor(variable):
+    return {"name": variable.name, "shape": [int(d) for d in variable.shape], "size": int(variable.size()),
+            "type": str(variable.type.precision)}
+
+
+if __name__ == "__main__":
+    convert(sys.argv[1], sys.argv[2])
