@@ -33,7 +33,7 @@ def build(kernel_dir, repository):
         shutil.rmtree(project_dir)
     version_dir.mkdir(parents=True, exist_ok=True)
     print(f"converting {spec.path} with hls4ml into {project_dir}", flush=True)
-    subprocess.run([sys.executable, "-m", "faast.kernels.convert", str(spec.path), str(project_dir)], check=True)
+    subprocess.run([sys.executable, "-P", "-m", "faast.kernels.convert", str(spec.path), str(project_dir)], check=True)
     shutil.copy(project_dir / "kernel.json", version_dir / "kernel.json")
     print("compiling the C simulation library", flush=True)
     compile_csim(project_dir, spec.name, version_dir / "csim.so")

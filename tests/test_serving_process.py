@@ -1,0 +1,14 @@
+"""Properties of the serving process itself."""
+
+from pathlib import Path
+
+
+def test_serving_process_never_imports_tensorflow(server, facile_inputs):
+    import tritonclient.grpc as grpcclient
+
+    tensor = grpcclient.InferInput("input", [4, 15], "FP32")
+    tensor.set_data_from_numpy(facile_inputs[0][:4])
+    server.client.infer("facile", [tensor])  # after a real request, with every lazy import done
+    mapped = Path(f"/proc/{server.process.pid}/maps").read_text()
+    assert "csim.so" in mapped  # the check sees the server's own libraries...
+    assert "tensorflow" not in mapped.lower()  # ...and no TensorFlow library
