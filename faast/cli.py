@@ -41,7 +41,7 @@ def serve(args):
 def build(args):
     from faast.kernels.build import build as build_kernel
 
-    build_kernel(args.kernel, args.out)
+    build_kernel(args.kernel, args.out, target=args.target)
 
 
 def train(args):
@@ -65,6 +65,8 @@ def parser():
     p = commands.add_parser("build", help="convert a kernel folder with hls4ml into a model-repository entry")
     p.add_argument("kernel", help="kernel folder, e.g. kernels/facile")
     p.add_argument("--out", required=True, help="model repository to write into")
+    p.add_argument("--target", default="csim", choices=["csim", "u250", "aws-f1"],
+                   help="board the Vitis project defaults to; u250/aws-f1 serve with device auto")
     p.set_defaults(run=build)
 
     p = commands.add_parser("train", help="quantization-aware training of a kernel folder's model")

@@ -1,50 +1,53 @@
-"""C simulation device: the hls4ml kernel compiled for the CPU (csim.so from `faast build`).
+"""C simulation device: the Vitis kernel top and hls4ml firmware compiled for the CPU (csim.so).
 
-Bit-accurate to the FPGA kernel's fixed-point arithmetic. ctypes releases the GIL during the call,
-so batches are split across the machine's cores and run in parallel threads.
+Bit-accurate to the card: the same kernel top reads the same packed 512-bit words. Each CPU core
+is one compute unit; ctypes releases the GIL during the call, so they run in parallel.
 """
 
 import ctypes
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .device import Device, DeviceError, register
-
-_FLOATS = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
-MIN_ROWS_PER_THREAD = 256
+from .device import ComputeUnit, Device, DeviceBuffer, DeviceError
 
 
-@register("csim")
+class CsimComputeUnit(ComputeUnit):
+    def __init__(self, top, index):
+        self.top = top
+        self.name = f"csim{index}"
+
+    def allocate(self, nbytes):
+        return DeviceBuffer(np.zeros(nbytes, np.uint8))
+
+    def execute(self, inputs, outputs, rows, in_bytes, out_bytes):
+        self.top(inputs.host.ctypes.data, outputs.host.ctypes.data, rows)
+
+
 class CsimDevice(Device):
+    kind = "csim"
+
     def __init__(self, kernel):
-        super().__init__(kernel)
         library = kernel.folder / "csim.so"
+        weights = kernel.folder / "hls4ml" / "firmware" / "weights"
+        if not any(weights.glob("*.txt")):
+            # The firmware would exit() the whole process on a missing weights file.
+            raise DeviceError(f"no kernel weights in {weights}: rebuild the model with `faast build`")
         try:
-            self._lib = ctypes.CDLL(str(library))
-        except OSError as error:
-            raise DeviceError(f"cannot load the C simulation library {library}: {error}") from None
-        self._run = self._lib.faast_csim_run
-        self._run.argtypes = [_FLOATS, _FLOATS, ctypes.c_long, ctypes.c_long, ctypes.c_long]
-        self._run.restype = None
-        self._threads = os.cpu_count() or 1
-        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix=f"csim-{kernel.name}")
-        # The generated kernel loads its weights on the first call; make that call before any threads.
-        self.run(np.zeros((1, kernel.input_size), np.float32))
+            lib = ctypes.CDLL(str(library))
+            top = getattr(lib, kernel.top)
+        except (OSError, AttributeError) as error:
+            raise DeviceError(f"cannot load kernel '{kernel.top}' from {library}: {error}") from None
+        lib.faast_set_weights_dir(str(weights).encode())
+        top.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+        top.restype = None
+        self._lib = lib
+        super().__init__(kernel, [CsimComputeUnit(top, i) for i in range(os.cpu_count() or 1)])
+        self.run(np.zeros((1, kernel.input_size), np.float32))  # loads the weights before concurrent calls
 
-    def _run_chunk(self, rows):
-        out = np.empty((len(rows), self.kernel.output_size), np.float32)
-        self._run(rows, out, len(rows), self.kernel.input_size, self.kernel.output_size)
-        return out
+    @staticmethod
+    def available():
+        return True, "the C simulation needs no card"
 
-    def run(self, rows):
-        rows = np.ascontiguousarray(rows, dtype=np.float32).reshape(-1, self.kernel.input_size)
-        chunks = min(self._threads, max(1, len(rows) // MIN_ROWS_PER_THREAD))
-        if chunks == 1:
-            return self._run_chunk(rows)
-        parts = [np.ascontiguousarray(part) for part in np.array_split(rows, chunks)]
-        return np.concatenate(list(self._pool.map(self._run_chunk, parts)))
 
-    def close(self):
-        self._pool.shutdown()
+DRIVER = CsimDevice

@@ -1,17 +1,30 @@
-"""The device interface: what the server needs from anything that executes a built kernel.
+"""The device runtime: one interface for every way of executing a built kernel.
 
-A device is opened on a model-repository version folder (kernel.json + artefacts) and runs whole
-batches: float32 rows in, float32 rows out, blocking, with the GIL released while the kernel works,
-so the server calls it from a worker thread. Drivers register here by name (config.pbtxt
-parameter "device").
+A `Device` owns compute units (CUs) — kernel instances on one or more cards, or C-simulation
+workers — each with a pool of two buffer sets, so the host packs the next execution while the CU
+runs the current one. A batch is split into executions (spread over the CUs, at most
+`rows_per_execution` rows each), dealt round robin over the CUs, and reassembled in order.
+Drivers provide only what is vendor-specific: opening CUs, allocating buffers, and one blocking
+execute (sync in, start, wait, sync out).
 """
 
+import importlib
+import itertools
 import json
+import logging
+import queue
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .packing import BufferLayout
+
+log = logging.getLogger("faast.host")
+BUFFERS_PER_CU = 2  # double buffering
+MIN_ROWS_PER_EXECUTION = 256  # below this, one CU is faster than several
 
 
 class DeviceError(RuntimeError):
@@ -20,12 +33,14 @@ class DeviceError(RuntimeError):
 
 @dataclass(frozen=True)
 class KernelDescription:
-    """kernel.json, written by `faast build`: the kernel's tensors and per-layer fixed-point types."""
+    """kernel.json, written by `faast build`: tensors, per-layer types, buffer layout, CUs."""
 
     folder: Path
     name: str
+    top: str
     input_size: int
     output_size: int
+    layout: BufferLayout
     raw: dict
 
     @classmethod
@@ -36,39 +51,117 @@ class KernelDescription:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
             raise DeviceError(f"{path} is missing: build the kernel with `faast build`") from None
-        (tensor_in,), (tensor_out,) = raw["inputs"], raw["outputs"]
-        return cls(folder, raw["name"], tensor_in["size"], tensor_out["size"], raw)
+        if len(raw["inputs"]) != 1 or len(raw["outputs"]) != 1:
+            raise DeviceError(f"kernel '{raw['name']}' has several input or output tensors; faast serves one each")
+        return cls(folder, raw["name"], raw["kernel"], raw["inputs"][0]["size"], raw["outputs"][0]["size"],
+                   BufferLayout.from_description(raw["buffers"]), raw)
+
+    def xclbins(self):
+        return sorted([*self.folder.glob("*.xclbin"), *self.folder.glob("*.awsxclbin")])
 
 
-class Device(ABC):
-    kind: str
+@dataclass
+class DeviceBuffer:
+    host: np.ndarray  # uint8 view the host packs into / unpacks from
+    handle: object = None  # the driver's own buffer object
 
-    def __init__(self, kernel: KernelDescription):
-        self.kernel = kernel
+
+class ComputeUnit(ABC):
+    name: str
 
     @abstractmethod
-    def run(self, rows: np.ndarray) -> np.ndarray:
-        """Execute the kernel on float32 [n, input_size] rows; returns float32 [n, output_size]."""
+    def allocate(self, nbytes) -> DeviceBuffer:
+        """A buffer of `nbytes` in this CU's memory bank."""
+
+    @abstractmethod
+    def execute(self, inputs: DeviceBuffer, outputs: DeviceBuffer, rows, in_bytes, out_bytes):
+        """Sync `in_bytes` of inputs to the device, run the kernel on `rows`, wait, sync outputs back."""
+
+
+class _BufferPool:
+    """A CU with its buffer sets and one worker thread: at most BUFFERS_PER_CU executions in flight."""
+
+    def __init__(self, cu, layout):
+        self.cu = cu
+        self.layout = layout
+        capacity = layout.rows_per_execution
+        self.free = queue.Queue()
+        for _ in range(BUFFERS_PER_CU):
+            self.free.put((cu.allocate(layout.input.nbytes(capacity)), cu.allocate(layout.output.nbytes(capacity))))
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix=f"cu-{cu.name}")
+
+    def submit(self, rows):
+        inputs, outputs = self.free.get()  # blocks while both buffer sets are in flight
+        try:
+            in_bytes = self.layout.input.pack(rows, inputs.host)  # packing overlaps the other set's run
+        except BaseException:
+            self.free.put((inputs, outputs))
+            raise
+        return self.worker.submit(self._execute, inputs, outputs, len(rows), in_bytes)
+
+    def _execute(self, inputs, outputs, rows, in_bytes):
+        try:
+            out_bytes = self.layout.output.nbytes(rows)
+            self.cu.execute(inputs, outputs, rows, in_bytes, out_bytes)
+            return self.layout.output.unpack(outputs.host, rows)
+        finally:
+            self.free.put((inputs, outputs))
 
     def close(self):
-        """Release the device's resources."""
+        self.worker.shutdown()
 
 
-DRIVERS = {}
+class Device:
+    kind: str
+
+    def __init__(self, kernel: KernelDescription, compute_units):
+        if not compute_units:
+            raise DeviceError(f"device '{self.kind}' has no compute unit for kernel '{kernel.name}'")
+        self.kernel = kernel
+        self.compute_units = list(compute_units)
+        self._pools = [_BufferPool(cu, kernel.layout) for cu in self.compute_units]
+        self._next = itertools.cycle(self._pools)
+
+    def run(self, rows: np.ndarray) -> np.ndarray:
+        """float32 [n, input_size] → float32 [n, output_size]; blocking, safe from many threads."""
+        rows = np.asarray(rows, np.float32).reshape(-1, self.kernel.input_size)
+        # Spread a batch over all CUs, but never beyond one execution's capacity.
+        spread = -(-len(rows) // len(self._pools))
+        step = min(self.kernel.layout.rows_per_execution, max(MIN_ROWS_PER_EXECUTION, spread))
+        chunks = [rows[i:i + step] for i in range(0, len(rows), step)]
+        futures = [next(self._next).submit(chunk) for chunk in chunks]
+        results = [future.result() for future in futures]
+        return np.concatenate(results) if results else np.empty((0, self.kernel.output_size), np.float32)
+
+    def close(self):
+        for pool in self._pools:
+            pool.close()
 
 
-def register(kind):
-    def decorate(cls):
-        cls.kind = kind
-        DRIVERS[kind] = cls
-        return cls
-    return decorate
+DRIVERS = {"csim": "csim", "xrt": "xrt_driver", "pynq": "pynq_driver"}
+HARDWARE = ["xrt", "pynq"]
+
+
+def _driver(kind):
+    if kind not in DRIVERS:
+        raise DeviceError(f"unknown device '{kind}'; choose auto, {', '.join(DRIVERS)}")
+    return importlib.import_module(f"{__package__}.{DRIVERS[kind]}").DRIVER
 
 
 def open_device(kind, folder) -> Device:
-    """Open the driver `kind` on the kernel built into `folder`."""
-    from . import csim  # noqa: F401  (registers the C simulation driver)
-
-    if kind not in DRIVERS:
-        raise DeviceError(f"unknown device '{kind}'; available: {', '.join(sorted(DRIVERS))}")
-    return DRIVERS[kind](KernelDescription.read(folder))
+    """Open device `kind` (auto, csim, xrt, pynq) on the kernel built into `folder`."""
+    kernel = KernelDescription.read(folder)
+    if kind != "auto":
+        return _driver(kind)(kernel)
+    if not kernel.xclbins():
+        log.info("device auto for '%s': C simulation, because %s holds no xclbin", kernel.name, folder)
+        return _driver("csim")(kernel)
+    reasons = []
+    for hardware in HARDWARE:
+        available, reason = _driver(hardware).available()
+        if available:
+            log.info("device auto for '%s': %s, because %s", kernel.name, hardware, reason)
+            return _driver(hardware)(kernel)
+        reasons.append(f"{hardware}: {reason}")
+    log.info("device auto for '%s': C simulation, because no card is usable (%s)", kernel.name, "; ".join(reasons))
+    return _driver("csim")(kernel)

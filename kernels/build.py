@@ -1,14 +1,17 @@
-"""`faast build KERNEL --out REPO`: a kernel folder → a Triton model-repository entry.
+"""`faast build KERNEL --out REPO [--target csim|u250|aws-f1]`: a kernel folder → a Triton
+model-repository entry.
 
     REPO/<name>/config.pbtxt          Triton model configuration (tensor names, batch size, device)
-    REPO/<name>/1/kernel.json         the kernel's description, read by the host runtime
+    REPO/<name>/1/kernel.json         the kernel's description: tensors, layer types, buffer layout
     REPO/<name>/1/hls4ml/             the generated hls4ml project (build output, never committed)
-    REPO/<name>/1/csim.so             C simulation: hls4ml firmware + a batched entry point
+    REPO/<name>/1/vitis/              the Vitis project: kernel top, connectivity, Makefile
+    REPO/<name>/1/csim.so             C simulation: that kernel top compiled with the firmware
 
 The hls4ml conversion runs in a child process (TensorFlow stays out of this one); compiling and
 writing the configuration need only the serving dependencies.
 """
 
+import json
 import shutil
 import subprocess
 import sys
@@ -19,26 +22,44 @@ from google.protobuf import text_format
 
 from faast.protocol import model_config as mc
 
+from . import vitis
 from .spec import KernelSpec
 
-TEMPLATES = Path(__file__).parent / "templates"
 VERSION = "1"
+TARGETS = ["csim", *vitis.BOARDS]
 
 
-def build(kernel_dir, repository):
+def build(kernel_dir, repository, target="csim"):
+    if target not in TARGETS:
+        raise ValueError(f"unknown target '{target}'; choose one of {', '.join(TARGETS)}")
     spec = KernelSpec.read(kernel_dir)
     version_dir = Path(repository).resolve() / spec.name / VERSION
     project_dir = version_dir / "hls4ml"
-    if project_dir.exists():
-        shutil.rmtree(project_dir)
+    for stale in (project_dir, version_dir / "vitis"):
+        if stale.exists():
+            shutil.rmtree(stale)
     version_dir.mkdir(parents=True, exist_ok=True)
     print(f"converting {spec.path} with hls4ml into {project_dir}", flush=True)
     subprocess.run([sys.executable, "-P", "-m", "faast.kernels.convert", str(spec.path), str(project_dir)], check=True)
-    shutil.copy(project_dir / "kernel.json", version_dir / "kernel.json")
-    print("compiling the C simulation library", flush=True)
-    compile_csim(project_dir, spec.name, version_dir / "csim.so")
-    (version_dir.parent / "config.pbtxt").write_text(text_format.MessageToString(model_config(spec)))
-    print(f"wrote {version_dir.parent}")
+
+    description = json.loads((project_dir / "kernel.json").read_text())
+    fpga = spec.config["fpga"]
+    compute_units = vitis.DEFAULT_COMPUTE_UNITS | fpga.get("compute_units", {})
+    description |= {
+        "kernel": f"{description['project']}_top",
+        "buffers": vitis.buffer_layout(description, fpga["rows_per_execution"]),
+        "compute_units": compute_units,
+        "platforms": {board: spec["platform"] for board, spec in vitis.BOARDS.items()},
+    }
+    (version_dir / "kernel.json").write_text(json.dumps(description, indent=2) + "\n")
+    default_board = target if target in vitis.BOARDS else "u250"
+    vitis.write_project(version_dir / "vitis", description, compute_units, spec.hls4ml["clock_period_ns"],
+                        default_board)
+    print("compiling the C simulation of the kernel top", flush=True)
+    compile_csim(version_dir, description["project"])
+    device = spec.serving["device"] if target == "csim" else "auto"
+    (version_dir.parent / "config.pbtxt").write_text(text_format.MessageToString(model_config(spec, device)))
+    print(f"wrote {version_dir.parent} (target {target})")
 
 
 def _cxx_standard():
@@ -48,29 +69,32 @@ def _cxx_standard():
     return "-std=c++23" if probe.returncode == 0 else "-std=c++11"
 
 
-def compile_csim(project_dir, project, library):
-    weights = f'"{project_dir / "firmware" / "weights"}"'
-    flags = ["-O3", "-fPIC", _cxx_standard(), "-fno-gnu-unique", "-w", "-Ifirmware/ap_types/",
-             f"-DWEIGHTS_DIR={weights}", f"-DFAAST_TOP_FLOAT={project}_float"]
-    sources = [f"firmware/{project}.cpp", f"{project}_bridge.cpp", str(TEMPLATES / "csim_batch.cpp")]
-    objects = [f"faast_csim_{i}.o" for i in range(len(sources))]
+def compile_csim(version_dir, project):
+    """csim.so from the Vitis kernel top and the hls4ml firmware, with weights read at run time."""
+    templates = vitis.TEMPLATES
+    flags = ["-O3", "-fPIC", _cxx_standard(), "-fno-gnu-unique", "-w", "-Ihls4ml", "-Ihls4ml/firmware/ap_types"]
+    firmware = ["-include", str(templates / "csim_weights.h"), "-DWEIGHTS_DIR=faast_weights_dir()"]
+    units = [("vitis/kernel_top.cpp", []), (f"hls4ml/firmware/{project}.cpp", firmware),
+             (str(templates / "csim_weights.cpp"), [])]
+    objects = [f"csim_{i}.o" for i in range(len(units))]
 
-    def compile_one(source, obj):
-        subprocess.run(["g++", *flags, "-c", source, "-o", obj], cwd=project_dir, check=True)
+    def compile_one(unit, obj):
+        source, extra = unit
+        subprocess.run(["g++", *flags, *extra, "-c", source, "-o", obj], cwd=version_dir, check=True)
 
     with ThreadPoolExecutor() as pool:
-        list(pool.map(compile_one, sources, objects))
-    subprocess.run(["g++", "-shared", *objects, "-o", str(library)], cwd=project_dir, check=True)
+        list(pool.map(compile_one, units, objects))
+    subprocess.run(["g++", "-shared", *objects, "-o", "csim.so"], cwd=version_dir, check=True)
     for obj in objects:
-        (project_dir / obj).unlink()
+        (version_dir / obj).unlink()
 
 
-def model_config(spec):
+def model_config(spec, device):
     serving = spec.serving
     config = mc.ModelConfig(name=spec.name, backend="faast", max_batch_size=serving["max_batch_size"])
     for tensor, target in ((serving["input"], config.input), (serving["output"], config.output)):
         target.add(name=tensor["name"], data_type=mc.DataType.Value("TYPE_" + tensor["datatype"]),
                    dims=tensor["dims"])
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
-    config.parameters["device"].string_value = serving["device"]
+    config.parameters["device"].string_value = device
     return config

@@ -75,7 +75,7 @@ def facile_inputs():
         import data
     finally:
         sys.path.pop(0)
-    return data.generate(17001, seed=2024)
+    return data.generate(57334, seed=2024)
 
 
 def hls4ml_predict(project_dir, rows, workdir):

@@ -6,7 +6,7 @@ import tritonclient.grpc as grpcclient
 from conftest import hls4ml_predict
 from tritonclient.utils import InferenceServerException
 
-BATCHES = (1, 1000, 16000)
+BATCHES = (1, 333, 1000, 16000, 40000)  # 40000 spans several kernel executions and CUs
 
 
 def infer(client, rows, model="facile"):

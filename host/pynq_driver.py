@@ -1,0 +1,78 @@
+"""PYNQ device: Alveo cards and AWS F1 through PYNQ 3.0.1, the last release that drives them.
+
+Each `<top>_N` IP of the downloaded overlay is one compute unit; buffers are pynq.allocate()'d in
+the bank the CU's ports connect to. Untested on hardware here: the tests drive this code against a
+recording stand-in of pynq (tests/recording_pynq.py).
+"""
+
+import importlib
+import time
+
+import numpy as np
+
+from .device import ComputeUnit, Device, DeviceBuffer, DeviceError
+from .xrt_driver import KERNEL_TIMEOUT_MS, _xclbin, board
+
+
+def _pynq():
+    try:
+        return importlib.import_module("pynq")
+    except ImportError:
+        raise DeviceError("device 'pynq' needs PYNQ 3.0.1 (pip install pynq==3.0.1) and XRT") from None
+
+
+class PynqComputeUnit(ComputeUnit):
+    def __init__(self, pynq, overlay, ip, name):
+        self.pynq = pynq
+        self.bank = getattr(overlay, ip.args["in"].mem)
+        self.ip = ip
+        self.name = name
+
+    def allocate(self, nbytes):
+        buffer = self.pynq.allocate((nbytes,), np.uint8, target=self.bank)
+        return DeviceBuffer(buffer.view(np.ndarray), buffer)
+
+    def execute(self, inputs, outputs, rows, in_bytes, out_bytes):
+        inputs.handle.sync_to_device()
+        handle = self.ip.start(inputs.handle, outputs.handle, rows)
+        deadline = time.monotonic() + KERNEL_TIMEOUT_MS / 1000
+        while not handle.done:
+            if time.monotonic() > deadline:
+                raise DeviceError(f"kernel {self.name} did not complete within {KERNEL_TIMEOUT_MS} ms")
+            time.sleep(0.0001)
+        outputs.handle.sync_from_device()
+
+
+class PynqDevice(Device):
+    kind = "pynq"
+
+    def __init__(self, kernel):
+        pynq = _pynq()
+        xclbin = _xclbin(kernel)
+        cards = pynq.Device.devices
+        if not cards:
+            raise DeviceError("device 'pynq' found no Alveo card")
+        platform = kernel.raw.get("platforms", {})
+        compute_units = []
+        for index, card in enumerate(cards):
+            if board(card.name) not in platform:
+                raise DeviceError(f"card {index} is {card.name}, which no faast platform targets")
+            try:
+                overlay = pynq.Overlay(str(xclbin), device=card)
+            except Exception as error:  # PYNQ raises plain exceptions for a wrong or broken xclbin
+                raise DeviceError(f"cannot load {xclbin.name} on card {index} ({card.name}): {error}") from None
+            for name in sorted(n for n in overlay.ip_dict if n.startswith(f"{kernel.top}_")):
+                compute_units.append(PynqComputeUnit(pynq, overlay, getattr(overlay, name), f"card{index}/{name}"))
+        super().__init__(kernel, compute_units)
+
+    @staticmethod
+    def available():
+        try:
+            pynq = _pynq()
+        except DeviceError as error:
+            return False, str(error)
+        count = len(pynq.Device.devices)
+        return count > 0, f"PYNQ lists {count} card(s)"
+
+
+DRIVER = PynqDevice
