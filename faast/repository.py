@@ -29,6 +29,9 @@ class ModelRepository:
 
     def get(self, name, version=""):
         model = self.models.get(name)
+        if model is None and name in self.failed:
+            raise NotFound(f"Request for unknown model: '{name}' has no available versions "
+                           f"(failed to load: {self.failed[name]})")
         if model is None:
             raise NotFound(f"Request for unknown model: '{name}' is not found")
         if version and not (version.isdigit() and int(version) > 0):

@@ -1,0 +1,224 @@
+"""The FPGA path without an FPGA: the generated Vitis project, the kernel top the C simulation
+compiles, and the xrt and pynq drivers' choreography against RECORDING STAND-INS of pyxrt and pynq
+(tests/recording_pyxrt.py, tests/recording_pynq.py). No hardware result is claimed anywhere."""
+
+import importlib
+import json
+import logging
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import recording_pynq
+import recording_pyxrt
+import tritonclient.grpc as grpcclient
+from conftest import Server
+from tritonclient.utils import InferenceServerException
+
+from faast.host.csim import CsimDevice
+from faast.host.device import DeviceError, KernelDescription, open_device
+from faast.host.pynq_driver import PynqDevice
+from faast.host.xrt_driver import XrtDevice
+
+U250_SHELL = "xilinx_u250_gen3x16_xdma_shell_4_1"
+U250_PLATFORM = "xilinx_u250_gen3x16_xdma_4_1_202210_1"
+
+
+@pytest.fixture
+def version_dir(model_repository, tmp_path):
+    """A private copy of the built FACILE version folder, to add fake xclbins to."""
+    copy = tmp_path / "facile" / "1"
+    shutil.copytree(model_repository / "facile" / "1", copy)
+    return copy
+
+
+def fake_xclbin(version_dir, platform=U250_PLATFORM, cus=4):
+    kernel = KernelDescription.read(version_dir)
+    spec = {"platform": platform, "kernel": kernel.top, "cus": [f"{kernel.top}_{i}" for i in range(1, cus + 1)],
+            "library": str(version_dir / "csim.so"), "weights": str(version_dir / "hls4ml/firmware/weights")}
+    (version_dir / "facile.xclbin").write_text(json.dumps(spec))
+
+
+@pytest.fixture
+def standin_modules(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyxrt", recording_pyxrt)
+    monkeypatch.setitem(sys.modules, "pynq", recording_pynq)
+
+
+def test_vitis_makefile_lists_compile_link_and_afi_steps(model_repository):
+    vitis = model_repository / "facile" / "1" / "vitis"
+    u250 = subprocess.run(["make", "-n", "TARGET_BOARD=u250"], cwd=vitis, capture_output=True, text=True, check=True)
+    assert f"v++ -c -t hw --platform {U250_PLATFORM}" in u250.stdout and "-k facile_top" in u250.stdout
+    assert "v++ -l -t hw" in u250.stdout and "--config connectivity.u250.cfg" in u250.stdout
+    assert "cp build_u250/facile.xclbin ../facile.xclbin" in u250.stdout
+    f1 = subprocess.run(["make", "-n", "TARGET_BOARD=aws-f1"], cwd=vitis, capture_output=True, text=True, check=True)
+    assert "--platform xilinx_aws-vu9p-f1_shell-v04261818_201920_3" in f1.stdout
+    assert "v++ -c" in f1.stdout and "v++ -l" in f1.stdout
+    assert "create_vitis_afi.sh -xclbin=facile.xclbin" in f1.stdout
+    connectivity = (vitis / "connectivity.u250.cfg").read_text()
+    assert "nk=facile_top:4:facile_top_1.facile_top_2.facile_top_3.facile_top_4" in connectivity
+    assert {f"sp=facile_top_{i}.in:DDR[{i - 1}]" for i in range(1, 5)} <= set(connectivity.splitlines())
+    assert "slr=facile_top_4:SLR3" in connectivity
+
+
+def test_kernel_top_compiles_as_cpp_against_the_generated_firmware(model_repository):
+    version = model_repository / "facile" / "1"
+    top = (version / "vitis" / "kernel_top.cpp").read_text()
+    assert 'extern "C" void facile_top(const word_t *in, word_t *out, int rows)' in top
+    assert "#pragma HLS DATAFLOW" in top and "m_axi port=in" in top
+    subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-w", "-Ihls4ml", "-Ihls4ml/firmware/ap_types",
+                    "vitis/kernel_top.cpp"], cwd=version, check=True)
+    symbols = subprocess.run(["nm", "-D", "--defined-only", "csim.so"], cwd=version, capture_output=True,
+                             text=True, check=True).stdout
+    assert " T facile_top" in symbols  # the C simulation is that kernel top
+
+
+def test_kernel_description_has_the_buffer_layout(model_repository):
+    kernel = json.loads((model_repository / "facile" / "1" / "kernel.json").read_text())
+    buffers = kernel["buffers"]
+    assert buffers["word_bits"] == 512 and buffers["rows_per_execution"] == 16384
+    assert buffers["input"] == {"type": "fixed<16,9,TRN,WRAP,0>", "bits": 16, "lane_bits": 16,
+                                "lanes_per_word": 32, "elements_per_row": 15}
+    assert buffers["output"]["bits"] == 24 and buffers["output"]["lane_bits"] == 32
+    assert kernel["compute_units"] == {"u250": 4, "aws-f1": 2}
+
+
+def _rows(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(0, 40, (n, 15)) * (rng.random((n, 15)) < 0.5)).astype(np.float32)
+
+
+def test_xrt_driver_choreography_on_recording_standin(version_dir, standin_modules):
+    fake_xclbin(version_dir)
+    recording_pyxrt.install([{"name": U250_SHELL}, {"name": U250_SHELL}])
+    device = XrtDevice(KernelDescription.read(version_dir))
+    assert [cu.name for cu in device.compute_units] == [
+        f"card{c}/facile_top_{i}" for c in (0, 1) for i in (1, 2, 3, 4)]
+    buffers = [call for call in recording_pyxrt.CALLS if call[0] == "bo"]
+    assert len(buffers) == 8 * 2 * 2  # 8 CUs x two buffer sets x (inputs, outputs)
+    assert {call[3] for call in buffers} == {0, 1, 2, 3}  # each CU's buffers in its own bank
+
+    rows = _rows(40000)
+    recording_pyxrt.CALLS.clear()
+    served = device.run(rows)
+    csim = CsimDevice(KernelDescription.read(version_dir))
+    assert np.array_equal(served.view(np.uint32), csim.run(rows).view(np.uint32))
+    starts = [call for call in recording_pyxrt.CALLS if call[0] == "start"]
+    # Round robin: the batch is spread as one 5000-row execution on each of the 8 CUs (they run
+    # concurrently, so the recorded order is not fixed).
+    assert sorted((c[1], c[2], c[5]) for c in starts) == [(card, f"facile_top:{{facile_top_{i}}}", 5000)
+                                                         for card in (0, 1) for i in (1, 2, 3, 4)]
+    for start in starts:  # every run: inputs synced to the device before, outputs back after
+        at = recording_pyxrt.CALLS.index(start)
+        before, after = recording_pyxrt.CALLS[:at], recording_pyxrt.CALLS[at:]
+        assert ("to_device", start[3]) in [(c[1], c[2]) for c in before if c[0] == "sync"]
+        assert ("from_device", start[4]) in [(c[1], c[2]) for c in after if c[0] == "sync"]
+    device.close()
+    csim.close()
+
+
+def test_pynq_driver_choreography_on_recording_standin(version_dir, standin_modules):
+    fake_xclbin(version_dir, cus=2)
+    recording_pynq.install([{"name": U250_SHELL}])
+    device = PynqDevice(KernelDescription.read(version_dir))
+    assert [cu.name for cu in device.compute_units] == ["card0/facile_top_1", "card0/facile_top_2"]
+    targets = [call[2] for call in recording_pynq.CALLS if call[0] == "allocate"]
+    assert targets.count(f"memory bank0 of {U250_SHELL}") == 4 and len(targets) == 8
+
+    rows = _rows(20000, seed=1)
+    recording_pynq.CALLS.clear()
+    served = device.run(rows)
+    csim = CsimDevice(KernelDescription.read(version_dir))
+    assert np.array_equal(served.view(np.uint32), csim.run(rows).view(np.uint32))
+    calls = recording_pynq.CALLS
+    starts = [call for call in calls if call[0] == "start"]
+    assert sorted((c[2], c[5]) for c in starts) == [("facile_top_1", 10000), ("facile_top_2", 10000)]
+    for start in starts:
+        at = calls.index(start)
+        assert ("sync_to_device", start[3]) in calls[:at] and ("sync_from_device", start[4]) in calls[at:]
+    device.close()
+    csim.close()
+
+
+def test_driver_errors_are_clear(version_dir, standin_modules, monkeypatch):
+    kernel = KernelDescription.read(version_dir)
+    with pytest.raises(DeviceError, match="no xclbin in"):
+        XrtDevice(kernel)
+    fake_xclbin(version_dir)
+    recording_pyxrt.install([])
+    with pytest.raises(DeviceError, match="found no Alveo card"):
+        XrtDevice(kernel)
+    recording_pyxrt.install([{"name": "xilinx_aws-vu9p-f1_shell-v04261818_201920_3"}])
+    with pytest.raises(DeviceError, match="is built for platform xilinx_u250"):
+        XrtDevice(kernel)
+    recording_pynq.install([{"name": "xilinx_aws-vu9p-f1_shell-v04261818_201920_3"}])
+    with pytest.raises(DeviceError, match="cannot load facile.xclbin on card 0"):
+        PynqDevice(kernel)
+
+    monkeypatch.setattr("faast.host.xrt_driver.KERNEL_TIMEOUT_MS", 50)
+    recording_pyxrt.install([{"name": U250_SHELL, "hang": True}])
+    device = XrtDevice(kernel)
+    with pytest.raises(DeviceError, match="did not complete within 50 ms"):
+        device.run(_rows(10))
+    with pytest.raises(DeviceError, match="did not complete"):  # buffers came back: it fails again, cleanly
+        device.run(_rows(10))
+    device.close()
+
+    monkeypatch.delitem(sys.modules, "pyxrt")
+    monkeypatch.setattr("importlib.import_module", _refuse("pyxrt", importlib.import_module))
+    with pytest.raises(DeviceError, match="needs XRT's Python binding pyxrt"):
+        XrtDevice(kernel)
+
+
+def _refuse(name, real):
+    def import_module(module, *args):
+        if module == name:
+            raise ImportError(f"No module named '{name}'")
+        return real(module, *args)
+    return import_module
+
+
+def test_auto_picks_hardware_only_with_a_card_and_an_xclbin(version_dir, standin_modules, caplog):
+    caplog.set_level(logging.INFO, logger="faast.host")
+    recording_pyxrt.install([{"name": U250_SHELL}])
+    device = open_device("auto", version_dir)
+    assert device.kind == "csim" and "holds no xclbin" in caplog.text
+    device.close()
+
+    fake_xclbin(version_dir)
+    device = open_device("auto", version_dir)
+    assert device.kind == "xrt" and "XRT lists 1 card(s)" in caplog.text
+    device.close()
+
+    recording_pyxrt.install([])
+    recording_pynq.install([])
+    device = open_device("auto", version_dir)
+    assert device.kind == "csim" and "no card is usable" in caplog.text
+    device.close()
+
+
+def test_server_stays_up_when_a_model_device_cannot_open(model_repository, tmp_path):
+    repository = tmp_path / "repository"
+    shutil.copytree(model_repository, repository)
+    card_model = repository / "facile_card"
+    shutil.copytree(repository / "facile", card_model)
+    config = (card_model / "config.pbtxt").read_text()
+    (card_model / "config.pbtxt").write_text(
+        config.replace('name: "facile"', 'name: "facile_card"').replace('"csim"', '"xrt"'))
+    server = Server(repository, tmp_path / "serve.log")
+    try:
+        client = server.client
+        assert client.is_model_ready("facile") and not client.is_model_ready("facile_card")
+        tensor = grpcclient.InferInput("input", [3, 15], "FP32")
+        tensor.set_data_from_numpy(_rows(3))
+        with pytest.raises(InferenceServerException) as caught:
+            client.infer("facile_card", [tensor])
+        assert caught.value.status() == "StatusCode.NOT_FOUND"
+        assert "'facile_card' has no available versions (failed to load: device 'xrt' needs XRT" in \
+            caught.value.message()
+        assert client.infer("facile", [tensor]).as_numpy("output").shape == (3, 1)
+    finally:
+        server.stop()
+    assert "failed to load model 'facile_card'" in (tmp_path / "serve.log").read_text()
