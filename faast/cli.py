@@ -50,6 +50,12 @@ def train(args):
     train_kernel(args.kernel, epochs=args.epochs, samples=args.samples)
 
 
+def validate(args):
+    from faast.kernels.validate import validate as validate_kernel
+
+    sys.exit(validate_kernel(args.kernel, data=args.data, url=args.url, out=args.out))
+
+
 def parser():
     top = argparse.ArgumentParser(prog="faast", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
@@ -74,6 +80,12 @@ def parser():
     p.add_argument("--epochs", type=int, help="override kernel.toml [training] epochs")
     p.add_argument("--samples", type=int, help="override kernel.toml [training] samples")
     p.set_defaults(run=train)
+    p = commands.add_parser("validate", help="compare float, QKeras, C simulation (and a server) with a verdict")
+    p.add_argument("kernel")
+    p.add_argument("--data", help=".npz with arrays x (inputs) and y (truth); default: the kernel's generator")
+    p.add_argument("--url", help="also compare a running faast at HOST:PORT (gRPC) with the C simulation")
+    p.add_argument("--out", default="validation", help="report folder")
+    p.set_defaults(run=validate)
     return top
 
 
