@@ -8,11 +8,13 @@ Drivers provide only what is vendor-specific: opening CUs, allocating buffers, a
 execute (sync in, start, wait, sync out).
 """
 
+import collections
 import importlib
 import itertools
 import json
 import logging
 import queue
+import time
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -78,6 +80,15 @@ class ComputeUnit(ABC):
         """Sync `in_bytes` of inputs to the device, run the kernel on `rows`, wait, sync outputs back."""
 
 
+@dataclass
+class Timings:
+    """Where a run's time went, for statistics: host packing, kernel, host unpacking (ns)."""
+
+    pack_ns: int = 0
+    unpack_ns: int = 0
+    executions: int = 0
+
+
 class _BufferPool:
     """A CU with its buffer sets and one worker thread: at most BUFFERS_PER_CU executions in flight."""
 
@@ -90,22 +101,30 @@ class _BufferPool:
             self.free.put((cu.allocate(layout.input.nbytes(capacity)), cu.allocate(layout.output.nbytes(capacity))))
         self.worker = ThreadPoolExecutor(1, thread_name_prefix=f"cu-{cu.name}")
 
-    def submit(self, rows):
-        inputs, outputs = self.free.get()  # blocks while both buffer sets are in flight
+    def start(self, rows, buffers, timings):
+        """Pack `rows` into `buffers` (taken from `free`) and queue the kernel run on this CU."""
+        inputs, outputs = buffers
+        begin = time.perf_counter_ns()
         try:
-            in_bytes = self.layout.input.pack(rows, inputs.host)  # packing overlaps the other set's run
+            in_bytes = self.layout.input.pack(rows, inputs.host)
         except BaseException:
-            self.free.put((inputs, outputs))
+            self.free.put(buffers)
             raise
-        return self.worker.submit(self._execute, inputs, outputs, len(rows), in_bytes)
+        timings.pack_ns += time.perf_counter_ns() - begin
+        timings.executions += 1
+        out_bytes = self.layout.output.nbytes(len(rows))
+        return self.worker.submit(self.cu.execute, inputs, outputs, len(rows), in_bytes, out_bytes)
 
-    def _execute(self, inputs, outputs, rows, in_bytes):
+    def finish(self, run, rows, buffers, timings):
+        """Wait for a run, unpack its outputs and give its buffers back."""
         try:
-            out_bytes = self.layout.output.nbytes(rows)
-            self.cu.execute(inputs, outputs, rows, in_bytes, out_bytes)
-            return self.layout.output.unpack(outputs.host, rows)
+            run.result()
+            begin = time.perf_counter_ns()
+            result = self.layout.output.unpack(buffers[1].host, rows)
+            timings.unpack_ns += time.perf_counter_ns() - begin
+            return result
         finally:
-            self.free.put((inputs, outputs))
+            self.free.put(buffers)
 
     def close(self):
         self.worker.shutdown()
@@ -122,16 +141,48 @@ class Device:
         self._pools = [_BufferPool(cu, kernel.layout) for cu in self.compute_units]
         self._next = itertools.cycle(self._pools)
 
-    def run(self, rows: np.ndarray) -> np.ndarray:
-        """float32 [n, input_size] → float32 [n, output_size]; blocking, safe from many threads."""
+    def run(self, rows: np.ndarray, timings: Timings = None) -> np.ndarray:
+        """float32 [n, input_size] → float32 [n, output_size]; blocking, safe from many threads.
+
+        Packing and unpacking happen in the calling thread while CUs run other executions. A
+        caller never waits for buffers while holding some of its own, so concurrent calls cannot
+        deadlock on each other's buffer sets.
+        """
+        timings = timings if timings is not None else Timings()
         rows = np.asarray(rows, np.float32).reshape(-1, self.kernel.input_size)
         # Spread a batch over all CUs, but never beyond one execution's capacity.
         spread = -(-len(rows) // len(self._pools))
         step = min(self.kernel.layout.rows_per_execution, max(MIN_ROWS_PER_EXECUTION, spread))
-        chunks = [rows[i:i + step] for i in range(0, len(rows), step)]
-        futures = [next(self._next).submit(chunk) for chunk in chunks]
-        results = [future.result() for future in futures]
+        pending = collections.deque()
+        results = []
+        try:
+            for start in range(0, len(rows), step):
+                chunk = rows[start:start + step]
+                pool = next(self._next)
+                while True:
+                    try:
+                        buffers = pool.free.get_nowait()
+                        break
+                    except queue.Empty:
+                        if not pending:
+                            buffers = pool.free.get()
+                            break
+                        results.append(self._finish(pending.popleft(), timings))
+                pending.append((pool, pool.start(chunk, buffers, timings), len(chunk), buffers))
+            while pending:
+                results.append(self._finish(pending.popleft(), timings))
+        finally:
+            for pool, run, count, buffers in pending:  # after an error: wait, then free the buffers
+                try:
+                    pool.finish(run, count, buffers, timings)
+                except Exception:
+                    pass
         return np.concatenate(results) if results else np.empty((0, self.kernel.output_size), np.float32)
+
+    @staticmethod
+    def _finish(item, timings):
+        pool, run, count, buffers = item
+        return pool.finish(run, count, buffers, timings)
 
     def close(self):
         for pool in self._pools:

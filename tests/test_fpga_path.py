@@ -222,3 +222,21 @@ def test_server_stays_up_when_a_model_device_cannot_open(model_repository, tmp_p
     finally:
         server.stop()
     assert "failed to load model 'facile_card'" in (tmp_path / "serve.log").read_text()
+
+
+def test_concurrent_runs_larger_than_the_buffer_pools_complete_in_order(version_dir):
+    """More executions than buffer sets, from several threads at once: no deadlock, nothing mixed up."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from faast.host.device import Timings
+
+    device = CsimDevice(KernelDescription.read(version_dir))
+    batches = [_rows(70000, seed=s) for s in range(3)]  # 70000 rows = 5 executions of 16384 or fewer
+    expected = [np.concatenate([device.run(b[i:i + 5000]) for i in range(0, len(b), 5000)]) for b in batches]
+    timings = [Timings() for _ in batches]
+    with ThreadPoolExecutor(3) as pool:
+        served = list(pool.map(device.run, batches, timings))
+    for got, want, timing in zip(served, expected, timings):
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+        assert timing.executions == 5 and timing.pack_ns > 0 and timing.unpack_ns > 0
+    device.close()
