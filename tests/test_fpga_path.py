@@ -231,10 +231,10 @@ def test_concurrent_runs_larger_than_the_buffer_pools_complete_in_order(version_
     from faast.host.device import Timings
 
     device = CsimDevice(KernelDescription.read(version_dir))
-    batches = [_rows(70000, seed=s) for s in range(3)]  # 70000 rows = 5 executions of 16384 or fewer
+    batches = [_rows(70000, seed=s) for s in range(2)]  # 70000 rows = 5 executions of 16384 or fewer
     expected = [np.concatenate([device.run(b[i:i + 5000]) for i in range(0, len(b), 5000)]) for b in batches]
     timings = [Timings() for _ in batches]
-    with ThreadPoolExecutor(3) as pool:
+    with ThreadPoolExecutor(2) as pool:
         served = list(pool.map(device.run, batches, timings))
     for got, want, timing in zip(served, expected, timings):
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
