@@ -31,7 +31,7 @@ async def _serve(args):
     log.info("shutting down: finishing in-flight requests")
     dataplane.ready = False
     await server.stop(grace=args.exit_timeout_secs)
-    repository.close()
+    await repository.close()
 
 
 def serve(args):

@@ -5,17 +5,20 @@ a Triton client relies on happens here, in Triton's order and with its wording, 
 stay thin.
 """
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from . import __version__, tensors
-from .errors import InvalidArgument, Unavailable
+from .errors import InferenceError, InvalidArgument, Unavailable
 from .protocol import service
 
 # The protocol extensions this server implements (ServerMetadata lists exactly these).
-EXTENSIONS = ["model_configuration"]
+EXTENSIONS = ["model_configuration", "statistics", "schedule_policy", "parameters"]
+# Request parameters a client may set with the reserved "triton_" prefix.
+ALLOWED_TRITON_PARAMETERS = ["triton_enable_empty_final_response"]
 
 
 @dataclass
@@ -41,6 +44,7 @@ class InferRequest:
     id: str = ""
     inputs: list = field(default_factory=list)
     outputs: list = field(default_factory=list)  # requested output names, in the order wanted
+    parameters: dict = field(default_factory=dict)  # request parameters, e.g. priority, timeout
 
 
 @dataclass
@@ -78,12 +82,29 @@ class DataPlane:
     def model_config(self, name, version=""):
         return self.repository.get(name, version).config
 
+    def model_statistics(self, name="", version=""):
+        models = [self.repository.get(name, version)] if name else self.repository.models.values()
+        return service.ModelStatisticsResponse(model_stats=[m.stats.to_proto(m.name, m.version) for m in models])
+
+    @staticmethod
+    def check_parameters(parameters):
+        reserved = [key for key in parameters if key.startswith("triton_") and key not in ALLOWED_TRITON_PARAMETERS]
+        if reserved:
+            raise InvalidArgument("parameter keys starting with 'triton_' are reserved for Triton usage. Only the "
+                                  "following keys starting with 'triton_' are allowed: "
+                                  + " ".join(ALLOWED_TRITON_PARAMETERS))
+
     async def infer(self, request: InferRequest) -> InferResponse:
         if not self.ready:
             raise Unavailable("Server not ready")
         model = self.repository.get(request.model_name, request.model_version)
-        rows = self._kernel_rows(model, request)
-        result = await model.execute(rows)
+        arrival = time.perf_counter_ns()
+        try:
+            rows = self._kernel_rows(model, request)
+            result = await model.scheduler.submit(rows, request.parameters)
+        except InferenceError:
+            model.stats.record_failure(time.perf_counter_ns() - arrival)
+            raise
         batch = [len(result)] if model.max_batch_size > 0 else []
         wanted = request.outputs or [o.name for o in model.outputs]
         outputs = []
@@ -96,6 +117,7 @@ class DataPlane:
     def _kernel_rows(self, model, request):
         """Validate a request against the model as Triton does and return float32 kernel rows."""
         prefix = f"[request id: {request.id or '<id_unknown>'}] "
+        self.check_parameters(request.parameters)
         seen = set()
         for tensor in request.inputs:
             if tensor.name in seen:

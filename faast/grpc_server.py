@@ -56,7 +56,16 @@ def infer_request(message):
     return InferRequest(
         model_name=model, model_version=message.model_version, id=message.id,
         inputs=[InputTensor(t.name, t.datatype, tuple(t.shape), reader(i, t)) for i, t in enumerate(message.inputs)],
-        outputs=[o.name for o in message.outputs])
+        outputs=[o.name for o in message.outputs], parameters=parameters(message.parameters))
+
+
+def parameters(message_map):
+    """map<string, InferParameter> → {name: python value}."""
+    result = {}
+    for key, value in message_map.items():
+        choice = value.WhichOneof("parameter_choice")
+        result[key] = getattr(value, choice) if choice else None
+    return result
 
 
 def infer_response(response):
@@ -91,6 +100,10 @@ class InferenceService(service_grpc.GRPCInferenceServiceServicer):
     @_status_on_error
     async def ModelConfig(self, request, context):
         return service.ModelConfigResponse(config=self.dataplane.model_config(request.name, request.version))
+
+    @_status_on_error
+    async def ModelStatistics(self, request, context):
+        return self.dataplane.model_statistics(request.name, request.version)
 
     @_status_on_error
     async def ModelInfer(self, request, context):

@@ -1,6 +1,5 @@
 """One served model: its Triton configuration and the device that runs its kernel."""
 
-import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,8 +8,8 @@ from google.protobuf import text_format
 
 from faast.host.device import DeviceError, open_device
 
-from .errors import Internal
 from .protocol import model_config as mc
+from .scheduler import make_scheduler
 from .tensors import config_to_datatype
 
 
@@ -42,6 +41,8 @@ class ServedModel:
         self.max_batch_size = config.max_batch_size
         self.inputs = _tensors(config.input)
         self.outputs = _tensors(config.output)
+        self.scheduler = make_scheduler(config, device)
+        self.stats = self.scheduler.stats
 
     @classmethod
     def load(cls, model_dir):
@@ -52,26 +53,22 @@ class ServedModel:
             raise DeviceError(f"model '{config.name}' has no version folder in {model_dir}")
         kind = config.parameters["device"].string_value if "device" in config.parameters else "csim"
         device = open_device(kind, Path(model_dir) / str(versions[-1]))
-        model = cls(config, str(versions[-1]), device)
-        model._check_kernel_fits()
-        return model
-
-    def _check_kernel_fits(self):
-        """The configured tensors must be the kernel's: one FP32 input and output of its sizes."""
-        kernel = self.device.kernel
-        for tensors, size, role in ((self.inputs, kernel.input_size, "input"),
-                                    (self.outputs, kernel.output_size, "output")):
-            if len(tensors) != 1 or tensors[0].datatype != "FP32" or int(np.prod(tensors[0].dims)) != size:
-                self.close()
-                raise DeviceError(f"config.pbtxt of '{self.name}' must declare one FP32 {role} of {size} "
-                                  f"elements, as kernel '{kernel.name}' has")
-
-    async def execute(self, rows: np.ndarray) -> np.ndarray:
-        """Run float32 kernel rows on the device from a worker thread (the device releases the GIL)."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(None, self.device.run, rows)
-        except DeviceError as error:
-            raise Internal(f"device '{self.device.kind}' failed for model '{self.name}': {error}") from None
+            _check_kernel_fits(config, device.kernel)
+        except DeviceError:
+            device.close()
+            raise
+        return cls(config, str(versions[-1]), device)
 
-    def close(self):
+    async def close(self):
+        await self.scheduler.close()
         self.device.close()
+
+
+def _check_kernel_fits(config, kernel):
+    """The configured tensors must be the kernel's: one FP32 input and output of its sizes."""
+    for tensors, size, role in ((_tensors(config.input), kernel.input_size, "input"),
+                                (_tensors(config.output), kernel.output_size, "output")):
+        if len(tensors) != 1 or tensors[0].datatype != "FP32" or int(np.prod(tensors[0].dims)) != size:
+            raise DeviceError(f"config.pbtxt of '{config.name}' must declare one FP32 {role} of {size} "
+                              f"elements, as kernel '{kernel.name}' has")

@@ -45,6 +45,6 @@ class ModelRepository:
         model = self.models.get(name)
         return model is not None and (not version or version == model.version)
 
-    def close(self):
+    async def close(self):
         for model in self.models.values():
-            model.close()
+            await model.close()

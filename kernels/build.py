@@ -18,7 +18,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from google.protobuf import text_format
+from google.protobuf import json_format, text_format
 
 from faast.protocol import model_config as mc
 
@@ -97,4 +97,6 @@ def model_config(spec, device):
                    dims=tensor["dims"])
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
     config.parameters["device"].string_value = device
+    if "dynamic_batching" in serving:
+        json_format.ParseDict(serving["dynamic_batching"], config.dynamic_batching)
     return config

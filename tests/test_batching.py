@@ -1,0 +1,94 @@
+"""Dynamic batching through a real server: many clients share kernel executions, replies stay theirs,
+and a full queue answers UNAVAILABLE at once."""
+
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from conftest import Server
+from tritonclient.utils import InferenceServerException
+
+CLIENTS = 64
+REQUESTS_PER_CLIENT = 4
+
+
+def _serve_with_batching(model_repository, tmp_path, batching):
+    repository = tmp_path / "repository"
+    shutil.copytree(model_repository, repository)
+    config = repository / "facile" / "config.pbtxt"
+    text = config.read_text()
+    start = text.index("dynamic_batching {")
+    end = text.index("}", start) + 1
+    config.write_text(text[:start] + f"dynamic_batching {{ {batching} }}" + text[end:])
+    return Server(repository, tmp_path / "serve.log")
+
+
+def _infer(client, rows):
+    tensor = grpcclient.InferInput("input", list(rows.shape), "FP32")
+    tensor.set_data_from_numpy(rows)
+    return client.infer("facile", [tensor]).as_numpy("output")
+
+
+def _statistics(client):
+    stats = client.get_inference_statistics("facile").model_stats[0]
+    return stats.execution_count, stats.inference_count, stats.inference_stats.success.count
+
+
+def test_64_concurrent_one_row_clients_share_executions(model_repository, facile_inputs, tmp_path):
+    server = _serve_with_batching(model_repository, tmp_path, "max_queue_delay_microseconds: 20000")
+    try:
+        rows = facile_inputs[0][:CLIENTS * REQUESTS_PER_CLIENT]
+        expected = _infer(server.client, rows)  # one request: the kernel's answer for every row
+        executions_before, inferences_before, successes_before = _statistics(server.client)
+
+        def client_session(index):
+            client = grpcclient.InferenceServerClient(server.url)
+            try:
+                return [(i, _infer(client, rows[i:i + 1])) for i in range(index, len(rows), CLIENTS)]
+            finally:
+                client.close()
+
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            replies = [reply for session in pool.map(client_session, range(CLIENTS)) for reply in session]
+        assert len(replies) == len(rows)
+        for i, output in replies:
+            assert output.shape == (1, 1)
+            assert output.view(np.uint32)[0, 0] == expected.view(np.uint32)[i, 0], f"reply {i} is not its own"
+
+        executions, inferences, successes = _statistics(server.client)
+        assert successes - successes_before == len(rows)
+        assert inferences - inferences_before == len(rows)
+        assert executions - executions_before <= len(rows) / 8  # far fewer executions than requests
+        stats = server.client.get_inference_statistics("facile").model_stats[0]
+        assert max(batch.batch_size for batch in stats.batch_stats) > 8
+    finally:
+        server.stop()
+
+
+def test_full_queue_answers_unavailable_promptly(model_repository, facile_inputs, tmp_path):
+    server = _serve_with_batching(
+        model_repository, tmp_path,
+        "max_queue_delay_microseconds: 1000000 default_queue_policy { max_queue_size: 8 }")
+    try:
+        rows = facile_inputs[0][:1]
+        tensor = grpcclient.InferInput("input", [1, 15], "FP32")
+        tensor.set_data_from_numpy(rows)
+        results = []
+        for _ in range(8):  # fill the queue: they wait up to the 1 s queue delay
+            server.client.async_infer("facile", [tensor], callback=lambda result, error: results.append(error))
+        time.sleep(0.2)
+        started = time.monotonic()
+        with pytest.raises(InferenceServerException) as caught:
+            server.client.infer("facile", [tensor])
+        assert time.monotonic() - started < 0.5
+        assert caught.value.status() == "StatusCode.UNAVAILABLE"
+        assert caught.value.message() == "Exceeds maximum queue size"
+        deadline = time.monotonic() + 10
+        while len(results) < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert results == [None] * 8  # the queued ones were served, nothing lost
+    finally:
+        server.stop()
