@@ -13,15 +13,19 @@ async def _serve(args):
     from .dataplane import DataPlane
     from .grpc_server import create_server
     from .repository import ModelRepository
+    from .shared_memory import SharedMemoryManager
 
-    repository = ModelRepository(args.model_repository)
-    repository.load_all()
-    dataplane = DataPlane(repository)
+    repository = ModelRepository(args.model_repository, args.model_control_mode, args.load_model)
+    await repository.start()
+    dataplane = DataPlane(repository, SharedMemoryManager(), args.log_verbose, strict_readiness=args.strict_readiness)
     address = f"{args.host}:{args.grpc_port}"
     server = create_server(dataplane, address)
     await server.start()
     dataplane.ready = True
     log.info("Started GRPCInferenceService at %s", address)
+    polling = None
+    if args.model_control_mode == "poll":
+        polling = asyncio.ensure_future(repository.poll_forever(args.repository_poll_secs))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -30,8 +34,11 @@ async def _serve(args):
     await stop.wait()
     log.info("shutting down: finishing in-flight requests")
     dataplane.ready = False
+    if polling:
+        polling.cancel()
     await server.stop(grace=args.exit_timeout_secs)
     await repository.close()
+    dataplane.shared_memory.unregister()
 
 
 def serve(args):
@@ -56,6 +63,14 @@ def validate(args):
     sys.exit(validate_kernel(args.kernel, data=args.data, url=args.url, out=args.out))
 
 
+def _boolean(text):
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not '{text}'")
+
+
 def parser():
     top = argparse.ArgumentParser(prog="faast", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
@@ -64,7 +79,14 @@ def parser():
     p.add_argument("--model-repository", required=True)
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on")
-    p.add_argument("--exit-timeout-secs", type=float, default=30.0)
+    p.add_argument("--model-control-mode", choices=["none", "poll", "explicit"], default="none")
+    p.add_argument("--load-model", action="append", default=[],
+                   help="with explicit control: a model to load at startup (repeatable; * for all)")
+    p.add_argument("--repository-poll-secs", type=float, default=15.0)
+    p.add_argument("--strict-readiness", type=_boolean, default=True,
+                   help="ServerReady only while every model is ready (default true)")
+    p.add_argument("--exit-timeout-secs", type=float, default=30.0,
+                   help="on SIGTERM, how long in-flight requests may take to finish")
     p.add_argument("--log-verbose", type=int, default=0)
     p.set_defaults(run=serve)
 

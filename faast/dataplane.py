@@ -14,9 +14,12 @@ import numpy as np
 from . import __version__, tensors
 from .errors import InferenceError, InvalidArgument, Unavailable
 from .protocol import service
+from .settings import LogSettings, TraceSettings, wall_ns
 
 # The protocol extensions this server implements (ServerMetadata lists exactly these).
-EXTENSIONS = ["model_configuration", "statistics", "schedule_policy", "parameters"]
+EXTENSIONS = ["model_repository", "schedule_policy",
+              "model_configuration", "system_shared_memory", "statistics", "trace", "logging", "parameters",
+              "binary_tensor_data"]
 # Request parameters a client may set with the reserved "triton_" prefix.
 ALLOWED_TRITON_PARAMETERS = ["triton_enable_empty_final_response"]
 
@@ -30,11 +33,17 @@ class InputTensor:
 
 
 @dataclass
+class RequestedOutput:
+    name: str
+    shared_memory: tuple = None  # (region, offset, byte_size) to write the output into
+
+
+@dataclass
 class OutputTensor:
     name: str
     datatype: str
     shape: tuple
-    data: np.ndarray
+    data: np.ndarray  # None when the output went to the client's shared memory
 
 
 @dataclass
@@ -43,7 +52,7 @@ class InferRequest:
     model_version: str = ""
     id: str = ""
     inputs: list = field(default_factory=list)
-    outputs: list = field(default_factory=list)  # requested output names, in the order wanted
+    outputs: list = field(default_factory=list)  # RequestedOutput, in the order wanted
     parameters: dict = field(default_factory=dict)  # request parameters, e.g. priority, timeout
 
 
@@ -60,9 +69,17 @@ def _dims(shape):
 
 
 class DataPlane:
-    def __init__(self, repository):
+    def __init__(self, repository, shared_memory, log_verbose=0, strict_readiness=True):
         self.repository = repository
-        self.ready = False
+        self.shared_memory = shared_memory
+        self.trace = TraceSettings()
+        self.logging = LogSettings(log_verbose)
+        self.strict_readiness = strict_readiness
+        self.ready = False  # set once the transports listen, cleared on shutdown
+
+    def server_ready(self):
+        """Triton's readiness: serving, and with strict readiness every model that should be is."""
+        return self.ready and (not self.strict_readiness or self.repository.all_ready())
 
     def server_metadata(self):
         return service.ServerMetadataResponse(name="faast", version=__version__, extensions=EXTENSIONS)
@@ -98,20 +115,36 @@ class DataPlane:
         if not self.ready:
             raise Unavailable("Server not ready")
         model = self.repository.get(request.model_name, request.model_version)
-        arrival = time.perf_counter_ns()
+        arrival, started = time.perf_counter_ns(), wall_ns()
         try:
             rows = self._kernel_rows(model, request)
             result = await model.scheduler.submit(rows, request.parameters)
+            response = self._response(model, request, result)
         except InferenceError:
             model.stats.record_failure(time.perf_counter_ns() - arrival)
             raise
+        if self.trace.should_trace(model.name):
+            self.trace.write(model.name, model.version, request.id,
+                             [("REQUEST_START", started), ("REQUEST_END", wall_ns())])
+        return response
+
+    def _response(self, model, request, result):
         batch = [len(result)] if model.max_batch_size > 0 else []
-        wanted = request.outputs or [o.name for o in model.outputs]
+        wanted = request.outputs or [RequestedOutput(o.name) for o in model.outputs]
         outputs = []
-        for name in wanted:
-            spec = next(o for o in model.outputs if o.name == name)
+        for requested in wanted:
+            spec = next(o for o in model.outputs if o.name == requested.name)
             shape = tuple(batch) + spec.dims
-            outputs.append(OutputTensor(name, spec.datatype, shape, result.reshape(shape)))
+            data = result.reshape(shape)
+            if requested.shared_memory:
+                region, offset, size = requested.shared_memory
+                raw = tensors.to_raw(data, spec.datatype)
+                if size < len(raw):
+                    raise InvalidArgument(f"shared memory size specified with the request for output "
+                                          f"'{spec.name}' should be at least {len(raw)} bytes to hold the results")
+                self.shared_memory.write(region, offset, size, raw)
+                data = None
+            outputs.append(OutputTensor(spec.name, spec.datatype, shape, data))
         return InferResponse(model.name, model.version, request.id, outputs)
 
     def _kernel_rows(self, model, request):
@@ -123,13 +156,14 @@ class DataPlane:
             if tensor.name in seen:
                 raise InvalidArgument(f"{prefix}input '{tensor.name}' already exists in request")
             seen.add(tensor.name)
-        if len(set(request.outputs)) != len(request.outputs):
-            dup = next(n for n in request.outputs if request.outputs.count(n) > 1)
+        names = [o.name for o in request.outputs]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
             raise InvalidArgument(f"{prefix}output '{dup}' already exists in request")
         raw = [tensor.read() for tensor in request.inputs]
 
         output_names = [o.name for o in model.outputs]
-        for name in request.outputs:
+        for name in names:
             if name not in output_names:
                 raise InvalidArgument(f"unexpected inference output '{name}' for model '{model.name}'")
         specs = {spec.name: spec for spec in model.inputs}

@@ -4,12 +4,13 @@ Converts protocol messages to the dataplane's dataclasses and back, and maps the
 errors to gRPC status codes; no inference semantics live here.
 """
 
+import asyncio
 import functools
 
 import grpc
 
 from . import tensors
-from .dataplane import InferRequest, InputTensor
+from .dataplane import InferRequest, InputTensor, RequestedOutput
 from .errors import InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented
 from .protocol import health, health_grpc, service, service_grpc
 
@@ -23,6 +24,8 @@ STATUS = {
 # Triton's limits: clients send 16000-row batches and large images in one message.
 MESSAGE_LIMIT_OPTIONS = [("grpc.max_send_message_length", 2**31 - 1),
                          ("grpc.max_receive_message_length", 2**31 - 1)]
+NO_CUDA = ("CUDA shared memory is not supported: faast runs FPGA and CPU kernels, "
+           "use system shared memory instead")
 
 
 def _status_on_error(method):
@@ -35,30 +38,6 @@ def _status_on_error(method):
     return wrapper
 
 
-def infer_request(message):
-    """ModelInferRequest → InferRequest; tensor bytes are read lazily so errors come in Triton's order."""
-    model = message.model_name
-    raw = message.raw_input_contents
-
-    def reader(index, tensor):
-        def read():
-            if raw:
-                if tensor.HasField("contents"):
-                    raise InvalidArgument(f"contents field must not be specified when using raw_input_contents "
-                                          f"for '{tensor.name}' for model '{model}'")
-                if index >= len(raw):
-                    raise InvalidArgument(f"unable to find data for input tensor '{tensor.name}' for model "
-                                          f"'{model}' in request.")
-                return raw[index]
-            return tensors.contents_to_raw(tensor.name, model, tensor.datatype, tensor.contents)
-        return read
-
-    return InferRequest(
-        model_name=model, model_version=message.model_version, id=message.id,
-        inputs=[InputTensor(t.name, t.datatype, tuple(t.shape), reader(i, t)) for i, t in enumerate(message.inputs)],
-        outputs=[o.name for o in message.outputs], parameters=parameters(message.parameters))
-
-
 def parameters(message_map):
     """map<string, InferParameter> → {name: python value}."""
     result = {}
@@ -68,13 +47,65 @@ def parameters(message_map):
     return result
 
 
+def _shared_memory(params):
+    """(region, offset, byte_size) from a tensor's shared_memory_* parameters, or None."""
+    if "shared_memory_region" not in params:
+        return None
+    return (params["shared_memory_region"], int(params.get("shared_memory_offset", 0)),
+            int(params.get("shared_memory_byte_size", 0)))
+
+
+def infer_request(message, shared_memory):
+    """ModelInferRequest → InferRequest; tensor bytes are read lazily so errors come in Triton's order.
+
+    raw_input_contents holds one entry per input that does not come from shared memory, in order.
+    """
+    model = message.model_name
+    raw = message.raw_input_contents
+
+    def reader(tensor, raw_index):
+        region = _shared_memory(parameters(tensor.parameters))
+
+        def read():
+            if region:
+                if tensor.HasField("contents"):
+                    raise InvalidArgument(f"unexpected 'content' provided when using shared memory for input "
+                                          f"tensor '{tensor.name}' for model '{model}'")
+                return shared_memory.read(*region)
+            if raw:
+                if tensor.HasField("contents"):
+                    raise InvalidArgument(f"contents field must not be specified when using raw_input_contents "
+                                          f"for '{tensor.name}' for model '{model}'")
+                if raw_index >= len(raw):
+                    raise InvalidArgument(f"unable to find data for input tensor '{tensor.name}' for model "
+                                          f"'{model}' in request.")
+                return raw[raw_index]
+            return tensors.contents_to_raw(tensor.name, model, tensor.datatype, tensor.contents)
+        return read, region is None
+
+    inputs, raw_index = [], 0
+    for tensor in message.inputs:
+        read, uses_raw = reader(tensor, raw_index)
+        raw_index += uses_raw
+        inputs.append(InputTensor(tensor.name, tensor.datatype, tuple(tensor.shape), read))
+    outputs = [RequestedOutput(o.name, _shared_memory(parameters(o.parameters))) for o in message.outputs]
+    return InferRequest(model_name=model, model_version=message.model_version, id=message.id, inputs=inputs,
+                        outputs=outputs, parameters=parameters(message.parameters))
+
+
 def infer_response(response):
     message = service.ModelInferResponse(model_name=response.model_name, model_version=response.model_version,
                                          id=response.id)
     for tensor in response.outputs:
         message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-        message.raw_output_contents.append(tensors.to_raw(tensor.data, tensor.datatype))
+        # An output written to shared memory keeps an empty entry, so indices still match outputs.
+        message.raw_output_contents.append(b"" if tensor.data is None else tensors.to_raw(tensor.data, tensor.datatype))
     return message
+
+
+def _setting_value(value):
+    choice = value.WhichOneof("parameter_choice")
+    return getattr(value, choice) if choice else None
 
 
 class InferenceService(service_grpc.GRPCInferenceServiceServicer):
@@ -85,7 +116,7 @@ class InferenceService(service_grpc.GRPCInferenceServiceServicer):
         return service.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request, context):
-        return service.ServerReadyResponse(ready=self.dataplane.ready)
+        return service.ServerReadyResponse(ready=self.dataplane.server_ready())
 
     async def ModelReady(self, request, context):
         return service.ModelReadyResponse(ready=self.dataplane.model_ready(request.name, request.version))
@@ -107,7 +138,104 @@ class InferenceService(service_grpc.GRPCInferenceServiceServicer):
 
     @_status_on_error
     async def ModelInfer(self, request, context):
-        return infer_response(await self.dataplane.infer(infer_request(request)))
+        return infer_response(await self.dataplane.infer(infer_request(request, self.dataplane.shared_memory)))
+
+    async def ModelStreamInfer(self, request_iterator, context):
+        """Requests are served concurrently; each response (or its error_message) is sent as it is
+        ready, and an error never closes the stream."""
+        replies = asyncio.Queue()
+
+        async def serve(request):
+            try:
+                response = await self.dataplane.infer(infer_request(request, self.dataplane.shared_memory))
+                await replies.put(service.ModelStreamInferResponse(infer_response=infer_response(response)))
+            except InferenceError as error:
+                reply = service.ModelStreamInferResponse(error_message=str(error))
+                reply.infer_response.id = request.id
+                reply.infer_response.model_name = request.model_name
+                await replies.put(reply)
+
+        async def read_all():
+            running = set()
+            async for request in request_iterator:
+                task = asyncio.ensure_future(serve(request))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            if running:
+                await asyncio.gather(*running)
+            await replies.put(None)
+
+        reader = asyncio.ensure_future(read_all())
+        try:
+            while (reply := await replies.get()) is not None:
+                yield reply
+        finally:
+            reader.cancel()
+
+    @_status_on_error
+    async def RepositoryIndex(self, request, context):
+        response = service.RepositoryIndexResponse()
+        for name, version, state, reason in self.dataplane.repository.index(request.ready):
+            response.models.add(name=name, version=version, state=state, reason=reason)
+        return response
+
+    @_status_on_error
+    async def RepositoryModelLoad(self, request, context):
+        await self.dataplane.repository.load(request.model_name)
+        return service.RepositoryModelLoadResponse()
+
+    @_status_on_error
+    async def RepositoryModelUnload(self, request, context):
+        await self.dataplane.repository.unload(request.model_name)
+        return service.RepositoryModelUnloadResponse()
+
+    @_status_on_error
+    async def SystemSharedMemoryStatus(self, request, context):
+        response = service.SystemSharedMemoryStatusResponse()
+        for region in self.dataplane.shared_memory.status(request.name):
+            response.regions[region.name].CopyFrom(service.SystemSharedMemoryStatusResponse.RegionStatus(
+                name=region.name, key=region.key, offset=region.offset, byte_size=region.byte_size))
+        return response
+
+    @_status_on_error
+    async def SystemSharedMemoryRegister(self, request, context):
+        self.dataplane.shared_memory.register(request.name, request.key, request.offset, request.byte_size)
+        return service.SystemSharedMemoryRegisterResponse()
+
+    @_status_on_error
+    async def SystemSharedMemoryUnregister(self, request, context):
+        self.dataplane.shared_memory.unregister(request.name)
+        return service.SystemSharedMemoryUnregisterResponse()
+
+    async def CudaSharedMemoryStatus(self, request, context):
+        return service.CudaSharedMemoryStatusResponse()  # there is never a CUDA region
+
+    async def CudaSharedMemoryRegister(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_CUDA)
+
+    async def CudaSharedMemoryUnregister(self, request, context):
+        return service.CudaSharedMemoryUnregisterResponse()  # nothing to unregister
+
+    @_status_on_error
+    async def TraceSetting(self, request, context):
+        if request.model_name:
+            self.dataplane.repository.get(request.model_name)
+        updates = {key: list(value.value) for key, value in request.settings.items()}
+        settings = self.dataplane.trace.update(request.model_name, updates)
+        response = service.TraceSettingResponse()
+        for key, values in settings.items():
+            response.settings[key].value.extend(values)
+        return response
+
+    @_status_on_error
+    async def LogSettings(self, request, context):
+        updates = {key: _setting_value(value) for key, value in request.settings.items()}
+        settings = self.dataplane.logging.update(updates)
+        response = service.LogSettingsResponse()
+        for key, value in settings.items():
+            field = {bool: "bool_param", int: "uint32_param", str: "string_param"}[type(value)]
+            setattr(response.settings[key], field, value)
+        return response
 
 
 class HealthService(health_grpc.HealthServicer):

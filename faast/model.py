@@ -1,5 +1,6 @@
 """One served model: its Triton configuration and the device that runs its kernel."""
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,7 @@ class ServedModel:
 
     async def close(self):
         await self.scheduler.close()
-        self.device.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.device.close)  # waits for running executions
 
 
 def _check_kernel_fits(config, kernel):

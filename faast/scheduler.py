@@ -195,7 +195,14 @@ class DynamicBatcher:
             self.released += 1
 
     async def close(self):
+        """Stop batching; requests still queued are answered UNAVAILABLE, none is left hanging."""
         self.loop_task.cancel()
+        for waiting in self.queues.values():
+            for request in waiting:
+                if not request.future.done():
+                    request.future.set_exception(Unavailable(f"model '{self.model_name}' is being unloaded"))
+            waiting.clear()
+        self.queued_rows = 0
 
 
 def make_scheduler(config, device):

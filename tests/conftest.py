@@ -33,13 +33,15 @@ def model_repository(tmp_path_factory):
 
 
 class Server:
-    def __init__(self, repository, log_path):
+    """A real `faast serve` process; waits until it is live (and ready, unless told otherwise)."""
+
+    def __init__(self, repository, log_path, *options, expect_ready=True):
         self.port = free_port()
         self.url = f"127.0.0.1:{self.port}"
         self.log_path = log_path
         self.process = subprocess.Popen(
             [BIN / "faast", "serve", "--model-repository", repository, "--grpc-port", str(self.port),
-             "--host", "127.0.0.1"],
+             "--host", "127.0.0.1", *options],
             stdout=open(log_path, "w"), stderr=subprocess.STDOUT, cwd=repository)
         self.client = grpcclient.InferenceServerClient(self.url)
         deadline = time.monotonic() + 60
@@ -47,7 +49,7 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"faast serve exited: {Path(log_path).read_text()}")
             try:
-                if self.client.is_server_ready():
+                if self.client.is_server_live() and (self.client.is_server_ready() or not expect_ready):
                     return
             except Exception:
                 if time.monotonic() > deadline:

@@ -207,9 +207,10 @@ def test_server_stays_up_when_a_model_device_cannot_open(model_repository, tmp_p
     config = (card_model / "config.pbtxt").read_text()
     (card_model / "config.pbtxt").write_text(
         config.replace('name: "facile"', 'name: "facile_card"').replace('"csim"', '"xrt"'))
-    server = Server(repository, tmp_path / "serve.log")
+    server = Server(repository, tmp_path / "serve.log", expect_ready=False)
     try:
         client = server.client
+        assert client.is_server_live() and not client.is_server_ready()  # strict readiness, as Triton
         assert client.is_model_ready("facile") and not client.is_model_ready("facile_card")
         tensor = grpcclient.InferInput("input", [3, 15], "FP32")
         tensor.set_data_from_numpy(_rows(3))
