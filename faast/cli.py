@@ -12,17 +12,28 @@ log = logging.getLogger("faast")
 async def _serve(args):
     from .dataplane import DataPlane
     from .grpc_server import create_server
+    from .http_server import HttpFrontend, start_http
     from .repository import ModelRepository
     from .shared_memory import SharedMemoryManager
 
     repository = ModelRepository(args.model_repository, args.model_control_mode, args.load_model)
     await repository.start()
     dataplane = DataPlane(repository, SharedMemoryManager(), args.log_verbose, strict_readiness=args.strict_readiness)
-    address = f"{args.host}:{args.grpc_port}"
-    server = create_server(dataplane, address)
-    await server.start()
+    grpc_server, runners = None, []
+    if args.allow_grpc:
+        address = f"{args.host}:{args.grpc_port}"
+        grpc_server = create_server(dataplane, address)
+        await grpc_server.start()
+        log.info("Started GRPCInferenceService at %s", address)
+    frontend = HttpFrontend(dataplane)
+    if args.allow_http:
+        runners.append(await start_http(frontend.application(), args.host, args.http_port))
+        log.info("Started HTTPService at %s:%d", args.host, args.http_port)
+    if args.allow_metrics:
+        runners.append(await start_http(frontend.application(with_metrics=True, with_api=False), args.host,
+                                        args.metrics_port))
+        log.info("Started Metrics Service at %s:%d", args.host, args.metrics_port)
     dataplane.ready = True
-    log.info("Started GRPCInferenceService at %s", address)
     polling = None
     if args.model_control_mode == "poll":
         polling = asyncio.ensure_future(repository.poll_forever(args.repository_poll_secs))
@@ -32,11 +43,14 @@ async def _serve(args):
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutting down: finishing in-flight requests")
+    log.info("shutting down: finishing in-flight requests (up to %s s)", args.exit_timeout_secs)
     dataplane.ready = False
     if polling:
         polling.cancel()
-    await server.stop(grace=args.exit_timeout_secs)
+    if grpc_server:
+        await grpc_server.stop(grace=args.exit_timeout_secs)
+    for runner in runners:
+        await runner.cleanup()
     await repository.close()
     dataplane.shared_memory.unregister()
 
@@ -75,9 +89,14 @@ def parser():
     top = argparse.ArgumentParser(prog="faast", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("serve", help="serve a Triton model repository over Triton's gRPC protocol")
+    p = commands.add_parser("serve", help="serve a Triton model repository over Triton's gRPC and HTTP protocols")
     p.add_argument("--model-repository", required=True)
     p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--allow-grpc", type=_boolean, default=True)
+    p.add_argument("--allow-http", type=_boolean, default=True)
+    p.add_argument("--allow-metrics", type=_boolean, default=True)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on")
     p.add_argument("--model-control-mode", choices=["none", "poll", "explicit"], default="none")
     p.add_argument("--load-model", action="append", default=[],

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from . import __version__, tensors
-from .errors import InferenceError, InvalidArgument, Unavailable
+from .errors import InferenceError, Internal, InvalidArgument, Unavailable
 from .protocol import service
 from .settings import LogSettings, TraceSettings, wall_ns
 
@@ -120,8 +120,9 @@ class DataPlane:
             rows = self._kernel_rows(model, request)
             result = await model.scheduler.submit(rows, request.parameters)
             response = self._response(model, request, result)
-        except InferenceError:
-            model.stats.record_failure(time.perf_counter_ns() - arrival)
+        except InferenceError as error:
+            reason = {Unavailable: "REJECTED", Internal: "BACKEND"}.get(type(error), "OTHER")
+            model.stats.record_failure(time.perf_counter_ns() - arrival, reason)
             raise
         if self.trace.should_trace(model.name):
             self.trace.write(model.name, model.version, request.id,

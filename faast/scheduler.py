@@ -30,10 +30,15 @@ class DirectScheduler:
         self.model_name = model_name
         self.device = device
         self.stats = stats
+        self.pending = 0  # requests received and not yet answered
 
     async def submit(self, rows, parameters=None):
         arrival = _now()
-        outputs, (input_ns, infer_ns, output_ns) = await _execute(self.device, rows)
+        self.pending += 1
+        try:
+            outputs, (input_ns, infer_ns, output_ns) = await _execute(self.device, rows)
+        finally:
+            self.pending -= 1
         self.stats.record_execution(len(rows), input_ns, infer_ns, output_ns)
         self.stats.record_success(len(rows), _now() - arrival, 0, input_ns, infer_ns, output_ns)
         return outputs
@@ -83,9 +88,15 @@ class DynamicBatcher:
         self.sequence = 0
         self.released = 0
         self.done = {}
+        self.running = 0
         self.wakeup = asyncio.Event()
         self.in_flight = asyncio.Semaphore(max(2 * len(device.compute_units), 2))
         self.loop_task = asyncio.get_running_loop().create_task(self._loop())
+
+    @property
+    def pending(self):
+        """Requests waiting in the queues or running."""
+        return sum(len(waiting) for waiting in self.queues.values()) + self.running
 
     async def submit(self, rows, parameters=None):
         parameters = parameters or {}
@@ -162,6 +173,7 @@ class DynamicBatcher:
 
     async def _run(self, batch):
         start = _now()
+        self.running += len(batch)
         try:
             rows = np.concatenate([request.rows for request in batch]) if len(batch) > 1 else batch[0].rows
             outputs, (input_ns, infer_ns, output_ns) = await _execute(self.device, rows)
@@ -171,6 +183,7 @@ class DynamicBatcher:
             return
         finally:
             self.in_flight.release()
+            self.running -= len(batch)
         self.stats.record_execution(len(rows), input_ns, infer_ns, output_ns)
         offset = 0
         for request in batch:

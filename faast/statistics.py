@@ -32,6 +32,7 @@ class ModelStatistics:
         self._lock = threading.Lock()
         self.success = Duration()
         self.fail = Duration()
+        self.failures = defaultdict(int)  # reason (REJECTED, BACKEND, OTHER) -> count
         self.queue = Duration()
         self.compute_input = Duration()
         self.compute_infer = Duration()
@@ -59,9 +60,10 @@ class ModelStatistics:
             self.inference_count += rows
             self.last_inference_ms = time.time_ns() // 1_000_000
 
-    def record_failure(self, total_ns):
+    def record_failure(self, total_ns, reason="OTHER"):
         with self._lock:
             self.fail.add(total_ns)
+            self.failures[reason] += 1
             self.last_inference_ms = time.time_ns() // 1_000_000
 
     def to_proto(self, name, version):

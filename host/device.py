@@ -100,6 +100,18 @@ class _BufferPool:
         for _ in range(BUFFERS_PER_CU):
             self.free.put((cu.allocate(layout.input.nbytes(capacity)), cu.allocate(layout.output.nbytes(capacity))))
         self.worker = ThreadPoolExecutor(1, thread_name_prefix=f"cu-{cu.name}")
+        self.executions = 0
+        self.rows = 0
+        self.busy_ns = 0
+
+    def _execute(self, inputs, outputs, rows, in_bytes, out_bytes):
+        begin = time.perf_counter_ns()
+        try:
+            self.cu.execute(inputs, outputs, rows, in_bytes, out_bytes)
+        finally:
+            self.busy_ns += time.perf_counter_ns() - begin
+            self.executions += 1
+            self.rows += rows
 
     def start(self, rows, buffers, timings):
         """Pack `rows` into `buffers` (taken from `free`) and queue the kernel run on this CU."""
@@ -113,7 +125,7 @@ class _BufferPool:
         timings.pack_ns += time.perf_counter_ns() - begin
         timings.executions += 1
         out_bytes = self.layout.output.nbytes(len(rows))
-        return self.worker.submit(self.cu.execute, inputs, outputs, len(rows), in_bytes, out_bytes)
+        return self.worker.submit(self._execute, inputs, outputs, len(rows), in_bytes, out_bytes)
 
     def finish(self, run, rows, buffers, timings):
         """Wait for a run, unpack its outputs and give its buffers back."""
@@ -178,6 +190,11 @@ class Device:
                 except Exception:
                     pass
         return np.concatenate(results) if results else np.empty((0, self.kernel.output_size), np.float32)
+
+    def usage(self):
+        """(kernel executions, rows executed, kernel busy ns) summed over the compute units."""
+        return (sum(p.executions for p in self._pools), sum(p.rows for p in self._pools),
+                sum(p.busy_ns for p in self._pools))
 
     @staticmethod
     def _finish(item, timings):

@@ -36,12 +36,14 @@ class Server:
     """A real `faast serve` process; waits until it is live (and ready, unless told otherwise)."""
 
     def __init__(self, repository, log_path, *options, expect_ready=True):
-        self.port = free_port()
+        self.port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
         self.url = f"127.0.0.1:{self.port}"
+        self.http_url = f"127.0.0.1:{self.http_port}"
         self.log_path = log_path
         self.process = subprocess.Popen(
             [BIN / "faast", "serve", "--model-repository", repository, "--grpc-port", str(self.port),
-             "--host", "127.0.0.1", *options],
+             "--http-port", str(self.http_port), "--metrics-port", str(self.metrics_port), "--host", "127.0.0.1",
+             *options],
             stdout=open(log_path, "w"), stderr=subprocess.STDOUT, cwd=repository)
         self.client = grpcclient.InferenceServerClient(self.url)
         deadline = time.monotonic() + 60
