@@ -11,7 +11,10 @@ from faast.host.device import DeviceError, open_device
 
 from .protocol import model_config as mc
 from .scheduler import make_scheduler
-from .tensors import config_to_datatype
+from .tensors import NUMPY, config_to_datatype
+
+# Integer wire types a model may declare for its input: the kernel's fixed-point bit patterns.
+RAW_INPUT_TYPES = ("INT8", "UINT8", "INT16", "UINT16", "INT32", "UINT32")
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,20 @@ class ServedModel:
 
 
 def _check_kernel_fits(config, kernel):
-    """The configured tensors must be the kernel's: one FP32 input and output of its sizes."""
-    for tensors, size, role in ((_tensors(config.input), kernel.input_size, "input"),
-                                (_tensors(config.output), kernel.output_size, "output")):
-        if len(tensors) != 1 or tensors[0].datatype != "FP32" or int(np.prod(tensors[0].dims)) != size:
-            raise DeviceError(f"config.pbtxt of '{config.name}' must declare one FP32 {role} of {size} "
-                              f"elements, as kernel '{kernel.name}' has")
+    """The configured tensors must be the kernel's: one input and one FP32 output of its sizes. The
+    input is FP32, or an integer type wide enough for the kernel's raw fixed-point bit patterns."""
+    if len(config.input) != 1 or len(config.output) != 1:
+        raise DeviceError(f"config.pbtxt of '{config.name}' must declare one input and one output, as kernel "
+                          f"'{kernel.name}' has")
+    (tensor_in,), (tensor_out,) = _tensors(config.input), _tensors(config.output)
+    input_bits = kernel.layout.input.type.width
+    fits_bits = tensor_in.datatype in RAW_INPUT_TYPES and NUMPY[tensor_in.datatype].itemsize * 8 >= input_bits
+    if tensor_in.datatype != "FP32" and not fits_bits:
+        raise DeviceError(f"input '{tensor_in.name}' of '{config.name}' must be FP32, or an integer type of at least "
+                          f"{input_bits} bits carrying the kernel's {kernel.layout.input.type} bit patterns")
+    for tensor, size in ((tensor_in, kernel.input_size), (tensor_out, kernel.output_size)):
+        if int(np.prod(tensor.dims)) != size:
+            raise DeviceError(f"tensor '{tensor.name}' of '{config.name}' must have {size} elements, as kernel "
+                              f"'{kernel.name}' has")
+    if tensor_out.datatype != "FP32":
+        raise DeviceError(f"output '{tensor_out.name}' of '{config.name}' must be FP32")

@@ -154,14 +154,18 @@ class Device:
         self._next = itertools.cycle(self._pools)
 
     def run(self, rows: np.ndarray, timings: Timings = None) -> np.ndarray:
-        """float32 [n, input_size] → float32 [n, output_size]; blocking, safe from many threads.
+        """float32 [n, input_size] (or the input type's integer bit patterns) → float32 [n, output_size];
+        blocking, safe from many threads.
 
         Packing and unpacking happen in the calling thread while CUs run other executions. A
         caller never waits for buffers while holding some of its own, so concurrent calls cannot
         deadlock on each other's buffer sets.
         """
         timings = timings if timings is not None else Timings()
-        rows = np.asarray(rows, np.float32).reshape(-1, self.kernel.input_size)
+        rows = np.asarray(rows)
+        if not np.issubdtype(rows.dtype, np.integer):
+            rows = rows.astype(np.float32, copy=False)
+        rows = rows.reshape(-1, self.kernel.input_size)
         # Spread a batch over all CUs, but never beyond one execution's capacity.
         spread = -(-len(rows) // len(self._pools))
         step = min(self.kernel.layout.rows_per_execution, max(MIN_ROWS_PER_EXECUTION, spread))

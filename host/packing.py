@@ -35,11 +35,19 @@ class TensorLanes:
         return words * WORD_BYTES
 
     def pack(self, rows, buffer):
-        """Write float rows into `buffer` (uint8, at least nbytes(len(rows))); returns the bytes used."""
+        """Write rows into `buffer` (uint8, at least nbytes(len(rows))); returns the bytes used.
+
+        Float rows are converted to the type's bit patterns; integer rows already are bit patterns
+        (a client that quantized itself, e.g. INT16 for ap_fixed<16,·>) and are copied as they are.
+        """
         used = self.nbytes(len(rows))
         lanes = buffer[:used].view(self.lane_dtype)
         count = rows.size
-        lanes[:count] = self.type.to_bits(rows.reshape(-1))
+        if np.issubdtype(rows.dtype, np.integer):
+            mask = (1 << self.type.width) - 1
+            lanes[:count] = rows.reshape(-1).astype(self.lane_dtype) & self.lane_dtype.type(mask)
+        else:
+            lanes[:count] = self.type.to_bits(rows.reshape(-1))
         lanes[count:] = 0
         return used
 

@@ -92,3 +92,31 @@ def test_full_queue_answers_unavailable_promptly(model_repository, facile_inputs
         assert results == [None] * 8  # the queued ones were served, nothing lost
     finally:
         server.stop()
+
+
+def test_fixed_point_wire_type_int16_gives_the_same_answers(model_repository, facile_inputs, tmp_path):
+    """A model may take the kernel's raw ap_fixed<16,9> bit patterns as INT16 (half the bytes of FP32,
+    no host conversion): a client that quantizes itself gets exactly the FP32 model's answers."""
+    repository = tmp_path / "repository"
+    shutil.copytree(model_repository, repository)
+    fixed = repository / "facile_int16"
+    shutil.copytree(repository / "facile", fixed)
+    config = (fixed / "config.pbtxt").read_text()
+    (fixed / "config.pbtxt").write_text(config.replace('name: "facile"', 'name: "facile_int16"', 1)
+                                        .replace("TYPE_FP32", "TYPE_INT16", 1))
+    server = Server(repository, tmp_path / "serve.log")
+    try:
+        rows = np.ascontiguousarray(facile_inputs[0][:5000])
+        # ap_fixed<16,9> (TRN, WRAP): floor to the LSB 2^-7, keep 16 bits, as the C++ cast does.
+        bits = (np.floor(rows.astype(np.float64) * 128).astype(np.int64) & 0xFFFF).astype(np.uint16).view(np.int16)
+        tensor = grpcclient.InferInput("input", list(bits.shape), "INT16")
+        tensor.set_data_from_numpy(bits)
+        served = server.client.infer("facile_int16", [tensor]).as_numpy("output")
+        assert server.client.get_model_metadata("facile_int16").inputs[0].datatype == "INT16"
+        assert np.array_equal(served.view(np.uint32), _infer(server.client, rows).view(np.uint32))
+        wrong = grpcclient.InferInput("input", list(rows.shape), "FP32")
+        wrong.set_data_from_numpy(rows)
+        with pytest.raises(InferenceServerException, match="data-type is 'FP32', but model 'facile_int16' expects 'INT16'"):
+            server.client.infer("facile_int16", [wrong])
+    finally:
+        server.stop()
