@@ -5,6 +5,8 @@ import asyncio
 import base64
 import json
 import queue
+import shutil
+import time
 
 import grpc
 import numpy as np
@@ -187,3 +189,29 @@ def test_load_is_refused_without_explicit_control(server):
         server.client.load_model("facile")
     assert caught.value.status() == "StatusCode.UNAVAILABLE"
     assert "explicit model load / unload is not allowed" in caught.value.message()
+
+
+def test_poll_mode_follows_the_repository(model_repository, tmp_path):
+    repository = tmp_path / "repository"
+    shutil.copytree(model_repository, repository)
+    server = Server(repository, tmp_path / "serve.log", "--model-control-mode", "poll", "--repository-poll-secs", "0.3")
+    try:
+        client = server.client
+        shutil.copytree(repository / "facile", repository / "facile_copy")
+        config = repository / "facile_copy" / "config.pbtxt"
+        config.write_text(config.read_text().replace('name: "facile"', 'name: "facile_copy"'))
+        assert _eventually(lambda: client.is_model_ready("facile_copy"))
+        shutil.rmtree(repository / "facile_copy")
+        assert _eventually(lambda: not client.is_model_ready("facile_copy"))
+        assert client.is_model_ready("facile")
+    finally:
+        server.stop()
+
+
+def _eventually(condition, seconds=20):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
