@@ -13,6 +13,7 @@ from . import tensors
 from .dataplane import InferRequest, InputTensor, RequestedOutput
 from .errors import InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented
 from .protocol import health, health_grpc, service, service_grpc
+from .shared_memory import region_from_parameters
 
 STATUS = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -47,14 +48,6 @@ def parameters(message_map):
     return result
 
 
-def _shared_memory(params):
-    """(region, offset, byte_size) from a tensor's shared_memory_* parameters, or None."""
-    if "shared_memory_region" not in params:
-        return None
-    return (params["shared_memory_region"], int(params.get("shared_memory_offset", 0)),
-            int(params.get("shared_memory_byte_size", 0)))
-
-
 def infer_request(message, shared_memory):
     """ModelInferRequest → InferRequest; tensor bytes are read lazily so errors come in Triton's order.
 
@@ -64,7 +57,7 @@ def infer_request(message, shared_memory):
     raw = message.raw_input_contents
 
     def reader(tensor, raw_index):
-        region = _shared_memory(parameters(tensor.parameters))
+        region = region_from_parameters(parameters(tensor.parameters))
 
         def read():
             if region:
@@ -88,7 +81,7 @@ def infer_request(message, shared_memory):
         read, uses_raw = reader(tensor, raw_index)
         raw_index += uses_raw
         inputs.append(InputTensor(tensor.name, tensor.datatype, tuple(tensor.shape), read))
-    outputs = [RequestedOutput(o.name, _shared_memory(parameters(o.parameters))) for o in message.outputs]
+    outputs = [RequestedOutput(o.name, region_from_parameters(parameters(o.parameters))) for o in message.outputs]
     return InferRequest(model_name=model, model_version=message.model_version, id=message.id, inputs=inputs,
                         outputs=outputs, parameters=parameters(message.parameters))
 

@@ -15,6 +15,7 @@ from .dataplane import InferRequest, InputTensor, RequestedOutput
 from .errors import InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented
 from .grpc_server import NO_CUDA
 from .metrics import registry_for, render
+from .shared_memory import region_from_parameters
 
 HTTP_STATUS = {InvalidArgument: 400, NotFound: 404, Unavailable: 503, Unimplemented: 501, Internal: 500}
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -58,13 +59,6 @@ def _handler(method):
     return wrapper
 
 
-def _shared_memory(params):
-    if "shared_memory_region" not in params:
-        return None
-    return (params["shared_memory_region"], int(params.get("shared_memory_offset", 0)),
-            int(params.get("shared_memory_byte_size", 0)))
-
-
 def parse_infer(body, header_length, model_name, shared_memory):
     """A KServe v2 infer body (JSON, optionally followed by binary tensors) → InferRequest."""
     header = json.loads(body[:header_length] if header_length is not None else body)
@@ -74,7 +68,7 @@ def parse_infer(body, header_length, model_name, shared_memory):
     for tensor in header.get("inputs", []):
         params = tensor.get("parameters", {})
         name, datatype, shape = tensor["name"], tensor["datatype"], tuple(tensor["shape"])
-        region = _shared_memory(params)
+        region = region_from_parameters(params)
         if region:
             inputs.append(InputTensor(name, datatype, shape, lambda region=region: shared_memory.read(*region)))
         elif "binary_data_size" in params:
@@ -91,7 +85,7 @@ def parse_infer(body, header_length, model_name, shared_memory):
     outputs, binary_outputs = [], set()
     for output in header.get("outputs", []):
         params = output.get("parameters", {})
-        outputs.append(RequestedOutput(output["name"], _shared_memory(params)))
+        outputs.append(RequestedOutput(output["name"], region_from_parameters(params)))
         if params.get("binary_data", binary_default):
             binary_outputs.add(output["name"])
     request = InferRequest(model_name=model_name, id=str(header.get("id", "")), inputs=inputs, outputs=outputs,

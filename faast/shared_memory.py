@@ -15,6 +15,14 @@ from .errors import InvalidArgument, NotFound
 SHM_DIR = "/dev/shm"
 
 
+def region_from_parameters(params):
+    """(region, offset, byte_size) from a tensor's shared_memory_* parameters, or None."""
+    if "shared_memory_region" not in params:
+        return None
+    return (params["shared_memory_region"], int(params.get("shared_memory_offset", 0)),
+            int(params.get("shared_memory_byte_size", 0)))
+
+
 @dataclass
 class Region:
     name: str
