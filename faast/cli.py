@@ -77,6 +77,18 @@ def validate(args):
     sys.exit(validate_kernel(args.kernel, data=args.data, url=args.url, out=args.out))
 
 
+def bench(args):
+    from .bench import run
+
+    run(args)
+
+
+def plan(args):
+    from .plan import run
+
+    run(args)
+
+
 def _boolean(text):
     if text.lower() in ("1", "true", "yes", "on"):
         return True
@@ -127,6 +139,32 @@ def parser():
     p.add_argument("--url", help="also compare a running faast at HOST:PORT (gRPC) with the C simulation")
     p.add_argument("--out", default="validation", help="report folder")
     p.set_defaults(run=validate)
+
+    p = commands.add_parser("bench", help="load generator for any Triton-protocol server (gRPC)")
+    p.add_argument("url", help="HOST:PORT of the gRPC endpoint")
+    p.add_argument("--model", required=True)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--concurrency", default="1,2,4,8,16,32,64", help="comma-separated client counts")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds measured per level")
+    p.add_argument("--processes", type=int, help="client processes (default: one per core)")
+    p.add_argument("--shared-memory", action="store_true", help="pass tensors through system shared memory")
+    p.add_argument("--quick", action="store_true", help="concurrency up to 4, 2 s per level")
+    p.add_argument("--label", help="legend label in the plots")
+    p.add_argument("--out", default="bench_out")
+    p.set_defaults(run=bench)
+
+    p = commands.add_parser("plan", help="SONIC capacity model: clients per accelerator before saturation")
+    p.add_argument("--t-cpu", type=float, required=True, help="s per event on the CPU alone")
+    p.add_argument("--p", type=float, required=True, help="fraction of t_cpu that is offloaded")
+    p.add_argument("--t-acc", type=float, help="s of accelerator time per event (or measure with --url)")
+    p.add_argument("--t-latency", type=float, default=0.0, help="s per event added by transmission and travel")
+    p.add_argument("--n-acc", type=int, default=1, help="number of accelerators (servers)")
+    p.add_argument("--url", help="measure t_acc from this server's ModelStatistics (gRPC HOST:PORT)")
+    p.add_argument("--model", default="facile")
+    p.add_argument("--requests-per-event", type=float, default=1.0)
+    p.add_argument("--bench", help="faast bench JSON: plot predicted vs measured latency against clients")
+    p.add_argument("--out", help="folder for plan.json and plan.png")
+    p.set_defaults(run=plan)
     return top
 
 
