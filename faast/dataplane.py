@@ -1,8 +1,8 @@
 """The protocol-agnostic core of the server: health, metadata and inference with Triton's semantics.
 
-Transports (gRPC now, HTTP later) turn wire messages into the dataclasses below and back; every check
-a Triton client relies on happens here, in Triton's order and with its wording, so the transports
-stay thin.
+Transports (faast.grpc_server, faast.http_server) turn wire messages into the dataclasses below and
+back; every check a Triton client relies on happens here, in Triton's order and with its wording,
+so the transports stay thin.
 """
 
 import time
@@ -17,9 +17,8 @@ from .protocol import service
 from .settings import LogSettings, TraceSettings, wall_ns
 
 # The protocol extensions this server implements (ServerMetadata lists exactly these).
-EXTENSIONS = ["model_repository", "schedule_policy",
-              "model_configuration", "system_shared_memory", "statistics", "trace", "logging", "parameters",
-              "binary_tensor_data"]
+EXTENSIONS = ["model_repository", "schedule_policy", "model_configuration", "system_shared_memory",
+              "statistics", "trace", "logging", "parameters", "binary_tensor_data"]
 # Request parameters a client may set with the reserved "triton_" prefix.
 ALLOWED_TRITON_PARAMETERS = ["triton_enable_empty_final_response"]
 

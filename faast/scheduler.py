@@ -59,6 +59,13 @@ async def _execute(device, rows):
     return outputs, (timings.pack_ns, max(wall - timings.pack_ns - timings.unpack_ns, 0), timings.unpack_ns)
 
 
+def _integer(parameters, key):
+    try:
+        return int(parameters.get(key, 0))
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"request parameter '{key}' must be an integer, not {parameters[key]!r}") from None
+
+
 @dataclass
 class _Queued:
     rows: np.ndarray
@@ -100,7 +107,7 @@ class DynamicBatcher:
 
     async def submit(self, rows, parameters=None):
         parameters = parameters or {}
-        level = int(parameters.get("priority", 0)) or self.default_level
+        level = _integer(parameters, "priority") or self.default_level
         if not 1 <= level <= self.levels:
             raise InvalidArgument(f"priority level {level} is not between 1 and {self.levels} for model "
                                   f"'{self.model_name}'")
@@ -109,7 +116,7 @@ class DynamicBatcher:
             raise Unavailable("Exceeds maximum queue size")
         timeout_us = policy.default_timeout_microseconds
         if policy.allow_timeout_override and "timeout" in parameters:
-            timeout_us = int(parameters["timeout"])
+            timeout_us = _integer(parameters, "timeout")
         arrival = _now()
         request = _Queued(rows, asyncio.get_running_loop().create_future(), arrival,
                           arrival + timeout_us * 1000 if timeout_us else 0,
