@@ -40,7 +40,7 @@ def _status_on_error(method):
 
 
 def parameters(message_map):
-    """map<string, InferParameter> → {name: python value}."""
+    """map<string, InferParameter> (or LogSettings' SettingValue) → {name: python value}."""
     result = {}
     for key, value in message_map.items():
         choice = value.WhichOneof("parameter_choice")
@@ -94,11 +94,6 @@ def infer_response(response):
         # An output written to shared memory keeps an empty entry, so indices still match outputs.
         message.raw_output_contents.append(b"" if tensor.data is None else tensors.to_raw(tensor.data, tensor.datatype))
     return message
-
-
-def _setting_value(value):
-    choice = value.WhichOneof("parameter_choice")
-    return getattr(value, choice) if choice else None
 
 
 class InferenceService(service_grpc.GRPCInferenceServiceServicer):
@@ -222,7 +217,7 @@ class InferenceService(service_grpc.GRPCInferenceServiceServicer):
 
     @_status_on_error
     async def LogSettings(self, request, context):
-        updates = {key: _setting_value(value) for key, value in request.settings.items()}
+        updates = parameters(request.settings)  # SettingValue shares InferParameter's oneof name
         settings = self.dataplane.logging.update(updates)
         response = service.LogSettingsResponse()
         for key, value in settings.items():

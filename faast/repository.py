@@ -28,7 +28,7 @@ class ModelRepository:
         self.startup_models = list(startup_models)
         self.models = {}
         self.failed = {}  # name -> why it is not loaded
-        self._stamps = {}  # name -> config.pbtxt mtime when loaded, for polling
+        self._stamps = {}  # name -> config.pbtxt mtime at the last load attempt, for polling
 
     def available(self):
         """Model folders in the repository: every folder holding a config.pbtxt."""
@@ -48,6 +48,7 @@ class ModelRepository:
             raise InvalidArgument(f"failed to load '{name}', failed to poll from model repository")
         if name in self.models:
             await self._unload(name)
+        self._stamps[name] = (model_dir / "config.pbtxt").stat().st_mtime_ns  # polling retries after a change
         try:
             model = ServedModel.load(model_dir)
         except Exception as error:  # a broken model must not take the others down
@@ -56,7 +57,6 @@ class ModelRepository:
             return False
         self.failed.pop(name, None)
         self.models[name] = model
-        self._stamps[name] = (model_dir / "config.pbtxt").stat().st_mtime_ns
         log.info("loaded model '%s' version %s on device '%s'", name, model.version, model.device.kind)
         return True
 
@@ -95,9 +95,12 @@ class ModelRepository:
         for name in list(self.models):
             if name not in present:
                 await self._unload(name)
+        for name in set(self._stamps) - present:
+            del self._stamps[name]
+            self.failed.pop(name, None)
         for name in sorted(present):
             stamp = (self.path / name / "config.pbtxt").stat().st_mtime_ns
-            if name not in self.models and name not in self.failed or self._stamps.get(name, stamp) != stamp:
+            if self._stamps.get(name) != stamp:  # new, changed, or changed since a failed attempt
                 await self._load(name)
 
     def index(self, ready_only=False):

@@ -17,6 +17,7 @@ from faast.host.device import DeviceError, Timings
 
 from .errors import Internal, InvalidArgument, Unavailable
 from .protocol import model_config as mc
+from .statistics import ModelStatistics
 
 
 def _now():
@@ -227,8 +228,6 @@ class DynamicBatcher:
 
 def make_scheduler(config, device):
     """The scheduler config.pbtxt asks for, with fresh statistics."""
-    from .statistics import ModelStatistics
-
     stats = ModelStatistics()
     if config.HasField("dynamic_batching"):
         capacity = min(config.max_batch_size or device.kernel.layout.rows_per_execution,

@@ -197,9 +197,11 @@ def test_poll_mode_follows_the_repository(model_repository, tmp_path):
     server = Server(repository, tmp_path / "serve.log", "--model-control-mode", "poll", "--repository-poll-secs", "0.3")
     try:
         client = server.client
-        shutil.copytree(repository / "facile", repository / "facile_copy")
-        config = repository / "facile_copy" / "config.pbtxt"
+        staging = tmp_path / "facile_copy"  # prepared aside, then moved in at once, as a deployment does
+        shutil.copytree(repository / "facile", staging)
+        config = staging / "config.pbtxt"
         config.write_text(config.read_text().replace('name: "facile"', 'name: "facile_copy"'))
+        staging.rename(repository / "facile_copy")
         assert _eventually(lambda: client.is_model_ready("facile_copy"))
         shutil.rmtree(repository / "facile_copy")
         assert _eventually(lambda: not client.is_model_ready("facile_copy"))
