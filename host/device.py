@@ -61,6 +61,31 @@ class KernelDescription:
     def xclbins(self):
         return sorted([*self.folder.glob("*.xclbin"), *self.folder.glob("*.awsxclbin")])
 
+    def xclbin(self):
+        """The image a hardware driver loads; a clear error when the Vitis build has not made one."""
+        xclbins = self.xclbins()
+        if not xclbins:
+            raise DeviceError(f"no xclbin in {self.folder}: build one with `make` in its vitis/ folder")
+        return xclbins[0]
+
+
+def import_vendor(module, hint):
+    """A vendor's Python API (pyxrt, pynq), imported only when a hardware driver is used."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DeviceError(hint) from None
+
+
+def board(name):
+    """The board a platform or shell name is for: xclbins name platforms, XRT names cards by shell."""
+    name = name.lower()
+    if "u250" in name:
+        return "u250"
+    if "aws" in name or "vu9p" in name:
+        return "aws-f1"
+    return name
+
 
 @dataclass
 class DeviceBuffer:

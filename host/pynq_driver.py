@@ -5,20 +5,16 @@ the bank the CU's ports connect to. Untested on hardware here: the tests drive t
 recording stand-in of pynq (tests/recording_pynq.py).
 """
 
-import importlib
 import time
 
 import numpy as np
 
-from .device import ComputeUnit, Device, DeviceBuffer, DeviceError
-from .xrt_driver import KERNEL_TIMEOUT_MS, _xclbin, board
+from .device import ComputeUnit, Device, DeviceBuffer, DeviceError, board, import_vendor
+from .xrt_driver import KERNEL_TIMEOUT_MS
 
 
 def _pynq():
-    try:
-        return importlib.import_module("pynq")
-    except ImportError:
-        raise DeviceError("device 'pynq' needs PYNQ 3.0.1 (pip install pynq==3.0.1) and XRT") from None
+    return import_vendor("pynq", "device 'pynq' needs PYNQ 3.0.1 (pip install pynq==3.0.1) and XRT")
 
 
 class PynqComputeUnit(ComputeUnit):
@@ -48,7 +44,7 @@ class PynqDevice(Device):
 
     def __init__(self, kernel):
         pynq = _pynq()
-        xclbin = _xclbin(kernel)
+        xclbin = kernel.xclbin()
         cards = pynq.Device.devices
         if not cards:
             raise DeviceError("device 'pynq' found no Alveo card")

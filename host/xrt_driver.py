@@ -5,18 +5,13 @@ an XRT buffer object in the CU's memory bank. Untested on hardware here: the tes
 against a recording stand-in of pyxrt (tests/recording_pyxrt.py).
 """
 
-import importlib
-
-from .device import ComputeUnit, Device, DeviceBuffer, DeviceError
+from .device import ComputeUnit, Device, DeviceBuffer, DeviceError, board, import_vendor
 
 KERNEL_TIMEOUT_MS = 10_000
 
 
 def _pyxrt():
-    try:
-        return importlib.import_module("pyxrt")
-    except ImportError:
-        raise DeviceError("device 'xrt' needs XRT's Python binding pyxrt (source /opt/xilinx/xrt/setup.sh)") from None
+    return import_vendor("pyxrt", "device 'xrt' needs XRT's Python binding pyxrt (source /opt/xilinx/xrt/setup.sh)")
 
 
 class XrtComputeUnit(ComputeUnit):
@@ -45,7 +40,7 @@ class XrtDevice(Device):
 
     def __init__(self, kernel):
         pyxrt = _pyxrt()
-        xclbin = _xclbin(kernel)
+        xclbin = kernel.xclbin()
         image = pyxrt.xclbin(str(xclbin))
         platform = image.get_xsa_name()
         count = len(pyxrt.enumerate_devices())
@@ -75,23 +70,6 @@ class XrtDevice(Device):
             return False, str(error)
         count = len(pyxrt.enumerate_devices())
         return count > 0, f"XRT lists {count} card(s)"
-
-
-def _xclbin(kernel):
-    xclbins = kernel.xclbins()
-    if not xclbins:
-        raise DeviceError(f"no xclbin in {kernel.folder}: build one with `make` in its vitis/ folder")
-    return xclbins[0]
-
-
-def board(name):
-    """The board a platform or shell name is for: xclbins name platforms, XRT names cards by shell."""
-    name = name.lower()
-    if "u250" in name:
-        return "u250"
-    if "aws" in name or "vu9p" in name:
-        return "aws-f1"
-    return name
 
 
 DRIVER = XrtDevice
