@@ -235,7 +235,7 @@ class Device:
             pool.close()
 
 
-DRIVERS = {"csim": "csim", "xrt": "xrt_driver", "pynq": "pynq_driver"}
+DRIVERS = {"csim": "csim", "emulator": "emulator", "xrt": "xrt_driver", "pynq": "pynq_driver"}
 HARDWARE = ["xrt", "pynq"]
 
 

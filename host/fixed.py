@@ -1,6 +1,11 @@
-"""Fixed-point types as hls4ml writes them ("fixed<16,9,TRN,WRAP,0>") and their bit patterns.
+"""Fixed-point types as hls4ml writes them ("fixed<16,9,TRN,WRAP,0>") and their arithmetic.
 
-Shared by the build (buffer layout) and the host runtime (packing); numpy only.
+A value of type <W,I> is an integer mantissa m meaning m·2^-(W-I). `requantize` is the C++
+assignment between types (or from a double) with every ap_fixed quantization and overflow mode;
+the build (weights, buffer layout), the host (packing) and the emulator share it. numpy only.
+
+Mantissas travel as float64 while they provably fit in 2^52 (exact, and BLAS can multiply them) or
+as int64 (exact up to 2^62).
 """
 
 import re
@@ -8,7 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_TYPE = re.compile(r"^(?:ap_)?(u?)(fixed|int)<\s*(\d+)\s*(?:,\s*(-?\d+))?\s*(?:,\s*(\w+))?\s*(?:,\s*(\w+))?[^>]*>$")
+_TYPE = re.compile(r"^(?:ap_)?(u?)(fixed|int)<\s*(\d+)\s*(?:,\s*(-?\d+))?\s*(?:,\s*(\w+))?\s*(?:,\s*(\w+))?"
+                   r"\s*(?:,\s*(\d+))?\s*>$")
+QUANTIZATION = ("TRN", "TRN_ZERO", "RND", "RND_ZERO", "RND_INF", "RND_MIN_INF", "RND_CONV")
+OVERFLOW = ("WRAP", "SAT", "SAT_ZERO", "SAT_SYM")
+FLOAT_EXACT = 2.0**52  # float64 mantissas below this are integers and sums of them are exact
+INT_EXACT = 2.0**62
 
 
 @dataclass(frozen=True)
@@ -21,44 +31,133 @@ class FixedType:
 
     @classmethod
     def parse(cls, text):
-        match = _TYPE.match(text.replace("AP_", ""))
+        match = _TYPE.match(text.replace("AP_", "").replace(" ", ""))
         if not match:
             raise ValueError(f"not a fixed-point type: {text!r}")
-        unsigned, kind, width, integer, quantization, overflow = match.groups()
+        unsigned, kind, width, integer, quantization, overflow, saturation_bits = match.groups()
         width = int(width)
         integer = width if kind == "int" else int(integer)
-        return cls(width, integer, not unsigned, quantization or "TRN", overflow or "WRAP")
+        fixed = cls(width, integer, not unsigned, quantization or "TRN", overflow or "WRAP")
+        if fixed.quantization not in QUANTIZATION or fixed.overflow not in OVERFLOW:
+            raise ValueError(f"unknown quantization or overflow mode in {text!r}")
+        if saturation_bits not in (None, "0"):
+            raise ValueError(f"{text!r}: saturation bits (the N of ap_fixed<W,I,Q,O,N>) are not supported")
+        return fixed
 
     @property
     def fraction(self):
         return self.width - self.integer
 
+    @property
+    def lowest(self):
+        """The smallest mantissa."""
+        return -(1 << (self.width - 1)) if self.signed else 0
+
+    @property
+    def highest(self):
+        return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
+
     def __str__(self):
         prefix = "ap_fixed" if self.signed else "ap_ufixed"
         return f"{prefix}<{self.width},{self.integer},{self.quantization},{self.overflow}>"
 
-    def to_bits(self, values):
-        """Floats → the type's bit patterns (uint64), as assigning a float to it does in C++.
+    def holds(self, lowest, highest):
+        """Whether mantissas in [lowest, highest] (at this type's fraction) need no overflow handling."""
+        return self.lowest <= lowest and highest <= self.highest
 
-        Supported for TRN/WRAP types (hls4ml's default for inputs): floor to the LSB, then keep the
-        low `width` bits. NaN and ±inf become 0, as the C++ conversion gives.
-        """
-        if (self.quantization, self.overflow) != ("TRN", "WRAP"):
-            raise ValueError(f"host conversion supports TRN/WRAP input types, not {self}")
-        scaled = np.floor(np.asarray(values, np.float64) * 2.0**self.fraction)  # exact for float32 inputs
-        with np.errstate(invalid="ignore"):
-            bits = np.fmod(scaled, 2.0**self.width)  # exact, keeps the sign; NaN for non-finite
-        bits = np.where(bits < 0, bits + 2.0**self.width, bits)
-        bits = np.where(np.isfinite(scaled), bits, 0.0)
-        return bits.astype(np.uint64)
+    def requantize(self, mantissas, fraction):
+        """Mantissas at `fraction` → this type's mantissas (same dtype), as C++ assignment does:
+        quantize the dropped fraction bits by the quantization mode, then the overflow mode."""
+        shift = fraction - self.fraction
+        if shift > 0:
+            mantissas = _round(mantissas, shift, self.quantization)
+        elif shift < 0:
+            mantissas = mantissas * mantissas.dtype.type(2**-shift)
+        return self.saturate(mantissas)
+
+    def quantize(self, values):
+        """Floats → mantissas (float64), as assigning a double does: NaN and ±inf count as ±2^1024
+        (the sign bit decides), so they wrap to 0 and saturate to an end of the range."""
+        values = np.asarray(values, np.float64)
+        finite = np.isfinite(values)
+        huge = np.where(np.signbit(values), -2.0**1023, 2.0**1023)
+        scaled = np.where(finite, values, 0.0) * 2.0**self.fraction  # exact: a power-of-two scale
+        mantissas = self.round(scaled)
+        if self.overflow == "WRAP":
+            # Beyond 2^(52+W) every kept bit is 0 (this also covers ±2^1024); below, wrap exactly.
+            kept = np.abs(mantissas) < 2.0 ** (52 + self.width)
+            mantissas = np.where(finite & kept, mantissas, 0.0)
+            return self.saturate(mantissas)
+        return self.saturate(np.where(finite, mantissas, huge))
+
+    def round(self, scaled):
+        """Exact values in units of this type's LSB (float64) → integers by the quantization mode."""
+        return _round(scaled, 0, self.quantization)
+
+    def saturate(self, mantissas):
+        """Integral mantissas → this type's range by its overflow mode."""
+        low, high = self.lowest, self.highest
+        if self.overflow == "WRAP":
+            if mantissas.dtype.kind == "f":
+                span = 2.0**self.width
+                base = mantissas - low if low else mantissas
+                return mantissas - span * np.floor(base / span)
+            mask = (1 << self.width) - 1
+            return ((mantissas - low) & mask) + low
+        if self.overflow == "SAT_SYM" and self.signed:
+            low = -high
+        if self.overflow == "SAT_ZERO":
+            return np.where((mantissas < low) | (mantissas > high), 0, mantissas).astype(mantissas.dtype)
+        return np.clip(mantissas, low, high)
+
+    def to_bits(self, values):
+        """Floats → the type's bit patterns (uint64), as assigning a float to it does in C++."""
+        mantissas = self.quantize(values)
+        return (mantissas - 2.0**self.width * (mantissas < 0)).astype(np.uint64)
 
     def from_bits(self, bits):
-        """Bit patterns (any unsigned ints, extra high bits ignored) → float32, as the C++ cast gives."""
-        value = np.asarray(bits, np.uint64) & np.uint64((1 << self.width) - 1)
-        value = value.astype(np.int64)
+        """Bit patterns (any unsigned ints, extra high bits ignored) → mantissas (int64)."""
+        value = (np.asarray(bits).astype(np.uint64) & np.uint64((1 << self.width) - 1)).astype(np.int64)
         if self.signed:
             value -= (value >> (self.width - 1) & 1) << self.width
-        return (value.astype(np.float64) * 2.0**-self.fraction).astype(np.float32)
+        return value
+
+    def to_float(self, mantissas):
+        """Mantissas → float32, as the C++ cast gives (rounded to nearest)."""
+        return (np.asarray(mantissas, np.float64) * 2.0**-self.fraction).astype(np.float32)
+
+
+def _round(mantissas, shift, mode):
+    """Drop `shift` fraction bits from integral mantissas by an ap_fixed quantization mode."""
+    if mantissas.dtype.kind == "f":
+        scaled = mantissas * 2.0**-shift if shift else mantissas  # exact
+        if mode == "TRN":
+            return np.floor(scaled)
+        if mode == "RND_CONV":
+            return np.rint(scaled)  # ties to even
+        if mode == "TRN_ZERO":
+            return np.trunc(scaled)
+        floor = np.floor(scaled)
+        rest, half = scaled - floor, 0.5
+    else:
+        floor = mantissas >> shift
+        if mode == "TRN":
+            return floor
+        rest, half = mantissas & ((1 << shift) - 1), 1 << (shift - 1)
+    negative = mantissas < 0
+    if mode == "TRN_ZERO":
+        up = (rest != 0) & negative
+    elif mode == "RND":
+        up = rest >= half
+    elif mode == "RND_ZERO":
+        up = (rest > half) | ((rest == half) & negative)
+    elif mode == "RND_INF":
+        up = (rest > half) | ((rest == half) & ~negative)
+    elif mode == "RND_MIN_INF":
+        up = rest > half
+    else:  # RND_CONV (int64 mantissas)
+        up = (rest > half) | ((rest == half) & (floor & 1 == 1))
+    return floor + up
 
 
 def lane_bits(width):

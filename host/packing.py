@@ -53,7 +53,7 @@ class TensorLanes:
 
     def unpack(self, buffer, rows):
         lanes = buffer[: self.nbytes(rows)].view(self.lane_dtype)[: rows * self.elements_per_row]
-        return self.type.from_bits(lanes).reshape(rows, self.elements_per_row)
+        return self.type.to_float(self.type.from_bits(lanes)).reshape(rows, self.elements_per_row)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 model-repository entry.
 
     REPO/<name>/config.pbtxt          Triton model configuration (tensor names, batch size, device)
-    REPO/<name>/1/kernel.json         the kernel's description: tensors, layer types, buffer layout
+    REPO/<name>/1/kernel.json         the kernel's description: tensors, layers with their types and
+                                      attributes, buffer layout
+    REPO/<name>/1/weights.npz         every weight's integer mantissas as the C simulation loads them
     REPO/<name>/1/hls4ml/             the generated hls4ml project (build output, never committed)
     REPO/<name>/1/vitis/              the Vitis project: kernel top, connectivity, Makefile
     REPO/<name>/1/csim.so             C simulation: that kernel top compiled with the firmware
@@ -43,6 +45,7 @@ def build(kernel_dir, repository, target="csim"):
     subprocess.run([sys.executable, "-P", "-m", "faast.kernels.convert", str(spec.path), str(project_dir)], check=True)
 
     description = json.loads((project_dir / "kernel.json").read_text())
+    (project_dir / "weights.npz").replace(version_dir / "weights.npz")
     fpga = spec.config["fpga"]
     compute_units = vitis.DEFAULT_COMPUTE_UNITS | fpga.get("compute_units", {})
     description |= {

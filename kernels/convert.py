@@ -5,8 +5,13 @@ hls4ml (through .toolchain), so the build's own process and the server stay free
 """
 
 import json
+import re
 import sys
 from pathlib import Path
+
+import numpy as np
+
+from faast.host.fixed import FixedType
 
 from .spec import KernelSpec
 from .toolchain import hls4ml
@@ -44,12 +49,46 @@ def convert(kernel_dir, project_dir):
         "io_type": settings["io_type"],
         "inputs": [_tensor(v) for v in graph.get_input_variables()],
         "outputs": [_tensor(v) for v in graph.get_output_variables()],
-        "layers": [{"name": layer.name, "class": layer.class_name,
-                    "types": {k: str(v.type.precision) for k, v in layer.variables.items()}
-                    | {k: str(w.type.precision) for k, w in layer.weights.items()}}
-                   for layer in graph.get_layers()],
+        "layers": [_layer(layer) for layer in graph.get_layers()],
     }
     (Path(project_dir) / "kernel.json").write_text(json.dumps(description, indent=2) + "\n")
+    np.savez(Path(project_dir) / "weights.npz", **_weights(graph, Path(project_dir) / "firmware" / "weights"))
+
+
+_NOT_ATTRIBUTES = {"config_cpp", "function_cpp", "include_header", "name", "class_name", "inputs", "outputs",
+                   "index", "trace"}
+
+
+def _layer(layer):
+    """What the emulator needs of one layer: its class, wiring, C++ types (result_t, accum_t, ...),
+    scalar attributes, weights (by the name csim loads them under) and the product and kernel
+    templates hls4ml picked."""
+    config = layer.get_attr("config_cpp") or ""
+    templates = dict(re.findall(r"using (product|kernel) = nnet::(?:product::)?(\w+)", config))
+    return {
+        "name": layer.name,
+        "class": layer.class_name,
+        "inputs": list(layer.inputs),
+        "outputs": list(layer.outputs),
+        "types": {name: str(t.precision) for name, t in layer.types.items()},
+        "attributes": {k: v for k, v in layer.attributes.items()
+                       if k not in _NOT_ATTRIBUTES and (isinstance(v, (bool, int, float, str)) or
+                                                        isinstance(v, (list, tuple)) and all(isinstance(i, int) for i in v))},
+        "weights": {key: weight.name for key, weight in layer.weights.items()},
+        "templates": templates,
+    }
+
+
+def _weights(graph, folder):
+    """Every weight as the C simulation loads it: the text file's doubles cast into the weight's type."""
+    arrays = {}
+    for layer in graph.get_layers():
+        for weight in layer.weights.values():
+            text = (folder / f"{weight.name}.txt").read_text().splitlines()[0]
+            values = np.array([float(token) for token in text.split(",")])
+            mantissas = FixedType.parse(str(weight.type.precision)).quantize(values)
+            arrays[weight.name] = mantissas.astype(np.int64).reshape(np.shape(weight.data))
+    return arrays
 
 
 def _tensor(variable):

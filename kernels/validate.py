@@ -84,9 +84,9 @@ def layer_table(spec, model, x, description, workdir, settings):
     for layer in description["layers"]:
         name = layer["name"]
         reference = keras.get(name, keras.get(name.removesuffix("_linear")))
-        if reference is None or name not in layer["types"]:
+        if reference is None or "result_t" not in layer["types"]:
             continue
-        fixed = FixedType.parse(layer["types"][name])
+        fixed = FixedType.parse(layer["types"]["result_t"])
         low = -(2.0 ** (fixed.integer - 1)) if fixed.signed else 0.0
         high = (2.0 ** (fixed.integer - 1) if fixed.signed else 2.0**fixed.integer) - 2.0**-fixed.fraction
         outside = int(np.count_nonzero((reference < low) | (reference > high)))

@@ -1,0 +1,342 @@
+"""The emulator device: a built kernel's fixed-point arithmetic, exactly, vectorized over the batch.
+
+It runs the layers `faast build` described in kernel.json, with the weights the C simulation loads
+(weights.npz), on integer mantissas: every tensor has its hls4ml C++ type, and a value changes only
+where the C++ code assigns it to a narrower type (`FixedType.requantize`: quantization, then
+overflow). Between those casts all arithmetic is exact, so consecutive exact layers (Dense, then
+BatchNormalization, ...) compose into one integer map computed with float64 BLAS while every
+partial sum provably stays below 2^52, with int64 below 2^62. Where C++ loses bits inside a layer
+(products truncated into a narrow accumulator, a saturating accumulator) the emulator follows the C
+loops. A layer or type it cannot reproduce exactly raises `Unsupported` when the device opens, so
+`device: auto` falls back to the C simulation instead of approximating.
+"""
+
+import os
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .device import ComputeUnit, Device, DeviceBuffer, DeviceError
+from .fixed import FLOAT_EXACT, INT_EXACT, FixedType
+from .packing import TensorLanes
+
+ROWS_PER_STEP = 2048  # rows computed together, so a layer's intermediates stay in the CPU cache
+
+
+class Unsupported(DeviceError):
+    """The kernel has a layer, type or template the emulator cannot reproduce bit for bit."""
+
+
+@dataclass(frozen=True)
+class Linear:
+    """An exact integer map of a computed tensor, not computed yet: mantissas at `fraction` equal
+    `source @ matrix + offset` (or `source * scale + offset` elementwise). Bounds are per feature
+    (the last axis); `source_bound` bounds |source| and decides float64 or int64."""
+
+    source: str
+    fraction: int
+    low: np.ndarray
+    high: np.ndarray
+    source_bound: np.ndarray
+    matrix: np.ndarray = None
+    scale: np.ndarray = None
+    offset: np.ndarray = 0.0
+
+    @classmethod
+    def of(cls, source, fraction, low, high):
+        low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+        return cls(source, fraction, low, high, np.maximum(np.abs(low), np.abs(high)))
+
+    @property
+    def is_identity(self):
+        return self.matrix is None and self.scale is None and np.all(self.offset == 0)
+
+    def shifted(self, bits):
+        """The same values with `bits` more fraction bits (mantissas × 2^bits, exact)."""
+        if bits == 0:
+            return self
+        factor = 2.0**bits
+        return replace(self, fraction=self.fraction + bits, low=self.low * factor, high=self.high * factor,
+                       matrix=None if self.matrix is None else self.matrix * factor,
+                       scale=factor if self.scale is None and self.matrix is None else
+                       None if self.scale is None else self.scale * factor,
+                       offset=self.offset * factor)
+
+    def times_matrix(self, weights, weight_fraction):
+        """(this) @ weights: the exact products and sums of a dense layer."""
+        low, high = _interval_matmul(self.low, self.high, weights)
+        if self.matrix is not None:
+            matrix = self.matrix @ weights
+        elif self.scale is not None:
+            matrix = np.broadcast_to(self.scale, self.low.shape)[:, None] * weights
+        else:
+            matrix = weights
+        return replace(self, fraction=self.fraction + weight_fraction, low=low, high=high, matrix=matrix,
+                       scale=None, offset=np.asarray(self.offset) @ weights if np.ndim(self.offset) else
+                       self.offset * weights.sum(axis=0))
+
+    def times(self, factors, factor_fraction):
+        """(this) * factors per feature: exact elementwise products."""
+        candidates = np.stack([self.low * factors, self.high * factors])
+        if self.matrix is not None:
+            matrix, scale = self.matrix * factors, None
+        else:
+            matrix, scale = None, factors if self.scale is None else self.scale * factors
+        return replace(self, fraction=self.fraction + factor_fraction, low=candidates.min(0),
+                       high=candidates.max(0), matrix=matrix, scale=scale, offset=self.offset * factors)
+
+    def plus(self, values, value_fraction):
+        """(this) + values (mantissas at `value_fraction`), exact: at the finer of the two fractions."""
+        this = self.shifted(max(0, value_fraction - self.fraction))
+        values = values * 2.0 ** (this.fraction - value_fraction)
+        return replace(this, low=this.low + values, high=this.high + values, offset=this.offset + values)
+
+    def exact_bound(self):
+        """A bound on every partial sum the computation makes, in mantissas."""
+        if self.matrix is not None:
+            terms = self.source_bound @ np.abs(self.matrix)
+        elif self.scale is not None:
+            terms = self.source_bound * np.abs(self.scale)
+        else:
+            terms = self.source_bound
+        return float(np.max(terms + np.abs(self.offset)))
+
+    def compute(self, tensors, prescale=0):
+        """The mantissas (divided by 2^prescale, exact in float64), as float64 or int64 array."""
+        source = tensors[self.source]
+        bound = self.exact_bound()
+        if bound < FLOAT_EXACT:
+            factor = 2.0**-prescale
+            source = source.astype(np.float64, copy=False)
+            if self.matrix is not None:
+                result = source @ (self.matrix * factor)
+            elif self.scale is not None:
+                result = source * (self.scale * factor)
+            else:
+                result = source * factor if prescale else source.copy()
+            result += self.offset * factor
+            return result
+        if bound >= INT_EXACT or prescale:
+            raise Unsupported(f"values up to 2^{np.log2(bound):.0f} need more than 62 bits")
+        source = source.astype(np.int64, copy=False)
+        if self.matrix is not None:
+            result = source @ self.matrix.astype(np.int64)
+        elif self.scale is not None:
+            result = source * np.asarray(self.scale).astype(np.int64)
+        else:
+            result = source.copy()
+        return result + np.asarray(self.offset).astype(np.int64)
+
+
+def _interval_matmul(low, high, weights):
+    positive, negative = np.maximum(weights, 0), np.minimum(weights, 0)
+    return low @ positive + high @ negative, high @ positive + low @ negative
+
+
+class Program:
+    """kernel.json's layers → steps over named tensors of mantissas; run() executes them."""
+
+    def __init__(self, layers, weights, input_type, output_type):
+        self.steps = []
+        self.weights = weights
+        self.pending = {}  # tensor name → Linear
+        self.output_type = output_type
+        for layer in layers:
+            handler = getattr(self, "_" + layer["class"].lower(), None)
+            if handler is None:
+                raise Unsupported(f"layer '{layer['name']}' ({layer['class']}) is not supported by the emulator")
+            try:
+                handler(layer, input_type)
+            except (KeyError, ValueError) as error:
+                raise Unsupported(f"layer '{layer['name']}' ({layer['class']}): {error}") from None
+        final = self.pending[layers[-1]["outputs"][0]]
+        self.output = self._materialized(final.shifted(output_type.fraction - final.fraction), "output").source
+
+    # -- building ---------------------------------------------------------------------------------
+
+    def _types(self, layer, *names):
+        return [FixedType.parse(layer["types"][name]) for name in names]
+
+    def _weight(self, layer, key):
+        return self.weights[layer["weights"][key]]
+
+    def _source(self, layer):
+        return self.pending[layer["inputs"][0]]
+
+    def _cast(self, value, fixed, name, relu=False):
+        """Assign `value` to type `fixed` as tensor `name`: free when no bit can change, else a step."""
+        low = np.maximum(value.low, 0) if relu else value.low
+        if fixed.fraction >= value.fraction and not (relu and np.any(value.low < 0)):
+            moved = value.shifted(fixed.fraction - value.fraction)
+            if fixed.holds(np.min(moved.low), np.max(moved.high)):
+                self.pending[name] = moved
+                return
+        shift = value.fraction - fixed.fraction
+        prescaled = shift > 0 and value.exact_bound() < FLOAT_EXACT
+
+        def cast(tensors):
+            # In float64 the dropped bits become a fraction the rounding mode then removes.
+            mantissas = value.compute(tensors, prescale=shift if prescaled else 0)
+            if relu:
+                mantissas = np.maximum(mantissas, 0, out=mantissas)
+            if prescaled:
+                tensors[name] = fixed.saturate(fixed.round(mantissas))
+            else:
+                tensors[name] = fixed.requantize(mantissas, value.fraction)
+
+        self.steps.append(cast)
+        factor = 2.0 ** -max(shift, 0) * 2.0 ** max(-shift, 0)
+        low, high = np.floor(low * factor), np.ceil(value.high * factor)
+        if fixed.overflow == "WRAP" and not fixed.holds(np.min(low), np.max(high)):
+            low, high = np.full_like(low, fixed.lowest), np.full_like(high, fixed.highest)
+        self.pending[name] = Linear.of(name, fixed.fraction, np.clip(low, fixed.lowest, fixed.highest),
+                                       np.clip(high, fixed.lowest, fixed.highest))
+
+    def _input(self, layer, input_type):
+        (fixed,) = self._types(layer, "result_t")
+        if fixed != input_type:
+            raise Unsupported(f"input layer type {fixed} differs from the input tensor's {input_type}")
+        shape = layer["attributes"]["input_shape"]
+        self.input_shape = tuple(shape)
+        self.pending[layer["outputs"][0]] = Linear.of("input", fixed.fraction, np.full(shape[-1:], fixed.lowest),
+                                                      np.full(shape[-1:], fixed.highest))
+
+    def _dense(self, layer, _):
+        accum, result, weight_type, bias_type = self._types(layer, "accum_t", "result_t", "weight_t", "bias_t")
+        if layer["templates"].get("product") != "mult":
+            raise Unsupported(f"dense product '{layer['templates'].get('product')}' is not supported")
+        weights = self._weight(layer, "weight").astype(np.float64)
+        bias = accum.requantize(self._weight(layer, "bias"), bias_type.fraction).astype(np.float64)
+        value = self._source(layer)
+        product_fraction = value.fraction + weight_type.fraction
+        to_accum = 2.0 ** (accum.fraction - product_fraction)
+        magnitude = np.maximum(np.abs(value.low), np.abs(value.high))
+        biggest_product = np.max(magnitude) * np.max(np.abs(weights)) * to_accum
+        biggest_partial_sum = np.max(np.abs(bias) + magnitude @ np.abs(weights) * to_accum)
+        name = layer["outputs"][0]
+        if accum.fraction >= product_fraction and accum.holds(-biggest_product, biggest_product):
+            summed = value.times_matrix(weights, weight_type.fraction).shifted(accum.fraction - product_fraction)
+            summed = summed.plus(bias, accum.fraction)
+            if not accum.holds(-biggest_partial_sum, biggest_partial_sum):
+                if accum.overflow != "WRAP":
+                    return self._dense_in_loop_order(layer, value, weights, bias, accum, result)
+                self._cast(summed, accum, name + ".accum")
+                summed = self.pending[name + ".accum"]
+            self._cast(summed, result, name)
+        else:
+            self._dense_in_loop_order(layer, value, weights, bias, accum, result)
+
+    def _dense_in_loop_order(self, layer, value, weights, bias, accum, result):
+        """Products cast one by one into accum_t, then summed as dense_latency's loops do."""
+        name = layer["outputs"][0]
+        if accum.overflow != "WRAP" and layer["templates"].get("kernel") != "DenseLatency":
+            raise Unsupported(f"saturating accumulators are emulated only in DenseLatency's summation order")
+        source = self._materialized(value, layer["inputs"][0])
+        weights = weights.astype(np.int64)
+        bias = bias.astype(np.int64)
+        product_fraction = source.fraction + FixedType.parse(layer["types"]["weight_t"]).fraction
+
+        def dense(tensors):
+            x = tensors[source.source].astype(np.int64)
+            products = accum.requantize(x[:, :, None] * weights[None], product_fraction)
+            if accum.overflow == "WRAP":
+                total = accum.saturate(bias + products.sum(axis=1))
+            else:
+                total = np.broadcast_to(bias, (len(x), len(bias)))
+                for i in range(products.shape[1]):
+                    total = accum.saturate(total + products[:, i])
+            tensors[name + ".accum"] = total
+
+        if np.max(source.source_bound) * np.max(np.abs(weights)) >= INT_EXACT:
+            raise Unsupported("products need more than 62 bits")
+        self.steps.append(dense)
+        full = np.full(weights.shape[1], 1.0)
+        self._cast(Linear.of(name + ".accum", accum.fraction, full * accum.lowest, full * accum.highest),
+                   result, name)
+
+    def _materialized(self, value, name):
+        """`value` as a computed tensor (a step when it is still a pending map)."""
+        if value.is_identity:
+            return value
+        if value.exact_bound() >= INT_EXACT:
+            raise Unsupported("values need more than 62 bits")
+        self.steps.append(lambda tensors: tensors.__setitem__(name + ".exact", value.compute(tensors)))
+        return Linear.of(name + ".exact", value.fraction, value.low, value.high)
+
+    def _batchnormalization(self, layer, _):
+        result, scale_type, bias_type = self._types(layer, "result_t", "scale_t", "bias_t")
+        if layer["templates"].get("product") != "mult":
+            raise Unsupported(f"batch normalization product '{layer['templates'].get('product')}' is not supported")
+        scale = self._weight(layer, "scale").astype(np.float64)
+        bias = self._weight(layer, "bias").astype(np.float64)
+        value = self._source(layer).times(scale, scale_type.fraction).plus(bias, bias_type.fraction)
+        self._cast(value, result, layer["outputs"][0])
+
+    def _activation(self, layer, _):
+        (result,) = self._types(layer, "result_t")
+        activation = layer["attributes"]["activation"].lower()
+        if activation not in ("relu", "linear"):
+            raise Unsupported(f"activation '{activation}' is not supported")
+        self._cast(self._source(layer), result, layer["outputs"][0], relu=activation == "relu")
+
+    # -- running ----------------------------------------------------------------------------------
+
+    def run(self, mantissas):
+        """Input mantissas (int64 [n, inputs]) → output mantissas (int64 [n, outputs])."""
+        outputs = []
+        for start in range(0, len(mantissas), ROWS_PER_STEP):
+            tensors = {"input": mantissas[start:start + ROWS_PER_STEP].reshape(-1, *self.input_shape)}
+            for step in self.steps:
+                step(tensors)
+            outputs.append(tensors[self.output].reshape(len(tensors["input"]), -1).astype(np.int64))
+        return np.concatenate(outputs) if outputs else np.empty((0, 0), np.int64)
+
+
+class EmulatorComputeUnit(ComputeUnit):
+    """One CPU core running the program on the packed buffers, exactly as the card reads and writes them."""
+
+    def __init__(self, program, lanes_in: TensorLanes, lanes_out: TensorLanes, index):
+        self.program = program
+        self.lanes_in, self.lanes_out = lanes_in, lanes_out
+        self.name = f"emulator{index}"
+
+    def allocate(self, nbytes):
+        return DeviceBuffer(np.zeros(nbytes, np.uint8))
+
+    def execute(self, inputs, outputs, rows, in_bytes, out_bytes):
+        lanes_in, lanes_out = self.lanes_in, self.lanes_out
+        bits = inputs.host.view(lanes_in.lane_dtype)[: rows * lanes_in.elements_per_row]
+        mantissas = lanes_in.type.from_bits(bits).reshape(rows, lanes_in.elements_per_row)
+        result = self.program.run(mantissas)
+        out = outputs.host[:out_bytes].view(lanes_out.lane_dtype)
+        mask = (1 << lanes_out.type.width) - 1
+        out[: result.size] = (result.reshape(-1) & mask).astype(lanes_out.lane_dtype)
+        out[result.size:] = 0
+
+
+class EmulatorDevice(Device):
+    kind = "emulator"
+
+    def __init__(self, kernel):
+        program = load_program(kernel)
+        layout = kernel.layout
+        units = [EmulatorComputeUnit(program, layout.input, layout.output, i) for i in range(os.cpu_count() or 1)]
+        super().__init__(kernel, units)
+
+    @staticmethod
+    def available():
+        return True, "the emulator needs no card"
+
+
+def load_program(kernel):
+    """The emulator program of a built kernel; `Unsupported` when it cannot be exact."""
+    path = kernel.folder / "weights.npz"
+    if not path.exists():
+        raise DeviceError(f"{path} is missing: rebuild the model with `faast build`")
+    with np.load(path) as archive:
+        weights = dict(archive)
+    layout = kernel.layout
+    return Program(kernel.raw["layers"], weights, layout.input.type, layout.output.type)
+
+
+DRIVER = EmulatorDevice
