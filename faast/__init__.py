@@ -2,7 +2,7 @@
 
 The path of one request: faast.grpc_server or faast.http_server (transport) → faast.dataplane
 (Triton's semantics) → faast.scheduler (dynamic batcher) → faast.host.device (compute units,
-packing) → a driver (faast.host.csim, xrt_driver, pynq_driver) → the hls4ml kernel.
+packing) → a driver (faast.host.emulator, csim, xrt_driver, pynq_driver) → the hls4ml kernel.
 """
 
 __version__ = "0.1.0"

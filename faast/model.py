@@ -55,7 +55,7 @@ class ServedModel:
         versions = sorted((int(p.name) for p in Path(model_dir).iterdir() if p.is_dir() and p.name.isdigit()))
         if not versions:
             raise DeviceError(f"model '{config.name}' has no version folder in {model_dir}")
-        kind = config.parameters["device"].string_value if "device" in config.parameters else "csim"
+        kind = config.parameters["device"].string_value if "device" in config.parameters else "auto"
         device = open_device(kind, Path(model_dir) / str(versions[-1]))
         try:
             _check_kernel_fits(config, device.kernel)

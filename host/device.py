@@ -246,19 +246,29 @@ def _driver(kind):
 
 
 def open_device(kind, folder) -> Device:
-    """Open device `kind` (auto, csim, xrt, pynq) on the kernel built into `folder`."""
+    """Open device `kind` (auto, emulator, csim, xrt, pynq) on the kernel built into `folder`.
+
+    auto prefers a card, then the emulator (exact, fast), then the C simulation (exact, slow), and
+    logs why it chose what it chose.
+    """
     kernel = KernelDescription.read(folder)
     if kind != "auto":
         return _driver(kind)(kernel)
-    if not kernel.xclbins():
-        log.info("device auto for '%s': C simulation, because %s holds no xclbin", kernel.name, folder)
-        return _driver("csim")(kernel)
     reasons = []
-    for hardware in HARDWARE:
-        available, reason = _driver(hardware).available()
-        if available:
-            log.info("device auto for '%s': %s, because %s", kernel.name, hardware, reason)
-            return _driver(hardware)(kernel)
-        reasons.append(f"{hardware}: {reason}")
-    log.info("device auto for '%s': C simulation, because no card is usable (%s)", kernel.name, "; ".join(reasons))
-    return _driver("csim")(kernel)
+    if kernel.xclbins():
+        for hardware in HARDWARE:
+            available, reason = _driver(hardware).available()
+            if available:
+                log.info("device auto for '%s': %s, because %s", kernel.name, hardware, reason)
+                return _driver(hardware)(kernel)
+            reasons.append(f"{hardware}: {reason}")
+    else:
+        reasons.append(f"{folder} holds no xclbin")
+    try:
+        device = _driver("emulator")(kernel)
+    except DeviceError as error:
+        log.info("device auto for '%s': C simulation, because no card is usable (%s) and the emulator cannot "
+                 "run this kernel: %s", kernel.name, "; ".join(reasons), error)
+        return _driver("csim")(kernel)
+    log.info("device auto for '%s': emulator, because no card is usable (%s)", kernel.name, "; ".join(reasons))
+    return device

@@ -101,31 +101,30 @@ class Linear:
             terms = self.source_bound
         return float(np.max(terms + np.abs(self.offset)))
 
-    def compute(self, tensors, prescale=0):
-        """The mantissas (divided by 2^prescale, exact in float64), as float64 or int64 array."""
-        source = tensors[self.source]
-        bound = self.exact_bound()
+    def compiled(self, prescale=0):
+        """A function tensors → the mantissas divided by 2^prescale (exact: float64 below 2^52,
+        else int64 and no prescale)."""
+        source, bound = self.source, self.exact_bound()
         if bound < FLOAT_EXACT:
             factor = 2.0**-prescale
-            source = source.astype(np.float64, copy=False)
-            if self.matrix is not None:
-                result = source @ (self.matrix * factor)
-            elif self.scale is not None:
-                result = source * (self.scale * factor)
-            else:
-                result = source * factor if prescale else source.copy()
-            result += self.offset * factor
-            return result
-        if bound >= INT_EXACT or prescale:
-            raise Unsupported(f"values up to 2^{np.log2(bound):.0f} need more than 62 bits")
-        source = source.astype(np.int64, copy=False)
-        if self.matrix is not None:
-            result = source @ self.matrix.astype(np.int64)
-        elif self.scale is not None:
-            result = source * np.asarray(self.scale).astype(np.int64)
+            dtype = np.float64
+        elif bound < INT_EXACT and not prescale:
+            factor = 1
+            dtype = np.int64
         else:
-            result = source.copy()
-        return result + np.asarray(self.offset).astype(np.int64)
+            raise Unsupported(f"values up to 2^{np.log2(bound):.0f} need more than 62 bits")
+        offset = (np.asarray(self.offset) * factor).astype(dtype)
+        if self.matrix is not None:
+            multiply, operand = np.matmul, (self.matrix * factor).astype(dtype)
+        else:
+            multiply, operand = np.multiply, (np.asarray(1.0 if self.scale is None else self.scale) * factor).astype(dtype)
+
+        def compute(tensors):
+            result = multiply(tensors[source].astype(dtype, copy=False), operand)
+            result += offset
+            return result
+
+        return compute
 
 
 def _interval_matmul(low, high, weights):
@@ -173,14 +172,15 @@ class Program:
                 return
         shift = value.fraction - fixed.fraction
         prescaled = shift > 0 and value.exact_bound() < FLOAT_EXACT
+        # In float64 the dropped bits become a fraction that the rounding mode then removes.
+        compute = value.compiled(prescale=shift if prescaled else 0)
 
         def cast(tensors):
-            # In float64 the dropped bits become a fraction the rounding mode then removes.
-            mantissas = value.compute(tensors, prescale=shift if prescaled else 0)
+            mantissas = compute(tensors)  # a new array: rounded and saturated in place
             if relu:
-                mantissas = np.maximum(mantissas, 0, out=mantissas)
+                np.maximum(mantissas, 0, out=mantissas)
             if prescaled:
-                tensors[name] = fixed.saturate(fixed.round(mantissas))
+                tensors[name] = fixed.saturate(fixed.round(mantissas, out=mantissas), out=mantissas)
             else:
                 tensors[name] = fixed.requantize(mantissas, value.fraction)
 
@@ -230,7 +230,7 @@ class Program:
         """Products cast one by one into accum_t, then summed as dense_latency's loops do."""
         name = layer["outputs"][0]
         if accum.overflow != "WRAP" and layer["templates"].get("kernel") != "DenseLatency":
-            raise Unsupported(f"saturating accumulators are emulated only in DenseLatency's summation order")
+            raise Unsupported("saturating accumulators are emulated only in DenseLatency's summation order")
         source = self._materialized(value, layer["inputs"][0])
         weights = weights.astype(np.int64)
         bias = bias.astype(np.int64)
@@ -260,7 +260,8 @@ class Program:
             return value
         if value.exact_bound() >= INT_EXACT:
             raise Unsupported("values need more than 62 bits")
-        self.steps.append(lambda tensors: tensors.__setitem__(name + ".exact", value.compute(tensors)))
+        compute = value.compiled()
+        self.steps.append(lambda tensors: tensors.__setitem__(name + ".exact", compute(tensors)))
         return Linear.of(name + ".exact", value.fraction, value.low, value.high)
 
     def _batchnormalization(self, layer, _):

@@ -90,13 +90,24 @@ class FixedType:
             return self.saturate(mantissas)
         return self.saturate(np.where(finite, mantissas, huge))
 
-    def round(self, scaled):
-        """Exact values in units of this type's LSB (float64) → integers by the quantization mode."""
-        return _round(scaled, 0, self.quantization)
+    def round(self, scaled, out=None):
+        """Exact values in units of this type's LSB (float64) → integers by the quantization mode;
+        `out` may be `scaled` itself (the emulator rounds in place)."""
+        fast = {"TRN": np.floor, "RND_CONV": np.rint, "TRN_ZERO": np.trunc}.get(self.quantization)
+        if fast is not None:
+            return fast(scaled, out=out)
+        return _put(_round(scaled, 0, self.quantization), out)
 
-    def saturate(self, mantissas):
-        """Integral mantissas → this type's range by its overflow mode."""
+    def saturate(self, mantissas, out=None):
+        """Integral mantissas → this type's range by its overflow mode; `out` as for `round`."""
         low, high = self.lowest, self.highest
+        if self.overflow == "SAT_SYM" and self.signed:
+            low = -high
+        if self.overflow in ("SAT", "SAT_SYM"):
+            return np.clip(mantissas, low, high, out=out)
+        return _put(self._wrap_or_zero(mantissas, low, high), out)
+
+    def _wrap_or_zero(self, mantissas, low, high):
         if self.overflow == "WRAP":
             if mantissas.dtype.kind == "f":
                 span = 2.0**self.width
@@ -104,16 +115,12 @@ class FixedType:
                 return mantissas - span * np.floor(base / span)
             mask = (1 << self.width) - 1
             return ((mantissas - low) & mask) + low
-        if self.overflow == "SAT_SYM" and self.signed:
-            low = -high
-        if self.overflow == "SAT_ZERO":
-            return np.where((mantissas < low) | (mantissas > high), 0, mantissas).astype(mantissas.dtype)
-        return np.clip(mantissas, low, high)
+        return np.where((mantissas < low) | (mantissas > high), 0, mantissas).astype(mantissas.dtype)
 
     def to_bits(self, values):
         """Floats → the type's bit patterns (uint64), as assigning a float to it does in C++."""
         mantissas = self.quantize(values)
-        return (mantissas - 2.0**self.width * (mantissas < 0)).astype(np.uint64)
+        return (mantissas + 2.0**self.width * (mantissas < 0)).astype(np.uint64)
 
     def from_bits(self, bits):
         """Bit patterns (any unsigned ints, extra high bits ignored) → mantissas (int64)."""
@@ -125,6 +132,13 @@ class FixedType:
     def to_float(self, mantissas):
         """Mantissas → float32, as the C++ cast gives (rounded to nearest)."""
         return (np.asarray(mantissas, np.float64) * 2.0**-self.fraction).astype(np.float32)
+
+
+def _put(values, out):
+    if out is None:
+        return values
+    out[...] = values
+    return out
 
 
 def _round(mantissas, shift, mode):

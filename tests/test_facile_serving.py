@@ -46,7 +46,7 @@ def test_server_and_model_metadata(server):
     assert meta["outputs"] == [{"name": "output", "datatype": "FP32", "shape": ["-1", "1"]}]
     config = client.get_model_config("facile").config
     assert config.max_batch_size >= 16384
-    assert config.parameters["device"].string_value == "csim"
+    assert config.parameters["device"].string_value == "auto"
     assert "model_configuration" in client.get_server_metadata().extensions
 
 

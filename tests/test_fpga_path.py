@@ -184,7 +184,7 @@ def test_auto_picks_hardware_only_with_a_card_and_an_xclbin(version_dir, standin
     caplog.set_level(logging.INFO, logger="faast.host")
     recording_pyxrt.install([{"name": U250_SHELL}])
     device = open_device("auto", version_dir)
-    assert device.kind == "csim" and "holds no xclbin" in caplog.text
+    assert device.kind == "emulator" and "holds no xclbin" in caplog.text
     device.close()
 
     fake_xclbin(version_dir)
@@ -195,7 +195,15 @@ def test_auto_picks_hardware_only_with_a_card_and_an_xclbin(version_dir, standin
     recording_pyxrt.install([])
     recording_pynq.install([])
     device = open_device("auto", version_dir)
-    assert device.kind == "csim" and "no card is usable" in caplog.text
+    assert device.kind == "emulator" and "no card is usable" in caplog.text
+    device.close()
+
+    layers = json.loads((version_dir / "kernel.json").read_text())
+    layers["layers"][-1]["class"] = "Conv3D"  # a layer the emulator does not know
+    (version_dir / "kernel.json").write_text(json.dumps(layers))
+    device = open_device("auto", version_dir)
+    assert device.kind == "csim"
+    assert "the emulator cannot run this kernel: layer 'energy' (Conv3D) is not supported" in caplog.text
     device.close()
 
 
@@ -206,7 +214,7 @@ def test_server_stays_up_when_a_model_device_cannot_open(model_repository, tmp_p
     shutil.copytree(repository / "facile", card_model)
     config = (card_model / "config.pbtxt").read_text()
     (card_model / "config.pbtxt").write_text(
-        config.replace('name: "facile"', 'name: "facile_card"').replace('"csim"', '"xrt"'))
+        config.replace('name: "facile"', 'name: "facile_card"').replace('"auto"', '"xrt"'))
     server = Server(repository, tmp_path / "serve.log", expect_ready=False)
     try:
         client = server.client

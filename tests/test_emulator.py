@@ -1,0 +1,118 @@
+"""The emulator device against the C simulation of the same kernel: bit for bit, on inputs chosen to
+reach every edge (LSB grid, wrapping and saturating values, ±0, huge values, inf, NaN)."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from faast.host.device import open_device
+from faast.host.fixed import FixedType
+
+from conftest import BIN, ROOT
+
+# A FACILE whose types lose bits everywhere hls4ml can lose them: products truncated into narrow
+# accumulators that wrap or saturate, rounding and saturating casts in every mode.
+NARROW_PRECISIONS = """
+[hls4ml.precision.features]
+result = "ap_fixed<16,9>"
+[hls4ml.precision.dense1]
+accum = "ap_fixed<16,6>"                       # narrower than the products: each is truncated, sums wrap
+result = "ap_fixed<16,6>"
+[hls4ml.precision.bn1]
+scale = "ap_fixed<18,4>"
+bias = "ap_fixed<18,8>"
+result = "ap_fixed<12,4,AP_RND,AP_SAT>"
+[hls4ml.precision.relu1]
+result = "ap_ufixed<8,3,AP_RND_CONV,AP_SAT>"
+[hls4ml.precision.dense2]
+accum = "ap_fixed<14,5,AP_TRN,AP_SAT>"         # a saturating accumulator: C loop order matters
+result = "ap_fixed<12,5,AP_RND_ZERO,AP_SAT_SYM>"
+[hls4ml.precision.bn2]
+result = "ap_fixed<10,3,AP_RND_INF,AP_SAT_ZERO>"
+[hls4ml.precision.relu2]
+result = "ap_ufixed<8,4,AP_RND_MIN_INF,AP_WRAP>"
+[hls4ml.precision.dense3]
+accum = "ap_fixed<18,8,AP_TRN_ZERO,AP_WRAP>"
+result = "ap_fixed<16,6,AP_TRN_ZERO,AP_SAT>"
+[hls4ml.precision.bn3]
+result = "ap_fixed<12,6,AP_RND_CONV,AP_WRAP>"
+[hls4ml.precision.energy]
+result = "ap_fixed<24,12>"
+[hls4ml.precision.energy_linear]
+result = "ap_fixed<24,12>"
+
+"""
+
+
+def edge_inputs(typical, input_type, count, seed):
+    """`count` rows: typical channels, channels ×10 and ×100 (saturating deeper layers), values on and
+    half an LSB beside the input type's grid, both ends of its range and far beyond (wrapping), and
+    one element in five of a quarter of the rows replaced by ±0, ±inf, NaN or a huge value."""
+    rng = np.random.default_rng(seed)
+    columns = typical.shape[1]
+    lsb, top = 2.0**-input_type.fraction, 2.0 ** (input_type.integer - 1)
+    parts = [typical[rng.integers(0, len(typical), count // 5)] * scale for scale in (1, 10, 100)]
+    grid = rng.integers(-top / lsb, top / lsb, (count // 5, columns)) * lsb
+    parts.append(grid + rng.choice([0.0, lsb / 2, -lsb / 2, lsb * 0.999, -1e-30], grid.shape))
+    parts.append(rng.uniform(-4 * top, 4 * top, (count - 4 * (count // 5), columns)))
+    rows = np.concatenate(parts).astype(np.float32)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 3.4e38, -3.4e38, top, -top, top - lsb, -top - lsb],
+                       np.float32)
+    chosen = rng.random(rows.shape) < 0.05
+    rows[chosen] = rng.choice(special, np.count_nonzero(chosen))
+    return rows
+
+
+def assert_bit_equal(emulated, simulated):
+    assert emulated.shape == simulated.shape
+    differ = np.count_nonzero(emulated.view(np.uint32) != simulated.view(np.uint32))
+    assert differ == 0, f"{differ} of {emulated.size} outputs differ"
+
+
+def compare_devices(version_dir, inputs):
+    emulator, csim = open_device("emulator", version_dir), open_device("csim", version_dir)
+    try:
+        emulated = emulator.run(inputs)
+        assert_bit_equal(emulated, csim.run(inputs))
+        return emulated
+    finally:
+        emulator.close()
+        csim.close()
+
+
+def test_facile_emulator_equals_csim(model_repository, facile_inputs):
+    version_dir = model_repository / "facile" / "1"
+    input_type = open_device("emulator", version_dir).kernel.layout.input.type
+    inputs = edge_inputs(facile_inputs[0], input_type, 24000, seed=11)
+    outputs = compare_devices(version_dir, inputs)
+    assert len(np.unique(outputs)) > 1000  # not a constant answer
+
+
+def test_narrow_facile_emulator_equals_csim(tmp_path, facile_inputs):
+    kernel = tmp_path / "facile_narrow"
+    shutil.copytree(ROOT / "kernels" / "facile", kernel)
+    toml = (kernel / "kernel.toml").read_text().replace('name = "facile"', 'name = "facile_narrow"')
+    shipped = toml[toml.index("[hls4ml.precision."):toml.index("[validation]")]
+    (kernel / "kernel.toml").write_text(toml.replace(shipped, NARROW_PRECISIONS))
+    subprocess.run([BIN / "faast", "build", kernel, "--out", tmp_path / "repository"], check=True)
+    version_dir = tmp_path / "repository" / "facile_narrow" / "1"
+    input_type = open_device("emulator", version_dir).kernel.layout.input.type
+    outputs = compare_devices(version_dir, edge_inputs(facile_inputs[0], input_type, 24000, seed=12))
+    assert len(np.unique(outputs)) > 100
+
+
+@pytest.mark.parametrize("rows", [1, 16000])
+def test_served_emulator_equals_csim(server, model_repository, facile_inputs, rows):
+    client = server.client  # the session server serves FACILE with device auto: the emulator
+    inputs = edge_inputs(facile_inputs[0], FixedType.parse("ap_fixed<16,9>"), max(rows, 5), seed=rows)[:rows]
+    tensor = grpcclient.InferInput("input", list(inputs.shape), "FP32")
+    tensor.set_data_from_numpy(inputs)
+    served = client.infer("facile", [tensor]).as_numpy("output")
+    csim = open_device("csim", model_repository / "facile" / "1")
+    try:
+        assert_bit_equal(served, csim.run(inputs))
+    finally:
+        csim.close()
