@@ -1,7 +1,8 @@
 """C simulation device: the Vitis kernel top and hls4ml firmware compiled for the CPU (csim.so).
 
 Bit-accurate to the card: the same kernel top reads the same packed 512-bit words. Each CPU core
-is one compute unit; ctypes releases the GIL during the call, so they run in parallel.
+is one compute unit (io_parallel kernels); ctypes releases the GIL during the call, so they run in
+parallel.
 """
 
 import ctypes
@@ -42,7 +43,9 @@ class CsimDevice(Device):
         top.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
         top.restype = None
         self._lib = lib
-        super().__init__(kernel, [CsimComputeUnit(top, i) for i in range(os.cpu_count() or 1)])
+        # io_stream firmware keeps its line buffers and counters in static variables: one caller at a time.
+        units = 1 if kernel.raw.get("io_type") == "io_stream" else os.cpu_count() or 1
+        super().__init__(kernel, [CsimComputeUnit(top, i) for i in range(units)])
         self.run(np.zeros((1, kernel.input_size), np.float32))  # loads the weights before concurrent calls
 
     @staticmethod

@@ -127,6 +127,18 @@ class Linear:
         return compute
 
 
+def _divide(mantissas, count):
+    """ap_fixed divided by an int: the mantissa's integer division, truncated toward zero."""
+    quotient = np.abs(mantissas) // count
+    return np.where(mantissas < 0, -quotient, quotient)
+
+
+def _top_bits(fixed, mantissas, table_size):
+    """The table address hls4ml slices from a value: the top log2(table_size) bits of its pattern."""
+    bits = mantissas & ((1 << fixed.width) - 1)
+    return bits >> (fixed.width - (table_size.bit_length() - 1))
+
+
 def _interval_matmul(low, high, weights):
     positive, negative = np.maximum(weights, 0), np.minimum(weights, 0)
     return low @ positive + high @ negative, high @ positive + low @ negative
@@ -202,12 +214,25 @@ class Program:
                                                       np.full(shape[-1:], fixed.highest))
 
     def _dense(self, layer, _):
+        weights = self._weight(layer, "weight")
+        if layer["attributes"].get("_weights_transposed"):  # the Resource strategy stores them [n_out, n_in]
+            weights = weights.T
+        value = self._source(layer)
+        if len(value.low) != len(weights):  # io_parallel drops Flatten: the dense layer reads the image
+            value = self._flattened(value, layer["name"] + ".flat", len(weights) // len(value.low))
+        self._multiply_accumulate(layer, value, weights)
+
+    def _multiply_accumulate(self, layer, value, weights):
+        """A dense layer's arithmetic (also each output pixel of a convolution): products cast to
+        accum_t, accum_t(bias) plus their sum, cast to result_t."""
         accum, result, weight_type, bias_type = self._types(layer, "accum_t", "result_t", "weight_t", "bias_t")
         if layer["templates"].get("product") != "mult":
-            raise Unsupported(f"dense product '{layer['templates'].get('product')}' is not supported")
-        weights = self._weight(layer, "weight").astype(np.float64)
-        bias = accum.requantize(self._weight(layer, "bias"), bias_type.fraction).astype(np.float64)
-        value = self._source(layer)
+            raise Unsupported(f"product '{layer['templates'].get('product')}' is not supported")
+        weights = weights.astype(np.float64)
+        if "bias" in layer["weights"]:
+            bias = accum.requantize(self._weight(layer, "bias"), bias_type.fraction).astype(np.float64)
+        else:
+            bias = np.zeros(weights.shape[1])
         product_fraction = value.fraction + weight_type.fraction
         to_accum = 2.0 ** (accum.fraction - product_fraction)
         magnitude = np.maximum(np.abs(value.low), np.abs(value.high))
@@ -231,20 +256,20 @@ class Program:
         name = layer["outputs"][0]
         if accum.overflow != "WRAP" and layer["templates"].get("kernel") != "DenseLatency":
             raise Unsupported("saturating accumulators are emulated only in DenseLatency's summation order")
-        source = self._materialized(value, layer["inputs"][0])
+        source = self._materialized(value, name + ".in")
         weights = weights.astype(np.int64)
         bias = bias.astype(np.int64)
         product_fraction = source.fraction + FixedType.parse(layer["types"]["weight_t"]).fraction
 
         def dense(tensors):
             x = tensors[source.source].astype(np.int64)
-            products = accum.requantize(x[:, :, None] * weights[None], product_fraction)
+            products = accum.requantize(x[..., :, None] * weights, product_fraction)
             if accum.overflow == "WRAP":
-                total = accum.saturate(bias + products.sum(axis=1))
+                total = accum.saturate(bias + products.sum(axis=-2))
             else:
-                total = np.broadcast_to(bias, (len(x), len(bias)))
-                for i in range(products.shape[1]):
-                    total = accum.saturate(total + products[:, i])
+                total = np.broadcast_to(bias, products.shape[:-2] + bias.shape)
+                for i in range(products.shape[-2]):
+                    total = accum.saturate(total + products[..., i, :])
             tensors[name + ".accum"] = total
 
         if np.max(source.source_bound) * np.max(np.abs(weights)) >= INT_EXACT:
@@ -279,6 +304,174 @@ class Program:
         if activation not in ("relu", "linear"):
             raise Unsupported(f"activation '{activation}' is not supported")
         self._cast(self._source(layer), result, layer["outputs"][0], relu=activation == "relu")
+
+    def _conv2d(self, layer, _):
+        """Each output pixel is a dense layer over its window (im2col), with the same arithmetic."""
+        attributes = layer["attributes"]
+        weights = self._weight(layer, "weight")
+        if attributes.get("_weights_transposed"):  # Resource strategy: [filters, height, width, channels]
+            weights = weights.transpose(1, 2, 3, 0)
+        height, width, channels, filters = weights.shape
+        stride = (attributes["stride_height"], attributes["stride_width"])
+        pads = ((attributes.get("pad_top", 0), attributes.get("pad_bottom", 0)),
+                (attributes.get("pad_left", 0), attributes.get("pad_right", 0)))
+        value = self._source(layer)
+        source = self._materialized(value, layer["name"] + ".image")
+        name = layer["name"] + ".windows"
+
+        def windows(tensors):
+            image = tensors[source.source]
+            if any(p for pair in pads for p in pair):
+                image = np.pad(image, ((0, 0), *pads, (0, 0)))
+            view = np.lib.stride_tricks.sliding_window_view(image, (height, width), axis=(1, 2))
+            view = view[:, ::stride[0], ::stride[1]]  # [n, out_h, out_w, channels, height, width]
+            tensors[name] = view.transpose(0, 1, 2, 4, 5, 3).reshape(*view.shape[:3], -1)
+
+        self.steps.append(windows)
+        low, high = np.minimum(source.low, 0), np.maximum(source.high, 0)  # zero padding
+        patches = Linear.of(name, source.fraction, np.tile(low, height * width), np.tile(high, height * width))
+        self._multiply_accumulate(layer, patches, weights.reshape(-1, filters))
+
+    def _zeropadding2d(self, layer, _):
+        attributes = layer["attributes"]
+        pads = ((attributes["pad_top"], attributes["pad_bottom"]), (attributes["pad_left"], attributes["pad_right"]))
+        source = self._materialized(self._source(layer), layer["name"] + ".image")
+        name = layer["name"] + ".padded"
+        self.steps.append(lambda tensors: tensors.__setitem__(
+            name, np.pad(tensors[source.source], ((0, 0), *pads, (0, 0)))))
+        padded = Linear.of(name, source.fraction, np.minimum(source.low, 0), np.maximum(source.high, 0))
+        self._cast(padded, *self._types(layer, "result_t"), layer["outputs"][0])
+
+    def _pooling2d(self, layer, _):
+        attributes = layer["attributes"]
+        accum, result = self._types(layer, "accum_t", "result_t")
+        size = (attributes["pool_height"], attributes["pool_width"])
+        stride = (attributes["stride_height"], attributes["stride_width"])
+        if size != stride or any(attributes.get(f"pad_{side}", 0) for side in ("top", "bottom", "left", "right")):
+            raise Unsupported("pooling is emulated for pool size = stride without padding")
+        streamed = attributes.get("implementation") == "linebuffer"  # io_stream casts each value to accum_t first
+        source = self._materialized(self._source(layer), layer["name"] + ".image")
+        name = layer["name"] + ".pooled"
+        average = attributes["pool_op"] == "Average"
+        count = size[0] * size[1]
+        self._check_sum(accum, source, count, average)
+
+        def pool(tensors):
+            image = tensors[source.source]
+            n, h, w, c = image.shape
+            oh, ow = h // size[0], w // size[1]
+            blocks = image[:, :oh * size[0], :ow * size[1]].reshape(n, oh, size[0], ow, size[1], c)
+            if average or streamed:
+                blocks = accum.requantize(blocks, source.fraction)
+            if average:
+                tensors[name] = _divide(accum.saturate(blocks.sum(axis=(2, 4))), count)
+            elif streamed:
+                tensors[name] = blocks.max(axis=(2, 4))
+            else:  # the maximum of the inputs, then cast to accum_t
+                tensors[name] = accum.requantize(blocks.max(axis=(2, 4)), source.fraction)
+
+        if average and not streamed and accum.fraction < source.fraction and accum.quantization != "TRN":
+            raise Unsupported(f"io_parallel average pooling rounds each partial sum into {accum}")
+        self.steps.append(pool)
+        self._cast_whole_range(name, accum.fraction, source, accum, result, layer)
+
+    def _globalpooling2d(self, layer, _):
+        attributes = layer["attributes"]
+        accum, result = self._types(layer, "accum_t", "result_t")
+        source = self._materialized(self._source(layer), layer["name"] + ".image")
+        name = layer["name"] + ".pooled"
+        average = attributes["pool_op"] == "Average"
+        if not average:
+            raise Unsupported("global max pooling is not supported")  # its initial value is hls::numeric_limits'
+        count = attributes["in_height"] * attributes["in_width"]
+        self._check_sum(accum, source, count, average)
+
+        def pool(tensors):
+            values = accum.requantize(tensors[source.source], source.fraction)
+            tensors[name] = _divide(accum.saturate(values.sum(axis=(1, 2))), count)
+
+        self.steps.append(pool)
+        self._cast_whole_range(name, accum.fraction, source, accum, result, layer)
+
+    def _check_sum(self, accum, source, count, average):
+        """Sums in accum_t are emulated when they wrap (any order gives the same bits) or cannot overflow."""
+        if not average or accum.overflow == "WRAP":
+            return
+        scale = 2.0 ** (accum.fraction - source.fraction)
+        if not accum.holds(count * np.min(source.low) * scale - 1, count * np.max(source.high) * scale + 1):
+            raise Unsupported(f"a saturating {accum} sum that may overflow depends on the summation order")
+
+    def _cast_whole_range(self, name, fraction, source, accum, result, layer):
+        scale = 2.0 ** (fraction - source.fraction)
+        low = np.maximum(np.floor(source.low * scale), accum.lowest)
+        high = np.minimum(np.ceil(source.high * scale), accum.highest)
+        if accum.overflow == "WRAP" and not accum.holds(np.min(source.low) * scale, np.max(source.high) * scale):
+            low, high = np.full_like(low, accum.lowest), np.full_like(high, accum.highest)
+        self._cast(Linear.of(name, fraction, low, high), result, layer["outputs"][0])
+
+    def _merge(self, layer, _):
+        op = layer["attributes"]["op"]
+        if op not in ("add", "subtract"):
+            raise Unsupported(f"merge '{op}' is not supported")
+        first, second = (self.pending[name] for name in layer["inputs"])
+        fraction = max(first.fraction, second.fraction)
+        first, second = first.shifted(fraction - first.fraction), second.shifted(fraction - second.fraction)
+        a = self._materialized(first, layer["name"] + ".a")
+        b = self._materialized(second, layer["name"] + ".b")
+        name = layer["name"] + ".sum"
+        sign = 1 if op == "add" else -1
+        self.steps.append(lambda tensors: tensors.__setitem__(name, tensors[a.source] + sign * tensors[b.source]))
+        low = a.low + (b.low if sign > 0 else -b.high)
+        high = a.high + (b.high if sign > 0 else -b.low)
+        self._cast(Linear.of(name, fraction, low, high), *self._types(layer, "result_t"), layer["outputs"][0])
+
+    def _clone(self, layer, _):
+        (result,) = self._types(layer, "result_t")
+        for output in layer["outputs"]:
+            self._cast(self._source(layer), result, output)
+
+    def _reshape(self, layer, _):
+        value = self._source(layer)
+        size = int(np.prod(layer["attributes"].get("target_shape", [len(value.low)])))
+        flat = self._flattened(value, layer["name"] + ".flat", size // len(value.low))
+        self._cast(flat, *self._types(layer, "result_t"), layer["outputs"][0])
+
+    def _flattened(self, value, name, pixels):
+        """`value` (an image) as rows of pixels × channels."""
+        source = self._materialized(value, name + ".image")
+        self.steps.append(lambda tensors: tensors.__setitem__(name, tensors[source.source].reshape(
+            len(tensors[source.source]), -1)))
+        return Linear.of(name, source.fraction, np.tile(source.low, pixels), np.tile(source.high, pixels))
+
+    _flatten = _reshape
+
+    def _softmax(self, layer, _):
+        """hls4ml's 'stable' softmax: exp(x - max) and 1/sum from the firmware's own tables."""
+        if layer["attributes"].get("implementation") != "stable":
+            raise Unsupported(f"softmax implementation '{layer['attributes'].get('implementation')}' is not supported")
+        norm, exp_type, accum, inv_in, inv_type, result = self._types(
+            layer, "inp_norm_t", "exp_table_t", "accum_t", "inv_inp_t", "inv_table_t", "result_t")
+        exp_table = self.weights[f"{layer['name']}.exp_table_t"]
+        inv_table = self.weights[f"{layer['name']}.inv_table_t"]
+        source = self._materialized(self._source(layer), layer["name"] + ".in")
+        entries = len(source.low)
+        if accum.overflow != "WRAP" and entries * np.max(np.abs(exp_table)) * 2.0 ** (
+                accum.fraction - exp_type.fraction) >= accum.highest:
+            raise Unsupported(f"the softmax sum may overflow {accum}: its rounding then depends on the adder tree")
+        name = layer["name"] + ".product"
+
+        def softmax(tensors):
+            x = tensors[source.source].astype(np.int64)
+            shifted = norm.requantize(x.max(axis=-1, keepdims=True) - x, source.fraction)
+            exps = accum.requantize(exp_table[_top_bits(norm, shifted, len(exp_table))], exp_type.fraction)
+            total = inv_in.requantize(accum.saturate(exps.sum(axis=-1, keepdims=True)), accum.fraction)
+            tensors[name] = exps * inv_table[_top_bits(inv_in, total, len(inv_table))]
+
+        self.steps.append(softmax)
+        fraction = accum.fraction + inv_type.fraction
+        full = np.full(entries, 1.0)
+        bound = float(accum.highest) * max(abs(inv_type.lowest), inv_type.highest)
+        self._cast(Linear.of(name, fraction, -bound * full, bound * full), result, layer["outputs"][0])
 
     # -- running ----------------------------------------------------------------------------------
 

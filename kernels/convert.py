@@ -6,6 +6,7 @@ hls4ml (through .toolchain), so the build's own process and the server stay free
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def convert(kernel_dir, project_dir):
         "layers": [_layer(layer) for layer in graph.get_layers()],
     }
     (Path(project_dir) / "kernel.json").write_text(json.dumps(description, indent=2) + "\n")
-    np.savez(Path(project_dir) / "weights.npz", **_weights(graph, Path(project_dir) / "firmware" / "weights"))
+    firmware = Path(project_dir) / "firmware"
+    np.savez(Path(project_dir) / "weights.npz", **_weights(graph, firmware / "weights"), **_tables(graph, firmware))
 
 
 _NOT_ATTRIBUTES = {"config_cpp", "function_cpp", "include_header", "name", "class_name", "inputs", "outputs",
@@ -65,12 +67,13 @@ def _layer(layer):
     templates hls4ml picked."""
     config = layer.get_attr("config_cpp") or ""
     templates = dict(re.findall(r"using (product|kernel) = nnet::(?:product::)?(\w+)", config))
+    typedefs = dict((name, text) for text, name in re.findall(r"typedef (ap_u?fixed<[^;]*>) (\w+);", config))
     return {
         "name": layer.name,
         "class": layer.class_name,
         "inputs": list(layer.inputs),
         "outputs": list(layer.outputs),
-        "types": {name: str(t.precision) for name, t in layer.types.items()},
+        "types": {name: str(t.precision) for name, t in layer.types.items()} | typedefs,
         "attributes": {k: v for k, v in layer.attributes.items()
                        if k not in _NOT_ATTRIBUTES and (isinstance(v, (bool, int, float, str)) or
                                                         isinstance(v, (list, tuple)) and all(isinstance(i, int) for i in v))},
@@ -89,6 +92,46 @@ def _weights(graph, folder):
             mantissas = FixedType.parse(str(weight.type.precision)).quantize(values)
             arrays[weight.name] = mantissas.astype(np.int64).reshape(np.shape(weight.data))
     return arrays
+
+
+# Lookup tables the firmware fills at its first call: (function, table type, address type, extra argument).
+_TABLES = {"Softmax": [("init_exp_table", "exp_table_t", "inp_norm_t", ", true"),
+                       ("init_invert_table", "inv_table_t", "inv_inp_t", "")]}
+
+
+def _tables(graph, firmware):
+    """Activation lookup tables exactly as the C code computes them: a small program built from the
+    layer's own configuration runs hls4ml's table initialisers and prints the bit patterns."""
+    tables = {}
+    for layer in graph.get_layers():
+        if layer.class_name not in _TABLES:
+            continue
+        config = layer.get_attr("config_cpp")
+        struct = re.search(r"struct (\w+)\s*:", config).group(1)
+        lines = []
+        for function, table_type, address_type, argument in _TABLES[layer.class_name]:
+            size = f"{struct}::{table_type.split('_')[0]}_table_size"
+            lines.append(f"""    {{
+        static {struct}::{table_type} table[{size}];
+        nnet::{function}<{struct}::{address_type}, {struct}>(table{argument});
+        for (unsigned i = 0; i < {size}; ++i)
+            std::printf("%llu\\n", (unsigned long long)table[i].range(table[i].width - 1, 0).to_uint64());
+        std::printf("end\\n");
+    }}""")
+        source = firmware / f"faast_tables_{layer.name}.cpp"
+        source.write_text("#include <cstdio>\n#include \"ap_fixed.h\"\n#include \"defines.h\"\n"
+                          "#include \"nnet_utils/nnet_activation.h\"\n" + config + "\nint main() {\n"
+                          + "\n".join(lines) + "\n}\n")
+        program = source.with_suffix("")
+        subprocess.run(["g++", "-std=c++17", "-O1", "-w", f"-I{firmware}", f"-I{firmware / 'ap_types'}", str(source),
+                        "-o", str(program)], check=True)
+        output = subprocess.run([str(program)], capture_output=True, text=True, check=True).stdout
+        for (_, table_type, _, _), block in zip(_TABLES[layer.class_name], output.split("end")):
+            fixed = FixedType.parse(str(layer.types[table_type].precision))
+            tables[f"{layer.name}.{table_type}"] = fixed.from_bits(np.array(block.split(), np.uint64))
+        source.unlink()
+        program.unlink()
+    return tables
 
 
 def _tensor(variable):

@@ -47,7 +47,8 @@ def write_project(vitis_dir, description, compute_units, clock_period_ns, defaul
     fill = {"project": project, "n_in": buffers["input"]["elements_per_row"],
             "n_out": buffers["output"]["elements_per_row"], "in_bits": buffers["input"]["bits"],
             "in_lane_bits": buffers["input"]["lane_bits"], "in_lanes": buffers["input"]["lanes_per_word"],
-            "out_bits": buffers["output"]["bits"], "out_lane_bits": buffers["output"]["lane_bits"]}
+            "out_bits": buffers["output"]["bits"], "out_lane_bits": buffers["output"]["lane_bits"],
+            "io_stream": int(description["io_type"] == "io_stream")}
     (vitis_dir / "kernel_top.cpp").write_text(Template((TEMPLATES / "kernel_top.cpp").read_text()).substitute(fill))
     for board, count in compute_units.items():
         (vitis_dir / f"connectivity.{board}.cfg").write_text(_connectivity(project, board, count))

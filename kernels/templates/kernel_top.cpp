@@ -27,14 +27,44 @@ static void read_words(const word_t *in, hls::stream<word_t> &words, int n_words
     }
 }
 
+#if ${io_stream}
+// io_stream network: one stream element per pixel, holding its channels.
+typedef input_t::value_type in_elem_t;
+typedef result_t::value_type out_elem_t;
+
+static void run_network(in_elem_t x[N_IN], out_elem_t y[N_OUT]) {
+    hls::stream<input_t> in_pixels("in_pixels");
+    hls::stream<result_t> out_pixels("out_pixels");
+    for (int p = 0; p < N_IN / (int)input_t::size; ++p) {
+        input_t pixel;
+        for (int c = 0; c < (int)input_t::size; ++c) {
+            pixel[c] = x[p * input_t::size + c];
+        }
+        in_pixels.write(pixel);
+    }
+    ${project}(in_pixels, out_pixels);
+    for (int p = 0; p < N_OUT / (int)result_t::size; ++p) {
+        result_t pixel = out_pixels.read();
+        for (int c = 0; c < (int)result_t::size; ++c) {
+            y[p * result_t::size + c] = pixel[c];
+        }
+    }
+}
+#else
+typedef input_t in_elem_t;
+typedef result_t out_elem_t;
+
+static void run_network(in_elem_t x[N_IN], out_elem_t y[N_OUT]) { ${project}(x, y); }
+#endif
+
 static void run_rows(hls::stream<word_t> &in_words, hls::stream<word_t> &out_words, int rows) {
     word_t in_word = 0;
     int in_lane = IN_LANES;
     word_t out_word = 0;
     int out_lane = 0;
     for (int row = 0; row < rows; ++row) {
-        input_t x[N_IN];
-        result_t y[N_OUT];
+        in_elem_t x[N_IN];
+        out_elem_t y[N_OUT];
         for (int i = 0; i < N_IN; ++i) {
             if (in_lane == IN_LANES) {
                 in_word = in_words.read();
@@ -43,7 +73,7 @@ static void run_rows(hls::stream<word_t> &in_words, hls::stream<word_t> &out_wor
             x[i].range(IN_BITS - 1, 0) = in_word.range(in_lane * IN_LANE_BITS + IN_BITS - 1, in_lane * IN_LANE_BITS);
             ++in_lane;
         }
-        ${project}(x, y);
+        run_network(x, y);
         for (int o = 0; o < N_OUT; ++o) {
             out_word.range(out_lane * OUT_LANE_BITS + OUT_BITS - 1, out_lane * OUT_LANE_BITS) = y[o].range(OUT_BITS - 1, 0);
             if (++out_lane == OUT_LANES) {
