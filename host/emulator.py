@@ -475,6 +475,13 @@ class Program:
 
     # -- running ----------------------------------------------------------------------------------
 
+    def trace(self, mantissas, names):
+        """Each named tensor's values (float64 [n, ...]) for the inputs, for per-layer comparisons."""
+        tensors = {"input": mantissas.reshape(-1, *self.input_shape)}
+        for step in self.steps:
+            step(tensors)
+        return {name: self.pending[name].compiled()(tensors) * 2.0**-self.pending[name].fraction for name in names}
+
     def run(self, mantissas):
         """Input mantissas (int64 [n, inputs]) → output mantissas (int64 [n, outputs])."""
         outputs = []

@@ -11,7 +11,7 @@ import tritonclient.grpc as grpcclient
 from faast.host.device import open_device
 from faast.host.fixed import FixedType
 
-from conftest import BIN, ROOT
+from conftest import BIN, PYTHON, ROOT
 
 # A FACILE whose types lose bits everywhere hls4ml can lose them: products truncated into narrow
 # accumulators that wrap or saturate, rounding and saturating casts in every mode.
@@ -116,3 +116,46 @@ def test_served_emulator_equals_csim(server, model_repository, facile_inputs, ro
         assert_bit_equal(served, csim.run(inputs))
     finally:
         csim.close()
+
+
+def _cnn(tmp_path, io_type):
+    """The test CNN (tests/kernels/cnn: Conv2D, BN, ReLU, pooling, Add, global pooling, softmax) built for io_type."""
+    kernel = tmp_path / f"cnn_{io_type}"
+    shutil.copytree(ROOT / "tests" / "kernels" / "cnn", kernel)
+    toml = (kernel / "kernel.toml").read_text()
+    (kernel / "kernel.toml").write_text(toml.replace('io_type = "io_stream"', f'io_type = "{io_type}"'))
+    subprocess.run([BIN / "faast", "build", kernel, "--out", tmp_path / "repository"], check=True)
+    return kernel, tmp_path / "repository" / "cnn" / "1"
+
+
+def _images(count, seed):
+    typical = np.random.default_rng(seed).normal(0, 4, (count, 8 * 8 * 2)).astype(np.float32)
+    return edge_inputs(typical, FixedType.parse("ap_fixed<16,6>"), count, seed)
+
+
+@pytest.mark.parametrize("io_type", ["io_stream", "io_parallel"])
+def test_cnn_emulator_equals_csim(tmp_path, io_type):
+    _, version_dir = _cnn(tmp_path, io_type)
+    outputs = compare_devices(version_dir, _images(3000, seed=5))
+    assert len(np.unique(outputs, axis=0)) > 500
+
+
+def test_cnn_layers_equal_hls4ml_trace(tmp_path):
+    """Layer by layer, the emulator's values equal hls4ml's own C simulation trace."""
+    kernel, version_dir = _cnn(tmp_path, "io_stream")
+    images = _images(300, seed=6)
+    np.save(tmp_path / "x.npy", images)
+    subprocess.run([*PYTHON, ROOT / "tests" / "hls4ml_trace.py", kernel, tmp_path / "trace_project",
+                    tmp_path / "x.npy", tmp_path / "trace.npz"], check=True)
+    trace = dict(np.load(tmp_path / "trace.npz"))
+    emulator = open_device("emulator", version_dir)
+    layout = emulator.kernel.layout
+    program = emulator.compute_units[0].program
+    names = [layer["name"] for layer in emulator.kernel.raw["layers"] if layer["name"] in trace]
+    values = program.trace(layout.input.type.from_bits(layout.input.type.to_bits(images)), names)
+    assert {"conv1", "bn1", "relu1", "pool1", "conv2", "add", "pool2", "gap", "dense", "softmax"} <= set(names)
+    for name in names:
+        emulated = values[name].reshape(len(images), -1).astype(np.float32)
+        traced = trace[name].reshape(len(images), -1)
+        assert np.array_equal(emulated, traced), f"layer {name}: {np.count_nonzero(emulated != traced)} values differ"
+    emulator.close()
