@@ -28,7 +28,7 @@ class CsimComputeUnit(ComputeUnit):
 class CsimDevice(Device):
     kind = "csim"
 
-    def __init__(self, kernel):
+    def __init__(self, kernel, compute_units=None):
         library = kernel.folder / "csim.so"
         weights = kernel.folder / "hls4ml" / "firmware" / "weights"
         if not any(weights.glob("*.txt")):
@@ -44,7 +44,7 @@ class CsimDevice(Device):
         top.restype = None
         self._lib = lib
         # io_stream firmware keeps its line buffers and counters in static variables: one caller at a time.
-        units = 1 if kernel.raw.get("io_type") == "io_stream" else os.cpu_count() or 1
+        units = 1 if kernel.raw.get("io_type") == "io_stream" else compute_units or os.cpu_count() or 1
         super().__init__(kernel, [CsimComputeUnit(top, i) for i in range(units)])
         self.run(np.zeros((1, kernel.input_size), np.float32))  # loads the weights before concurrent calls
 

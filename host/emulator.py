@@ -518,11 +518,11 @@ class EmulatorComputeUnit(ComputeUnit):
 class EmulatorDevice(Device):
     kind = "emulator"
 
-    def __init__(self, kernel):
+    def __init__(self, kernel, compute_units=None):
         program = load_program(kernel)
         layout = kernel.layout
-        units = [EmulatorComputeUnit(program, layout.input, layout.output, i) for i in range(os.cpu_count() or 1)]
-        super().__init__(kernel, units)
+        count = compute_units or os.cpu_count() or 1
+        super().__init__(kernel, [EmulatorComputeUnit(program, layout.input, layout.output, i) for i in range(count)])
 
     @staticmethod
     def available():

@@ -118,12 +118,13 @@ def test_served_emulator_equals_csim(server, model_repository, facile_inputs, ro
         csim.close()
 
 
-def _cnn(tmp_path, io_type):
-    """The test CNN (tests/kernels/cnn: Conv2D, BN, ReLU, pooling, Add, global pooling, softmax) built for io_type."""
+def _cnn(tmp_path, io_type, strategy="Latency"):
+    """The test CNN (tests/kernels/cnn: Conv2D, BN, ReLU, pooling, Add, global pooling, softmax) built for
+    io_type and strategy (Resource stores the weights transposed)."""
     kernel = tmp_path / f"cnn_{io_type}"
     shutil.copytree(ROOT / "tests" / "kernels" / "cnn", kernel)
-    toml = (kernel / "kernel.toml").read_text()
-    (kernel / "kernel.toml").write_text(toml.replace('io_type = "io_stream"', f'io_type = "{io_type}"'))
+    toml = (kernel / "kernel.toml").read_text().replace('io_type = "io_stream"', f'io_type = "{io_type}"')
+    (kernel / "kernel.toml").write_text(toml.replace('strategy = "Latency"', f'strategy = "{strategy}"'))
     subprocess.run([BIN / "faast", "build", kernel, "--out", tmp_path / "repository"], check=True)
     return kernel, tmp_path / "repository" / "cnn" / "1"
 
@@ -133,9 +134,10 @@ def _images(count, seed):
     return edge_inputs(typical, FixedType.parse("ap_fixed<16,6>"), count, seed)
 
 
-@pytest.mark.parametrize("io_type", ["io_stream", "io_parallel"])
-def test_cnn_emulator_equals_csim(tmp_path, io_type):
-    _, version_dir = _cnn(tmp_path, io_type)
+@pytest.mark.parametrize("io_type, strategy", [("io_stream", "Latency"), ("io_parallel", "Latency"),
+                                               ("io_stream", "Resource")])
+def test_cnn_emulator_equals_csim(tmp_path, io_type, strategy):
+    _, version_dir = _cnn(tmp_path, io_type, strategy)
     outputs = compare_devices(version_dir, _images(3000, seed=5))
     assert len(np.unique(outputs, axis=0)) > 500
 

@@ -1,0 +1,104 @@
+"""The emulator device against the C simulation of the same kernels, in one run (ratios, not absolutes).
+
+    .venv/bin/python bench/emulator.py [--out bench/results]
+
+Builds FACILE (kernels/facile) and the test CNN (tests/kernels/cnn, io_stream: conv, pooling, Add,
+softmax), then measures throughput through the host runtime (packing included) on one compute unit
+(one core) and on every core, checks both devices agree bit for bit on the measured rows, and splits
+the emulator's time into its kernel arithmetic and the host packing. Writes emulator.json and
+emulator.md.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one compute unit = one core, BLAS included
+
+import numpy as np  # noqa: E402
+
+from faast.host.csim import CsimDevice  # noqa: E402
+from faast.host.device import KernelDescription  # noqa: E402
+from faast.host.emulator import EmulatorDevice  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNELS = {"facile": (ROOT / "kernels" / "facile", 400000, 20000),  # folder, emulator rows, csim rows
+           "cnn": (ROOT / "tests" / "kernels" / "cnn", 20000, 1000)}
+
+
+def rows_per_second(device, rows, repeats=3):
+    device.run(rows[:1000])  # warm: first-call table and weight loading
+    best = min(_timed(device.run, rows) for _ in range(repeats))
+    return len(rows) / best
+
+
+def _timed(function, *args):
+    begin = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - begin
+
+
+def measure(name, folder, emulator_rows, csim_rows, work):
+    subprocess.run([Path(sys.executable).parent / "faast", "build", folder, "--out", work], check=True,
+                   stdout=subprocess.DEVNULL)
+    kernel = KernelDescription.read(work / name / "1")
+    rng = np.random.default_rng(1)
+    rows = rng.normal(0, 4, (emulator_rows, kernel.input_size)).astype(np.float32)
+    if name == "facile":
+        sys.path.insert(0, str(folder))
+        import data  # the kernel's own synthetic channels
+        rows = data.generate(emulator_rows, seed=5)[0]
+    cores = os.cpu_count()
+    result = {"kernel": name, "io_type": kernel.raw["io_type"], "cores": cores}
+    for label, units in (("one_core", 1), ("all_cores", cores)):
+        emulator, csim = EmulatorDevice(kernel, units), CsimDevice(kernel, units)
+        result[f"emulator_{label}"] = rows_per_second(emulator, rows)
+        result[f"csim_{label}"] = rows_per_second(csim, rows[:csim_rows], repeats=1)
+        same = np.array_equal(emulator.run(rows[:csim_rows]).view(np.uint32), csim.run(rows[:csim_rows]).view(np.uint32))
+        result[f"bit_equal_{label}"] = bool(same)
+        result[f"ratio_{label}"] = result[f"emulator_{label}"] / result[f"csim_{label}"]
+        if units == 1:
+            layout, program = kernel.layout, emulator.compute_units[0].program
+            mantissas = layout.input.type.from_bits(layout.input.type.to_bits(rows))
+            result["emulator_arithmetic_share"] = (min(_timed(program.run, mantissas) for _ in range(3))
+                                                   * result["emulator_one_core"] / len(rows))
+        emulator.close()
+        csim.close()
+    return result
+
+
+def write_markdown(results, path):
+    lines = ["# Emulator vs C simulation", "",
+             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+             f"{time.strftime('%Y-%m-%d')}. Throughput through the host runtime (float rows in, packing and "
+             "unpacking included), best of 3; both devices in the same run, outputs compared bit for bit.", "",
+             "| kernel | io | cores | emulator rows/s | csim rows/s | emulator / csim | bit-equal |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        for label, cores in (("one_core", 1), ("all_cores", r["cores"])):
+            lines.append(f"| {r['kernel']} | {r['io_type']} | {cores} | {r[f'emulator_{label}']:,.0f} | "
+                         f"{r[f'csim_{label}']:,.0f} | {r[f'ratio_{label}']:.0f}x | {r[f'bit_equal_{label}']} |")
+    lines += ["", "Share of the emulator's one-core time spent in its arithmetic (the rest is host packing "
+              "and unpacking): " + ", ".join(f"{r['kernel']} {r['emulator_arithmetic_share']:.0%}" for r in results)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    work = args.out / "work" / "emulator"
+    work.mkdir(parents=True, exist_ok=True)
+    results = [measure(name, *spec, work) for name, spec in KERNELS.items()]
+    (args.out / "emulator.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_markdown(results, args.out / "emulator.md")
+    print((args.out / "emulator.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
