@@ -35,7 +35,7 @@ def hls_config(spec, model):
 
 def convert(kernel_dir, project_dir):
     spec = KernelSpec.read(kernel_dir)
-    model = spec.load_entry("model")()
+    model = spec.model()
     model.load_weights(spec.weights_path)
     settings = spec.hls4ml
     graph = hls4ml.converters.convert_from_keras_model(

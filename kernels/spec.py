@@ -46,6 +46,10 @@ class KernelSpec:
     def training(self):
         return self.config["training"]
 
+    def model(self):
+        """The QKeras model, built with kernel.toml's [architecture] arguments (if any)."""
+        return self.load_entry("model")(**self.config.get("architecture", {}))
+
     def load_entry(self, key):
         """The callable that kernel.toml names under `key` ("module:function" inside this folder)."""
         module_name, function = self.config[key].split(":")

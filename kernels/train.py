@@ -38,8 +38,9 @@ def train(kernel_dir, epochs=None, samples=None):
 
     x, y = spec.load_entry("data")(samples, seed=settings["seed"])
     n_val = int(samples * settings["validation_fraction"])
-    model = spec.load_entry("model")()
-    model.compile(optimizer=tf_keras.optimizers.Adam(settings["learning_rate"]), loss="mse")
+    model = spec.model()
+    loss = settings.get("loss", "mse")
+    model.compile(optimizer=tf_keras.optimizers.Adam(settings["learning_rate"]), loss=loss)
     steps = int(np.ceil((samples - n_val) / settings["batch_size"]))
     model.fit(x[n_val:], y[n_val:], validation_data=(x[:n_val], y[:n_val]), epochs=epochs,
               batch_size=settings["batch_size"], verbose=0, callbacks=[
@@ -47,6 +48,11 @@ def train(kernel_dir, epochs=None, samples=None):
                   tf_keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=3, verbose=0)])
     model.save_weights(spec.weights_path)
 
+    if loss != "mse":
+        scores = model.predict(x[:n_val], batch_size=256, verbose=0)
+        accuracy = np.mean(np.argmax(scores, axis=1) == y[:n_val])
+        print(f"wrote {spec.weights_path}: validation accuracy {accuracy:.3f}")
+        return
     predicted = model.predict(x[:n_val], batch_size=8192, verbose=0).ravel()
     truth = y[:n_val]
     signal = truth > 5.0

@@ -4,7 +4,9 @@ the physics, with a verdict.
 On the same held-out inputs it runs four stages and compares them:
   float   the QKeras model with its quantizers removed (same trained weights, float arithmetic)
   qkeras  the quantization-aware QKeras model
-  csim    the built kernel's hls4ml C simulation (the csim device faast serves)
+  kernel  the built kernel's fixed-point outputs: the emulator (bit-equal to the C simulation, and
+          checked against it on the first [validation] csim_samples inputs), or the hls4ml C
+          simulation itself for a kernel the emulator does not cover
   served  optionally, a running faast (any device) through the Triton protocol
 plus, per layer, hls4ml's trace against QKeras' intermediate outputs and each layer's fixed-point
 range. Tolerances come from the kernel folder's [validation] table. Writes report.json, report.md,
@@ -18,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from faast.host.csim import CsimDevice
-from faast.host.device import KernelDescription
+from faast.host.device import DeviceError, KernelDescription
+from faast.host.emulator import EmulatorDevice
 from faast.host.fixed import FixedType
 
 from .build import VERSION, build
@@ -26,7 +29,7 @@ from .convert import hls_config
 from .spec import KernelSpec
 from .toolchain import hls4ml, qkeras, tf_keras
 
-STAGES = ("float", "qkeras", "csim")
+STAGES = ("float", "qkeras", "kernel")
 
 
 def dequantize(model):
@@ -172,17 +175,40 @@ def checks_for(report, settings):
                 continue
             allowed = row["float"]["resolution"] + settings["max_resolution_increase"]
             checks.append({"check": f"resolution in {row['bin'][0]}-{row['bin'][1]}",
-                           "passed": row["csim"]["resolution"] <= allowed,
-                           "detail": f"kernel {row['csim']['resolution']:.4f}, float {row['float']['resolution']:.4f}"})
+                           "passed": row["kernel"]["resolution"] <= allowed,
+                           "detail": f"kernel {row['kernel']['resolution']:.4f}, float {row['float']['resolution']:.4f}"})
     else:
         physics = report["physics"]
-        checks.append({"check": "kernel AUC", "passed": physics["csim"]["auc"] >= physics["float"]["auc"]
+        checks.append({"check": "kernel AUC", "passed": physics["kernel"]["auc"] >= physics["float"]["auc"]
                        - settings["max_auc_drop"],
-                       "detail": f"kernel {physics['csim']['auc']:.4f}, float {physics['float']['auc']:.4f}"})
+                       "detail": f"kernel {physics['kernel']['auc']:.4f}, float {physics['float']['auc']:.4f}"})
+    csim = report["kernel_outputs"]
+    if "csim_mismatches" in csim:
+        checks.append({"check": "emulator == C simulation, bit for bit", "passed": csim["csim_mismatches"] == 0,
+                       "detail": f"{csim['csim_mismatches']} of {csim['csim_values']} values differ"})
     if "served" in report:
-        checks.append({"check": "served == C simulation, bit for bit", "passed": report["served"]["mismatches"] == 0,
+        checks.append({"check": "served == kernel, bit for bit", "passed": report["served"]["mismatches"] == 0,
                        "detail": f"{report['served']['mismatches']} of {report['served']['values']} values differ"})
     return checks
+
+
+def kernel_outputs(description, x, csim_samples):
+    """The kernel's outputs for x: from the emulator, cross-checked against the C simulation on the
+    first csim_samples inputs, or from the C simulation alone when the emulator cannot run it."""
+    csim = CsimDevice(description)
+    try:
+        emulator = EmulatorDevice(description)
+    except DeviceError as error:
+        print(f"kernel outputs from the C simulation: the emulator cannot run this kernel ({error})", flush=True)
+        outputs = csim.run(x)
+        csim.close()
+        return outputs, {"device": "csim"}
+    outputs = emulator.run(x)
+    emulator.close()
+    checked = csim.run(x[:csim_samples])
+    csim.close()
+    mismatches = int(np.count_nonzero(checked.view(np.uint32) != outputs[:csim_samples].view(np.uint32)))
+    return outputs, {"device": "emulator", "csim_values": int(checked.size), "csim_mismatches": mismatches}
 
 
 def validate(kernel_dir, data=None, url=None, out="validation"):
@@ -196,7 +222,7 @@ def validate(kernel_dir, data=None, url=None, out="validation"):
     else:
         x, y = spec.load_entry("data")(settings["samples"], seed=settings["seed"])
 
-    model = spec.load_entry("model")()
+    model = spec.model()
     model.load_weights(spec.weights_path)
     print(f"validating {spec.name} on {len(x)} held-out inputs", flush=True)
     predictions = {"float": dequantize(model).predict(x, batch_size=4096, verbose=0),
@@ -204,16 +230,14 @@ def validate(kernel_dir, data=None, url=None, out="validation"):
     build(spec.path, out / "repository")
     version = out / "repository" / spec.name / VERSION
     description = KernelDescription.read(version)
-    device = CsimDevice(description)
-    predictions["csim"] = device.run(x)
-    device.close()
+    predictions["kernel"], report_kernel = kernel_outputs(description, x, settings.get("csim_samples", len(x)))
     predictions = {k: np.asarray(v, np.float32).reshape(len(x), -1) for k, v in predictions.items()}
 
     report = {"kernel": spec.name, "samples": len(x), "float_model": "the QKeras model with quantizers removed",
-              "outputs": {}}
-    for stage in ("qkeras", "csim"):
+              "kernel_outputs": report_kernel, "outputs": {}}
+    for stage in ("qkeras", "kernel"):
         report["outputs"][f"{stage} vs float"] = _differences(predictions[stage], predictions["float"])
-    report["outputs"]["csim vs qkeras"] = _differences(predictions["csim"], predictions["qkeras"])
+    report["outputs"]["kernel vs qkeras"] = _differences(predictions["kernel"], predictions["qkeras"])
     traced = min(len(x), settings["trace_samples"])
     report["layers"] = layer_table(spec, model, x[:traced], description.raw, out / "trace_project", settings)
     report["first_divergence"] = next((row["layer"] for row in report["layers"]
@@ -226,7 +250,7 @@ def validate(kernel_dir, data=None, url=None, out="validation"):
         report["physics"] = classification_physics(y.astype(int), predictions)
     if url:
         served = served_outputs(url, spec.name, x, spec.serving["max_batch_size"])
-        mismatches = int(np.count_nonzero(served.view(np.uint32) != predictions["csim"].view(np.uint32)))
+        mismatches = int(np.count_nonzero(served.view(np.uint32) != predictions["kernel"].view(np.uint32)))
         report["served"] = {"url": url, "values": int(served.size), "mismatches": mismatches}
         predictions["served"] = served
     report["checks"] = checks_for(report, settings)
@@ -275,7 +299,7 @@ def _plots(report, predictions, y, out, settings):
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for stage in ("qkeras", "csim"):
+    for stage in ("qkeras", "kernel"):
         axes[0].hist((predictions[stage] - predictions["float"]).ravel(), bins=100, histtype="step", label=f"{stage} - float")
     axes[0].set_yscale("log")
     axes[0].set_xlabel("output difference")

@@ -21,10 +21,11 @@ def test_validate_facile_passes_and_served_kernel_is_bit_exact(server, tmp_path)
     report = json.loads((out / "report.json").read_text())
     assert report["passed"] and report["first_divergence"] is None
     assert report["served"] == {"url": server.url, "values": 20000, "mismatches": 0}
+    assert report["kernel_outputs"] == {"device": "emulator", "csim_values": 20000, "csim_mismatches": 0}
     assert report["float_model"] == "the QKeras model with quantizers removed"
-    assert set(report["outputs"]) == {"qkeras vs float", "csim vs float", "csim vs qkeras"}
+    assert set(report["outputs"]) == {"qkeras vs float", "kernel vs float", "kernel vs qkeras"}
     judged = [row for row in report["physics"] if row["enough_entries"]]
-    assert len(judged) >= 5 and all(0.9 < row["csim"]["response"] < 1.1 for row in judged)
+    assert len(judged) >= 5 and all(0.9 < row["kernel"]["response"] < 1.1 for row in judged)
     assert [row["layer"] for row in report["layers"]][:3] == ["features", "dense1", "bn1"]
     for name in ("report.md", "report.html", "physics.png", "layers.png"):
         assert (out / name).stat().st_size > 1000
