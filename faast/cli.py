@@ -62,7 +62,7 @@ def serve(args):
 def build(args):
     from faast.kernels.build import build as build_kernel
 
-    build_kernel(args.kernel, args.out, target=args.target)
+    build_kernel(args.kernel, args.out, target=args.target, variant=args.variant)
 
 
 def train(args):
@@ -126,6 +126,7 @@ def parser():
     p.add_argument("--out", required=True, help="model repository to write into")
     p.add_argument("--target", default="csim", choices=["csim", "u250", "aws-f1"],
                    help="board the Vitis project defaults to; u250/aws-f1 serve with device auto")
+    p.add_argument("--variant", help="build kernel.toml's [variants.NAME] (e.g. resnet50's full)")
     p.set_defaults(run=build)
 
     p = commands.add_parser("train", help="quantization-aware training of a kernel folder's model")

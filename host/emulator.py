@@ -20,7 +20,7 @@ from .device import ComputeUnit, Device, DeviceBuffer, DeviceError
 from .fixed import FLOAT_EXACT, INT_EXACT, FixedType
 from .packing import TensorLanes
 
-ROWS_PER_STEP = 2048  # rows computed together, so a layer's intermediates stay in the CPU cache
+STEP_ELEMENTS = 32768  # input values computed together, so a layer's intermediates stay in the CPU cache
 
 
 class Unsupported(DeviceError):
@@ -332,6 +332,8 @@ class Program:
         patches = Linear.of(name, source.fraction, np.tile(low, height * width), np.tile(high, height * width))
         self._multiply_accumulate(layer, patches, weights.reshape(-1, filters))
 
+    _pointwiseconv2d = _conv2d  # hls4ml's class for 1×1 convolutions: the same arithmetic
+
     def _zeropadding2d(self, layer, _):
         attributes = layer["attributes"]
         pads = ((attributes["pad_top"], attributes["pad_bottom"]), (attributes["pad_left"], attributes["pad_right"]))
@@ -485,8 +487,9 @@ class Program:
     def run(self, mantissas):
         """Input mantissas (int64 [n, inputs]) → output mantissas (int64 [n, outputs])."""
         outputs = []
-        for start in range(0, len(mantissas), ROWS_PER_STEP):
-            tensors = {"input": mantissas[start:start + ROWS_PER_STEP].reshape(-1, *self.input_shape)}
+        rows_per_step = max(1, STEP_ELEMENTS // int(np.prod(self.input_shape)))
+        for start in range(0, len(mantissas), rows_per_step):
+            tensors = {"input": mantissas[start:start + rows_per_step].reshape(-1, *self.input_shape)}
             for step in self.steps:
                 step(tensors)
             outputs.append(tensors[self.output].reshape(len(tensors["input"]), -1).astype(np.int64))

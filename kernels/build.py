@@ -31,10 +31,10 @@ VERSION = "1"
 TARGETS = ["csim", *vitis.BOARDS]
 
 
-def build(kernel_dir, repository, target="csim"):
+def build(kernel_dir, repository, target="csim", variant=None):
     if target not in TARGETS:
         raise ValueError(f"unknown target '{target}'; choose one of {', '.join(TARGETS)}")
-    spec = KernelSpec.read(kernel_dir)
+    spec = KernelSpec.read(kernel_dir, variant)
     version_dir = Path(repository).resolve() / spec.name / VERSION
     project_dir = version_dir / "hls4ml"
     for stale in (project_dir, version_dir / "vitis"):
@@ -42,7 +42,8 @@ def build(kernel_dir, repository, target="csim"):
             shutil.rmtree(stale)
     version_dir.mkdir(parents=True, exist_ok=True)
     print(f"converting {spec.path} with hls4ml into {project_dir}", flush=True)
-    subprocess.run([sys.executable, "-P", "-m", "faast.kernels.convert", str(spec.path), str(project_dir)], check=True)
+    subprocess.run([sys.executable, "-P", "-m", "faast.kernels.convert", str(spec.path), str(project_dir),
+                    *([variant] if variant else [])], check=True)
 
     description = json.loads((project_dir / "kernel.json").read_text())
     (project_dir / "weights.npz").replace(version_dir / "weights.npz")
@@ -58,8 +59,12 @@ def build(kernel_dir, repository, target="csim"):
     default_board = target if target in vitis.BOARDS else "u250"
     vitis.write_project(version_dir / "vitis", description, compute_units, spec.hls4ml["clock_period_ns"],
                         default_board)
-    print("compiling the C simulation of the kernel top", flush=True)
-    compile_csim(version_dir, description["project"])
+    if spec.config.get("build", {}).get("csim", True):
+        print("compiling the C simulation of the kernel top", flush=True)
+        compile_csim(version_dir, description["project"])
+    else:
+        (version_dir / "csim.so").unlink(missing_ok=True)
+        print("no C simulation: kernel.toml [build] csim = false", flush=True)
     device = spec.serving["device"] if target == "csim" else "auto"
     (version_dir.parent / "config.pbtxt").write_text(text_format.MessageToString(model_config(spec, device)))
     print(f"wrote {version_dir.parent} (target {target})")

@@ -1,6 +1,6 @@
 """Child process of `faast build`: QKeras model → hls4ml project + kernel.json description.
 
-Run as `python -m faast.kernels.convert KERNEL_DIR PROJECT_DIR`. It is the only code that imports
+Run as `python -m faast.kernels.convert KERNEL_DIR PROJECT_DIR [VARIANT]`. It is the only code that imports
 hls4ml (through .toolchain), so the build's own process and the server stay free of TensorFlow.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 from faast.host.fixed import FixedType
 
 from .spec import KernelSpec
-from .toolchain import hls4ml
+from .toolchain import hls4ml, tf_keras
 
 
 def hls_config(spec, model):
@@ -33,10 +33,10 @@ def hls_config(spec, model):
     return config
 
 
-def convert(kernel_dir, project_dir):
-    spec = KernelSpec.read(kernel_dir)
+def convert(kernel_dir, project_dir, variant=None):
+    spec = KernelSpec.read(kernel_dir, variant)
+    tf_keras.utils.set_random_seed(0)  # an untrained variant's initial weights are reproducible
     model = spec.model()
-    model.load_weights(spec.weights_path)
     settings = spec.hls4ml
     graph = hls4ml.converters.convert_from_keras_model(
         model, hls_config=hls_config(spec, model), output_dir=str(project_dir), project_name=spec.name,
@@ -140,4 +140,4 @@ def _tensor(variable):
 
 
 if __name__ == "__main__":
-    convert(sys.argv[1], sys.argv[2])
+    convert(*sys.argv[1:])

@@ -18,13 +18,20 @@ class KernelSpec:
     config: dict
 
     @classmethod
-    def read(cls, path):
+    def read(cls, path, variant=None):
+        """kernel.toml, with the tables of [variants.<variant>] merged over it when a variant is named."""
         path = Path(path).resolve()
         toml = path / "kernel.toml"
         if not toml.is_file():
             raise FileNotFoundError(f"{path} is not a kernel folder: it has no kernel.toml")
         with toml.open("rb") as f:
-            return cls(path, tomllib.load(f))
+            config = tomllib.load(f)
+        variants = config.pop("variants", {})
+        if variant is not None:
+            if variant not in variants:
+                raise KeyError(f"{toml} has no variant '{variant}'; it has {sorted(variants) or 'none'}")
+            config = _merged(config, variants[variant])
+        return cls(path, config)
 
     @property
     def name(self):
@@ -32,7 +39,8 @@ class KernelSpec:
 
     @property
     def weights_path(self):
-        return self.path / self.config["weights"]
+        """The trained weights, or None for a variant built untrained (weights = "")."""
+        return self.path / self.config["weights"] if self.config["weights"] else None
 
     @property
     def serving(self):
@@ -46,9 +54,13 @@ class KernelSpec:
     def training(self):
         return self.config["training"]
 
-    def model(self):
-        """The QKeras model, built with kernel.toml's [architecture] arguments (if any)."""
-        return self.load_entry("model")(**self.config.get("architecture", {}))
+    def model(self, trained=True):
+        """The QKeras model, built with kernel.toml's [architecture] arguments (if any), with its
+        trained weights unless `trained` is False or it has none."""
+        model = self.load_entry("model")(**self.config.get("architecture", {}))
+        if trained and self.weights_path is not None:
+            model.load_weights(self.weights_path)
+        return model
 
     def load_entry(self, key):
         """The callable that kernel.toml names under `key` ("module:function" inside this folder)."""
@@ -61,3 +73,10 @@ class KernelSpec:
             sys.modules[package] = module
             spec.loader.exec_module(module)
         return getattr(importlib.import_module(f"{package}.{module_name}"), function)
+
+
+def _merged(base, override):
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged

@@ -38,7 +38,7 @@ def train(kernel_dir, epochs=None, samples=None):
 
     x, y = spec.load_entry("data")(samples, seed=settings["seed"])
     n_val = int(samples * settings["validation_fraction"])
-    model = spec.model()
+    model = spec.model(trained=False)
     loss = settings.get("loss", "mse")
     model.compile(optimizer=tf_keras.optimizers.Adam(settings["learning_rate"]), loss=loss)
     steps = int(np.ceil((samples - n_val) / settings["batch_size"]))

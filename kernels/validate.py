@@ -223,7 +223,6 @@ def validate(kernel_dir, data=None, url=None, out="validation"):
         x, y = spec.load_entry("data")(settings["samples"], seed=settings["seed"])
 
     model = spec.model()
-    model.load_weights(spec.weights_path)
     print(f"validating {spec.name} on {len(x)} held-out inputs", flush=True)
     predictions = {"float": dequantize(model).predict(x, batch_size=4096, verbose=0),
                    "qkeras": model.predict(x, batch_size=4096, verbose=0)}

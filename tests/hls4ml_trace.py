@@ -14,7 +14,6 @@ from faast.kernels.toolchain import hls4ml
 kernel_dir, work_dir, x_path, trace_path = sys.argv[1:]
 spec = KernelSpec.read(kernel_dir)
 model = spec.model()
-model.load_weights(spec.weights_path)
 config = hls_config(spec, model)
 for layer in config["LayerName"].values():
     layer["Trace"] = True

@@ -25,19 +25,25 @@ def _conv(x, filters, size, stride, name):
                    bias_quantizer=quantized_bits(WEIGHT_BITS, 3, alpha=1))(x)
 
 
+def _batch_norm(x, name):
+    # A short training run: moving statistics that follow the batches closely (Keras' default 0.99
+    # lags, and inference then disagrees with training).
+    return layers.BatchNormalization(momentum=0.9, name=name)(x)
+
+
 def _bottleneck(x, filters, stride, project, name):
     shortcut = x
     if project:
         shortcut = _conv(x, 4 * filters, 1, stride, f"{name}_proj")
-        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = _batch_norm(shortcut, f"{name}_proj_bn")
     y = _conv(x, filters, 1, stride, f"{name}_conv1")
-    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = _batch_norm(y, f"{name}_bn1")
     y = QActivation(ACTIVATION, name=f"{name}_relu1")(y)
     y = _conv(y, filters, 3, 1, f"{name}_conv2")
-    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = _batch_norm(y, f"{name}_bn2")
     y = QActivation(ACTIVATION, name=f"{name}_relu2")(y)
     y = _conv(y, 4 * filters, 1, 1, f"{name}_conv3")
-    y = layers.BatchNormalization(name=f"{name}_bn3")(y)
+    y = _batch_norm(y, f"{name}_bn3")
     y = layers.Add(name=f"{name}_add")([shortcut, y])
     return QActivation(ACTIVATION, name=f"{name}_out")(y)
 
@@ -48,7 +54,7 @@ def build_model(input_size=224, width=1.0, classes=2):
 
     inputs = layers.Input(shape=(input_size, input_size, 3), name="image")
     x = _conv(inputs, filters(64), 7, 2, "stem_conv")
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = _batch_norm(x, "stem_bn")
     x = QActivation(ACTIVATION, name="stem_relu")(x)
     x = layers.MaxPooling2D(2, name="stem_pool")(x)
     for stage, (blocks, bottleneck, stride) in enumerate(STAGES, start=2):
