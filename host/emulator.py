@@ -538,7 +538,7 @@ def load_program(kernel):
     if not path.exists():
         raise DeviceError(f"{path} is missing: rebuild the model with `faast build`")
     with np.load(path) as archive:
-        weights = dict(archive)
+        weights = {name: values.astype(np.int64) for name, values in archive.items()}  # stored narrow
     layout = kernel.layout
     return Program(kernel.raw["layers"], weights, layout.input.type, layout.output.type)
 

@@ -89,8 +89,10 @@ def _weights(graph, folder):
         for weight in layer.weights.values():
             text = (folder / f"{weight.name}.txt").read_text().splitlines()[0]
             values = np.array([float(token) for token in text.split(",")])
-            mantissas = FixedType.parse(str(weight.type.precision)).quantize(values)
-            arrays[weight.name] = mantissas.astype(np.int64).reshape(np.shape(weight.data))
+            fixed = FixedType.parse(str(weight.type.precision))
+            bits = fixed.width + (not fixed.signed)
+            dtype = next(d for d in (np.int8, np.int16, np.int32, np.int64) if bits <= np.iinfo(d).bits)
+            arrays[weight.name] = fixed.quantize(values).astype(dtype).reshape(np.shape(weight.data))
     return arrays
 
 

@@ -45,7 +45,9 @@ def train(kernel_dir, epochs=None, samples=None):
     model.fit(x[n_val:], y[n_val:], validation_data=(x[:n_val], y[:n_val]), epochs=epochs,
               batch_size=settings["batch_size"], verbose=0, callbacks=[
                   _ProgressBar(epochs, steps),
-                  tf_keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=3, verbose=0)])
+                  tf_keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=3, verbose=0),
+                  # keep the epoch with the best validation loss: short QAT runs can jump late
+                  tf_keras.callbacks.EarlyStopping(patience=epochs, restore_best_weights=True)])
     model.save_weights(spec.weights_path)
 
     if loss != "mse":

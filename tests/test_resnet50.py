@@ -34,7 +34,7 @@ def _jets(count, seed):
 
 
 def test_resnet50_served_on_the_emulator_equals_csim(resnet_repository, tmp_path):
-    images, _ = _jets(6, seed=31)
+    images, labels = _jets(6, seed=31)
     server = Server(resnet_repository, tmp_path / "serve.log")
     try:
         outputs = []
@@ -45,7 +45,9 @@ def test_resnet50_served_on_the_emulator_equals_csim(resnet_repository, tmp_path
     finally:
         server.stop()
     served = np.concatenate(outputs)
-    assert served.shape == (6, 2) and np.allclose(served.sum(axis=1), 1.0, atol=0.05)
+    # hls4ml's table softmax: 1/sum comes from a coarse table, so probabilities may sum to ~1.1.
+    assert served.shape == (6, 2) and np.all((served >= 0) & (served <= 1)) and np.all(served.sum(axis=1) < 1.2)
+    assert np.count_nonzero(np.argmax(served, axis=1) == labels) >= 5
     assert "device auto for 'resnet50': emulator" in (tmp_path / "serve.log").read_text()
     csim = open_device("csim", resnet_repository / "resnet50" / "1")
     try:
@@ -68,7 +70,7 @@ def test_full_size_resnet50_converts_and_the_emulator_describes_it(tmp_path):
     subprocess.run([BIN / "faast", "build", KERNEL, "--variant", "full", "--out", tmp_path], check=True)
     version = tmp_path / "resnet50_full" / "1"
     description = json.loads((version / "kernel.json").read_text())
-    convolutions = [layer for layer in description["layers"] if layer["class"] == "Conv2D"]
+    convolutions = [layer for layer in description["layers"] if layer["class"] in ("Conv2D", "PointwiseConv2D")]
     assert len(convolutions) == 53 and description["inputs"][0]["shape"] == [224, 224, 3]
     with np.load(version / "weights.npz") as weights:
         parameters = sum(weights[layer["weights"][key]].size for layer in convolutions for key in layer["weights"])
