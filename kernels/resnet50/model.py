@@ -11,7 +11,7 @@ their first 1×1 convolution (as Keras' ResNet-50 does), which needs no padding.
 Imported only by the training and conversion processes (TensorFlow); never by the server.
 """
 
-from qkeras import QActivation, QConv2D, QDense, quantized_bits, quantized_relu
+from qkeras import QActivation, QConv2D, QDense, quantized_bits
 from tf_keras import layers, models
 
 STAGES = ((3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 2))  # blocks, bottleneck filters, first stride
