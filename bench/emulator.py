@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 from faast.host.csim import CsimDevice  # noqa: E402
 from faast.host.device import KernelDescription  # noqa: E402
 from faast.host.emulator import EmulatorDevice  # noqa: E402
+from faast.kernels.spec import KernelSpec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNELS = {"facile": (ROOT / "kernels" / "facile", 400000, 20000),  # folder, emulator rows, csim rows
@@ -69,13 +70,7 @@ def measure(name, folder, emulator_rows, csim_rows, work):
 
 def _kernel_data(folder, count):
     """Inputs from the kernel folder's own generator (FACILE channels, jet images)."""
-    sys.path.insert(0, str(folder))
-    try:
-        sys.modules.pop("data", None)
-        import data
-        return data.generate(count, seed=5)[0]
-    finally:
-        sys.path.pop(0)
+    return KernelSpec.read(folder).load_entry("data")(count, seed=5)[0]
 
 
 def measure_full_resnet(work):

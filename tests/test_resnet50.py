@@ -10,6 +10,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from faast.host.device import open_device
+from faast.kernels.spec import KernelSpec
 
 from conftest import BIN, ROOT, Server
 
@@ -24,13 +25,7 @@ def resnet_repository(tmp_path_factory):
 
 
 def _jets(count, seed):
-    import sys
-    sys.path.insert(0, str(KERNEL))
-    try:
-        import data
-    finally:
-        sys.path.pop(0)
-    return data.generate(count, seed=seed)
+    return KernelSpec.read(KERNEL).load_entry("data")(count, seed=seed)
 
 
 def test_resnet50_served_on_the_emulator_equals_csim(resnet_repository, tmp_path):
