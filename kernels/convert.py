@@ -1,7 +1,9 @@
-"""Child process of `faast build`: QKeras model → hls4ml project + kernel.json description.
+"""Child process of `faast build`: QKeras model → hls4ml project, kernel.json (tensors and every
+layer's class, wiring, C++ types and attributes) and weights.npz (weight mantissas as the C
+simulation loads them, activation tables as its initialisers fill them): the emulator's input.
 
-Run as `python -m faast.kernels.convert KERNEL_DIR PROJECT_DIR [VARIANT]`. It is the only code that imports
-hls4ml (through .toolchain), so the build's own process and the server stay free of TensorFlow.
+Run as `python -m faast.kernels.convert KERNEL_DIR PROJECT_DIR [VARIANT]`. It is the only code that
+imports hls4ml (through .toolchain), so the build's own process and the server stay free of TensorFlow.
 """
 
 import json
