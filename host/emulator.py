@@ -151,13 +151,13 @@ class Program:
         self.steps = []
         self.weights = weights
         self.pending = {}  # tensor name → Linear
-        self.output_type = output_type
+        self.input_type = input_type
         for layer in layers:
             handler = getattr(self, "_" + layer["class"].lower(), None)
             if handler is None:
                 raise Unsupported(f"layer '{layer['name']}' ({layer['class']}) is not supported by the emulator")
             try:
-                handler(layer, input_type)
+                handler(layer)
             except (KeyError, ValueError) as error:
                 raise Unsupported(f"layer '{layer['name']}' ({layer['class']}): {error}") from None
         final = self.pending[layers[-1]["outputs"][0]]
@@ -204,16 +204,16 @@ class Program:
         self.pending[name] = Linear.of(name, fixed.fraction, np.clip(low, fixed.lowest, fixed.highest),
                                        np.clip(high, fixed.lowest, fixed.highest))
 
-    def _input(self, layer, input_type):
+    def _input(self, layer):
         (fixed,) = self._types(layer, "result_t")
-        if fixed != input_type:
-            raise Unsupported(f"input layer type {fixed} differs from the input tensor's {input_type}")
+        if fixed != self.input_type:
+            raise Unsupported(f"input layer type {fixed} differs from the input tensor's {self.input_type}")
         shape = layer["attributes"]["input_shape"]
         self.input_shape = tuple(shape)
         self.pending[layer["outputs"][0]] = Linear.of("input", fixed.fraction, np.full(shape[-1:], fixed.lowest),
                                                       np.full(shape[-1:], fixed.highest))
 
-    def _dense(self, layer, _):
+    def _dense(self, layer):
         weights = self._weight(layer, "weight")
         if layer["attributes"].get("_weights_transposed"):  # the Resource strategy stores them [n_out, n_in]
             weights = weights.T
@@ -283,13 +283,11 @@ class Program:
         """`value` as a computed tensor (a step when it is still a pending map)."""
         if value.is_identity:
             return value
-        if value.exact_bound() >= INT_EXACT:
-            raise Unsupported("values need more than 62 bits")
-        compute = value.compiled()
+        compute = value.compiled()  # Unsupported beyond 62 bits
         self.steps.append(lambda tensors: tensors.__setitem__(name + ".exact", compute(tensors)))
         return Linear.of(name + ".exact", value.fraction, value.low, value.high)
 
-    def _batchnormalization(self, layer, _):
+    def _batchnormalization(self, layer):
         result, scale_type, bias_type = self._types(layer, "result_t", "scale_t", "bias_t")
         if layer["templates"].get("product") != "mult":
             raise Unsupported(f"batch normalization product '{layer['templates'].get('product')}' is not supported")
@@ -298,14 +296,14 @@ class Program:
         value = self._source(layer).times(scale, scale_type.fraction).plus(bias, bias_type.fraction)
         self._cast(value, result, layer["outputs"][0])
 
-    def _activation(self, layer, _):
+    def _activation(self, layer):
         (result,) = self._types(layer, "result_t")
         activation = layer["attributes"]["activation"].lower()
         if activation not in ("relu", "linear"):
             raise Unsupported(f"activation '{activation}' is not supported")
         self._cast(self._source(layer), result, layer["outputs"][0], relu=activation == "relu")
 
-    def _conv2d(self, layer, _):
+    def _conv2d(self, layer):
         """Each output pixel is a dense layer over its window (im2col), with the same arithmetic."""
         attributes = layer["attributes"]
         weights = self._weight(layer, "weight")
@@ -334,7 +332,7 @@ class Program:
 
     _pointwiseconv2d = _conv2d  # hls4ml's class for 1×1 convolutions: the same arithmetic
 
-    def _zeropadding2d(self, layer, _):
+    def _zeropadding2d(self, layer):
         attributes = layer["attributes"]
         pads = ((attributes["pad_top"], attributes["pad_bottom"]), (attributes["pad_left"], attributes["pad_right"]))
         source = self._materialized(self._source(layer), layer["name"] + ".image")
@@ -344,7 +342,7 @@ class Program:
         padded = Linear.of(name, source.fraction, np.minimum(source.low, 0), np.maximum(source.high, 0))
         self._cast(padded, *self._types(layer, "result_t"), layer["outputs"][0])
 
-    def _pooling2d(self, layer, _):
+    def _pooling2d(self, layer):
         attributes = layer["attributes"]
         accum, result = self._types(layer, "accum_t", "result_t")
         size = (attributes["pool_height"], attributes["pool_width"])
@@ -377,7 +375,7 @@ class Program:
         self.steps.append(pool)
         self._cast_whole_range(name, accum.fraction, source, accum, result, layer)
 
-    def _globalpooling2d(self, layer, _):
+    def _globalpooling2d(self, layer):
         attributes = layer["attributes"]
         accum, result = self._types(layer, "accum_t", "result_t")
         source = self._materialized(self._source(layer), layer["name"] + ".image")
@@ -411,7 +409,7 @@ class Program:
             low, high = np.full_like(low, accum.lowest), np.full_like(high, accum.highest)
         self._cast(Linear.of(name, fraction, low, high), result, layer["outputs"][0])
 
-    def _merge(self, layer, _):
+    def _merge(self, layer):
         op = layer["attributes"]["op"]
         if op not in ("add", "subtract"):
             raise Unsupported(f"merge '{op}' is not supported")
@@ -427,12 +425,12 @@ class Program:
         high = a.high + (b.high if sign > 0 else -b.low)
         self._cast(Linear.of(name, fraction, low, high), *self._types(layer, "result_t"), layer["outputs"][0])
 
-    def _clone(self, layer, _):
+    def _clone(self, layer):
         (result,) = self._types(layer, "result_t")
         for output in layer["outputs"]:
             self._cast(self._source(layer), result, output)
 
-    def _reshape(self, layer, _):
+    def _reshape(self, layer):
         value = self._source(layer)
         size = int(np.prod(layer["attributes"].get("target_shape", [len(value.low)])))
         flat = self._flattened(value, layer["name"] + ".flat", size // len(value.low))
@@ -447,7 +445,7 @@ class Program:
 
     _flatten = _reshape
 
-    def _softmax(self, layer, _):
+    def _softmax(self, layer):
         """hls4ml's 'stable' softmax: exp(x - max) and 1/sum from the firmware's own tables."""
         if layer["attributes"].get("implementation") != "stable":
             raise Unsupported(f"softmax implementation '{layer['attributes'].get('implementation')}' is not supported")
