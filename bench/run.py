@@ -34,15 +34,21 @@ def free_port():
         return s.getsockname()[1]
 
 
-def setup(work):
+def install_tools():
+    """The Triton venv (pytriton's tritonserver; TensorFlow for the float ResNet-50) and perf_analyzer."""
     triton_venv = BENCH / ".venv-triton"
     if not (triton_venv / "bin" / "python").exists():
         subprocess.run(["python3", "-m", "venv", triton_venv], check=True)
-        subprocess.run([triton_venv / "bin" / "pip", "install", "-q", "nvidia-pytriton==0.7.0", "numpy<2"],
-                       check=True)
+    subprocess.run([triton_venv / "bin" / "python", "-m", "pip", "install", "-q", "nvidia-pytriton==0.7.0", "numpy<2",
+                    "tensorflow-cpu==2.21.0"], check=True)
     perf_analyzer = BENCH / ".perf_analyzer"
     subprocess.run(["bash", ROOT / "tests" / "tools" / "install_perf_analyzer.sh", perf_analyzer, sys.executable],
                    check=True)
+    return triton_venv, perf_analyzer
+
+
+def setup(work):
+    triton_venv, perf_analyzer = install_tools()
     repository = work / "repository"
     subprocess.run([Path(sys.executable).parent / "faast", "build", ROOT / "kernels" / "facile", "--out",
                     repository], check=True, stdout=subprocess.DEVNULL)
@@ -65,8 +71,7 @@ np.savez(sys.argv[2], **arrays)
 """
 
 
-def wait_ready(url, process, log, seconds=180):
-    sys.path.insert(0, str(ROOT / "tests"))
+def wait_ready(url, process, log, models, seconds=600):
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(url)
@@ -75,7 +80,7 @@ def wait_ready(url, process, log, seconds=180):
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {Path(log).read_text()[-2000:]}")
         try:
-            if client.is_server_ready() and client.is_model_ready("facile"):
+            if client.is_server_ready() and all(client.is_model_ready(model) for model in models):
                 return
         except Exception:
             pass
@@ -83,7 +88,8 @@ def wait_ready(url, process, log, seconds=180):
     raise TimeoutError(f"{url} not ready: {Path(log).read_text()[-2000:]}")
 
 
-def start_servers(work, triton_venv, repository, weights):
+def start_servers(work, triton_venv, repository, triton_script, triton_args, models):
+    """faast serving `repository` and Triton running `triton_script` (in its venv), both on loopback."""
     faast_ports = [free_port() for _ in range(3)]
     triton_ports = [free_port() for _ in range(3)]
     faast = subprocess.Popen([Path(sys.executable).parent / "faast", "serve", "--model-repository", repository,
@@ -93,26 +99,29 @@ def start_servers(work, triton_venv, repository, weights):
     libdir = subprocess.run([triton_venv / "bin" / "python", "-c",
                              "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
                             capture_output=True, text=True, check=True).stdout.strip()
-    triton = subprocess.Popen([triton_venv / "bin" / "python", BENCH / "triton_facile.py", weights,
+    triton = subprocess.Popen([triton_venv / "bin" / "python", triton_script, *map(str, triton_args),
                                *map(str, triton_ports)], stdout=open(work / "triton.log", "w"),
                               stderr=subprocess.STDOUT, env=os.environ | {"LD_LIBRARY_PATH": libdir})
     servers = {"faast": (f"127.0.0.1:{faast_ports[0]}", faast), "triton": (f"127.0.0.1:{triton_ports[0]}", triton)}
     for name, (url, process) in servers.items():
-        wait_ready(url, process, work / f"{name}.log")
+        wait_ready(url, process, work / f"{name}.log", models)
     return servers
 
 
-def perf_analyzer(binary, url, batch, concurrency, shared_memory, work):
+def perf_analyzer(binary, url, batch, concurrency, shared_memory, work, model="facile", input_bytes=15 * 4,
+                  output_bytes=4, count_windows=None):
+    """One perf_analyzer measurement. Windows are 2 s, or (count_windows=True, and for big batches)
+    a request count per window, for requests that take seconds."""
     report = work / f"pa_{time.time_ns()}.csv"
-    command = [binary / "bin" / "perf_analyzer", "-m", "facile", "-u", url, "-i", "grpc", "-b", str(batch),
+    command = [binary / "bin" / "perf_analyzer", "-m", model, "-u", url, "-i", "grpc", "-b", str(batch),
                "--concurrency-range", f"{concurrency}:{concurrency}", "-f", report, "--max-trials", "6"]
-    if batch > 1:
+    if count_windows if count_windows is not None else batch > 1:
         command += ["--measurement-mode", "count_windows", "--measurement-request-count", str(max(4, 2 * concurrency)),
                     "--stability-percentage", "50"]
     else:
         command += ["-p", "2000", "--stability-percentage", "30"]
     if shared_memory:
-        command += ["--shared-memory", "system", "--output-shared-memory-size", str(4 * batch)]
+        command += ["--shared-memory", "system", "--output-shared-memory-size", str(output_bytes * batch)]
     run = subprocess.run(command, capture_output=True, text=True, timeout=1800,
                          env=os.environ | {"LD_LIBRARY_PATH": str(binary / "lib")})
     if run.returncode != 0 or not report.exists():
@@ -120,7 +129,7 @@ def perf_analyzer(binary, url, batch, concurrency, shared_memory, work):
     row = next(csv.DictReader(io.StringIO(report.read_text())))
     throughput = float(row["Inferences/Second"])
     return {"throughput_infer_per_s": throughput,
-            "throughput_gbit_per_s": throughput * 15 * 4 * 8 / 1e9,
+            "throughput_gbit_per_s": throughput * input_bytes * 8 / 1e9,
             "latency_ms": {q: float(row[f"{q} latency"]) / 1000 for q in ("p50", "p90", "p99")},
             "server_us": {"queue": float(row["Server Queue"]), "compute_input": float(row["Server Compute Input"]),
                           "compute_infer": float(row["Server Compute Infer"]),
@@ -145,7 +154,7 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     levels = [1, 2, 4] if args.quick else [1, 2, 4, 8, 16, 32, 64]
     triton_venv, binary, repository, weights = setup(work)
-    servers = start_servers(work, triton_venv, repository, weights)
+    servers = start_servers(work, triton_venv, repository, BENCH / "triton_facile.py", [weights], ["facile"])
     results = {"machine": f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, "
                           f"{platform.platform()}", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "mode": "quick" if args.quick else "full", "faast_device": "csim (C simulation)",
