@@ -4,8 +4,9 @@ A value of type <W,I> is an integer mantissa m meaning m·2^-(W-I). `requantize`
 assignment between types (or from a double) with every ap_fixed quantization and overflow mode;
 the build (weights, buffer layout), the host (packing) and the emulator share it. numpy only.
 
-Mantissas travel as float64 while they provably fit in 2^52 (exact, and BLAS can multiply them) or
-as int64 (exact up to 2^62).
+Mantissas travel as float64 while they provably fit in 2^52 (exact, and BLAS can multiply them),
+float32 below 2^23 where the emulator can prove it (half the memory, twice the BLAS speed), or as
+int64 (exact up to 2^62).
 """
 
 import re
@@ -18,6 +19,7 @@ _TYPE = re.compile(r"^(?:ap_)?(u?)(fixed|int)<\s*(\d+)\s*(?:,\s*(-?\d+))?\s*(?:,
 QUANTIZATION = ("TRN", "TRN_ZERO", "RND", "RND_ZERO", "RND_INF", "RND_MIN_INF", "RND_CONV")
 OVERFLOW = ("WRAP", "SAT", "SAT_ZERO", "SAT_SYM")
 FLOAT_EXACT = 2.0**52  # float64 mantissas below this are integers and sums of them are exact
+SINGLE_EXACT = 2.0**23  # the same for float32, with room for WRAP's offset arithmetic
 INT_EXACT = 2.0**62
 
 
@@ -118,15 +120,32 @@ class FixedType:
         return np.where((mantissas < low) | (mantissas > high), 0, mantissas).astype(mantissas.dtype)
 
     def to_bits(self, values):
-        """Floats → the type's bit patterns (uint64), as assigning a float to it does in C++."""
-        mantissas = self.quantize(values)
-        return (mantissas + 2.0**self.width * (mantissas < 0)).astype(np.uint64)
+        """Floats → the type's bit patterns (uint64), as assigning a float to it does in C++. The
+        host packs every input with this, so the wrapping types take a short path: the rounded
+        mantissa's low W bits (for huge values by fmod, which is exact; NaN and ±inf, ±2^1024 in
+        C++, keep none)."""
+        if self.overflow != "WRAP":
+            mantissas = self.quantize(values)
+            return (mantissas + 2.0**self.width * (mantissas < 0)).astype(np.uint64)
+        scaled = np.multiply(values, 2.0**self.fraction, dtype=np.float64)  # exact: a power-of-two scale
+        with np.errstate(invalid="ignore"):  # ±inf and NaN pass through rounding as NaN or ±inf
+            mantissas = self.round(scaled, out=scaled)
+            if not (-2.0**62 < mantissas.min(initial=0) and mantissas.max(initial=0) < 2.0**62):  # NaN too
+                huge = ~(np.abs(mantissas) < 2.0**62)  # the rest convert to int64 exactly
+                low_bits = np.fmod(mantissas[huge], 2.0**self.width)
+                mantissas[huge] = np.where(np.isnan(low_bits), 0.0, low_bits)
+        bits = mantissas.astype(np.int64)
+        bits &= (1 << self.width) - 1  # two's complement: the pattern of a negative remainder
+        return bits.view(np.uint64)
 
     def from_bits(self, bits):
         """Bit patterns (any unsigned ints, extra high bits ignored) → mantissas (int64)."""
-        value = (np.asarray(bits).astype(np.uint64) & np.uint64((1 << self.width) - 1)).astype(np.int64)
-        if self.signed:
-            value -= (value >> (self.width - 1) & 1) << self.width
+        value = np.asarray(bits).astype(np.int64)
+        if self.signed:  # shift the sign bit to the top and back: the arithmetic shift extends it
+            value <<= 64 - self.width
+            value >>= 64 - self.width
+        else:
+            value &= (1 << self.width) - 1
         return value
 
     def to_float(self, mantissas):

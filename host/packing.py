@@ -12,6 +12,7 @@ import numpy as np
 from .fixed import FixedType
 
 WORD_BYTES = 64
+PACK_ELEMENTS = 32768  # floats converted together: their temporaries stay in the CPU cache
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,10 @@ class TensorLanes:
             mask = (1 << self.type.width) - 1
             lanes[:count] = rows.reshape(-1).astype(self.lane_dtype) & self.lane_dtype.type(mask)
         else:
-            lanes[:count] = self.type.to_bits(rows.reshape(-1))
+            values = rows.reshape(-1)
+            for start in range(0, count, PACK_ELEMENTS):
+                chunk = values[start:start + PACK_ELEMENTS]
+                lanes[start:start + len(chunk)] = self.type.to_bits(chunk)
         lanes[count:] = 0
         return used
 
