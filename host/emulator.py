@@ -17,10 +17,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .device import ComputeUnit, Device, DeviceBuffer, DeviceError
-from .fixed import FLOAT_EXACT, INT_EXACT, FixedType
+from .fixed import FLOAT_EXACT, INT_EXACT, SINGLE_EXACT, FixedType
 from .packing import TensorLanes
 
 STEP_ELEMENTS = 32768  # input values computed together, so a layer's intermediates stay in the CPU cache
+SINGLE_GEMM_DEPTH = 64  # sums at least this long are worth a float32 product and a separate scaling pass
 
 
 class Unsupported(DeviceError):
@@ -101,11 +102,14 @@ class Linear:
             terms = self.source_bound
         return float(np.max(terms + np.abs(self.offset)))
 
-    def compiled(self, prescale=0):
-        """A function tensors → the mantissas divided by 2^prescale (exact: float64 below 2^52,
-        else int64 and no prescale)."""
+    def compiled(self, prescale=0, single=False):
+        """A function tensors → the mantissas divided by 2^prescale (exact: float32 below 2^23 if
+        `single`, float64 below 2^52, else int64 and no prescale)."""
         source, bound = self.source, self.exact_bound()
-        if bound < FLOAT_EXACT:
+        if single and bound < SINGLE_EXACT:
+            factor = 2.0**-prescale
+            dtype = np.float32
+        elif bound < FLOAT_EXACT:
             factor = 2.0**-prescale
             dtype = np.float64
         elif bound < INT_EXACT and not prescale:
@@ -120,11 +124,20 @@ class Linear:
             multiply, operand = np.multiply, (np.asarray(1.0 if self.scale is None else self.scale) * factor).astype(dtype)
 
         def compute(tensors):
-            result = multiply(tensors[source].astype(dtype, copy=False), operand)
+            values = tensors[source]
+            if multiply is np.matmul:  # BLAS wants one dtype
+                result = np.matmul(values.astype(dtype, copy=False), operand)
+            else:
+                result = np.multiply(values, operand, dtype=dtype)
             result += offset
             return result
 
         return compute
+
+
+def _wide(mantissas):
+    """float32 mantissas as float64 before arithmetic that may leave float32's exact range."""
+    return mantissas.astype(np.float64) if mantissas.dtype == np.float32 else mantissas
 
 
 def _divide(mantissas, count):
@@ -184,11 +197,19 @@ class Program:
                 return
         shift = value.fraction - fixed.fraction
         prescaled = shift > 0 and value.exact_bound() < FLOAT_EXACT
-        # In float64 the dropped bits become a fraction that the rounding mode then removes.
-        compute = value.compiled(prescale=shift if prescaled else 0)
+        # In floating point the dropped bits become a fraction that the rounding mode then removes;
+        # float32 when the result's every step (incl. WRAP's) stays below 2^23.
+        compute = value.compiled(prescale=shift if prescaled else 0,
+                                 single=shift >= 0 and fixed.width < 23)
+
+        # Rounding is monotone and keeps 0, so a ReLU before saturation joins its clip after rounding.
+        clip_relu = relu and prescaled and fixed.overflow in ("SAT", "SAT_SYM")
 
         def cast(tensors):
             mantissas = compute(tensors)  # a new array: rounded and saturated in place
+            if clip_relu:
+                tensors[name] = np.clip(fixed.round(mantissas, out=mantissas), 0, fixed.highest, out=mantissas)
+                return
             if relu:
                 np.maximum(mantissas, 0, out=mantissas)
             if prescaled:
@@ -283,7 +304,7 @@ class Program:
         """`value` as a computed tensor (a step when it is still a pending map)."""
         if value.is_identity:
             return value
-        compute = value.compiled()  # Unsupported beyond 62 bits
+        compute = value.compiled(single=True)  # Unsupported beyond 62 bits
         self.steps.append(lambda tensors: tensors.__setitem__(name + ".exact", compute(tensors)))
         return Linear.of(name + ".exact", value.fraction, value.low, value.high)
 
@@ -293,7 +314,13 @@ class Program:
             raise Unsupported(f"batch normalization product '{layer['templates'].get('product')}' is not supported")
         scale = self._weight(layer, "scale").astype(np.float64)
         bias = self._weight(layer, "bias").astype(np.float64)
-        value = self._source(layer).times(scale, scale_type.fraction).plus(bias, bias_type.fraction)
+        source = self._source(layer)
+        value = source.times(scale, scale_type.fraction).plus(bias, bias_type.fraction)
+        if (source.matrix is not None and len(source.matrix) >= SINGLE_GEMM_DEPTH
+                and source.exact_bound() < SINGLE_EXACT <= value.exact_bound()):
+            # The scales would widen a deep matrix beyond float32: multiply in float32, then scale.
+            source = self._materialized(source, layer["name"] + ".in")
+            value = source.times(scale, scale_type.fraction).plus(bias, bias_type.fraction)
         self._cast(value, result, layer["outputs"][0])
 
     def _activation(self, layer):
@@ -317,8 +344,12 @@ class Program:
         source = self._materialized(value, layer["name"] + ".image")
         name = layer["name"] + ".windows"
 
+        single = np.max(source.source_bound) < SINGLE_EXACT
+
         def windows(tensors):
             image = tensors[source.source]
+            if single:  # exact in float32: half the bytes to copy into windows
+                image = image.astype(np.float32, copy=False)
             if any(p for pair in pads for p in pair):
                 image = np.pad(image, ((0, 0), *pads, (0, 0)))
             view = np.lib.stride_tricks.sliding_window_view(image, (height, width), axis=(1, 2))
@@ -357,7 +388,7 @@ class Program:
         self._check_sum(accum, source, count, average)
 
         def pool(tensors):
-            image = tensors[source.source]
+            image = _wide(tensors[source.source])
             n, h, w, c = image.shape
             oh, ow = h // size[0], w // size[1]
             blocks = image[:, :oh * size[0], :ow * size[1]].reshape(n, oh, size[0], ow, size[1], c)
@@ -387,7 +418,7 @@ class Program:
         self._check_sum(accum, source, count, average)
 
         def pool(tensors):
-            values = accum.requantize(tensors[source.source], source.fraction)
+            values = accum.requantize(_wide(tensors[source.source]), source.fraction)
             tensors[name] = _divide(accum.saturate(values.sum(axis=(1, 2))), count)
 
         self.steps.append(pool)
@@ -420,7 +451,8 @@ class Program:
         b = self._materialized(second, layer["name"] + ".b")
         name = layer["name"] + ".sum"
         sign = 1 if op == "add" else -1
-        self.steps.append(lambda tensors: tensors.__setitem__(name, tensors[a.source] + sign * tensors[b.source]))
+        self.steps.append(lambda tensors: tensors.__setitem__(
+            name, _wide(tensors[a.source]) + sign * _wide(tensors[b.source])))
         low = a.low + (b.low if sign > 0 else -b.high)
         high = a.high + (b.high if sign > 0 else -b.low)
         self._cast(Linear.of(name, fraction, low, high), *self._types(layer, "result_t"), layer["outputs"][0])

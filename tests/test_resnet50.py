@@ -1,6 +1,6 @@
 """ResNet-50 top tagging end to end: the shipped trained variant built, served to a stock
 tritonclient on the emulator and equal to the C simulation; validated; the full-size network
-converted and described for the emulator."""
+converted and served on the emulator."""
 
 import json
 import subprocess
@@ -61,9 +61,10 @@ def test_resnet50_validates(tmp_path):
     assert report["kernel_outputs"]["device"] == "emulator" and report["kernel_outputs"]["csim_mismatches"] == 0
 
 
-def test_full_size_resnet50_converts_and_the_emulator_describes_it(tmp_path):
-    subprocess.run([BIN / "faast", "build", KERNEL, "--variant", "full", "--out", tmp_path], check=True)
-    version = tmp_path / "resnet50_full" / "1"
+def test_full_size_resnet50_converts_and_is_served(tmp_path):
+    repository = tmp_path / "repository"
+    subprocess.run([BIN / "faast", "build", KERNEL, "--variant", "full", "--out", repository], check=True)
+    version = repository / "resnet50_full" / "1"
     description = json.loads((version / "kernel.json").read_text())
     convolutions = [layer for layer in description["layers"] if layer["class"] in ("Conv2D", "PointwiseConv2D")]
     assert len(convolutions) == 53 and description["inputs"][0]["shape"] == [224, 224, 3]
@@ -71,8 +72,18 @@ def test_full_size_resnet50_converts_and_the_emulator_describes_it(tmp_path):
         parameters = sum(weights[layer["weights"][key]].size for layer in convolutions for key in layer["weights"])
     assert parameters > 23_000_000
     assert not (version / "csim.so").exists()
+    # Untrained weights, so only the arithmetic is checked: served equals the emulator run here.
+    images = np.random.default_rng(5).uniform(0, 0.05, (2, 224, 224, 3)).astype(np.float32)
+    server = Server(repository, tmp_path / "serve.log")
+    try:
+        tensor = grpcclient.InferInput("input", list(images.shape), "FP32")
+        tensor.set_data_from_numpy(images)
+        served = server.client.infer("resnet50_full", [tensor]).as_numpy("output")
+    finally:
+        server.stop()
+    assert "device auto for 'resnet50_full': emulator" in (tmp_path / "serve.log").read_text()
     emulator = open_device("emulator", version)
     try:
-        assert emulator.run(np.zeros((1, 224 * 224 * 3), np.float32)).shape == (1, 2)
+        assert served.shape == (2, 2) and np.array_equal(served, emulator.run(images))
     finally:
         emulator.close()
