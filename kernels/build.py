@@ -59,12 +59,8 @@ def build(kernel_dir, repository, target="csim", variant=None):
     default_board = target if target in vitis.BOARDS else "u250"
     vitis.write_project(version_dir / "vitis", description, compute_units, spec.hls4ml["clock_period_ns"],
                         default_board)
-    if spec.config.get("build", {}).get("csim", True):
-        print("compiling the C simulation of the kernel top", flush=True)
-        compile_csim(version_dir, description["project"])
-    else:
-        (version_dir / "csim.so").unlink(missing_ok=True)
-        print("no C simulation: kernel.toml [build] csim = false", flush=True)
+    print("compiling the C simulation of the kernel top", flush=True)
+    compile_csim(version_dir, description["project"])
     device = spec.serving["device"] if target == "csim" else "auto"
     (version_dir.parent / "config.pbtxt").write_text(text_format.MessageToString(model_config(spec, device)))
     print(f"wrote {version_dir.parent} (target {target})")

@@ -1,6 +1,6 @@
 """ResNet-50 top tagging end to end: the shipped trained variant built, served to a stock
-tritonclient on the emulator and equal to the C simulation; validated; the full-size network
-converted and served on the emulator."""
+tritonclient on the emulator and equal to the C simulation; validated, and equal to hls4ml's trace layer
+by layer; the full-size network converted, served on the emulator and equal to its C simulation."""
 
 import json
 import subprocess
@@ -12,7 +12,7 @@ import tritonclient.grpc as grpcclient
 from faast.host.device import open_device
 from faast.kernels.spec import KernelSpec
 
-from conftest import BIN, ROOT, Server
+from conftest import BIN, PYTHON, ROOT, Server
 
 KERNEL = ROOT / "kernels" / "resnet50"
 
@@ -51,6 +51,30 @@ def test_resnet50_served_on_the_emulator_equals_csim(resnet_repository, tmp_path
         csim.close()
 
 
+def test_resnet50_layers_equal_hls4ml_trace(resnet_repository, tmp_path):
+    """Layer by layer (53 convolutions, their batch normalizations, ReLUs, Adds, pooling, softmax),
+    the emulator's values equal hls4ml's own C simulation trace on a few jets."""
+    images, _ = _jets(3, seed=8)
+    np.save(tmp_path / "x.npy", images)
+    subprocess.run([*PYTHON, ROOT / "tests" / "hls4ml_trace.py", KERNEL, tmp_path / "trace_project",
+                    tmp_path / "x.npy", tmp_path / "trace.npz"], check=True)
+    trace = dict(np.load(tmp_path / "trace.npz"))
+    emulator = open_device("emulator", resnet_repository / "resnet50" / "1")
+    try:
+        layout, program = emulator.kernel.layout, emulator.compute_units[0].program
+        names = [layer["name"] for layer in emulator.kernel.raw["layers"] if layer["name"] in trace]
+        values = program.trace(layout.input.type.from_bits(layout.input.type.to_bits(images)), names)
+    finally:
+        emulator.close()
+    classes = {layer["class"] for layer in emulator.kernel.raw["layers"] if layer["name"] in names}
+    assert {"Conv2D", "BatchNormalization", "Activation", "Merge", "Pooling2D", "GlobalPooling2D",
+            "Softmax"} <= classes and len(names) > 150
+    for name in names:
+        emulated = values[name].reshape(len(images), -1).astype(np.float32)
+        traced = trace[name].reshape(len(images), -1)
+        assert np.array_equal(emulated, traced), f"layer {name}: {np.count_nonzero(emulated != traced)} values differ"
+
+
 def test_resnet50_validates(tmp_path):
     run = subprocess.run([BIN / "faast", "validate", KERNEL, "--out", tmp_path / "report"], capture_output=True,
                          text=True)
@@ -61,7 +85,7 @@ def test_resnet50_validates(tmp_path):
     assert report["kernel_outputs"]["device"] == "emulator" and report["kernel_outputs"]["csim_mismatches"] == 0
 
 
-def test_full_size_resnet50_converts_and_is_served(tmp_path):
+def test_full_size_resnet50_converts_and_is_served_equal_to_csim(tmp_path):
     repository = tmp_path / "repository"
     subprocess.run([BIN / "faast", "build", KERNEL, "--variant", "full", "--out", repository], check=True)
     version = repository / "resnet50_full" / "1"
@@ -71,8 +95,8 @@ def test_full_size_resnet50_converts_and_is_served(tmp_path):
     with np.load(version / "weights.npz") as weights:
         parameters = sum(weights[layer["weights"][key]].size for layer in convolutions for key in layer["weights"])
     assert parameters > 23_000_000
-    assert not (version / "csim.so").exists()
-    # Untrained weights, so only the arithmetic is checked: served equals the emulator run here.
+    # Untrained weights, so only the arithmetic is checked: served equals the emulator run here,
+    # and the C simulation (~2 minutes per full-size image) on the first image.
     images = np.random.default_rng(5).uniform(0, 0.05, (2, 224, 224, 3)).astype(np.float32)
     server = Server(repository, tmp_path / "serve.log")
     try:
@@ -82,8 +106,10 @@ def test_full_size_resnet50_converts_and_is_served(tmp_path):
     finally:
         server.stop()
     assert "device auto for 'resnet50_full': emulator" in (tmp_path / "serve.log").read_text()
-    emulator = open_device("emulator", version)
+    emulator, csim = open_device("emulator", version), open_device("csim", version)
     try:
         assert served.shape == (2, 2) and np.array_equal(served, emulator.run(images))
+        assert np.array_equal(served[:1].view(np.uint32), csim.run(images[:1]).view(np.uint32))
     finally:
         emulator.close()
+        csim.close()
