@@ -121,10 +121,10 @@ class FixedType:
 
     def to_bits(self, values):
         """Floats → the type's bit patterns (uint64), as assigning a float to it does in C++. The
-        host packs every input with this, so the wrapping types take a short path: the rounded
-        mantissa's low W bits (for huge values by fmod, which is exact; NaN and ±inf, ±2^1024 in
-        C++, keep none)."""
-        if self.overflow != "WRAP":
+        host packs every input with this, so wrapping types (to 62 bits) take a short path: the
+        rounded mantissa's low W bits (for huge values by fmod, which is exact; NaN and ±inf,
+        ±2^1024 in C++, keep none)."""
+        if self.overflow != "WRAP" or self.width > 62:
             mantissas = self.quantize(values)
             return (mantissas + 2.0**self.width * (mantissas < 0)).astype(np.uint64)
         scaled = np.multiply(values, 2.0**self.fraction, dtype=np.float64)  # exact: a power-of-two scale
@@ -144,7 +144,7 @@ class FixedType:
         if self.signed:  # shift the sign bit to the top and back: the arithmetic shift extends it
             value <<= 64 - self.width
             value >>= 64 - self.width
-        else:
+        elif self.width < 64:
             value &= (1 << self.width) - 1
         return value
 
