@@ -5,7 +5,7 @@ It runs the layers `faast build` described in kernel.json, with the weights the 
 where the C++ code assigns it to a narrower type (`FixedType.requantize`: quantization, then
 overflow). Between those casts all arithmetic is exact, so consecutive exact layers (Dense, then
 BatchNormalization, ...) compose into one integer map computed with float64 BLAS while every
-partial sum provably stays below 2^52, with int64 below 2^62. Where C++ loses bits inside a layer
+partial sum provably stays below 2^52 (float32 below 2^23, where that pays), with int64 below 2^62. Where C++ loses bits inside a layer
 (products truncated into a narrow accumulator, a saturating accumulator) the emulator follows the C
 loops. A layer or type it cannot reproduce exactly raises `Unsupported` when the device opens, so
 `device: auto` falls back to the C simulation instead of approximating.
@@ -326,9 +326,36 @@ class Program:
     def _activation(self, layer):
         (result,) = self._types(layer, "result_t")
         activation = layer["attributes"]["activation"].lower()
+        if activation == "sigmoid":
+            return self._sigmoid(layer, result)
         if activation not in ("relu", "linear"):
             raise Unsupported(f"activation '{activation}' is not supported")
         self._cast(self._source(layer), result, layer["outputs"][0], relu=activation == "relu")
+
+    def _sigmoid(self, layer, result):
+        """hls4ml's table sigmoid: index = int(x * table_size / 16) + table_size / 2 (the ap_fixed
+        product and quotient are exact or truncate toward zero, as the int conversion does), clamped."""
+        (table_type,) = self._types(layer, "table_t")
+        table = self.weights[f"{layer['name']}.table_t"]
+        size = len(table)
+        source = self._materialized(self._source(layer), layer["name"] + ".in")
+        fraction = source.fraction
+        numerator, denominator = size << max(-fraction, 0), 16 << max(fraction, 0)
+        if np.max(source.source_bound) * numerator >= INT_EXACT or np.max(source.source_bound) * size / 16 * \
+                2.0**-fraction >= 2**31:
+            raise Unsupported("sigmoid inputs this large overflow the C int of the table index")
+        name = layer["name"] + ".looked_up"
+
+        def sigmoid(tensors):
+            x = tensors[source.source].astype(np.int64)
+            rounded = np.abs(x) * numerator // denominator  # toward zero: on |x|, sign restored below
+            index = np.clip(np.where(x < 0, -rounded, rounded) + 8 * size // 16, 0, size - 1)
+            tensors[name] = table[index]
+
+        self.steps.append(sigmoid)
+        full = np.full(len(source.low), 1.0)
+        self._cast(Linear.of(name, table_type.fraction, full * np.min(table), full * np.max(table)), result,
+                   layer["outputs"][0])
 
     def _conv2d(self, layer):
         """Each output pixel is a dense layer over its window (im2col), with the same arithmetic."""

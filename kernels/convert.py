@@ -98,9 +98,15 @@ def _weights(graph, folder):
     return arrays
 
 
-# Lookup tables the firmware fills at its first call: (function, table type, address type, extra argument).
-_TABLES = {"Softmax": [("init_exp_table", "exp_table_t", "inp_norm_t", ", true"),
-                       ("init_invert_table", "inv_table_t", "inv_inp_t", "")]}
+def _table_initialisers(layer):
+    """The lookup tables a layer's C code fills at its first call: (hls4ml's initialiser call, with
+    {s} for the layer's config struct; table type; its size constant)."""
+    if layer.class_name == "Softmax":
+        return [("init_exp_table<{s}::inp_norm_t, {s}>(table, true)", "exp_table_t", "exp_table_size"),
+                ("init_invert_table<{s}::inv_inp_t, {s}>(table)", "inv_table_t", "inv_table_size")]
+    if layer.class_name == "Activation" and str(layer.get_attr("activation")).lower() == "sigmoid":
+        return [("init_sigmoid_table<{s}, {s}::table_size>(table)", "table_t", "table_size")]
+    return []
 
 
 def _tables(graph, firmware):
@@ -108,17 +114,17 @@ def _tables(graph, firmware):
     layer's own configuration runs hls4ml's table initialisers and prints the bit patterns."""
     tables = {}
     for layer in graph.get_layers():
-        if layer.class_name not in _TABLES:
+        initialisers = _table_initialisers(layer)
+        if not initialisers:
             continue
         config = layer.get_attr("config_cpp")
         struct = re.search(r"struct (\w+)\s*:", config).group(1)
         lines = []
-        for function, table_type, address_type, argument in _TABLES[layer.class_name]:
-            size = f"{struct}::{table_type.split('_')[0]}_table_size"
+        for call, table_type, size in initialisers:
             lines.append(f"""    {{
-        static {struct}::{table_type} table[{size}];
-        nnet::{function}<{struct}::{address_type}, {struct}>(table{argument});
-        for (unsigned i = 0; i < {size}; ++i)
+        static {struct}::{table_type} table[{struct}::{size}];
+        nnet::{call.format(s=struct)};
+        for (unsigned i = 0; i < {struct}::{size}; ++i)
             std::printf("%llu\\n", (unsigned long long)table[i].range(table[i].width - 1, 0).to_uint64());
         std::printf("end\\n");
     }}""")
@@ -130,7 +136,7 @@ def _tables(graph, firmware):
         subprocess.run(["g++", "-std=c++17", "-O1", "-w", f"-I{firmware}", f"-I{firmware / 'ap_types'}", str(source),
                         "-o", str(program)], check=True)
         output = subprocess.run([str(program)], capture_output=True, text=True, check=True).stdout
-        for (_, table_type, _, _), block in zip(_TABLES[layer.class_name], output.split("end")):
+        for (_, table_type, _), block in zip(initialisers, output.split("end")):
             fixed = FixedType.parse(str(layer.types[table_type].precision))
             tables[f"{layer.name}.{table_type}"] = fixed.from_bits(np.array(block.split(), np.uint64))
         source.unlink()

@@ -47,6 +47,17 @@ result = "ap_fixed<24,12>"
 """
 
 
+SIGMOID_PRECISIONS = """
+[hls4ml.precision.energy]
+result = "ap_fixed<12,4>"
+[hls4ml.precision.energy_linear]
+result = "ap_fixed<12,4>"
+[hls4ml.precision.probability]
+result = "ap_ufixed<10,0,AP_RND,AP_SAT>"
+
+"""
+
+
 def edge_inputs(typical, input_type, count, seed):
     """`count` rows: typical channels, channels ×10 and ×100 (saturating deeper layers), values on and
     half an LSB beside the input type's grid, both ends of its range and far beyond (wrapping), and
@@ -102,6 +113,28 @@ def test_narrow_facile_emulator_equals_csim(tmp_path, facile_inputs):
     input_type = open_device("emulator", version_dir).kernel.layout.input.type
     outputs = compare_devices(version_dir, edge_inputs(facile_inputs[0], input_type, 24000, seed=12))
     assert len(np.unique(outputs)) > 100
+
+
+def test_sigmoid_emulator_equals_csim(tmp_path, facile_inputs):
+    """hls4ml's table sigmoid after FACILE's output, narrowed to wrap into [-8, 8): every table entry
+    and both clamped ends are reached."""
+    kernel = tmp_path / "facile_sigmoid"
+    shutil.copytree(ROOT / "kernels" / "facile", kernel)
+    model = (kernel / "model.py").read_text()
+    end = '    return models.Model(inputs, outputs, name="facile")'
+    (kernel / "model.py").write_text(model.replace(end, '    outputs = layers.Activation("sigmoid", name="probability")'
+                                                        '(outputs)\n' + end))
+    toml = (kernel / "kernel.toml").read_text().replace('name = "facile"', 'name = "facile_sigmoid"')
+    output = toml[toml.index("[hls4ml.precision.energy]"):toml.index("[validation]")]
+    (kernel / "kernel.toml").write_text(toml.replace(output, SIGMOID_PRECISIONS))
+    subprocess.run([BIN / "faast", "build", kernel, "--out", tmp_path / "repository"], check=True)
+    version_dir = tmp_path / "repository" / "facile_sigmoid" / "1"
+    emulator = open_device("emulator", version_dir)
+    assert "sigmoid" in [layer["attributes"].get("activation") for layer in emulator.kernel.raw["layers"]]
+    input_type = emulator.kernel.layout.input.type
+    emulator.close()
+    outputs = compare_devices(version_dir, edge_inputs(facile_inputs[0], input_type, 24000, seed=13))
+    assert len(np.unique(outputs)) > 200 and outputs.min() < 0.01 and outputs.max() > 0.99
 
 
 @pytest.mark.parametrize("rows", [1, 16000])
