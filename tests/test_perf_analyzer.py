@@ -34,7 +34,8 @@ def test_perf_analyzer_completes_with_server_statistics(server, perf_analyzer, t
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     for concurrency in (1, 8):
         section = run.stdout.split(f"Request concurrency: {concurrency}")[1]
-        throughput = float(re.search(r"Throughput: ([\d.]+) infer/sec", section).group(1))
+        # C++ default formatting: a million or more inferences/s prints as e.g. 1.6e+06
+        throughput = float(re.search(r"Throughput: ([\d.e+]+) infer/sec", section).group(1))
         assert throughput > 0
         server_side = section.split("Server:")[1]
         assert int(re.search(r"Inference count: (\d+)", server_side).group(1)) >= batch
