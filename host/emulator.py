@@ -16,11 +16,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from . import fastpath
 from .device import ComputeUnit, Device, DeviceBuffer, DeviceError
 from .fixed import FLOAT_EXACT, INT_EXACT, SINGLE_EXACT, FixedType
 from .packing import TensorLanes
 
 STEP_ELEMENTS = 32768  # input values computed together, so a layer's intermediates stay in the CPU cache
+STEP_ROWS = 8  # but at least this many rows: an image network's ~100 steps each cost ~10 µs of Python
 SINGLE_GEMM_DEPTH = 64  # sums at least this long are worth a float32 product and a separate scaling pass
 
 
@@ -32,7 +34,9 @@ class Unsupported(DeviceError):
 class Linear:
     """An exact integer map of a computed tensor, not computed yet: mantissas at `fraction` equal
     `source @ matrix + offset` (or `source * scale + offset` elementwise). Bounds are per feature
-    (the last axis); `source_bound` bounds |source| and decides float64 or int64."""
+    (the last axis); `source_bound` bounds |source| and decides float64 or int64. With `window`
+    ((height, width), stride, pads) the source image is read as convolution windows (im2col, zero
+    padded), so a padding, the windows and the product are one step."""
 
     source: str
     fraction: int
@@ -42,6 +46,7 @@ class Linear:
     matrix: np.ndarray = None
     scale: np.ndarray = None
     offset: np.ndarray = 0.0
+    window: tuple = None
 
     @classmethod
     def of(cls, source, fraction, low, high):
@@ -50,7 +55,18 @@ class Linear:
 
     @property
     def is_identity(self):
+        return self.is_arithmetic_free and self.window is None
+
+    @property
+    def is_arithmetic_free(self):
         return self.matrix is None and self.scale is None and np.all(self.offset == 0)
+
+    @property
+    def padding(self):
+        """The pads when this is just its source image zero padded, else None."""
+        if self.window and self.window[:2] == ((1, 1), (1, 1)) and self.is_arithmetic_free:
+            return self.window[2]
+        return None
 
     def shifted(self, bits):
         """The same values with `bits` more fraction bits (mantissas × 2^bits, exact)."""
@@ -102,35 +118,68 @@ class Linear:
             terms = self.source_bound
         return float(np.max(terms + np.abs(self.offset)))
 
-    def compiled(self, prescale=0, single=False):
-        """A function tensors → the mantissas divided by 2^prescale (exact: float32 below 2^23 if
-        `single`, float64 below 2^52, else int64 and no prescale)."""
-        source, bound = self.source, self.exact_bound()
-        if single and bound < SINGLE_EXACT:
-            factor = 2.0**-prescale
-            dtype = np.float32
-        elif bound < FLOAT_EXACT:
-            factor = 2.0**-prescale
-            dtype = np.float64
-        elif bound < INT_EXACT and not prescale:
-            factor = 1
-            dtype = np.int64
-        else:
-            raise Unsupported(f"values up to 2^{np.log2(bound):.0f} need more than 62 bits")
-        offset = (np.asarray(self.offset) * factor).astype(dtype)
-        if self.matrix is not None:
-            multiply, operand = np.matmul, (self.matrix * factor).astype(dtype)
-        else:
-            multiply, operand = np.multiply, (np.asarray(1.0 if self.scale is None else self.scale) * factor).astype(dtype)
+    def compiled(self, fixed=None, relu=False, single=True):
+        """A function tensors → a new array of these mantissas or, given `fixed`, of their C++
+        assignment to that type (after a ReLU if `relu`): at most one matrix product, then one exact
+        pass of fastpath.Requantize. float32 where values stay below 2^23 (if `single`), float64
+        below 2^52; beyond, int64 in numpy."""
+        bound, features = self.exact_bound(), len(self.low)
+        prescale = 2.0 ** (fixed.fraction - self.fraction) if fixed else 1.0
+        if bound * max(prescale, 1.0) >= FLOAT_EXACT:
+            return self._compiled_int64(fixed, relu)
+        result_bound = bound if fixed is None else max(-fixed.lowest, fixed.highest)
+        product_dtype = np.float32 if single and bound < SINGLE_EXACT else np.float64
+        result_dtype = np.float32 if single and result_bound < SINGLE_EXACT else np.float64
+        read = self._reader(product_dtype)
+        if self.matrix is None:
+            finish = fastpath.Requantize(features, self.offset, prescale, np.asarray(
+                1.0 if self.scale is None else self.scale), relu, fixed)
+
+            def compute(tensors):
+                values = read(tensors)
+                return finish(values, np.empty(values.shape, result_dtype))
+
+            return compute
+        matrix = self.matrix.astype(product_dtype)
+        finish = fastpath.Requantize(features, self.offset, prescale, relu=relu, fixed=fixed)
 
         def compute(tensors):
-            values = tensors[source]
-            if multiply is np.matmul:  # BLAS wants one dtype
-                result = np.matmul(values.astype(dtype, copy=False), operand)
-            else:
-                result = np.multiply(values, operand, dtype=dtype)
+            product = np.matmul(read(tensors).astype(product_dtype, copy=False), matrix)
+            return finish(product, product if product_dtype == result_dtype else np.empty(product.shape, result_dtype))
+
+        return compute
+
+    def _reader(self, dtype):
+        """A function tensors → the source values (through the windows, in `dtype` where exact)."""
+        source, window = self.source, self.window
+        if window is None:
+            return lambda tensors: tensors[source]
+        bound = np.max(self.source_bound)
+        if bound >= FLOAT_EXACT:
+            raise Unsupported(f"values up to 2^{np.log2(bound):.0f} are beyond the compiled windows' 2^52")
+        dtype = np.float32 if dtype == np.float32 and bound < SINGLE_EXACT else np.float64
+        return lambda tensors: fastpath.windows(tensors[source], *window, dtype)
+
+    def _compiled_int64(self, fixed, relu):
+        """compiled() beyond float64's exact range: int64 in numpy, to 2^62."""
+        widened = 2.0 ** max(fixed.fraction - self.fraction, 0) if fixed else 1.0
+        if self.exact_bound() * widened >= INT_EXACT:
+            raise Unsupported(f"values up to 2^{np.log2(self.exact_bound() * widened):.0f} need more than 62 bits")
+        fraction = self.fraction
+        offset = np.asarray(self.offset).astype(np.int64)
+        operand = np.asarray(self.matrix if self.matrix is not None else 1 if self.scale is None else
+                             self.scale).astype(np.int64)
+        multiply = np.matmul if self.matrix is not None else np.multiply
+        read = self._reader(np.float64)
+
+        def compute(tensors):
+            result = multiply(read(tensors).astype(np.int64), operand)
             result += offset
-            return result
+            if fixed is None:
+                return result
+            if relu:
+                np.maximum(result, 0, out=result)
+            return fixed.requantize(result, fraction)
 
         return compute
 
@@ -195,29 +244,9 @@ class Program:
             if fixed.holds(np.min(moved.low), np.max(moved.high)):
                 self.pending[name] = moved
                 return
+        compute = value.compiled(fixed, relu)
+        self.steps.append(lambda tensors: tensors.__setitem__(name, compute(tensors)))
         shift = value.fraction - fixed.fraction
-        prescaled = shift > 0 and value.exact_bound() < FLOAT_EXACT
-        # In floating point the dropped bits become a fraction that the rounding mode then removes;
-        # float32 when the result's every step (incl. WRAP's) stays below 2^23.
-        compute = value.compiled(prescale=shift if prescaled else 0,
-                                 single=shift >= 0 and fixed.width < 23)
-
-        # Rounding is monotone and keeps 0, so a ReLU before saturation joins its clip after rounding.
-        clip_relu = relu and prescaled and fixed.overflow in ("SAT", "SAT_SYM")
-
-        def cast(tensors):
-            mantissas = compute(tensors)  # a new array: rounded and saturated in place
-            if clip_relu:
-                tensors[name] = np.clip(fixed.round(mantissas, out=mantissas), 0, fixed.highest, out=mantissas)
-                return
-            if relu:
-                np.maximum(mantissas, 0, out=mantissas)
-            if prescaled:
-                tensors[name] = fixed.saturate(fixed.round(mantissas, out=mantissas), out=mantissas)
-            else:
-                tensors[name] = fixed.requantize(mantissas, value.fraction)
-
-        self.steps.append(cast)
         factor = 2.0 ** -max(shift, 0) * 2.0 ** max(-shift, 0)
         low, high = np.floor(low * factor), np.ceil(value.high * factor)
         if fixed.overflow == "WRAP" and not fixed.holds(np.min(low), np.max(high)):
@@ -304,7 +333,7 @@ class Program:
         """`value` as a computed tensor (a step when it is still a pending map)."""
         if value.is_identity:
             return value
-        compute = value.compiled(single=True)  # Unsupported beyond 62 bits
+        compute = value.compiled()  # Unsupported beyond 62 bits
         self.steps.append(lambda tensors: tensors.__setitem__(name + ".exact", compute(tensors)))
         return Linear.of(name + ".exact", value.fraction, value.low, value.high)
 
@@ -368,24 +397,13 @@ class Program:
         pads = ((attributes.get("pad_top", 0), attributes.get("pad_bottom", 0)),
                 (attributes.get("pad_left", 0), attributes.get("pad_right", 0)))
         value = self._source(layer)
+        if value.padding:  # a ZeroPadding2D before: its pads join the convolution's
+            pads = tuple((a + c, b + d) for (a, b), (c, d) in zip(pads, value.padding))
+            value = replace(value, window=None)
         source = self._materialized(value, layer["name"] + ".image")
-        name = layer["name"] + ".windows"
-
-        single = np.max(source.source_bound) < SINGLE_EXACT
-
-        def windows(tensors):
-            image = tensors[source.source]
-            if single:  # exact in float32: half the bytes to copy into windows
-                image = image.astype(np.float32, copy=False)
-            if any(p for pair in pads for p in pair):
-                image = np.pad(image, ((0, 0), *pads, (0, 0)))
-            view = np.lib.stride_tricks.sliding_window_view(image, (height, width), axis=(1, 2))
-            view = view[:, ::stride[0], ::stride[1]]  # [n, out_h, out_w, channels, height, width]
-            tensors[name] = view.transpose(0, 1, 2, 4, 5, 3).reshape(*view.shape[:3], -1)
-
-        self.steps.append(windows)
         low, high = np.minimum(source.low, 0), np.maximum(source.high, 0)  # zero padding
-        patches = Linear.of(name, source.fraction, np.tile(low, height * width), np.tile(high, height * width))
+        patches = replace(Linear.of(source.source, source.fraction, np.tile(low, height * width),
+                                    np.tile(high, height * width)), window=((height, width), stride, pads))
         self._multiply_accumulate(layer, patches, weights.reshape(-1, filters))
 
     _pointwiseconv2d = _conv2d  # hls4ml's class for 1×1 convolutions: the same arithmetic
@@ -394,10 +412,9 @@ class Program:
         attributes = layer["attributes"]
         pads = ((attributes["pad_top"], attributes["pad_bottom"]), (attributes["pad_left"], attributes["pad_right"]))
         source = self._materialized(self._source(layer), layer["name"] + ".image")
-        name = layer["name"] + ".padded"
-        self.steps.append(lambda tensors: tensors.__setitem__(
-            name, np.pad(tensors[source.source], ((0, 0), *pads, (0, 0)))))
-        padded = Linear.of(name, source.fraction, np.minimum(source.low, 0), np.maximum(source.high, 0))
+        # 1×1 windows of the padded image are its pixels: computed where used, or joined to a convolution's
+        padded = replace(Linear.of(source.source, source.fraction, np.minimum(source.low, 0),
+                                   np.maximum(source.high, 0)), window=((1, 1), (1, 1), pads))
         self._cast(padded, *self._types(layer, "result_t"), layer["outputs"][0])
 
     def _pooling2d(self, layer):
@@ -539,12 +556,12 @@ class Program:
         tensors = {"input": mantissas.reshape(-1, *self.input_shape)}
         for step in self.steps:
             step(tensors)
-        return {name: self.pending[name].compiled()(tensors) * 2.0**-self.pending[name].fraction for name in names}
+        return {name: self.pending[name].compiled(single=False)(tensors) * 2.0**-self.pending[name].fraction for name in names}
 
     def run(self, mantissas):
         """Input mantissas (int64 [n, inputs]) → output mantissas (int64 [n, outputs])."""
         outputs = []
-        rows_per_step = max(1, STEP_ELEMENTS // int(np.prod(self.input_shape)))
+        rows_per_step = max(STEP_ROWS, STEP_ELEMENTS // int(np.prod(self.input_shape)))
         for start in range(0, len(mantissas), rows_per_step):
             tensors = {"input": mantissas[start:start + rows_per_step].reshape(-1, *self.input_shape)}
             for step in self.steps:

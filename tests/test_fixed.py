@@ -1,5 +1,6 @@
-"""host/fixed.py against Xilinx's ap_fixed (the headers hls4ml ships): every quantization and overflow
-mode, signed and unsigned, for assignments between fixed-point types and from doubles."""
+"""host/fixed.py and the emulator's compiled cast (host/fastpath.py) against Xilinx's ap_fixed (the
+headers hls4ml ships): every quantization and overflow mode, signed and unsigned, for assignments
+between fixed-point types and from doubles."""
 
 import importlib.util
 import subprocess
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from faast.host.fastpath import Requantize
 from faast.host.fixed import OVERFLOW, QUANTIZATION, FixedType
 
 AP_TYPES = Path(importlib.util.find_spec("hls4ml").origin).parent / "templates" / "vivado" / "ap_types"
@@ -77,6 +79,18 @@ def test_assignment_between_types_matches_ap_fixed(cpp_results, target):
         result = target.requantize(mantissas.astype(dtype), SOURCE.fraction)
         assert result.dtype == dtype
         assert np.array_equal(_bits(target, result), expected[target][0]), f"{np.dtype(dtype).name} differs"
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=str)
+def test_compiled_assignment_matches_ap_fixed(cpp_results, target):
+    """The emulator's one-pass cast: from each exact representation into float32 and float64."""
+    mantissas, expected = cpp_results
+    cast = Requantize(1, 0.0, prescale=2.0 ** (target.fraction - SOURCE.fraction), fixed=target)
+    for source in (np.int64, np.float32, np.float64):
+        for result in (np.float32, np.float64):
+            values = mantissas.astype(source)[:, None]
+            out = cast(values, np.empty(values.shape, result))
+            assert np.array_equal(_bits(target, out[:, 0]), expected[target][0]), f"{source.__name__} → {result.__name__}"
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=str)

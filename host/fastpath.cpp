@@ -1,0 +1,135 @@
+// The emulator's compiled inner loops (host/fastpath.py loads them with ctypes; setup.py builds this
+// file with g++ at install). numpy would pass over a layer's output once per operation (add the
+// offset, scale, round, saturate); these loops do it in one pass, and cut convolution windows with
+// their zero padding in one copy.
+//
+// Exactness: every value is an integer mantissa held exactly in a float or double, and the callers
+// guarantee every intermediate stays below 2^52 (2^23 for float), so products, sums and power-of-two
+// scalings here are exact in any order, and rounding happens only where ap_fixed rounds.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+// ap_fixed quantization modes, in host/fixed.py's QUANTIZATION order.
+enum Quantization { TRN, TRN_ZERO, RND, RND_ZERO, RND_INF, RND_MIN_INF, RND_CONV };
+// ap_fixed overflow modes, in host/fixed.py's OVERFLOW order.
+enum Overflow { WRAP, SAT, SAT_ZERO, SAT_SYM };
+
+constexpr int64_t CHUNK = 2048;  // values per pass: the passes below stay in the L1 cache and vectorize
+
+// Rounds v[0..count) to integers by an ap_fixed quantization mode.
+void quantize(double* v, int64_t count, int mode) {
+    switch (mode) {
+        case TRN: for (int64_t i = 0; i < count; ++i) v[i] = std::floor(v[i]); return;
+        case TRN_ZERO: for (int64_t i = 0; i < count; ++i) v[i] = std::trunc(v[i]); return;
+        case RND_CONV: for (int64_t i = 0; i < count; ++i) v[i] = std::nearbyint(v[i]); return;  // ties to even
+        case RND: for (int64_t i = 0; i < count; ++i) v[i] = std::floor(v[i] + 0.5); return;  // exact: |v| < 2^52
+        default: break;
+    }
+    for (int64_t i = 0; i < count; ++i) {
+        double floor = std::floor(v[i]), rest = v[i] - floor;
+        bool up = mode == RND_ZERO ? (rest > 0.5) | ((rest == 0.5) & (v[i] < 0))
+                : mode == RND_INF ? (rest > 0.5) | ((rest == 0.5) & (v[i] >= 0))
+                : rest > 0.5;  // RND_MIN_INF
+        v[i] = floor + up;
+    }
+}
+
+// Integers v[0..count) into [low, high] by an ap_fixed overflow mode (SAT_SYM's low set by the caller).
+void overflow(double* v, int64_t count, int mode, double low, double high) {
+    switch (mode) {
+        case WRAP: {
+            double span = high - low + 1, inverse = 1 / span;  // powers of two: exact
+            for (int64_t i = 0; i < count; ++i) v[i] -= span * std::floor((v[i] - low) * inverse);
+            return;
+        }
+        case SAT_ZERO:
+            for (int64_t i = 0; i < count; ++i) v[i] = (v[i] < low) | (v[i] > high) ? 0.0 : v[i];
+            return;
+        default:  // SAT, SAT_SYM
+            for (int64_t i = 0; i < count; ++i) v[i] = std::min(std::max(v[i], low), high);
+    }
+}
+
+// dst[r][c] = relu?((src[r][c] * scale[c] + offset[c]) * prescale), assigned to an ap_fixed type
+// (quantization < 0: kept exact): scale may be null (1). Chunks of whole rows, one pass per operation.
+template <typename In, typename Out>
+void requantize(const In* src, Out* dst, int64_t rows, int64_t columns, const double* scale, const double* offset,
+                double prescale, int quantization, int overflow_mode, double low, double high, int relu) {
+    int64_t chunk = std::max<int64_t>(1, CHUNK / columns) * columns;
+    std::vector<double> tiled_offset(chunk), tiled_scale(chunk, 1.0), v(chunk);
+    for (int64_t i = 0; i < chunk; i += columns) {
+        std::copy(offset, offset + columns, tiled_offset.begin() + i);
+        if (scale) std::copy(scale, scale + columns, tiled_scale.begin() + i);
+    }
+    const double *o = tiled_offset.data(), *m = tiled_scale.data();
+    double* x = v.data();
+    for (int64_t start = 0, total = rows * columns; start < total; start += chunk) {
+        int64_t count = std::min(chunk, total - start);
+        const In* in = src + start;
+        for (int64_t i = 0; i < count; ++i) x[i] = (static_cast<double>(in[i]) * m[i] + o[i]) * prescale;
+        if (relu)
+            for (int64_t i = 0; i < count; ++i) x[i] = std::max(x[i], 0.0);
+        if (quantization >= 0) {
+            quantize(x, count, quantization);
+            overflow(x, count, overflow_mode, low, high);
+        }
+        Out* out = dst + start;
+        for (int64_t i = 0; i < count; ++i) out[i] = static_cast<Out>(x[i]);
+    }
+}
+
+// image [n][h][w][c] → windows [n][oh][ow][kh][kw][c]: each output pixel's receptive field, zeros
+// where it reaches into the padding (the im2col layout the emulator multiplies by a weight matrix).
+template <typename In, typename Out>
+void windows(const In* image, Out* out, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
+             int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t oh, int64_t ow) {
+    for (int64_t i = 0; i < n; ++i) {
+        const In* picture = image + i * h * w * c;
+        for (int64_t y = 0; y < oh; ++y) {
+            for (int64_t x = 0; x < ow; ++x) {
+                for (int64_t dy = 0; dy < kh; ++dy) {
+                    int64_t row = y * stride_h + dy - pad_top;
+                    for (int64_t dx = 0; dx < kw; ++dx, out += c) {
+                        int64_t column = x * stride_w + dx - pad_left;
+                        if (row < 0 || row >= h || column < 0 || column >= w) {
+                            for (int64_t k = 0; k < c; ++k) out[k] = 0;
+                        } else {
+                            const In* pixel = picture + (row * w + column) * c;
+                            for (int64_t k = 0; k < c; ++k) out[k] = static_cast<Out>(pixel[k]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+#define REQUANTIZE(NAME, IN, OUT)                                                                           \
+    void NAME(const IN* src, OUT* dst, int64_t rows, int64_t columns, const double* scale, const double* offset, \
+              double prescale, int quantization, int overflow_mode, double low, double high, int relu) {     \
+        requantize(src, dst, rows, columns, scale, offset, prescale, quantization, overflow_mode, low, high, relu); \
+    }
+#define WINDOWS(NAME, IN, OUT)                                                                              \
+    void NAME(const IN* image, OUT* out, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw, \
+              int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t oh, int64_t ow) { \
+        windows(image, out, n, h, w, c, kh, kw, stride_h, stride_w, pad_top, pad_left, oh, ow);              \
+    }
+#define BOTH(IN_CODE, IN)                                       \
+    REQUANTIZE(requantize_##IN_CODE##_f32, IN, float)           \
+    REQUANTIZE(requantize_##IN_CODE##_f64, IN, double)          \
+    WINDOWS(windows_##IN_CODE##_f32, IN, float)                 \
+    WINDOWS(windows_##IN_CODE##_f64, IN, double)
+BOTH(f32, float)
+BOTH(f64, double)
+BOTH(i64, int64_t)
+
+}  // extern "C"

@@ -1,0 +1,68 @@
+"""numpy-facing wrappers of fastpath.cpp, the emulator's compiled loops (built by setup.py at install).
+
+Both take float32, float64 or int64 mantissas and write float32 or float64 ones; the caller proves
+every value exact in them (host/emulator.py's bounds).
+"""
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+
+from .fixed import OVERFLOW, QUANTIZATION
+
+_LIBRARY = ctypes.CDLL(str(Path(__file__).with_name("libfastpath.so")))
+_CODES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.int64): "i64"}
+_INT, _DOUBLE, _POINTER = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
+for _in in _CODES.values():
+    for _out in ("f32", "f64"):
+        getattr(_LIBRARY, f"requantize_{_in}_{_out}").argtypes = [
+            _POINTER, _POINTER, _INT, _INT, _POINTER, _POINTER, _DOUBLE, ctypes.c_int, ctypes.c_int, _DOUBLE, _DOUBLE,
+            ctypes.c_int]
+        getattr(_LIBRARY, f"windows_{_in}_{_out}").argtypes = [_POINTER, _POINTER] + [_INT] * 12
+
+
+def _function(name, source, out):
+    return getattr(_LIBRARY, f"{name}_{_CODES[source.dtype]}_{_CODES[out.dtype]}")
+
+
+class Requantize:
+    """values → relu?((values * scale + offset) * prescale), assigned to `fixed` as C++ does (kept
+    exact without one), over `features` values per row (the last axis; scale and offset per feature).
+    Prepared once per emulator step."""
+
+    def __init__(self, features, offset, prescale=1.0, scale=None, relu=False, fixed=None):
+        self.features = features
+        self.offset = _per_feature(offset, features)
+        self.scale = None if scale is None else _per_feature(scale, features)
+        self.mode = [prescale, -1, 0, 0.0, 0.0, int(relu)]  # prescale, quantization, overflow, low, high, relu
+        if fixed is not None:
+            low = -fixed.highest if fixed.overflow == "SAT_SYM" and fixed.signed else fixed.lowest
+            self.mode[1:5] = QUANTIZATION.index(fixed.quantization), OVERFLOW.index(fixed.overflow), low, fixed.highest
+
+    def __call__(self, values, out):
+        """Writes `out` (C-contiguous, values' shape; may be values itself) and returns it."""
+        values = np.ascontiguousarray(values)
+        if values.shape[-1] != self.features or out.shape != values.shape or not out.flags.c_contiguous:
+            raise ValueError(f"requantize maps C-contiguous arrays of {self.features} features to their own shape")
+        _function("requantize", values, out)(
+            values.ctypes.data, out.ctypes.data, values.size // self.features, self.features,
+            None if self.scale is None else self.scale.ctypes.data, self.offset.ctypes.data, *self.mode)
+        return out
+
+
+def _per_feature(parameter, count):
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(parameter, np.float64), (count,)))
+
+
+def windows(image, size, stride, pads, dtype):
+    """image [n, h, w, c] → [n, out_h, out_w, size_h * size_w * c] in `dtype`: each output pixel's
+    window (rows, then columns, then channels), zeros in the padding."""
+    image = np.ascontiguousarray(image)
+    n, h, w, c = image.shape
+    out_h = (h + pads[0][0] + pads[0][1] - size[0]) // stride[0] + 1
+    out_w = (w + pads[1][0] + pads[1][1] - size[1]) // stride[1] + 1
+    out = np.empty((n, out_h, out_w, size[0] * size[1] * c), dtype)
+    _function("windows", image, out)(image.ctypes.data, out.ctypes.data, n, h, w, c, *size, *stride, pads[0][0],
+                                     pads[1][0], out_h, out_w)
+    return out
