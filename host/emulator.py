@@ -23,7 +23,6 @@ from .packing import TensorLanes
 
 STEP_ELEMENTS = 32768  # input values computed together, so a layer's intermediates stay in the CPU cache
 STEP_ROWS = 8  # but at least this many rows: an image network's ~100 steps each cost ~10 µs of Python
-SINGLE_GEMM_DEPTH = 64  # sums at least this long are worth a float32 product and a separate scaling pass
 
 
 class Unsupported(DeviceError):
@@ -32,11 +31,12 @@ class Unsupported(DeviceError):
 
 @dataclass(frozen=True)
 class Linear:
-    """An exact integer map of a computed tensor, not computed yet: mantissas at `fraction` equal
-    `source @ matrix + offset` (or `source * scale + offset` elementwise). Bounds are per feature
-    (the last axis); `source_bound` bounds |source| and decides float64 or int64. With `window`
-    ((height, width), stride, pads) the source image is read as convolution windows (im2col, zero
-    padded), so a padding, the windows and the product are one step."""
+    """An exact integer map of computed tensors, not computed yet: mantissas at `fraction` equal
+    `(source @ matrix) * scale + addend + offset`, each part optional (`addend` another Linear at
+    the same fraction, without offset). Bounds are per feature (the last axis); `source_bound`
+    bounds |source| and decides float32, float64 or int64. With `window` ((height, width), stride,
+    pads) the source image is read as convolution windows (im2col, zero padded), so a padding, the
+    windows and the product are one step."""
 
     source: str
     fraction: int
@@ -47,6 +47,7 @@ class Linear:
     scale: np.ndarray = None
     offset: np.ndarray = 0.0
     window: tuple = None
+    addend: "Linear" = None
 
     @classmethod
     def of(cls, source, fraction, low, high):
@@ -59,7 +60,7 @@ class Linear:
 
     @property
     def is_arithmetic_free(self):
-        return self.matrix is None and self.scale is None and np.all(self.offset == 0)
+        return self.matrix is None and self.scale is None and self.addend is None and np.all(self.offset == 0)
 
     @property
     def padding(self):
@@ -74,33 +75,25 @@ class Linear:
             return self
         factor = 2.0**bits
         return replace(self, fraction=self.fraction + bits, low=self.low * factor, high=self.high * factor,
-                       matrix=None if self.matrix is None else self.matrix * factor,
-                       scale=factor if self.scale is None and self.matrix is None else
-                       None if self.scale is None else self.scale * factor,
-                       offset=self.offset * factor)
+                       scale=factor if self.scale is None else self.scale * factor, offset=self.offset * factor,
+                       addend=None if self.addend is None else self.addend.shifted(bits))
 
     def times_matrix(self, weights, weight_fraction):
-        """(this) @ weights: the exact products and sums of a dense layer."""
+        """(this) @ weights: the exact products and sums of a dense layer (without an addend)."""
+        if self.addend is not None:
+            raise ValueError("a sum of two tensors is materialized before a matrix product")
         low, high = _interval_matmul(self.low, self.high, weights)
-        if self.matrix is not None:
-            matrix = self.matrix @ weights
-        elif self.scale is not None:
-            matrix = np.broadcast_to(self.scale, self.low.shape)[:, None] * weights
-        else:
-            matrix = weights
+        scale = np.broadcast_to(1.0 if self.scale is None else self.scale, self.low.shape)
+        matrix = scale[:, None] * weights if self.matrix is None else (self.matrix * scale) @ weights
         return replace(self, fraction=self.fraction + weight_fraction, low=low, high=high, matrix=matrix,
-                       scale=None, offset=np.asarray(self.offset) @ weights if np.ndim(self.offset) else
-                       self.offset * weights.sum(axis=0))
+                       scale=None, offset=np.broadcast_to(self.offset, self.low.shape) @ weights)
 
     def times(self, factors, factor_fraction):
         """(this) * factors per feature: exact elementwise products."""
         candidates = np.stack([self.low * factors, self.high * factors])
-        if self.matrix is not None:
-            matrix, scale = self.matrix * factors, None
-        else:
-            matrix, scale = None, factors if self.scale is None else self.scale * factors
-        return replace(self, fraction=self.fraction + factor_fraction, low=candidates.min(0),
-                       high=candidates.max(0), matrix=matrix, scale=scale, offset=self.offset * factors)
+        return replace(self, fraction=self.fraction + factor_fraction, low=candidates.min(0), high=candidates.max(0),
+                       scale=factors if self.scale is None else self.scale * factors, offset=self.offset * factors,
+                       addend=None if self.addend is None else self.addend.times(factors, factor_fraction))
 
     def plus(self, values, value_fraction):
         """(this) + values (mantissas at `value_fraction`), exact: at the finer of the two fractions."""
@@ -108,46 +101,62 @@ class Linear:
         values = values * 2.0 ** (this.fraction - value_fraction)
         return replace(this, low=this.low + values, high=this.high + values, offset=this.offset + values)
 
+    def plus_map(self, other, sign=1):
+        """(this) + sign · other, both at this fraction and without addends: one step when computed."""
+        assert self.fraction == other.fraction and self.addend is None and other.addend is None
+        if sign < 0:
+            other = other.times(-1.0, 0)
+        low, high = self.low + other.low, self.high + other.high
+        return replace(self, low=low, high=high, offset=self.offset + other.offset,
+                       addend=replace(other, offset=0.0))
+
+    def product_bound(self):
+        """Per feature, a bound on |source @ matrix| and its partial sums."""
+        return self.source_bound if self.matrix is None else self.source_bound @ np.abs(self.matrix)
+
+    def terms(self):
+        """Per feature, a bound on every partial sum before the offset."""
+        terms = self.product_bound() * np.abs(1.0 if self.scale is None else self.scale)
+        return terms if self.addend is None else terms + self.addend.terms()
+
     def exact_bound(self):
         """A bound on every partial sum the computation makes, in mantissas."""
-        if self.matrix is not None:
-            terms = self.source_bound @ np.abs(self.matrix)
-        elif self.scale is not None:
-            terms = self.source_bound * np.abs(self.scale)
-        else:
-            terms = self.source_bound
-        return float(np.max(terms + np.abs(self.offset)))
+        return float(np.max(self.terms() + np.abs(self.offset)))
 
     def compiled(self, fixed=None, relu=False, single=True):
         """A function tensors → a new array of these mantissas or, given `fixed`, of their C++
-        assignment to that type (after a ReLU if `relu`): at most one matrix product, then one exact
-        pass of fastpath.Requantize. float32 where values stay below 2^23 (if `single`), float64
-        below 2^52; beyond, int64 in numpy."""
+        assignment to that type (after a ReLU if `relu`): at most a matrix product per source, then
+        one exact pass of fastpath.Requantize. float32 where values stay below 2^23 (if `single`),
+        float64 below 2^52; beyond, int64 in numpy."""
         bound, features = self.exact_bound(), len(self.low)
         prescale = 2.0 ** (fixed.fraction - self.fraction) if fixed else 1.0
         if bound * max(prescale, 1.0) >= FLOAT_EXACT:
             return self._compiled_int64(fixed, relu)
         result_bound = bound if fixed is None else max(-fixed.lowest, fixed.highest)
-        product_dtype = np.float32 if single and bound < SINGLE_EXACT else np.float64
         result_dtype = np.float32 if single and result_bound < SINGLE_EXACT else np.float64
-        read = self._reader(product_dtype)
-        if self.matrix is None:
-            finish = fastpath.Requantize(features, self.offset, prescale, np.asarray(
-                1.0 if self.scale is None else self.scale), relu, fixed)
-
-            def compute(tensors):
-                values = read(tensors)
-                return finish(values, np.empty(values.shape, result_dtype))
-
-            return compute
-        matrix = self.matrix.astype(product_dtype)
-        finish = fastpath.Requantize(features, self.offset, prescale, relu=relu, fixed=fixed)
+        products = [self._product(single)] + ([] if self.addend is None else [self.addend._product(single)])
+        finish = fastpath.Requantize(features, self.offset, prescale, self.scale, relu, fixed,
+                                     None if self.addend is None else self.addend.scale)
 
         def compute(tensors):
-            product = np.matmul(read(tensors).astype(product_dtype, copy=False), matrix)
-            return finish(product, product if product_dtype == result_dtype else np.empty(product.shape, result_dtype))
+            (values, fresh), *addend = [product(tensors) for product in products]
+            addend = addend[0][0] if addend else None
+            if addend is not None and addend.dtype != values.dtype:  # the sum in float64, exact
+                values, addend, fresh = values.astype(np.float64), addend.astype(np.float64), True
+            return finish(values, values if fresh and values.dtype == result_dtype else
+                          np.empty(values.shape, result_dtype), addend)
 
         return compute
+
+    def _product(self, single):
+        """A function tensors → (source @ matrix, whether that is a new array): float32 where its every
+        partial sum stays below 2^23 (if `single`), else float64; the source itself without a matrix."""
+        dtype = np.float32 if single and np.max(self.product_bound()) < SINGLE_EXACT else np.float64
+        read = self._reader(dtype)
+        if self.matrix is None:
+            return lambda tensors: (read(tensors), self.window is not None)
+        matrix = self.matrix.astype(dtype)
+        return lambda tensors: (np.matmul(read(tensors).astype(dtype, copy=False), matrix), True)
 
     def _reader(self, dtype):
         """A function tensors → the source values (through the windows, in `dtype` where exact)."""
@@ -165,16 +174,20 @@ class Linear:
         widened = 2.0 ** max(fixed.fraction - self.fraction, 0) if fixed else 1.0
         if self.exact_bound() * widened >= INT_EXACT:
             raise Unsupported(f"values up to 2^{np.log2(self.exact_bound() * widened):.0f} need more than 62 bits")
-        fraction = self.fraction
-        offset = np.asarray(self.offset).astype(np.int64)
-        operand = np.asarray(self.matrix if self.matrix is not None else 1 if self.scale is None else
-                             self.scale).astype(np.int64)
-        multiply = np.matmul if self.matrix is not None else np.multiply
-        read = self._reader(np.float64)
+        parts = [self] + ([] if self.addend is None else [self.addend])
+        fraction, offset = self.fraction, np.asarray(self.offset).astype(np.int64)
+
+        def part(linear):
+            read = linear._reader(np.float64)
+            matrix = None if linear.matrix is None else linear.matrix.astype(np.int64)
+            scale = np.asarray(1.0 if linear.scale is None else linear.scale).astype(np.int64)
+            return lambda tensors: (read(tensors).astype(np.int64) if matrix is None else
+                                    read(tensors).astype(np.int64) @ matrix) * scale
+
+        parts = [part(linear) for linear in parts]
 
         def compute(tensors):
-            result = multiply(read(tensors).astype(np.int64), operand)
-            result += offset
+            result = sum(p(tensors) for p in parts) + offset
             if fixed is None:
                 return result
             if relu:
@@ -268,6 +281,8 @@ class Program:
         if layer["attributes"].get("_weights_transposed"):  # the Resource strategy stores them [n_out, n_in]
             weights = weights.T
         value = self._source(layer)
+        if value.addend is not None:
+            value = self._materialized(value, layer["name"] + ".sum")
         if len(value.low) != len(weights):  # io_parallel drops Flatten: the dense layer reads the image
             value = self._flattened(value, layer["name"] + ".flat", len(weights) // len(value.low))
         self._multiply_accumulate(layer, value, weights)
@@ -343,13 +358,7 @@ class Program:
             raise Unsupported(f"batch normalization product '{layer['templates'].get('product')}' is not supported")
         scale = self._weight(layer, "scale").astype(np.float64)
         bias = self._weight(layer, "bias").astype(np.float64)
-        source = self._source(layer)
-        value = source.times(scale, scale_type.fraction).plus(bias, bias_type.fraction)
-        if (source.matrix is not None and len(source.matrix) >= SINGLE_GEMM_DEPTH
-                and source.exact_bound() < SINGLE_EXACT <= value.exact_bound()):
-            # The scales would widen a deep matrix beyond float32: multiply in float32, then scale.
-            source = self._materialized(source, layer["name"] + ".in")
-            value = source.times(scale, scale_type.fraction).plus(bias, bias_type.fraction)
+        value = self._source(layer).times(scale, scale_type.fraction).plus(bias, bias_type.fraction)
         self._cast(value, result, layer["outputs"][0])
 
     def _activation(self, layer):
@@ -491,15 +500,12 @@ class Program:
         first, second = (self.pending[name] for name in layer["inputs"])
         fraction = max(first.fraction, second.fraction)
         first, second = first.shifted(fraction - first.fraction), second.shifted(fraction - second.fraction)
-        a = self._materialized(first, layer["name"] + ".a")
-        b = self._materialized(second, layer["name"] + ".b")
-        name = layer["name"] + ".sum"
-        sign = 1 if op == "add" else -1
-        self.steps.append(lambda tensors: tensors.__setitem__(
-            name, _wide(tensors[a.source]) + sign * _wide(tensors[b.source])))
-        low = a.low + (b.low if sign > 0 else -b.high)
-        high = a.high + (b.high if sign > 0 else -b.low)
-        self._cast(Linear.of(name, fraction, low, high), *self._types(layer, "result_t"), layer["outputs"][0])
+        # Each side stays a pending map (a convolution and its BatchNormalization): both products and
+        # the sum are one step where the sum is cast.
+        a = first if first.addend is None else self._materialized(first, layer["name"] + ".a")
+        b = second if second.addend is None else self._materialized(second, layer["name"] + ".b")
+        total = a.plus_map(b, 1 if op == "add" else -1)
+        self._cast(total, *self._types(layer, "result_t"), layer["outputs"][0])
 
     def _clone(self, layer):
         (result,) = self._types(layer, "result_t")

@@ -55,23 +55,31 @@ void overflow(double* v, int64_t count, int mode, double low, double high) {
     }
 }
 
-// dst[r][c] = relu?((src[r][c] * scale[c] + offset[c]) * prescale), assigned to an ap_fixed type
-// (quantization < 0: kept exact): scale may be null (1). Chunks of whole rows, one pass per operation.
+// dst[r][c] = relu?((src[r][c] * scale[c] + addend[r][c] * addend_scale[c] + offset[c]) * prescale), assigned
+// to an ap_fixed type (quantization < 0: kept exact). Scales may be null (1), addend too (0). Chunks of
+// whole rows, one pass per operation.
 template <typename In, typename Out>
-void requantize(const In* src, Out* dst, int64_t rows, int64_t columns, const double* scale, const double* offset,
-                double prescale, int quantization, int overflow_mode, double low, double high, int relu) {
+void requantize(const In* src, const double* scale, const In* addend, const double* addend_scale, Out* dst,
+                int64_t rows, int64_t columns, const double* offset, double prescale, int quantization,
+                int overflow_mode, double low, double high, int relu) {
     int64_t chunk = std::max<int64_t>(1, CHUNK / columns) * columns;
-    std::vector<double> tiled_offset(chunk), tiled_scale(chunk, 1.0), v(chunk);
+    std::vector<double> tiled_offset(chunk), tiled_scale(chunk, 1.0), tiled_addend_scale(chunk, 1.0), v(chunk);
     for (int64_t i = 0; i < chunk; i += columns) {
         std::copy(offset, offset + columns, tiled_offset.begin() + i);
         if (scale) std::copy(scale, scale + columns, tiled_scale.begin() + i);
+        if (addend_scale) std::copy(addend_scale, addend_scale + columns, tiled_addend_scale.begin() + i);
     }
-    const double *o = tiled_offset.data(), *m = tiled_scale.data();
+    const double *o = tiled_offset.data(), *m = tiled_scale.data(), *m2 = tiled_addend_scale.data();
     double* x = v.data();
     for (int64_t start = 0, total = rows * columns; start < total; start += chunk) {
         int64_t count = std::min(chunk, total - start);
         const In* in = src + start;
-        for (int64_t i = 0; i < count; ++i) x[i] = (static_cast<double>(in[i]) * m[i] + o[i]) * prescale;
+        for (int64_t i = 0; i < count; ++i) x[i] = static_cast<double>(in[i]) * m[i] + o[i];
+        if (addend) {
+            const In* in2 = addend + start;
+            for (int64_t i = 0; i < count; ++i) x[i] += static_cast<double>(in2[i]) * m2[i];
+        }
+        for (int64_t i = 0; i < count; ++i) x[i] *= prescale;
         if (relu)
             for (int64_t i = 0; i < count; ++i) x[i] = std::max(x[i], 0.0);
         if (quantization >= 0) {
@@ -114,9 +122,11 @@ void windows(const In* image, Out* out, int64_t n, int64_t h, int64_t w, int64_t
 extern "C" {
 
 #define REQUANTIZE(NAME, IN, OUT)                                                                           \
-    void NAME(const IN* src, OUT* dst, int64_t rows, int64_t columns, const double* scale, const double* offset, \
-              double prescale, int quantization, int overflow_mode, double low, double high, int relu) {     \
-        requantize(src, dst, rows, columns, scale, offset, prescale, quantization, overflow_mode, low, high, relu); \
+    void NAME(const IN* src, const double* scale, const IN* addend, const double* addend_scale, OUT* dst,    \
+              int64_t rows, int64_t columns, const double* offset, double prescale, int quantization,         \
+              int overflow_mode, double low, double high, int relu) {                                         \
+        requantize(src, scale, addend, addend_scale, dst, rows, columns, offset, prescale, quantization,      \
+                   overflow_mode, low, high, relu);                                                           \
     }
 #define WINDOWS(NAME, IN, OUT)                                                                              \
     void NAME(const IN* image, OUT* out, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw, \

@@ -17,8 +17,8 @@ _INT, _DOUBLE, _POINTER = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
 for _in in _CODES.values():
     for _out in ("f32", "f64"):
         getattr(_LIBRARY, f"requantize_{_in}_{_out}").argtypes = [
-            _POINTER, _POINTER, _INT, _INT, _POINTER, _POINTER, _DOUBLE, ctypes.c_int, ctypes.c_int, _DOUBLE, _DOUBLE,
-            ctypes.c_int]
+            _POINTER, _POINTER, _POINTER, _POINTER, _POINTER, _INT, _INT, _POINTER, _DOUBLE, ctypes.c_int, ctypes.c_int,
+            _DOUBLE, _DOUBLE, ctypes.c_int]
         getattr(_LIBRARY, f"windows_{_in}_{_out}").argtypes = [_POINTER, _POINTER] + [_INT] * 12
 
 
@@ -27,27 +27,33 @@ def _function(name, source, out):
 
 
 class Requantize:
-    """values → relu?((values * scale + offset) * prescale), assigned to `fixed` as C++ does (kept
-    exact without one), over `features` values per row (the last axis; scale and offset per feature).
-    Prepared once per emulator step."""
+    """(values, addend) → relu?((values * scale + addend * addend_scale + offset) * prescale), assigned
+    to `fixed` as C++ does (kept exact without one), over `features` values per row (the last axis;
+    scales and offset per feature; no addend: 0). Prepared once per emulator step."""
 
-    def __init__(self, features, offset, prescale=1.0, scale=None, relu=False, fixed=None):
+    def __init__(self, features, offset, prescale=1.0, scale=None, relu=False, fixed=None, addend_scale=None):
         self.features = features
         self.offset = _per_feature(offset, features)
-        self.scale = None if scale is None else _per_feature(scale, features)
+        self.scales = [None if s is None else _per_feature(s, features) for s in (scale, addend_scale)]
         self.mode = [prescale, -1, 0, 0.0, 0.0, int(relu)]  # prescale, quantization, overflow, low, high, relu
         if fixed is not None:
             low = -fixed.highest if fixed.overflow == "SAT_SYM" and fixed.signed else fixed.lowest
             self.mode[1:5] = QUANTIZATION.index(fixed.quantization), OVERFLOW.index(fixed.overflow), low, fixed.highest
 
-    def __call__(self, values, out):
-        """Writes `out` (C-contiguous, values' shape; may be values itself) and returns it."""
+    def __call__(self, values, out, addend=None):
+        """Writes `out` (C-contiguous, values' shape; may be values itself) and returns it; an addend
+        has values' shape and dtype."""
         values = np.ascontiguousarray(values)
         if values.shape[-1] != self.features or out.shape != values.shape or not out.flags.c_contiguous:
             raise ValueError(f"requantize maps C-contiguous arrays of {self.features} features to their own shape")
+        if addend is not None:
+            addend = np.ascontiguousarray(addend)
+            if addend.shape != values.shape or addend.dtype != values.dtype:
+                raise ValueError("the addend must have the values' shape and dtype")
+        scale, addend_scale = (None if s is None else s.ctypes.data for s in self.scales)
         _function("requantize", values, out)(
-            values.ctypes.data, out.ctypes.data, values.size // self.features, self.features,
-            None if self.scale is None else self.scale.ctypes.data, self.offset.ctypes.data, *self.mode)
+            values.ctypes.data, scale, None if addend is None else addend.ctypes.data, addend_scale, out.ctypes.data,
+            values.size // self.features, self.features, self.offset.ctypes.data, *self.mode)
         return out
 
 
