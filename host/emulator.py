@@ -22,7 +22,7 @@ from .fixed import FLOAT_EXACT, INT_EXACT, SINGLE_EXACT, FixedType
 from .packing import TensorLanes
 
 STEP_ELEMENTS = 32768  # input values computed together, so a layer's intermediates stay in the CPU cache
-STEP_ROWS = 8  # but at least this many rows: an image network's ~100 steps each cost ~10 µs of Python
+STEP_ROWS = 16  # but at least this many rows: an image network's ~50 steps each cost ~10 µs of Python
 
 
 class Unsupported(DeviceError):
@@ -152,6 +152,9 @@ class Linear:
         """A function tensors → (source @ matrix, whether that is a new array): float32 where its every
         partial sum stays below 2^23 (if `single`), else float64; the source itself without a matrix."""
         dtype = np.float32 if single and np.max(self.product_bound()) < SINGLE_EXACT else np.float64
+        if self.matrix is not None and self.window is not None and _few_channels(self):
+            convolve, source = fastpath.Convolve(self.matrix, *self.window), self.source
+            return lambda tensors: (convolve(tensors[source], dtype), True)
         read = self._reader(dtype)
         if self.matrix is None:
             return lambda tensors: (read(tensors), self.window is not None)
@@ -195,6 +198,14 @@ class Linear:
             return fixed.requantize(result, fraction)
 
         return compute
+
+
+def _few_channels(patches):
+    """Whether a convolution is computed directly rather than as windows times a matrix: with few
+    input channels and filters (a stem) the windows' product is slower (bench/emulator.py)."""
+    (height, width), _, _ = patches.window
+    channels, filters = len(patches.matrix) // (height * width), patches.matrix.shape[1]
+    return channels < 8 and filters <= 32 and np.max(patches.source_bound) < FLOAT_EXACT
 
 
 def _wide(mantissas):

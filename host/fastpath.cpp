@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -117,6 +118,60 @@ void windows(const In* image, Out* out, int64_t n, int64_t h, int64_t w, int64_t
     }
 }
 
+typedef double Lanes __attribute__((vector_size(32)));  // 4 doubles: gcc's portable vector extension
+
+// The sums of PIXELS horizontally adjacent output pixels for one 8-filter block, in registers: their
+// independent chains hide the multiply-add latency and share each weight load.
+template <int PIXELS, typename In, typename Out>
+void convolve_pixels(const In* first, const double* taps, Out* out, int64_t w, int64_t c, int64_t kh, int64_t kw,
+                     int64_t stride_w, int64_t padded, int64_t filters, int64_t valid) {
+    Lanes sums[PIXELS][2] = {};
+    for (int64_t dy = 0; dy < kh; ++dy) {
+        for (int64_t dx = 0; dx < kw; ++dx) {
+            const In* pixel = first + (dy * w + dx) * c;
+            const double* tap = taps + (dy * kw + dx) * c * padded;
+            for (int64_t k = 0; k < c; ++k, tap += padded) {
+                Lanes low, high;
+                std::memcpy(&low, tap, sizeof low);
+                std::memcpy(&high, tap + 4, sizeof high);
+                for (int p = 0; p < PIXELS; ++p) {
+                    double value = static_cast<double>(pixel[p * stride_w * c + k]);
+                    sums[p][0] += value * low;
+                    sums[p][1] += value * high;
+                }
+            }
+        }
+    }
+    for (int p = 0; p < PIXELS; ++p)
+        for (int64_t j = 0; j < 8 && j < valid; ++j) out[p * filters + j] = static_cast<Out>(sums[p][j / 4][j % 4]);
+}
+
+// out[n][oh][ow][f] = Σ image[n][y·sh + dy][x·sw + dx][c] · weights[dy][dx][c][f] over an image already
+// zero padded: a convolution without the window copy, for layers with few input channels and filters
+// (a network's stem), where the matrix product of the windows is inefficient. weights has its filters
+// padded to a multiple of 8 columns.
+template <typename In, typename Out>
+void convolve(const In* image, const double* weights, Out* out, int64_t n, int64_t h, int64_t w, int64_t c,
+              int64_t kh, int64_t kw, int64_t stride_h, int64_t stride_w, int64_t oh, int64_t ow, int64_t filters) {
+    constexpr int PIXELS = 4;
+    const int64_t padded = (filters + 7) / 8 * 8;
+    for (int64_t i = 0; i < n; ++i) {
+        for (int64_t y = 0; y < oh; ++y) {
+            const In* row = image + (i * h + y * stride_h) * w * c;
+            Out* line = out + (i * oh + y) * ow * filters;
+            for (int64_t block = 0; block < padded; block += 8) {
+                int64_t x = 0;
+                for (; x + PIXELS <= ow; x += PIXELS)
+                    convolve_pixels<PIXELS>(row + x * stride_w * c, weights + block, line + x * filters + block, w, c,
+                                            kh, kw, stride_w, padded, filters, filters - block);
+                for (; x < ow; ++x)
+                    convolve_pixels<1>(row + x * stride_w * c, weights + block, line + x * filters + block, w, c, kh,
+                                       kw, stride_w, padded, filters, filters - block);
+            }
+        }
+    }
+}
+
 }  // namespace
 
 extern "C" {
@@ -133,11 +188,19 @@ extern "C" {
               int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t oh, int64_t ow) { \
         windows(image, out, n, h, w, c, kh, kw, stride_h, stride_w, pad_top, pad_left, oh, ow);              \
     }
+#define CONVOLVE(NAME, IN, OUT)                                                                             \
+    void NAME(const IN* image, const double* weights, OUT* out, int64_t n, int64_t h, int64_t w, int64_t c,  \
+              int64_t kh, int64_t kw, int64_t stride_h, int64_t stride_w, int64_t oh, int64_t ow,             \
+              int64_t filters) {                                                                             \
+        convolve(image, weights, out, n, h, w, c, kh, kw, stride_h, stride_w, oh, ow, filters);               \
+    }
 #define BOTH(IN_CODE, IN)                                       \
     REQUANTIZE(requantize_##IN_CODE##_f32, IN, float)           \
     REQUANTIZE(requantize_##IN_CODE##_f64, IN, double)          \
     WINDOWS(windows_##IN_CODE##_f32, IN, float)                 \
-    WINDOWS(windows_##IN_CODE##_f64, IN, double)
+    WINDOWS(windows_##IN_CODE##_f64, IN, double)                \
+    CONVOLVE(convolve_##IN_CODE##_f32, IN, float)               \
+    CONVOLVE(convolve_##IN_CODE##_f64, IN, double)
 BOTH(f32, float)
 BOTH(f64, double)
 BOTH(i64, int64_t)

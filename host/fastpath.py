@@ -20,6 +20,7 @@ for _in in _CODES.values():
             _POINTER, _POINTER, _POINTER, _POINTER, _POINTER, _INT, _INT, _POINTER, _DOUBLE, ctypes.c_int, ctypes.c_int,
             _DOUBLE, _DOUBLE, ctypes.c_int]
         getattr(_LIBRARY, f"windows_{_in}_{_out}").argtypes = [_POINTER, _POINTER] + [_INT] * 12
+        getattr(_LIBRARY, f"convolve_{_in}_{_out}").argtypes = [_POINTER, _POINTER, _POINTER] + [_INT] * 11
 
 
 def _function(name, source, out):
@@ -61,14 +62,39 @@ def _per_feature(parameter, count):
     return np.ascontiguousarray(np.broadcast_to(np.asarray(parameter, np.float64), (count,)))
 
 
+def _output_size(image, size, stride, pads):
+    n, h, w, _ = image.shape
+    return (n, (h + pads[0][0] + pads[0][1] - size[0]) // stride[0] + 1,
+            (w + pads[1][0] + pads[1][1] - size[1]) // stride[1] + 1)
+
+
+class Convolve:
+    """image [n, h, w, c] → [n, out_h, out_w, filters]: the exact sums of a convolution with integer
+    weights [size_h · size_w · c, filters], computed in float64 without copying windows."""
+
+    def __init__(self, weights, size, stride, pads):
+        self.filters = weights.shape[1]
+        self.weights = np.zeros((len(weights), -(-self.filters // 8) * 8))  # 8-filter blocks
+        self.weights[:, :self.filters] = weights
+        self.size, self.stride, self.pads = size, stride, pads
+
+    def __call__(self, image, dtype):
+        if any(p for pair in self.pads for p in pair):
+            image = windows(image, (1, 1), (1, 1), self.pads, image.dtype if image.dtype != np.int64 else np.float64)
+        image = np.ascontiguousarray(image)
+        n, out_h, out_w = _output_size(image, self.size, self.stride, ((0, 0), (0, 0)))
+        out = np.empty((n, out_h, out_w, self.filters), dtype)
+        _function("convolve", image, out)(image.ctypes.data, self.weights.ctypes.data, out.ctypes.data,
+                                          *image.shape, *self.size, *self.stride, out_h, out_w, self.filters)
+        return out
+
+
 def windows(image, size, stride, pads, dtype):
     """image [n, h, w, c] → [n, out_h, out_w, size_h * size_w * c] in `dtype`: each output pixel's
     window (rows, then columns, then channels), zeros in the padding."""
     image = np.ascontiguousarray(image)
-    n, h, w, c = image.shape
-    out_h = (h + pads[0][0] + pads[0][1] - size[0]) // stride[0] + 1
-    out_w = (w + pads[1][0] + pads[1][1] - size[1]) // stride[1] + 1
-    out = np.empty((n, out_h, out_w, size[0] * size[1] * c), dtype)
-    _function("windows", image, out)(image.ctypes.data, out.ctypes.data, n, h, w, c, *size, *stride, pads[0][0],
+    n, out_h, out_w = _output_size(image, size, stride, pads)
+    out = np.empty((n, out_h, out_w, size[0] * size[1] * image.shape[3]), dtype)
+    _function("windows", image, out)(image.ctypes.data, out.ctypes.data, *image.shape, *size, *stride, pads[0][0],
                                      pads[1][0], out_h, out_w)
     return out

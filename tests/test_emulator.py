@@ -198,14 +198,20 @@ def test_cnn_layers_equal_hls4ml_trace(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.float32, np.float64])
-def test_compiled_windows_equal_numpy_im2col(dtype):
-    """The emulator's one-copy convolution windows: asymmetric padding, strides, every input dtype."""
-    image = np.random.default_rng(7).integers(-2**20, 2**20, (3, 9, 7, 5)).astype(dtype)
+def test_compiled_windows_and_convolution_equal_numpy(dtype):
+    """The emulator's one-copy convolution windows and its direct convolution (filters not a multiple
+    of its 8-filter blocks, widths not of its 4-pixel blocks): asymmetric padding, strides, every dtype."""
+    rng = np.random.default_rng(7)
+    image = rng.integers(-2**20, 2**20, (3, 9, 7, 5)).astype(dtype)
     for size, stride, pads in [((3, 3), (1, 1), ((1, 1), (1, 1))), ((7, 5), (2, 3), ((3, 2), (0, 4))),
                                ((1, 1), (1, 1), ((2, 0), (1, 3)))]:
         padded = np.pad(image, ((0, 0), *pads, (0, 0)))
         view = np.lib.stride_tricks.sliding_window_view(padded, size, axis=(1, 2))[:, ::stride[0], ::stride[1]]
         expected = view.transpose(0, 1, 2, 4, 5, 3).reshape(*view.shape[:3], -1)
+        weights = rng.integers(-2**7, 2**7, (expected.shape[-1], 11)).astype(np.float64)
+        convolve = fastpath.Convolve(weights, size, stride, pads)
         for out in (np.float32, np.float64):
             windows = fastpath.windows(image, size, stride, pads, out)
             assert windows.dtype == out and np.array_equal(windows, expected.astype(out)), (size, stride, pads)
+        sums = convolve(image, np.float64)
+        assert np.array_equal(sums, expected.astype(np.float64) @ weights), (size, stride, pads)
