@@ -568,19 +568,24 @@ class Program:
 
     # -- running ----------------------------------------------------------------------------------
 
+    def _input_tensor(self, mantissas):
+        """Input mantissas as the steps read them: float64 when exact (BLAS-ready)."""
+        exact = np.float64 if self.input_type.width <= 52 else np.int64
+        return mantissas.astype(exact).reshape(-1, *self.input_shape)
+
     def trace(self, mantissas, names):
         """Each named tensor's values (float64 [n, ...]) for the inputs, for per-layer comparisons."""
-        tensors = {"input": mantissas.reshape(-1, *self.input_shape)}
+        tensors = {"input": self._input_tensor(mantissas)}
         for step in self.steps:
             step(tensors)
         return {name: self.pending[name].compiled(single=False)(tensors) * 2.0**-self.pending[name].fraction for name in names}
 
     def run(self, mantissas):
-        """Input mantissas (int64 [n, inputs]) → output mantissas (int64 [n, outputs])."""
+        """Input mantissas (integers [n, inputs]) → output mantissas (int64 [n, outputs])."""
         outputs = []
         rows_per_step = max(STEP_ROWS, STEP_ELEMENTS // int(np.prod(self.input_shape)))
         for start in range(0, len(mantissas), rows_per_step):
-            tensors = {"input": mantissas[start:start + rows_per_step].reshape(-1, *self.input_shape)}
+            tensors = {"input": self._input_tensor(mantissas[start:start + rows_per_step])}
             for step in self.steps:
                 step(tensors)
             outputs.append(tensors[self.output].reshape(len(tensors["input"]), -1).astype(np.int64))
@@ -601,7 +606,11 @@ class EmulatorComputeUnit(ComputeUnit):
     def execute(self, inputs, outputs, rows, in_bytes, out_bytes):
         lanes_in, lanes_out = self.lanes_in, self.lanes_out
         bits = inputs.host.view(lanes_in.lane_dtype)[: rows * lanes_in.elements_per_row]
-        mantissas = lanes_in.type.from_bits(bits).reshape(rows, lanes_in.elements_per_row)
+        if lanes_in.type.width == lanes_in.lane_bits:  # the lanes are the mantissas (signed: reinterpreted)
+            mantissas = bits.view(bits.dtype.str.replace("u", "i")) if lanes_in.type.signed else bits
+        else:
+            mantissas = lanes_in.type.from_bits(bits)
+        mantissas = mantissas.reshape(rows, lanes_in.elements_per_row)
         result = self.program.run(mantissas)
         out = outputs.host[:out_bytes].view(lanes_out.lane_dtype)
         mask = (1 << lanes_out.type.width) - 1

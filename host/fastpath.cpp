@@ -28,12 +28,12 @@ void quantize(double* v, int64_t count, int mode) {
         case TRN: for (int64_t i = 0; i < count; ++i) v[i] = std::floor(v[i]); return;
         case TRN_ZERO: for (int64_t i = 0; i < count; ++i) v[i] = std::trunc(v[i]); return;
         case RND_CONV: for (int64_t i = 0; i < count; ++i) v[i] = std::nearbyint(v[i]); return;  // ties to even
-        case RND: for (int64_t i = 0; i < count; ++i) v[i] = std::floor(v[i] + 0.5); return;  // exact: |v| < 2^52
         default: break;
     }
-    for (int64_t i = 0; i < count; ++i) {
+    for (int64_t i = 0; i < count; ++i) {  // floor and rest are exact at any magnitude
         double floor = std::floor(v[i]), rest = v[i] - floor;
-        bool up = mode == RND_ZERO ? (rest > 0.5) | ((rest == 0.5) & (v[i] < 0))
+        bool up = mode == RND ? rest >= 0.5
+                : mode == RND_ZERO ? (rest > 0.5) | ((rest == 0.5) & (v[i] < 0))
                 : mode == RND_INF ? (rest > 0.5) | ((rest == 0.5) & (v[i] >= 0))
                 : rest > 0.5;  // RND_MIN_INF
         v[i] = floor + up;
@@ -172,6 +172,32 @@ void convolve(const In* image, const double* weights, Out* out, int64_t n, int64
     }
 }
 
+// Floats → the bit patterns of a wrapping ap_fixed type of `width` <= 62 bits, as C++ assignment gives:
+// value · 2^fraction (`scale`) rounded by the quantization mode, its low `width` bits; beyond 2^62 the
+// exact remainder (fmod), and none for NaN and ±inf. The host packs every input with this.
+template <typename In, typename Lane>
+void wrapped_bits(const In* values, Lane* out, int64_t n, double scale, int quantization, int width) {
+    const double span = std::ldexp(1.0, width);
+    const uint64_t mask = (uint64_t(1) << width) - 1;
+    double x[CHUNK];
+    for (int64_t start = 0; start < n; start += CHUNK) {
+        int64_t count = std::min(CHUNK, n - start);
+        bool huge = false;
+        for (int64_t i = 0; i < count; ++i) x[i] = static_cast<double>(values[start + i]) * scale;
+        quantize(x, count, quantization);
+        for (int64_t i = 0; i < count; ++i) huge |= !(std::fabs(x[i]) < 0x1p62);  // NaN too
+        if (huge) {
+            for (int64_t i = 0; i < count; ++i) {
+                if (std::fabs(x[i]) < 0x1p62) continue;
+                double rest = std::fmod(x[i], span);
+                x[i] = std::isnan(rest) ? 0.0 : rest;
+            }
+        }
+        for (int64_t i = 0; i < count; ++i)
+            out[start + i] = static_cast<Lane>(static_cast<uint64_t>(static_cast<int64_t>(x[i])) & mask);
+    }
+}
+
 }  // namespace
 
 extern "C" {
@@ -204,5 +230,18 @@ extern "C" {
 BOTH(f32, float)
 BOTH(f64, double)
 BOTH(i64, int64_t)
+
+#define WRAPPED_BITS(IN_CODE, IN, LANE_CODE, LANE)                                                          \
+    void wrapped_bits_##IN_CODE##_##LANE_CODE(const IN* values, LANE* out, int64_t n, double scale,          \
+                                              int quantization, int width) {                              \
+        wrapped_bits(values, out, n, scale, quantization, width);                                          \
+    }
+#define WRAPPED_BITS_LANES(IN_CODE, IN)                                                                     \
+    WRAPPED_BITS(IN_CODE, IN, u8, uint8_t)                                                                  \
+    WRAPPED_BITS(IN_CODE, IN, u16, uint16_t)                                                                \
+    WRAPPED_BITS(IN_CODE, IN, u32, uint32_t)                                                                \
+    WRAPPED_BITS(IN_CODE, IN, u64, uint64_t)
+WRAPPED_BITS_LANES(f32, float)
+WRAPPED_BITS_LANES(f64, double)
 
 }  // extern "C"

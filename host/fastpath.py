@@ -1,7 +1,7 @@
-"""numpy-facing wrappers of fastpath.cpp, the emulator's compiled loops (built by setup.py at install).
+"""numpy-facing wrappers of fastpath.cpp, the host's compiled loops (built by setup.py at install).
 
-Both take float32, float64 or int64 mantissas and write float32 or float64 ones; the caller proves
-every value exact in them (host/emulator.py's bounds).
+The emulator's take float32, float64 or int64 mantissas and write float32 or float64 ones; the
+caller proves every value exact in them (host/emulator.py's bounds). `wrapped_bits` packs inputs.
 """
 
 import ctypes
@@ -12,15 +12,20 @@ import numpy as np
 from .fixed import OVERFLOW, QUANTIZATION
 
 _LIBRARY = ctypes.CDLL(str(Path(__file__).with_name("libfastpath.so")))
-_CODES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.int64): "i64"}
+_CODES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.int64): "i64",
+          np.dtype(np.uint8): "u8", np.dtype(np.uint16): "u16", np.dtype(np.uint32): "u32", np.dtype(np.uint64): "u64"}
 _INT, _DOUBLE, _POINTER = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
-for _in in _CODES.values():
+for _in in ("f32", "f64", "i64"):
     for _out in ("f32", "f64"):
         getattr(_LIBRARY, f"requantize_{_in}_{_out}").argtypes = [
             _POINTER, _POINTER, _POINTER, _POINTER, _POINTER, _INT, _INT, _POINTER, _DOUBLE, ctypes.c_int, ctypes.c_int,
             _DOUBLE, _DOUBLE, ctypes.c_int]
         getattr(_LIBRARY, f"windows_{_in}_{_out}").argtypes = [_POINTER, _POINTER] + [_INT] * 12
         getattr(_LIBRARY, f"convolve_{_in}_{_out}").argtypes = [_POINTER, _POINTER, _POINTER] + [_INT] * 11
+for _in in ("f32", "f64"):
+    for _lane in ("u8", "u16", "u32", "u64"):
+        getattr(_LIBRARY, f"wrapped_bits_{_in}_{_lane}").argtypes = [_POINTER, _POINTER, _INT, _DOUBLE, ctypes.c_int,
+                                                                     ctypes.c_int]
 
 
 def _function(name, source, out):
@@ -60,6 +65,17 @@ class Requantize:
 
 def _per_feature(parameter, count):
     return np.ascontiguousarray(np.broadcast_to(np.asarray(parameter, np.float64), (count,)))
+
+
+def wrapped_bits(values, fixed, out):
+    """Floats (float32 or float64) → `out` (unsigned lanes of at least fixed.width bits): the bit
+    patterns of a wrapping type of up to 62 bits, as C++ assignment gives (FixedType.to_bits)."""
+    values = np.ascontiguousarray(values)
+    if fixed.overflow != "WRAP" or fixed.width > 62 or out.shape != values.shape or not out.flags.c_contiguous:
+        raise ValueError("wrapped_bits packs a wrapping type of up to 62 bits into lanes of the values' shape")
+    _function("wrapped_bits", values, out)(values.ctypes.data, out.ctypes.data, values.size, 2.0**fixed.fraction,
+                                           QUANTIZATION.index(fixed.quantization), fixed.width)
+    return out
 
 
 def _output_size(image, size, stride, pads):

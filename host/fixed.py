@@ -2,7 +2,8 @@
 
 A value of type <W,I> is an integer mantissa m meaning m·2^-(W-I). `requantize` is the C++
 assignment between types (or from a double) with every ap_fixed quantization and overflow mode;
-the build (weights, buffer layout), the host (packing) and the emulator share it. numpy only.
+the build (weights, buffer layout), the host (packing) and the emulator share it. numpy, but for
+packing a wrapping type: a compiled pass (fastpath.wrapped_bits).
 
 Mantissas travel as float64 while they provably fit in 2^52 (exact, and BLAS can multiply them),
 float32 below 2^23 where the emulator can prove it (half the memory, twice the BLAS speed), or as
@@ -84,7 +85,7 @@ class FixedType:
         finite = np.isfinite(values)
         huge = np.where(np.signbit(values), -2.0**1023, 2.0**1023)
         scaled = np.where(finite, values, 0.0) * 2.0**self.fraction  # exact: a power-of-two scale
-        mantissas = self.round(scaled)
+        mantissas = _round(scaled, 0, self.quantization)
         if self.overflow == "WRAP":
             # Beyond 2^(52+W) every kept bit is 0 (this also covers ±2^1024); below, wrap exactly.
             kept = np.abs(mantissas) < 2.0 ** (52 + self.width)
@@ -92,22 +93,14 @@ class FixedType:
             return self.saturate(mantissas)
         return self.saturate(np.where(finite, mantissas, huge))
 
-    def round(self, scaled, out=None):
-        """Exact values in units of this type's LSB (float64) → integers by the quantization mode;
-        `out` may be `scaled` itself (the emulator rounds in place)."""
-        fast = {"TRN": np.floor, "RND_CONV": np.rint, "TRN_ZERO": np.trunc}.get(self.quantization)
-        if fast is not None:
-            return fast(scaled, out=out)
-        return _put(_round(scaled, 0, self.quantization), out)
-
-    def saturate(self, mantissas, out=None):
-        """Integral mantissas → this type's range by its overflow mode; `out` as for `round`."""
+    def saturate(self, mantissas):
+        """Integral mantissas → this type's range by its overflow mode."""
         low, high = self.lowest, self.highest
         if self.overflow == "SAT_SYM" and self.signed:
             low = -high
         if self.overflow in ("SAT", "SAT_SYM"):
-            return np.clip(mantissas, low, high, out=out)
-        return _put(self._wrap_or_zero(mantissas, low, high), out)
+            return np.clip(mantissas, low, high)
+        return self._wrap_or_zero(mantissas, low, high)
 
     def _wrap_or_zero(self, mantissas, low, high):
         if self.overflow == "WRAP":
@@ -119,24 +112,23 @@ class FixedType:
             return ((mantissas - low) & mask) + low
         return np.where((mantissas < low) | (mantissas > high), 0, mantissas).astype(mantissas.dtype)
 
-    def to_bits(self, values):
-        """Floats → the type's bit patterns (uint64), as assigning a float to it does in C++. The
-        host packs every input with this, so wrapping types (to 62 bits) take a short path: the
-        rounded mantissa's low W bits (for huge values by fmod, which is exact; NaN and ±inf,
-        ±2^1024 in C++, keep none)."""
-        if self.overflow != "WRAP" or self.width > 62:
-            mantissas = self.quantize(values)
-            return (mantissas + 2.0**self.width * (mantissas < 0)).astype(np.uint64)
-        scaled = np.multiply(values, 2.0**self.fraction, dtype=np.float64)  # exact: a power-of-two scale
-        with np.errstate(invalid="ignore"):  # ±inf and NaN pass through rounding as NaN or ±inf
-            mantissas = self.round(scaled, out=scaled)
-            if not (-2.0**62 < mantissas.min(initial=0) and mantissas.max(initial=0) < 2.0**62):  # NaN too
-                huge = ~(np.abs(mantissas) < 2.0**62)  # the rest convert to int64 exactly
-                low_bits = np.fmod(mantissas[huge], 2.0**self.width)
-                mantissas[huge] = np.where(np.isnan(low_bits), 0.0, low_bits)
-        bits = mantissas.astype(np.int64)
-        bits &= (1 << self.width) - 1  # two's complement: the pattern of a negative remainder
-        return bits.view(np.uint64)
+    def to_bits(self, values, out=None):
+        """Floats → the type's bit patterns (uint64, or into the unsigned lanes `out`), as assigning a
+        float to it does in C++. The host packs every input with this, so wrapping types (to 62
+        bits) take a compiled pass (fastpath.wrapped_bits)."""
+        values = np.asarray(values)
+        if self.overflow == "WRAP" and self.width <= 62:
+            from .fastpath import wrapped_bits  # it imports this module
+
+            if values.dtype not in (np.float32, np.float64):
+                values = values.astype(np.float64)
+            return wrapped_bits(values, self, np.empty(values.shape, np.uint64) if out is None else out)
+        mantissas = self.quantize(values)
+        bits = (mantissas + 2.0**self.width * (mantissas < 0)).astype(np.uint64)
+        if out is None:
+            return bits
+        out[...] = bits
+        return out
 
     def from_bits(self, bits):
         """Bit patterns (any unsigned ints, extra high bits ignored) → mantissas (int64)."""
@@ -151,13 +143,6 @@ class FixedType:
     def to_float(self, mantissas):
         """Mantissas → float32, as the C++ cast gives (rounded to nearest)."""
         return (np.asarray(mantissas, np.float64) * 2.0**-self.fraction).astype(np.float32)
-
-
-def _put(values, out):
-    if out is None:
-        return values
-    out[...] = values
-    return out
 
 
 def _round(mantissas, shift, mode):

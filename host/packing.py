@@ -12,7 +12,6 @@ import numpy as np
 from .fixed import FixedType
 
 WORD_BYTES = 64
-PACK_ELEMENTS = 32768  # floats converted together: their temporaries stay in the CPU cache
 
 
 @dataclass(frozen=True)
@@ -48,10 +47,7 @@ class TensorLanes:
             mask = (1 << self.type.width) - 1
             lanes[:count] = rows.reshape(-1).astype(self.lane_dtype) & self.lane_dtype.type(mask)
         else:
-            values = rows.reshape(-1)
-            for start in range(0, count, PACK_ELEMENTS):
-                chunk = values[start:start + PACK_ELEMENTS]
-                lanes[start:start + len(chunk)] = self.type.to_bits(chunk)
+            self.type.to_bits(rows.reshape(-1), out=lanes[:count])
         lanes[count:] = 0
         return used
 

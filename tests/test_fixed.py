@@ -97,6 +97,11 @@ def test_compiled_assignment_matches_ap_fixed(cpp_results, target):
 def test_assignment_from_double_matches_ap_fixed(cpp_results, target):
     _, expected = cpp_results
     assert np.array_equal(target.to_bits(_doubles()), expected[target][1])
+    lanes = target.to_bits(_doubles(), out=np.empty(len(_doubles()), np.uint8))  # the host packs into lanes
+    assert np.array_equal(lanes, expected[target][1].astype(np.uint8))
+    with np.errstate(over="ignore"):
+        singles = _doubles().astype(np.float32)  # what clients send: the same bits as their float64 values
+    assert np.array_equal(target.to_bits(singles), target.to_bits(singles.astype(np.float64)))
 
 
 def test_every_mode_is_exercised_with_differences():
