@@ -22,6 +22,7 @@ from .fixed import FLOAT_EXACT, INT_EXACT, SINGLE_EXACT, FixedType
 from .packing import TensorLanes
 
 STEP_ELEMENTS = 32768  # input values computed together, so a layer's intermediates stay in the CPU cache
+SCRATCH_ELEMENTS = 1 << 20  # the largest step output kept for reuse (Scratch)
 STEP_ROWS = 16  # but at least this many rows: an image network's ~50 steps each cost ~10 µs of Python
 
 
@@ -137,6 +138,7 @@ class Linear:
         products = [self._product(single)] + ([] if self.addend is None else [self.addend._product(single)])
         finish = fastpath.Requantize(features, self.offset, prescale, self.scale, relu, fixed,
                                      None if self.addend is None else self.addend.scale)
+        scratch = Scratch()
 
         def compute(tensors):
             (values, fresh), *addend = [product(tensors) for product in products]
@@ -144,7 +146,7 @@ class Linear:
             if addend is not None and addend.dtype != values.dtype:  # the sum in float64, exact
                 values, addend, fresh = values.astype(np.float64), addend.astype(np.float64), True
             return finish(values, values if fresh and values.dtype == result_dtype else
-                          np.empty(values.shape, result_dtype), addend)
+                          scratch(values.shape, result_dtype), addend)
 
         return compute
 
@@ -158,8 +160,13 @@ class Linear:
         read = self._reader(dtype)
         if self.matrix is None:
             return lambda tensors: (read(tensors), self.window is not None)
-        matrix = self.matrix.astype(dtype)
-        return lambda tensors: (np.matmul(read(tensors).astype(dtype, copy=False), matrix), True)
+        matrix, scratch = self.matrix.astype(dtype), Scratch()
+
+        def product(tensors):
+            values = read(tensors).astype(dtype, copy=False)
+            return np.matmul(values, matrix, out=scratch(values.shape[:-1] + matrix.shape[1:], dtype)), True
+
+        return product
 
     def _reader(self, dtype):
         """A function tensors → the source values (through the windows, in `dtype` where exact)."""
@@ -198,6 +205,23 @@ class Linear:
             return fixed.requantize(result, fraction)
 
         return compute
+
+
+class Scratch:
+    """One step's output arrays, reused from chunk to chunk of a run (a compute unit runs its own
+    program): fresh arrays of a few hundred kB each cost page faults that rival the arithmetic.
+    Arrays beyond SCRATCH_ELEMENTS are allocated afresh, so memory stays bounded."""
+
+    def __init__(self):
+        self.arrays = {}
+
+    def __call__(self, shape, dtype):
+        if int(np.prod(shape)) > SCRATCH_ELEMENTS:
+            return np.empty(shape, dtype)
+        key = (tuple(shape), np.dtype(dtype))
+        if key not in self.arrays:
+            self.arrays[key] = np.empty(shape, dtype)
+        return self.arrays[key]
 
 
 def _few_channels(patches):
@@ -539,24 +563,33 @@ class Program:
     _flatten = _reshape
 
     def _softmax(self, layer):
-        """hls4ml's 'stable' softmax: exp(x - max) and 1/sum from the firmware's own tables."""
-        if layer["attributes"].get("implementation") != "stable":
-            raise Unsupported(f"softmax implementation '{layer['attributes'].get('implementation')}' is not supported")
-        norm, exp_type, accum, inv_in, inv_type, result = self._types(
-            layer, "inp_norm_t", "exp_table_t", "accum_t", "inv_inp_t", "inv_table_t", "result_t")
+        """hls4ml's table softmaxes from the firmware's own tables: 'stable' looks up exp(x - max),
+        'latency' exp(x) (its table addressed by x's own bits); then 1/sum, and the products."""
+        implementation = layer["attributes"].get("implementation")
+        if implementation not in ("stable", "latency"):
+            raise Unsupported(f"softmax implementation '{implementation}' is not supported")
+        exp_type, accum, inv_in, inv_type, result = self._types(
+            layer, "exp_table_t", "accum_t", "inv_inp_t", "inv_table_t", "result_t")
+        (address,) = self._types(layer, "inp_norm_t" if implementation == "stable" else "input_t")
         exp_table = self.weights[f"{layer['name']}.exp_table_t"]
         inv_table = self.weights[f"{layer['name']}.inv_table_t"]
         source = self._materialized(self._source(layer), layer["name"] + ".in")
+        if implementation == "latency" and source.fraction != address.fraction:
+            raise Unsupported(f"softmax input at 2^-{source.fraction}, not its type {address}'s LSB")
         entries = len(source.low)
-        if accum.overflow != "WRAP" and entries * np.max(np.abs(exp_table)) * 2.0 ** (
+        # The adder tree's order does not matter when the sum wraps, cannot overflow, or saturates
+        # a sum of non-negative terms (once at the top, it stays there).
+        order_free = accum.overflow == "WRAP" or (accum.overflow in ("SAT", "SAT_SYM") and np.min(exp_table) >= 0)
+        if not order_free and entries * np.max(np.abs(exp_table)) * 2.0 ** (
                 accum.fraction - exp_type.fraction) >= accum.highest:
             raise Unsupported(f"the softmax sum may overflow {accum}: its rounding then depends on the adder tree")
         name = layer["name"] + ".product"
 
         def softmax(tensors):
             x = tensors[source.source].astype(np.int64)
-            shifted = norm.requantize(x.max(axis=-1, keepdims=True) - x, source.fraction)
-            exps = accum.requantize(exp_table[_top_bits(norm, shifted, len(exp_table))], exp_type.fraction)
+            if implementation == "stable":
+                x = address.requantize(x.max(axis=-1, keepdims=True) - x, source.fraction)
+            exps = accum.requantize(exp_table[_top_bits(address, x, len(exp_table))], exp_type.fraction)
             total = inv_in.requantize(accum.saturate(exps.sum(axis=-1, keepdims=True)), accum.fraction)
             tensors[name] = exps * inv_table[_top_bits(inv_in, total, len(inv_table))]
 
@@ -622,10 +655,11 @@ class EmulatorDevice(Device):
     kind = "emulator"
 
     def __init__(self, kernel, compute_units=None):
-        program = load_program(kernel)
         layout = kernel.layout
         count = compute_units or os.cpu_count() or 1
-        super().__init__(kernel, [EmulatorComputeUnit(program, layout.input, layout.output, i) for i in range(count)])
+        # A program per compute unit: its steps reuse their output arrays (Scratch).
+        super().__init__(kernel, [EmulatorComputeUnit(load_program(kernel), layout.input, layout.output, i)
+                                  for i in range(count)])
 
     @staticmethod
     def available():

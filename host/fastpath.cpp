@@ -56,9 +56,44 @@ void overflow(double* v, int64_t count, int mode, double low, double high) {
     }
 }
 
+// One pass over `count` values for the modes hls4ml uses most: scale, add, round, saturate or wrap
+// without leaving registers.
+template <int QUANTIZATION, int OVERFLOW, typename In, typename Out>
+void requantize_fused(const In* in, const double* m, const In* in2, const double* m2, const double* o, Out* out,
+                      int64_t count, double prescale, double low, double high, int relu) {
+    const double span = high - low + 1, inverse = 1 / span;  // powers of two: exact
+    for (int64_t i = 0; i < count; ++i) {
+        double v = static_cast<double>(in[i]) * m[i] + o[i];
+        if (in2) v += static_cast<double>(in2[i]) * m2[i];
+        v *= prescale;
+        if (relu) v = std::max(v, 0.0);
+        v = QUANTIZATION == TRN ? std::floor(v) : QUANTIZATION == RND_CONV ? std::nearbyint(v) : std::trunc(v);
+        if (OVERFLOW == WRAP) v -= span * std::floor((v - low) * inverse);
+        else v = std::min(std::max(v, low), high);
+        out[i] = static_cast<Out>(v);
+    }
+}
+
+template <typename In, typename Out>
+bool try_fused(const In* in, const double* m, const In* in2, const double* m2, const double* o, Out* out,
+               int64_t count, double prescale, int quantization, int overflow_mode, double low, double high,
+               int relu) {
+#define FUSED(Q, O) requantize_fused<Q, O>(in, m, in2, m2, o, out, count, prescale, low, high, relu)
+    bool wrap = overflow_mode == WRAP, clip = overflow_mode == SAT || overflow_mode == SAT_SYM;
+    if (quantization == TRN && wrap) FUSED(TRN, WRAP);
+    else if (quantization == TRN && clip) FUSED(TRN, SAT);
+    else if (quantization == RND_CONV && wrap) FUSED(RND_CONV, WRAP);
+    else if (quantization == RND_CONV && clip) FUSED(RND_CONV, SAT);
+    else if (quantization == TRN_ZERO && wrap) FUSED(TRN_ZERO, WRAP);
+    else if (quantization == TRN_ZERO && clip) FUSED(TRN_ZERO, SAT);
+    else return false;
+    return true;
+#undef FUSED
+}
+
 // dst[r][c] = relu?((src[r][c] * scale[c] + addend[r][c] * addend_scale[c] + offset[c]) * prescale), assigned
 // to an ap_fixed type (quantization < 0: kept exact). Scales may be null (1), addend too (0). Chunks of
-// whole rows, one pass per operation.
+// whole rows: one fused pass for the common modes, else one pass per operation.
 template <typename In, typename Out>
 void requantize(const In* src, const double* scale, const In* addend, const double* addend_scale, Out* dst,
                 int64_t rows, int64_t columns, const double* offset, double prescale, int quantization,
@@ -75,9 +110,12 @@ void requantize(const In* src, const double* scale, const In* addend, const doub
     for (int64_t start = 0, total = rows * columns; start < total; start += chunk) {
         int64_t count = std::min(chunk, total - start);
         const In* in = src + start;
+        const In* in2 = addend ? addend + start : nullptr;
+        if (quantization >= 0 && try_fused(in, m, in2, m2, o, dst + start, count, prescale, quantization,
+                                           overflow_mode, low, high, relu))
+            continue;
         for (int64_t i = 0; i < count; ++i) x[i] = static_cast<double>(in[i]) * m[i] + o[i];
         if (addend) {
-            const In* in2 = addend + start;
             for (int64_t i = 0; i < count; ++i) x[i] += static_cast<double>(in2[i]) * m2[i];
         }
         for (int64_t i = 0; i < count; ++i) x[i] *= prescale;

@@ -32,6 +32,11 @@ def hls_config(spec, model):
             raise KeyError(f"kernel.toml sets a precision for '{layer}', which the model does not have;"
                            f" its layers are {sorted(layers)}")
         layers[layer]["Precision"].update(types)
+    for layer, options in settings.get("layer", {}).items():  # hls4ml's own per-layer keys, e.g. Implementation
+        if layer not in layers:
+            raise KeyError(f"kernel.toml configures layer '{layer}', which the model does not have;"
+                           f" its layers are {sorted(layers)}")
+        layers[layer].update(options)
     return config
 
 
@@ -75,13 +80,19 @@ def _layer(layer):
         "class": layer.class_name,
         "inputs": list(layer.inputs),
         "outputs": list(layer.outputs),
-        "types": {name: str(t.precision) for name, t in layer.types.items()} | typedefs,
+        "types": {name: str(t.precision) for name, t in layer.types.items()} | typedefs | _input_type(layer),
         "attributes": {k: v for k, v in layer.attributes.items()
                        if k not in _NOT_ATTRIBUTES and (isinstance(v, (bool, int, float, str)) or
                                                         isinstance(v, (list, tuple)) and all(isinstance(i, int) for i in v))},
         "weights": {key: weight.name for key, weight in layer.weights.items()},
         "templates": templates,
     }
+
+
+def _input_type(layer):
+    """The type of the tensor a layer reads (input_t), for C code that slices its bits."""
+    variable = layer.get_input_variable() if layer.inputs else None
+    return {} if variable is None else {"input_t": str(variable.type.precision)}
 
 
 def _weights(graph, folder):
@@ -102,8 +113,13 @@ def _table_initialisers(layer):
     """The lookup tables a layer's C code fills at its first call: (hls4ml's initialiser call, with
     {s} for the layer's config struct; table type; its size constant)."""
     if layer.class_name == "Softmax":
-        return [("init_exp_table<{s}::inp_norm_t, {s}>(table, true)", "exp_table_t", "exp_table_size"),
-                ("init_invert_table<{s}::inv_inp_t, {s}>(table)", "inv_table_t", "inv_table_size")]
+        exp_table = {"stable": "init_exp_table<{s}::inp_norm_t, {s}>(table, true)",  # addressed by max - x
+                     "latency": "init_exp_table<" + layer.get_input_variable().type.precision.definition_cpp()
+                     + ", {s}>(table)"}  # addressed by x itself
+        implementation = str(layer.get_attr("implementation")).lower()
+        return [(exp_table[implementation], "exp_table_t", "exp_table_size"),
+                ("init_invert_table<{s}::inv_inp_t, {s}>(table)", "inv_table_t", "inv_table_size")] \
+            if implementation in exp_table else []
     if layer.class_name == "Activation" and str(layer.get_attr("activation")).lower() == "sigmoid":
         return [("init_sigmoid_table<{s}, {s}::table_size>(table)", "table_t", "table_size")]
     return []

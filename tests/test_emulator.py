@@ -1,6 +1,7 @@
 """The emulator device against the C simulation of the same kernel: bit for bit, on inputs chosen to
 reach every edge (LSB grid, wrapping and saturating values, ±0, huge values, inf, NaN)."""
 
+import json
 import shutil
 import subprocess
 
@@ -152,13 +153,14 @@ def test_served_emulator_equals_csim(server, model_repository, facile_inputs, ro
         csim.close()
 
 
-def _cnn(tmp_path, io_type, strategy="Latency"):
+def _cnn(tmp_path, io_type, strategy="Latency", softmax="stable"):
     """The test CNN (tests/kernels/cnn: Conv2D, BN, ReLU, pooling, Add, global pooling, softmax) built for
-    io_type and strategy (Resource stores the weights transposed)."""
+    io_type, strategy (Resource stores the weights transposed) and softmax implementation."""
     kernel = tmp_path / f"cnn_{io_type}"
     shutil.copytree(ROOT / "tests" / "kernels" / "cnn", kernel)
     toml = (kernel / "kernel.toml").read_text().replace('io_type = "io_stream"', f'io_type = "{io_type}"')
-    (kernel / "kernel.toml").write_text(toml.replace('strategy = "Latency"', f'strategy = "{strategy}"'))
+    toml = toml.replace('strategy = "Latency"', f'strategy = "{strategy}"')
+    (kernel / "kernel.toml").write_text(toml + f'\n[hls4ml.layer.softmax]\nImplementation = "{softmax}"\n')
     subprocess.run([BIN / "faast", "build", kernel, "--out", tmp_path / "repository"], check=True)
     return kernel, tmp_path / "repository" / "cnn" / "1"
 
@@ -168,10 +170,13 @@ def _images(count, seed):
     return edge_inputs(typical, FixedType.parse("ap_fixed<16,6>"), count, seed)
 
 
-@pytest.mark.parametrize("io_type, strategy", [("io_stream", "Latency"), ("io_parallel", "Latency"),
-                                               ("io_stream", "Resource")])
-def test_cnn_emulator_equals_csim(tmp_path, io_type, strategy):
-    _, version_dir = _cnn(tmp_path, io_type, strategy)
+@pytest.mark.parametrize("io_type, strategy, softmax", [
+    ("io_stream", "Latency", "stable"), ("io_parallel", "Latency", "stable"), ("io_stream", "Resource", "stable"),
+    ("io_parallel", "Latency", "latency")])
+def test_cnn_emulator_equals_csim(tmp_path, io_type, strategy, softmax):
+    _, version_dir = _cnn(tmp_path, io_type, strategy, softmax)
+    layers = json.loads((version_dir / "kernel.json").read_text())["layers"]
+    assert [layer["attributes"]["implementation"] for layer in layers if layer["class"] == "Softmax"] == [softmax]
     outputs = compare_devices(version_dir, _images(3000, seed=5))
     assert len(np.unique(outputs, axis=0)) > 500
 
