@@ -2,14 +2,15 @@
 
 It runs the layers `faast build` described in kernel.json, with the weights the C simulation loads
 (weights.npz), on integer mantissas: every tensor has its hls4ml C++ type, and a value changes only
-where the C++ code assigns it to a narrower type (`FixedType.requantize`: quantization, then
-overflow). Between those casts all arithmetic is exact, so consecutive exact layers (Dense, then
-BatchNormalization, ...) compose into one integer map computed with float64 BLAS while every
-partial sum provably stays below 2^52 (float32 below 2^23, where that pays), with int64 below 2^62. Where C++ loses bits inside a layer
-(products truncated into a narrow accumulator, a saturating accumulator) the emulator follows the C
-loops. A layer or type it cannot reproduce exactly raises `Unsupported` when the device opens, so
-`device: auto` falls back to the C simulation instead of approximating.
-"""
+where the C++ code assigns it to a narrower type (quantization, then overflow). Between those casts
+all arithmetic is exact, so consecutive exact layers (Dense or Conv2D, BatchNormalization, Add)
+stay one pending integer map (`Linear`) until the cast, which is one step: BLAS matrix products
+(float32 while every partial sum provably stays below 2^23, float64 below 2^52), then one compiled
+pass (fastpath.Requantize) that scales, adds, rounds and saturates; int64 in numpy to 2^62. Where
+C++ loses bits inside a layer (products truncated into a narrow accumulator, a saturating
+accumulator) the emulator follows the C loops. A layer or type it cannot reproduce exactly raises
+`Unsupported` when the device opens, so `device: auto` falls back to the C simulation instead of
+approximating."""
 
 import os
 from dataclasses import dataclass, replace
@@ -22,8 +23,8 @@ from .fixed import FLOAT_EXACT, INT_EXACT, SINGLE_EXACT, FixedType
 from .packing import TensorLanes
 
 STEP_ELEMENTS = 32768  # input values computed together, so a layer's intermediates stay in the CPU cache
-SCRATCH_ELEMENTS = 1 << 20  # the largest step output kept for reuse (Scratch)
 STEP_ROWS = 16  # but at least this many rows: an image network's ~50 steps each cost ~10 µs of Python
+SCRATCH_ELEMENTS = 1 << 20  # the largest step output kept for reuse (Scratch)
 
 
 class Unsupported(DeviceError):
