@@ -142,8 +142,8 @@ class Linear:
         scratch = Scratch()
 
         def compute(tensors):
-            (values, fresh), *addend = [product(tensors) for product in products]
-            addend = addend[0][0] if addend else None
+            values, fresh = products[0](tensors)
+            addend = products[1](tensors)[0] if len(products) > 1 else None
             if addend is not None and addend.dtype != values.dtype:  # the sum in float64, exact
                 values, addend, fresh = values.astype(np.float64), addend.astype(np.float64), True
             return finish(values, values if fresh and values.dtype == result_dtype else
@@ -217,12 +217,13 @@ class Scratch:
         self.arrays = {}
 
     def __call__(self, shape, dtype):
-        if int(np.prod(shape)) > SCRATCH_ELEMENTS:
-            return np.empty(shape, dtype)
-        key = (tuple(shape), np.dtype(dtype))
-        if key not in self.arrays:
-            self.arrays[key] = np.empty(shape, dtype)
-        return self.arrays[key]
+        key = (shape, dtype)
+        array = self.arrays.get(key)
+        if array is None:
+            array = np.empty(shape, dtype)
+            if array.size <= SCRATCH_ELEMENTS:
+                self.arrays[key] = array
+        return array
 
 
 def _few_channels(patches):

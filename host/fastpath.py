@@ -28,8 +28,14 @@ for _in in ("f32", "f64"):
                                                                      ctypes.c_int]
 
 
+_FUNCTIONS = {}
+
+
 def _function(name, source, out):
-    return getattr(_LIBRARY, f"{name}_{_CODES[source.dtype]}_{_CODES[out.dtype]}")
+    key = (name, source.dtype, out.dtype)
+    if key not in _FUNCTIONS:
+        _FUNCTIONS[key] = getattr(_LIBRARY, f"{name}_{_CODES[source.dtype]}_{_CODES[out.dtype]}")
+    return _FUNCTIONS[key]
 
 
 class Requantize:
@@ -39,8 +45,11 @@ class Requantize:
 
     def __init__(self, features, offset, prescale=1.0, scale=None, relu=False, fixed=None, addend_scale=None):
         self.features = features
-        self.offset = _per_feature(offset, features)
-        self.scales = [None if s is None else _per_feature(s, features) for s in (scale, addend_scale)]
+        # Parameters as C pointers once (the arrays kept alive here): the emulator calls this for
+        # every step of every chunk, where microseconds of argument handling add up.
+        self.offset, self.scale, self.addend_scale = (None if p is None else _per_feature(p, features)
+                                                      for p in (offset, scale, addend_scale))
+        self.pointers = [None if p is None else p.ctypes.data for p in (self.scale, self.addend_scale, self.offset)]
         self.mode = [prescale, -1, 0, 0.0, 0.0, int(relu)]  # prescale, quantization, overflow, low, high, relu
         if fixed is not None:
             low = -fixed.highest if fixed.overflow == "SAT_SYM" and fixed.signed else fixed.lowest
@@ -49,17 +58,18 @@ class Requantize:
     def __call__(self, values, out, addend=None):
         """Writes `out` (C-contiguous, values' shape; may be values itself) and returns it; an addend
         has values' shape and dtype."""
-        values = np.ascontiguousarray(values)
-        if values.shape[-1] != self.features or out.shape != values.shape or not out.flags.c_contiguous:
-            raise ValueError(f"requantize maps C-contiguous arrays of {self.features} features to their own shape")
+        if not values.flags.c_contiguous:
+            values = np.ascontiguousarray(values)
+        if not out.flags.c_contiguous or values.shape[-1] != self.features or out.shape != values.shape:
+            raise ValueError(f"requantize maps arrays of {self.features} features to C-contiguous ones of their shape")
         if addend is not None:
-            addend = np.ascontiguousarray(addend)
             if addend.shape != values.shape or addend.dtype != values.dtype:
                 raise ValueError("the addend must have the values' shape and dtype")
-        scale, addend_scale = (None if s is None else s.ctypes.data for s in self.scales)
+            addend = np.ascontiguousarray(addend)
+        scale, addend_scale, offset = self.pointers
         _function("requantize", values, out)(
             values.ctypes.data, scale, None if addend is None else addend.ctypes.data, addend_scale, out.ctypes.data,
-            values.size // self.features, self.features, self.offset.ctypes.data, *self.mode)
+            values.size // self.features, self.features, offset, *self.mode)
         return out
 
 
