@@ -411,7 +411,7 @@ class Program:
         """hls4ml's table sigmoid: index = int(x * table_size / 16) + table_size / 2 (the ap_fixed
         product and quotient are exact or truncate toward zero, as the int conversion does), clamped."""
         (table_type,) = self._types(layer, "table_t")
-        table = self.weights[f"{layer['name']}.table_t"]
+        table = self.weights[f"{layer['name']}.table"]
         size = len(table)
         source = self._materialized(self._source(layer), layer["name"] + ".in")
         fraction = source.fraction
@@ -568,13 +568,15 @@ class Program:
         """hls4ml's table softmaxes from the firmware's own tables: 'stable' looks up exp(x - max),
         'latency' exp(x) (its table addressed by x's own bits); then 1/sum, and the products."""
         implementation = layer["attributes"].get("implementation")
+        if implementation == "legacy":
+            return self._softmax_legacy(layer)
         if implementation not in ("stable", "latency"):
             raise Unsupported(f"softmax implementation '{implementation}' is not supported")
         exp_type, accum, inv_in, inv_type, result = self._types(
             layer, "exp_table_t", "accum_t", "inv_inp_t", "inv_table_t", "result_t")
         (address,) = self._types(layer, "inp_norm_t" if implementation == "stable" else "input_t")
-        exp_table = self.weights[f"{layer['name']}.exp_table_t"]
-        inv_table = self.weights[f"{layer['name']}.inv_table_t"]
+        exp_table = self.weights[f"{layer['name']}.exp_table"]
+        inv_table = self.weights[f"{layer['name']}.inv_table"]
         source = self._materialized(self._source(layer), layer["name"] + ".in")
         if implementation == "latency" and source.fraction != address.fraction:
             raise Unsupported(f"softmax input at 2^-{source.fraction}, not its type {address}'s LSB")
@@ -600,6 +602,44 @@ class Program:
         full = np.full(entries, 1.0)
         bound = float(accum.highest) * max(abs(inv_type.lowest), inv_type.highest)
         self._cast(Linear.of(name, fraction, -bound * full, bound * full), result, layer["outputs"][0])
+
+    def _softmax_legacy(self, layer):
+        """hls4ml's 'legacy' softmax: for each output, 1 + Σ exp(x_j - x_i) from a table addressed
+        by int((x_j - x_i) · size / 16) + size / 2 (ap_fixed arithmetic, then C int: truncated toward
+        zero), clamped, summed in table_t; its inverse from a table addressed by int(sum · size / 64)."""
+        table_type, result = self._types(layer, "table_t", "result_t")
+        exp_table = self.weights[f"{layer['name']}.exp_table"]
+        inv_table = self.weights[f"{layer['name']}.inv_table"]
+        source = self._materialized(self._source(layer), layer["name"] + ".in")
+        entries, fraction = len(source.low), source.fraction
+        if not (table_type.overflow == "WRAP" or table_type.overflow in ("SAT", "SAT_SYM") and np.min(exp_table) >= 0):
+            raise Unsupported(f"a {table_type} sum depends on its order")
+        biggest = 2 * np.max(source.source_bound) * len(exp_table) * 2.0 ** max(-fraction, 0)
+        if biggest >= INT_EXACT or biggest * 2.0 ** -max(fraction, 0) / 16 >= 2**31:
+            raise Unsupported("softmax inputs this large overflow the C int of the table index")
+        one = int(table_type.quantize(1.0))
+        name = layer["name"] + ".inverse"
+
+        def truncated(numerator, denominator):  # C's int conversion of an exact quotient: toward zero
+            quotient = np.abs(numerator) // denominator
+            return np.where(numerator < 0, -quotient, quotient)
+
+        def softmax(tensors):
+            x = tensors[source.source].astype(np.int64)
+            difference = (x[..., None, :] - x[..., :, None]) * (len(exp_table) << max(-fraction, 0))
+            address = truncated(difference, 16 << max(fraction, 0)) + 8 * len(exp_table) // 16
+            terms = exp_table[np.clip(address, 0, len(exp_table) - 1)]
+            terms[..., np.arange(entries), np.arange(entries)] = one
+            total = table_type.saturate(terms.sum(axis=-1))  # order-free: checked above
+            address = truncated(total * len(inv_table), 64 << table_type.fraction)
+            tensors[name] = inv_table[np.clip(address, 0, len(inv_table) - 1)]
+
+        if table_type.fraction < 0:
+            raise Unsupported(f"table type {table_type} without fraction bits")
+        self.steps.append(softmax)
+        full = np.full(entries, 1.0)
+        self._cast(Linear.of(name, table_type.fraction, full * np.min(inv_table), full * np.max(inv_table)), result,
+                   layer["outputs"][0])
 
     # -- running ----------------------------------------------------------------------------------
 

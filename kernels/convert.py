@@ -110,18 +110,22 @@ def _weights(graph, folder):
 
 
 def _table_initialisers(layer):
-    """The lookup tables a layer's C code fills at its first call: (hls4ml's initialiser call, with
-    {s} for the layer's config struct; table type; its size constant)."""
+    """The lookup tables a layer's C code fills at its first call: (the emulator's name for the table,
+    hls4ml's initialiser call with {s} for the layer's config struct, table type, its size constant)."""
     if layer.class_name == "Softmax":
+        implementation = str(layer.get_attr("implementation")).lower()
+        if implementation == "legacy":
+            return [("exp_table", "init_exp_table_legacy<{s}, {s}::exp_table_size>(table)", "table_t", "exp_table_size"),
+                    ("inv_table", "init_invert_table_legacy<{s}, {s}::inv_table_size>(table)", "table_t",
+                     "inv_table_size")]
         exp_table = {"stable": "init_exp_table<{s}::inp_norm_t, {s}>(table, true)",  # addressed by max - x
                      "latency": "init_exp_table<" + layer.get_input_variable().type.precision.definition_cpp()
                      + ", {s}>(table)"}  # addressed by x itself
-        implementation = str(layer.get_attr("implementation")).lower()
-        return [(exp_table[implementation], "exp_table_t", "exp_table_size"),
-                ("init_invert_table<{s}::inv_inp_t, {s}>(table)", "inv_table_t", "inv_table_size")] \
+        return [("exp_table", exp_table[implementation], "exp_table_t", "exp_table_size"),
+                ("inv_table", "init_invert_table<{s}::inv_inp_t, {s}>(table)", "inv_table_t", "inv_table_size")] \
             if implementation in exp_table else []
     if layer.class_name == "Activation" and str(layer.get_attr("activation")).lower() == "sigmoid":
-        return [("init_sigmoid_table<{s}, {s}::table_size>(table)", "table_t", "table_size")]
+        return [("table", "init_sigmoid_table<{s}, {s}::table_size>(table)", "table_t", "table_size")]
     return []
 
 
@@ -136,7 +140,7 @@ def _tables(graph, firmware):
         config = layer.get_attr("config_cpp")
         struct = re.search(r"struct (\w+)\s*:", config).group(1)
         lines = []
-        for call, table_type, size in initialisers:
+        for _, call, table_type, size in initialisers:
             lines.append(f"""    {{
         static {struct}::{table_type} table[{struct}::{size}];
         nnet::{call.format(s=struct)};
@@ -152,9 +156,9 @@ def _tables(graph, firmware):
         subprocess.run(["g++", "-std=c++17", "-O1", "-w", f"-I{firmware}", f"-I{firmware / 'ap_types'}", str(source),
                         "-o", str(program)], check=True)
         output = subprocess.run([str(program)], capture_output=True, text=True, check=True).stdout
-        for (_, table_type, _), block in zip(initialisers, output.split("end")):
+        for (table, _, table_type, _), block in zip(initialisers, output.split("end")):
             fixed = FixedType.parse(str(layer.types[table_type].precision))
-            tables[f"{layer.name}.{table_type}"] = fixed.from_bits(np.array(block.split(), np.uint64))
+            tables[f"{layer.name}.{table}"] = fixed.from_bits(np.array(block.split(), np.uint64))
         source.unlink()
         program.unlink()
     return tables

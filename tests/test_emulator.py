@@ -172,7 +172,7 @@ def _images(count, seed):
 
 @pytest.mark.parametrize("io_type, strategy, softmax", [
     ("io_stream", "Latency", "stable"), ("io_parallel", "Latency", "stable"), ("io_stream", "Resource", "stable"),
-    ("io_parallel", "Latency", "latency")])
+    ("io_parallel", "Latency", "latency"), ("io_parallel", "Latency", "legacy")])
 def test_cnn_emulator_equals_csim(tmp_path, io_type, strategy, softmax):
     _, version_dir = _cnn(tmp_path, io_type, strategy, softmax)
     layers = json.loads((version_dir / "kernel.json").read_text())["layers"]
