@@ -1,7 +1,7 @@
-// The emulator's compiled inner loops (host/fastpath.py loads them with ctypes; setup.py builds this
+// The host's compiled inner loops (host/fastpath.py loads them with ctypes; setup.py builds this
 // file with g++ at install). numpy would pass over a layer's output once per operation (add the
-// offset, scale, round, saturate); these loops do it in one pass, and cut convolution windows with
-// their zero padding in one copy.
+// offset, scale, round, saturate); these loops do it in one pass, cut convolution windows with
+// their zero padding in one copy, convolve directly where windows are wasteful, and pack inputs.
 //
 // Exactness: every value is an integer mantissa held exactly in a float or double, and the callers
 // guarantee every intermediate stays below 2^52 (2^23 for float), so products, sums and power-of-two
