@@ -192,8 +192,12 @@ class Linear:
             read = linear._reader(np.float64)
             matrix = None if linear.matrix is None else linear.matrix.astype(np.int64)
             scale = np.asarray(1.0 if linear.scale is None else linear.scale).astype(np.int64)
-            return lambda tensors: (read(tensors).astype(np.int64) if matrix is None else
-                                    read(tensors).astype(np.int64) @ matrix) * scale
+
+            def value(tensors):
+                values = read(tensors).astype(np.int64)
+                return (values if matrix is None else values @ matrix) * scale
+
+            return value
 
         parts = [part(linear) for linear in parts]
 
@@ -240,7 +244,8 @@ def _wide(mantissas):
 
 
 def _divide(mantissas, count):
-    """ap_fixed divided by an int: the mantissa's integer division, truncated toward zero."""
+    """ap_fixed divided by an int (or an exact quotient converted to a C int): the mantissa's
+    integer division, truncated toward zero."""
     quotient = np.abs(mantissas) // count
     return np.where(mantissas < 0, -quotient, quotient)
 
@@ -423,8 +428,7 @@ class Program:
 
         def sigmoid(tensors):
             x = tensors[source.source].astype(np.int64)
-            rounded = np.abs(x) * numerator // denominator  # toward zero: on |x|, sign restored below
-            index = np.clip(np.where(x < 0, -rounded, rounded) + 8 * size // 16, 0, size - 1)
+            index = np.clip(_divide(x * numerator, denominator) + 8 * size // 16, 0, size - 1)
             tensors[name] = table[index]
 
         self.steps.append(sigmoid)
@@ -617,25 +621,21 @@ class Program:
         biggest = 2 * np.max(source.source_bound) * len(exp_table) * 2.0 ** max(-fraction, 0)
         if biggest >= INT_EXACT or biggest * 2.0 ** -max(fraction, 0) / 16 >= 2**31:
             raise Unsupported("softmax inputs this large overflow the C int of the table index")
+        if table_type.fraction < 0:
+            raise Unsupported(f"table type {table_type} without fraction bits")
         one = int(table_type.quantize(1.0))
         name = layer["name"] + ".inverse"
-
-        def truncated(numerator, denominator):  # C's int conversion of an exact quotient: toward zero
-            quotient = np.abs(numerator) // denominator
-            return np.where(numerator < 0, -quotient, quotient)
 
         def softmax(tensors):
             x = tensors[source.source].astype(np.int64)
             difference = (x[..., None, :] - x[..., :, None]) * (len(exp_table) << max(-fraction, 0))
-            address = truncated(difference, 16 << max(fraction, 0)) + 8 * len(exp_table) // 16
+            address = _divide(difference, 16 << max(fraction, 0)) + 8 * len(exp_table) // 16
             terms = exp_table[np.clip(address, 0, len(exp_table) - 1)]
             terms[..., np.arange(entries), np.arange(entries)] = one
             total = table_type.saturate(terms.sum(axis=-1))  # order-free: checked above
-            address = truncated(total * len(inv_table), 64 << table_type.fraction)
+            address = _divide(total * len(inv_table), 64 << table_type.fraction)
             tensors[name] = inv_table[np.clip(address, 0, len(inv_table) - 1)]
 
-        if table_type.fraction < 0:
-            raise Unsupported(f"table type {table_type} without fraction bits")
         self.steps.append(softmax)
         full = np.full(entries, 1.0)
         self._cast(Linear.of(name, table_type.fraction, full * np.min(inv_table), full * np.max(inv_table)), result,
