@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from . import __version__, tensors
-from .errors import InferenceError, Internal, InvalidArgument, Unavailable
+from .errors import InvalidArgument, NotFound, Unavailable
 from .protocol import service
 from .settings import LogSettings, TraceSettings, wall_ns
 
@@ -68,10 +68,10 @@ def _dims(shape):
 
 
 class DataPlane:
-    def __init__(self, repository, shared_memory, log_verbose=0, strict_readiness=True):
+    def __init__(self, repository, shared_memory, log_verbose=0, strict_readiness=True, trace=None):
         self.repository = repository
         self.shared_memory = shared_memory
-        self.trace = TraceSettings()
+        self.trace = trace or TraceSettings()
         self.logging = LogSettings(log_verbose)
         self.strict_readiness = strict_readiness
         self.ready = False  # set once the transports listen, cleared on shutdown
@@ -117,10 +117,12 @@ class DataPlane:
         arrival, started = time.perf_counter_ns(), wall_ns()
         try:
             rows = self._kernel_rows(model, request)
-            result = await model.scheduler.submit(rows, request.parameters)
+            # A request without rows has nothing to run: answered at once, as Triton does, with empty outputs.
+            result = (await model.scheduler.submit(rows, request.parameters) if len(rows)
+                      else np.empty((0, model.device.kernel.output_size), np.float32))
             response = self._response(model, request, result)
-        except InferenceError as error:
-            reason = {Unavailable: "REJECTED", Internal: "BACKEND"}.get(type(error), "OTHER")
+        except Exception as error:
+            reason = {Unavailable: "REJECTED", InvalidArgument: "OTHER", NotFound: "OTHER"}.get(type(error), "BACKEND")
             model.stats.record_failure(time.perf_counter_ns() - arrival, reason)
             raise
         if self.trace.should_trace(model.name):
@@ -192,7 +194,6 @@ class DataPlane:
                 raise InvalidArgument(f"{prefix}inference request batch-size must be <= {model.max_batch_size}"
                                       f" for '{model.name}'")
 
-        arrays = []
         for tensor, data in zip(request.inputs, raw):
             spec = specs[tensor.name]
             if tensor.datatype != spec.datatype:
@@ -217,6 +218,6 @@ class DataPlane:
             if len(data) != size:
                 raise InvalidArgument(f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
                                       f"'{model.name}'. Expected {size}, got {len(data)}")
-            arrays.append(tensors.from_raw(tensor.datatype, tensor.shape, data))
-        (array,) = arrays  # kernels have one input tensor (checked when the model loads)
-        return array.reshape(-1, model.device.kernel.input_size)
+        # Kernels have one input tensor (checked when the model loads); its bytes are viewed, not copied.
+        ((tensor, data),) = zip(request.inputs, raw)
+        return tensors.from_raw(tensor.datatype, tensor.shape, data).reshape(-1, model.device.kernel.input_size)

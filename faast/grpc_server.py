@@ -6,14 +6,18 @@ errors to gRPC status codes; no inference semantics live here.
 
 import asyncio
 import functools
+import logging
 
 import grpc
 
 from . import tensors
 from .dataplane import InferRequest, InputTensor, RequestedOutput
 from .errors import InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented
-from .protocol import health, health_grpc, service, service_grpc
+from .grpc_wire import Undecodable, method_handlers
+from .protocol import health, service
 from .shared_memory import region_from_parameters
+
+log = logging.getLogger("faast.grpc")
 
 STATUS = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -29,13 +33,29 @@ NO_CUDA = ("CUDA shared memory is not supported: faast runs FPGA and CPU kernels
            "use system shared memory instead")
 
 
+def _answer(method_name, error):
+    """The (code, details) a request ends with after `error`; anything that is not a typed
+    InferenceError is a server fault: logged with its traceback and answered INTERNAL."""
+    if isinstance(error, InferenceError):
+        return STATUS[type(error)], str(error)
+    log.error("unexpected error in %s", method_name, exc_info=error)
+    return grpc.StatusCode.INTERNAL, f"unexpected server error: {type(error).__name__}: {error}"
+
+
 def _status_on_error(method):
+    """Answer an undecodable request, a typed error or a fault with a status, never UNKNOWN. The call
+    is aborted after the handler's frames are gone, so nothing it held (a multi-GiB request) is
+    kept alive by the exception's traceback."""
     @functools.wraps(method)
     async def wrapper(self, request, context):
-        try:
-            return await method(self, request, context)
-        except InferenceError as error:
-            await context.abort(STATUS[type(error)], str(error))
+        if isinstance(request, Undecodable):
+            status = grpc.StatusCode.INTERNAL, f"Unable to parse request: {request.reason}"
+        else:
+            try:
+                return await method(self, request, context)
+            except Exception as error:
+                status = _answer(method.__name__, error)
+        await context.abort(*status)
     return wrapper
 
 
@@ -48,16 +68,16 @@ def parameters(message_map):
     return result
 
 
-def infer_request(message, shared_memory):
-    """ModelInferRequest → InferRequest; tensor bytes are read lazily so errors come in Triton's order.
+def infer_request(wire, shared_memory):
+    """WireInferRequest → InferRequest; tensor bytes are read lazily so errors come in Triton's order.
 
     raw_input_contents holds one entry per input that does not come from shared memory, in order.
     """
+    message, raw = wire.message, wire.raw
     model = message.model_name
-    raw = message.raw_input_contents
 
     def reader(tensor, raw_index):
-        region = region_from_parameters(parameters(tensor.parameters))
+        region = region_from_parameters(parameters(tensor.parameters), tensor.name)
 
         def read():
             if region:
@@ -81,7 +101,8 @@ def infer_request(message, shared_memory):
         read, uses_raw = reader(tensor, raw_index)
         raw_index += uses_raw
         inputs.append(InputTensor(tensor.name, tensor.datatype, tuple(tensor.shape), read))
-    outputs = [RequestedOutput(o.name, region_from_parameters(parameters(o.parameters))) for o in message.outputs]
+    outputs = [RequestedOutput(o.name, region_from_parameters(parameters(o.parameters), o.name))
+               for o in message.outputs]
     return InferRequest(model_name=model, model_version=message.model_version, id=message.id, inputs=inputs,
                         outputs=outputs, parameters=parameters(message.parameters))
 
@@ -96,19 +117,23 @@ def infer_response(response):
     return message
 
 
-class InferenceService(service_grpc.GRPCInferenceServiceServicer):
+class InferenceService:
     def __init__(self, dataplane):
         self.dataplane = dataplane
 
+    @_status_on_error
     async def ServerLive(self, request, context):
         return service.ServerLiveResponse(live=True)
 
+    @_status_on_error
     async def ServerReady(self, request, context):
         return service.ServerReadyResponse(ready=self.dataplane.server_ready())
 
+    @_status_on_error
     async def ModelReady(self, request, context):
         return service.ModelReadyResponse(ready=self.dataplane.model_ready(request.name, request.version))
 
+    @_status_on_error
     async def ServerMetadata(self, request, context):
         return self.dataplane.server_metadata()
 
@@ -129,29 +154,34 @@ class InferenceService(service_grpc.GRPCInferenceServiceServicer):
         return infer_response(await self.dataplane.infer(infer_request(request, self.dataplane.shared_memory)))
 
     async def ModelStreamInfer(self, request_iterator, context):
-        """Requests are served concurrently; each response (or its error_message) is sent as it is
-        ready, and an error never closes the stream."""
+        """Requests are served concurrently; each gets exactly one reply, a response or an
+        error_message, sent as it is ready. An error never closes the stream; the stream ends once
+        the client has finished sending and every request has its reply."""
         replies = asyncio.Queue()
 
         async def serve(request):
             try:
+                if isinstance(request, Undecodable):
+                    raise Internal(f"Unable to parse request: {request.reason}")
                 response = await self.dataplane.infer(infer_request(request, self.dataplane.shared_memory))
-                await replies.put(service.ModelStreamInferResponse(infer_response=infer_response(response)))
-            except InferenceError as error:
-                reply = service.ModelStreamInferResponse(error_message=str(error))
-                reply.infer_response.id = request.id
-                reply.infer_response.model_name = request.model_name
-                await replies.put(reply)
+                reply = service.ModelStreamInferResponse(infer_response=infer_response(response))
+            except Exception as error:
+                reply = service.ModelStreamInferResponse(error_message=_answer("ModelStreamInfer", error)[1])
+                if not isinstance(request, Undecodable):
+                    reply.infer_response.id = request.message.id
+                    reply.infer_response.model_name = request.message.model_name
+            await replies.put(reply)
 
         async def read_all():
             running = set()
-            async for request in request_iterator:
-                task = asyncio.ensure_future(serve(request))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            if running:
-                await asyncio.gather(*running)
-            await replies.put(None)
+            try:
+                async for request in request_iterator:
+                    task = asyncio.ensure_future(serve(request))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+            finally:
+                await asyncio.gather(*running, return_exceptions=True)
+                await replies.put(None)
 
         reader = asyncio.ensure_future(read_all())
         try:
@@ -169,7 +199,7 @@ class InferenceService(service_grpc.GRPCInferenceServiceServicer):
 
     @_status_on_error
     async def RepositoryModelLoad(self, request, context):
-        await self.dataplane.repository.load(request.model_name)
+        await self.dataplane.repository.load(request.model_name, parameters(request.parameters))
         return service.RepositoryModelLoadResponse()
 
     @_status_on_error
@@ -195,12 +225,15 @@ class InferenceService(service_grpc.GRPCInferenceServiceServicer):
         self.dataplane.shared_memory.unregister(request.name)
         return service.SystemSharedMemoryUnregisterResponse()
 
+    @_status_on_error
     async def CudaSharedMemoryStatus(self, request, context):
         return service.CudaSharedMemoryStatusResponse()  # there is never a CUDA region
 
+    @_status_on_error
     async def CudaSharedMemoryRegister(self, request, context):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_CUDA)
 
+    @_status_on_error
     async def CudaSharedMemoryUnregister(self, request, context):
         return service.CudaSharedMemoryUnregisterResponse()  # nothing to unregister
 
@@ -226,12 +259,13 @@ class InferenceService(service_grpc.GRPCInferenceServiceServicer):
         return response
 
 
-class HealthService(health_grpc.HealthServicer):
+class HealthService:
     """grpc.health.v1: SERVING when the server (service "") or the named model is ready."""
 
     def __init__(self, dataplane):
         self.dataplane = dataplane
 
+    @_status_on_error
     async def Check(self, request, context):
         ready = self.dataplane.ready and (not request.service or self.dataplane.model_ready(request.service))
         status = health.HealthCheckResponse.SERVING if ready else health.HealthCheckResponse.NOT_SERVING
@@ -240,8 +274,10 @@ class HealthService(health_grpc.HealthServicer):
 
 def create_server(dataplane, address):
     server = grpc.aio.server(options=MESSAGE_LIMIT_OPTIONS)
-    service_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(dataplane), server)
-    health_grpc.add_HealthServicer_to_server(HealthService(dataplane), server)
+    server.add_generic_rpc_handlers([
+        method_handlers(InferenceService(dataplane), service.DESCRIPTOR.services_by_name["GRPCInferenceService"],
+                        service),
+        method_handlers(HealthService(dataplane), health.DESCRIPTOR.services_by_name["Health"], health)])
     if server.add_insecure_port(address) == 0:
         raise OSError(f"cannot listen for gRPC on {address}")
     return server

@@ -5,6 +5,7 @@ so `tritonclient.http` works and Kubernetes probes can use /v2/health/ready. Als
 
 import base64
 import json
+import logging
 
 import numpy as np
 from aiohttp import web
@@ -17,6 +18,7 @@ from .grpc_server import NO_CUDA
 from .metrics import registry_for, render
 from .shared_memory import region_from_parameters
 
+log = logging.getLogger("faast.http")
 HTTP_STATUS = {InvalidArgument: 400, NotFound: 404, Unavailable: 503, Unimplemented: 501, Internal: 500}
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -48,47 +50,102 @@ def _error(error):
     return web.json_response({"error": str(error)}, status=HTTP_STATUS[type(error)])
 
 
-def _handler(method):
-    async def wrapper(request):
-        try:
-            return await method(request)
-        except InferenceError as error:
-            return _error(error)
-        except (ValueError, KeyError, TypeError) as error:  # malformed JSON bodies
-            return _error(InvalidArgument(f"failed to parse the request: {error}"))
-    return wrapper
+@web.middleware
+async def _errors_as_json(request, handler):
+    """Every failure is a JSON {"error": ...} answer: typed errors with their status, aiohttp's own
+    (unknown route, wrong method) with theirs, and anything unexpected as a logged 500."""
+    try:
+        return await handler(request)
+    except InferenceError as error:
+        return _error(error)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return web.json_response({"error": error.reason}, status=error.status)
+    except Exception as error:
+        log.error("unexpected error in %s %s", request.method, request.path, exc_info=error)
+        return web.json_response({"error": f"unexpected server error: {type(error).__name__}: {error}"}, status=500)
+
+
+def _json(text):
+    """Parsed JSON of a request body; malformed or too deeply nested JSON is the client's mistake."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise InvalidArgument(f"failed to parse the request JSON buffer: {type(error).__name__}: {error}") from None
+
+
+def _object(value, what):
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{what} must be a JSON object")
+    return value
+
+
+def _field(mapping, key, kind, what, default=None):
+    """mapping[key], which must be of `kind` (bool is never an int); `default` when absent."""
+    if key not in mapping:
+        if default is None:
+            raise InvalidArgument(f"missing '{key}' in {what}")
+        return default
+    value = mapping[key]
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        raise InvalidArgument(f"'{key}' in {what} has the wrong type: {type(value).__name__}")
+    return value
+
+
+def _shape(tensor, name):
+    shape = _field(tensor, "shape", list, f"input '{name}'")
+    if not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise InvalidArgument(f"the shape of input '{name}' must be a list of integers")
+    return tuple(shape)
 
 
 def parse_infer(body, header_length, model_name, shared_memory):
-    """A KServe v2 infer body (JSON, optionally followed by binary tensors) → InferRequest."""
-    header = json.loads(body[:header_length] if header_length is not None else body)
+    """A KServe v2 infer body (JSON, optionally followed by binary tensors) → InferRequest; binary
+    tensors are views into the body."""
+    if header_length is not None and not 0 <= header_length <= len(body):
+        raise InvalidArgument(f"{HEADER_LENGTH} {header_length} is not within the body's {len(body)} bytes")
+    header = _object(_json(body[:header_length] if header_length is not None else body), "the inference request")
     binary = memoryview(body)[header_length:] if header_length is not None else memoryview(b"")
     offset = 0
     inputs = []
-    for tensor in header.get("inputs", []):
-        params = tensor.get("parameters", {})
-        name, datatype, shape = tensor["name"], tensor["datatype"], tuple(tensor["shape"])
-        region = region_from_parameters(params)
+    for tensor in _field(header, "inputs", list, "the inference request"):
+        tensor = _object(tensor, "an input")
+        name = _field(tensor, "name", str, "an input")
+        datatype = _field(tensor, "datatype", str, f"input '{name}'")
+        shape = _shape(tensor, name)
+        params = _field(tensor, "parameters", dict, f"input '{name}'", {})
+        region = region_from_parameters(params, name)
         if region:
             inputs.append(InputTensor(name, datatype, shape, lambda region=region: shared_memory.read(*region)))
         elif "binary_data_size" in params:
-            size = int(params["binary_data_size"])
-            chunk = bytes(binary[offset:offset + size])
+            size = _field(params, "binary_data_size", int, f"parameters of '{name}'")
+            if size < 0 or offset + size > len(binary):
+                raise InvalidArgument(f"unexpected binary_data_size {size} for input '{name}': the body holds "
+                                      f"{len(binary) - offset} more bytes")
+            chunk = binary[offset:offset + size]
             offset += size
             inputs.append(InputTensor(name, datatype, shape, lambda chunk=chunk: chunk))
         else:
             inputs.append(InputTensor(name, datatype, shape,
                                       lambda data=tensor.get("data"), datatype=datatype, name=name:
                                       _json_data(data, datatype, name, model_name)))
-    parameters = header.get("parameters", {})
-    binary_default = bool(parameters.pop("binary_data_output", False))
+    parameters = dict(_field(header, "parameters", dict, "the inference request", {}))
+    binary_default = parameters.pop("binary_data_output", False)
+    if not isinstance(binary_default, bool):
+        raise InvalidArgument("'binary_data_output' must be a boolean")
     outputs, binary_outputs = [], set()
-    for output in header.get("outputs", []):
-        params = output.get("parameters", {})
-        outputs.append(RequestedOutput(output["name"], region_from_parameters(params)))
-        if params.get("binary_data", binary_default):
-            binary_outputs.add(output["name"])
-    request = InferRequest(model_name=model_name, id=str(header.get("id", "")), inputs=inputs, outputs=outputs,
+    for output in _field(header, "outputs", list, "the inference request", []):
+        output = _object(output, "a requested output")
+        name = _field(output, "name", str, "a requested output")
+        params = _field(output, "parameters", dict, f"output '{name}'", {})
+        outputs.append(RequestedOutput(name, region_from_parameters(params, name)))
+        if _field(params, "binary_data", bool, f"parameters of '{name}'", binary_default):
+            binary_outputs.add(name)
+    request_id = header.get("id", "")
+    if not isinstance(request_id, str):
+        raise InvalidArgument("'id' of the inference request must be a string")
+    request = InferRequest(model_name=model_name, id=request_id, inputs=inputs, outputs=outputs,
                            parameters=parameters)
     return request, binary_outputs, binary_default
 
@@ -98,7 +155,19 @@ def _json_data(data, datatype, name, model_name):
         raise InvalidArgument(f"datatype '{datatype}' of input '{name}' is not supported by faast")
     if data is None:
         raise InvalidArgument(f"unable to find data for input tensor '{name}' for model '{model_name}' in request.")
-    return np.asarray(data, dtype=tensors.NUMPY[datatype]).tobytes()
+    try:
+        return np.asarray(data, dtype=tensors.NUMPY[datatype]).tobytes()
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidArgument(f"unable to parse 'data' of input '{name}' as '{datatype}' values") from None
+
+
+def _header_length(request):
+    text = request.headers.get(HEADER_LENGTH)
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise InvalidArgument(f"{HEADER_LENGTH} must be a non-negative integer, got '{text}'")
+    return int(text)
 
 
 class HttpFrontend:
@@ -107,7 +176,7 @@ class HttpFrontend:
         self.metrics = registry_for(dataplane.repository)
 
     def application(self, with_metrics=False, with_api=True):
-        app = web.Application(client_max_size=2**31 - 1)
+        app = web.Application(client_max_size=2**31 - 1, middlewares=[_errors_as_json])
         routes = []
         if with_api:
             routes += [
@@ -138,7 +207,7 @@ class HttpFrontend:
                 ]
         if with_metrics:
             routes.append(web.get("/metrics", self.render_metrics))
-        app.add_routes([web.route(r.method, r.path, _handler(r.handler)) for r in routes])
+        app.add_routes(routes)
         return app
 
     async def live(self, request):
@@ -169,13 +238,16 @@ class HttpFrontend:
 
     async def repository_index(self, request):
         body = await request.read()
-        ready = bool(json.loads(body).get("ready", False)) if body else False
+        ready = _field(_object(_json(body), "the request"), "ready", bool, "the request", False) if body else False
         rows = self.dataplane.repository.index(ready)
         return web.json_response([{k: v for k, v in zip(("name", "version", "state", "reason"), row) if v}
                                   for row in rows])
 
     async def load(self, request):
-        await self.dataplane.repository.load(request.match_info["model"])
+        body = await request.read()
+        options = _object(_json(body), "the request") if body else {}
+        parameters = _field(options, "parameters", dict, "the request", {})
+        await self.dataplane.repository.load(request.match_info["model"], parameters)
         return web.Response(status=200)
 
     async def unload(self, request):
@@ -188,9 +260,10 @@ class HttpFrontend:
                                   for r in regions])
 
     async def shm_register(self, request):
-        body = await request.json()
-        self.dataplane.shared_memory.register(request.match_info["region"], body["key"], int(body.get("offset", 0)),
-                                              int(body["byte_size"]))
+        body = _object(_json(await request.read()), "the request")
+        what = "the registration"
+        self.dataplane.shared_memory.register(request.match_info["region"], _field(body, "key", str, what),
+                                              _field(body, "offset", int, what, 0), _field(body, "byte_size", int, what))
         return web.Response(status=200)
 
     async def shm_unregister(self, request):
@@ -209,22 +282,19 @@ class HttpFrontend:
             self.dataplane.repository.get(model)
         updates = {}
         if request.method == "POST":
-            body = await request.json()
-            updates = {key: value if isinstance(value, list) else ([] if value is None else [str(value)])
-                       for key, value in body.items()}
+            body = _object(_json(await request.read()), "the trace setting request")
+            updates = {key: _trace_values(key, value) for key, value in body.items()}
         settings = self.dataplane.trace.update(model, updates)
         return web.json_response({key: values if key == "trace_level" else values[0] for key, values in settings.items()})
 
     async def logging(self, request):
-        updates = await request.json() if request.method == "POST" else {}
+        updates = _object(_json(await request.read()), "the log setting request") if request.method == "POST" else {}
         return web.json_response(self.dataplane.logging.update(updates))
 
     async def infer(self, request):
         body = await request.read()
-        header_length = request.headers.get(HEADER_LENGTH)
         infer_request, binary_outputs, binary_default = parse_infer(
-            body, int(header_length) if header_length is not None else None, request.match_info["model"],
-            self.dataplane.shared_memory)
+            body, _header_length(request), request.match_info["model"], self.dataplane.shared_memory)
         infer_request.model_version = request.match_info.get("version", "")
         response = await self.dataplane.infer(infer_request)
         header = {"model_name": response.model_name, "model_version": response.model_version, "outputs": []}
@@ -250,6 +320,16 @@ class HttpFrontend:
 
     async def render_metrics(self, request):
         return web.Response(body=render(self.metrics), content_type="text/plain")
+
+
+def _trace_values(key, value):
+    """A trace setting's JSON value → its list of strings (null clears it)."""
+    if value is None:
+        return []
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) for v in values):
+        raise InvalidArgument(f"trace setting '{key}' must be a string or a list of strings")
+    return values
 
 
 async def start_http(app, host, port):

@@ -2,25 +2,64 @@
 
 A client creates a POSIX shared memory object (shm_open key, e.g. "/input_data"), registers a
 window of it under a name, and then passes tensors by (region, offset, byte size) instead of
-bytes on the wire. Every access is bounds checked against the registered window.
+bytes on the wire.
+
+What a client can reach is exactly what shm_open can: a key names one object in /dev/shm (one
+leading '/', no other '/'), opened without following links, and only a regular file is accepted
+(a FIFO or device there could block or misbehave). Every access is bounds checked against the
+registered window, and the file's size is checked again before each access (fstat), so a client
+that shrinks its own file gets an error instead of killing the server; reads and writes go through
+pread/pwrite rather than a mapping, so even a file shrunk between that check and the access can
+only give a short read, never SIGBUS.
 """
 
-import mmap
 import os
+import stat
 import threading
 from dataclasses import dataclass
 
-from .errors import InvalidArgument, NotFound
+from .errors import Internal, InvalidArgument, NotFound
 
 SHM_DIR = "/dev/shm"
+NAME_MAX = 255  # longest file name, hence longest shm object name
 
 
-def region_from_parameters(params):
-    """(region, offset, byte_size) from a tensor's shared_memory_* parameters, or None."""
+def _parameter_int(params, key, name):
+    value = params.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"'{key}' of '{name}' must be an integer, not {value!r}")
+    return value
+
+
+def region_from_parameters(params, name):
+    """(region, offset, byte_size) from tensor `name`'s shared_memory_* parameters, or None."""
     if "shared_memory_region" not in params:
         return None
-    return (params["shared_memory_region"], int(params.get("shared_memory_offset", 0)),
-            int(params.get("shared_memory_byte_size", 0)))
+    region = params["shared_memory_region"]
+    if not isinstance(region, str):
+        raise InvalidArgument(f"'shared_memory_region' of '{name}' must be a string, not {region!r}")
+    offset = _parameter_int(params, "shared_memory_offset", name)
+    byte_size = _parameter_int(params, "shared_memory_byte_size", name)
+    if offset < 0 or byte_size < 0:
+        raise InvalidArgument(f"shared memory offset and byte size of '{name}' must not be negative")
+    return region, offset, byte_size
+
+
+def _open_shm_object(key):
+    """A read-write fd on the POSIX shm object `key`, opened as shm_open opens it, or Internal with
+    Triton's wording (Triton answers an unusable key the same way, whatever the reason)."""
+    refused = Internal(f"Unable to open shared memory region: '{key}'")
+    name = key[1:] if key.startswith("/") else ""
+    if not name or "/" in name or "\0" in name or name in (".", "..") or len(name.encode()) > NAME_MAX:
+        raise refused
+    try:
+        fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        raise refused from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise refused
+    return fd
 
 
 @dataclass
@@ -29,7 +68,7 @@ class Region:
     key: str
     offset: int
     byte_size: int
-    memory: mmap.mmap
+    fd: int
 
 
 class SharedMemoryManager:
@@ -38,23 +77,21 @@ class SharedMemoryManager:
         self._lock = threading.Lock()
 
     def register(self, name, key, offset, byte_size):
+        if offset < 0 or byte_size < 0:
+            raise InvalidArgument(f"failed to register shared memory region '{name}': offset and byte size must "
+                                  "not be negative")
+        if "\0" in name:
+            raise InvalidArgument("shared memory region names must not contain NUL")
         with self._lock:
             if name in self._regions:
                 raise InvalidArgument(f"shared memory region '{name}' already in manager")
-            path = os.path.join(SHM_DIR, key.lstrip("/"))
-            try:
-                fd = os.open(path, os.O_RDWR)
-            except OSError as error:
-                raise InvalidArgument(f"Unable to open shared memory region: '{key}': {error.strerror}") from None
-            try:
-                size = os.fstat(fd).st_size
-                if offset + byte_size > size or byte_size == 0:
-                    raise InvalidArgument(f"failed to register shared memory region '{name}': offset {offset} + "
-                                          f"byte size {byte_size} exceeds the {size} bytes of '{key}'")
-                memory = mmap.mmap(fd, size)
-            finally:
+            fd = _open_shm_object(key)
+            size = os.fstat(fd).st_size
+            if offset + byte_size > size or byte_size == 0:
                 os.close(fd)
-            self._regions[name] = Region(name, key, offset, byte_size, memory)
+                raise InvalidArgument(f"failed to register shared memory region '{name}': offset {offset} + "
+                                      f"byte size {byte_size} exceeds the {size} bytes of '{key}'")
+            self._regions[name] = Region(name, key, offset, byte_size, fd)
 
     def unregister(self, name=""):
         """Unregister `name`, or every region when name is empty."""
@@ -63,7 +100,7 @@ class SharedMemoryManager:
             for region_name in names:
                 region = self._regions.pop(region_name, None)
                 if region is not None:
-                    region.memory.close()
+                    os.close(region.fd)
 
     def status(self, name=""):
         with self._lock:
@@ -72,6 +109,8 @@ class SharedMemoryManager:
             return [r for n, r in self._regions.items() if not name or n == name]
 
     def _window(self, name, offset, byte_size):
+        """The region and the file position of [offset, offset + byte_size) in it, checked against the
+        registration and against the file as it is now."""
         region = self._regions.get(name)
         if region is None:
             raise NotFound(f"Unable to find shared memory region: '{name}'")
@@ -79,14 +118,23 @@ class SharedMemoryManager:
             raise InvalidArgument(f"Invalid offset for shared memory region: '{name}'")
         if byte_size < 0 or offset + byte_size > region.byte_size:
             raise InvalidArgument(f"Invalid offset + byte size for shared memory region: '{name}'")
-        return region, region.offset + offset
+        start = region.offset + offset
+        if os.fstat(region.fd).st_size < start + byte_size:
+            raise InvalidArgument(f"shared memory region '{name}' is smaller than when it was registered: its "
+                                  f"object '{region.key}' was truncated")
+        return region, start
 
     def read(self, name, offset, byte_size):
         with self._lock:
             region, start = self._window(name, offset, byte_size)
-            return region.memory[start:start + byte_size]
+            data = os.pread(region.fd, byte_size, start)
+        if len(data) != byte_size:
+            raise InvalidArgument(f"shared memory region '{name}' was truncated while it was read")
+        return data
 
     def write(self, name, offset, byte_size, data):
         with self._lock:
             region, start = self._window(name, offset, byte_size)
-            region.memory[start:start + len(data)] = data
+            written = os.pwrite(region.fd, data, start)
+        if written != len(data):
+            raise InvalidArgument(f"shared memory region '{name}' was truncated while it was written")

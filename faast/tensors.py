@@ -39,8 +39,10 @@ def byte_size(datatype, shape):
 
 
 def from_raw(datatype, shape, raw):
-    """Raw little-endian bytes → array of `shape` (the byte size was checked by the dataplane)."""
-    return np.frombuffer(raw, dtype=NUMPY[datatype]).reshape(shape)
+    """Raw little-endian bytes (any buffer) → read-only array of `shape` viewing them; copied only
+    when they are not aligned for the dtype (the byte size was checked by the dataplane)."""
+    array = np.frombuffer(raw, dtype=NUMPY[datatype]).reshape(shape)
+    return array if array.flags.aligned else array.copy()
 
 
 def contents_to_raw(name, model_name, datatype, contents):
@@ -54,7 +56,12 @@ def contents_to_raw(name, model_name, datatype, contents):
             f"'{sent}', expected datatype '{datatype}'")
     if datatype not in NUMPY:
         raise InvalidArgument(f"datatype '{datatype}' of input '{name}' is not supported by faast")
-    return np.asarray(getattr(contents, expected), dtype=NUMPY[datatype]).tobytes()
+    values = getattr(contents, expected)
+    dtype = NUMPY[datatype]
+    if dtype.kind in "iu" and values and not (np.iinfo(dtype).min <= min(values) and max(values) <= np.iinfo(dtype).max):
+        raise InvalidArgument(f"explicit tensor data for input tensor '{name}' for model '{model_name}' holds values "
+                              f"out of the range of '{datatype}'")
+    return np.asarray(values, dtype=dtype).tobytes()
 
 
 def to_raw(array, datatype):

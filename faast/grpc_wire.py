@@ -1,0 +1,112 @@
+"""Bytes ↔ messages for the gRPC transport: deserializers that never raise, and a ModelInferRequest
+decoder that views raw tensor bytes in place.
+
+grpc's generated registration parses each request with `Message.FromString` and answers a parse
+failure itself, with its own wording; here a failure becomes an `Undecodable` value the service
+answers with Triton's status. ModelInferRequest's `raw_input_contents` (field 7) can be gigabytes:
+protobuf would copy them on parse and again on every access, so the decoder slices them out of
+the received bytes as memoryviews and parses only the rest as a message. Nothing is copied before
+the dataplane has checked shapes and sizes.
+"""
+
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from .protocol import service
+
+RAW_INPUT_CONTENTS = service.ModelInferRequest.DESCRIPTOR.fields_by_name["raw_input_contents"].number
+LENGTH_DELIMITED = 2
+
+
+@dataclass
+class Undecodable:
+    """A request whose bytes are not a valid message of the method's request type."""
+
+    reason: str
+
+
+@dataclass
+class WireInferRequest:
+    """A ModelInferRequest whose raw_input_contents are views into the received bytes."""
+
+    message: service.ModelInferRequest
+    raw: list
+
+
+def _varint(data, position):
+    value = shift = 0
+    while True:
+        if position >= len(data) or shift > 63:
+            raise DecodeError("truncated varint")
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
+
+
+def _skip(data, position, wire_type):
+    """The position after a field's value of `wire_type` that starts at `position`."""
+    if wire_type == 0:
+        return _varint(data, position)[1]
+    if wire_type == 1:
+        end = position + 8
+    elif wire_type == LENGTH_DELIMITED:
+        length, position = _varint(data, position)
+        end = position + length
+    elif wire_type == 5:
+        end = position + 4
+    else:
+        raise DecodeError(f"unsupported wire type {wire_type}")
+    if end > len(data):
+        raise DecodeError("truncated field")
+    return end
+
+
+def decode_infer_request(data):
+    """ModelInferRequest bytes → WireInferRequest; raises DecodeError for bytes that are not one."""
+    view = memoryview(data)
+    raw, rest, position = [], [], 0
+    while position < len(view):
+        start = position
+        tag, position = _varint(view, position)
+        field_number, wire_type = tag >> 3, tag & 7
+        if field_number == RAW_INPUT_CONTENTS and wire_type == LENGTH_DELIMITED:
+            length, position = _varint(view, position)
+            if position + length > len(view):
+                raise DecodeError("truncated raw_input_contents")
+            raw.append(view[position:position + length])
+            position += length
+        else:
+            position = _skip(view, position, wire_type)
+            rest.append(view[start:position])
+    return WireInferRequest(service.ModelInferRequest.FromString(b"".join(rest)), raw)
+
+
+def _tolerant(parse):
+    def deserialize(data):
+        try:
+            return parse(data)
+        except (DecodeError, RuntimeError, ValueError) as error:
+            return Undecodable(str(error))
+    return deserialize
+
+
+def method_handlers(servicer, service_descriptor, module):
+    """A generic handler for every method of `service_descriptor`, calling `servicer`'s method of the
+    same name with requests parsed tolerantly (module: the generated *_pb2 holding the message types)."""
+    handlers = {}
+    for method in service_descriptor.methods:
+        request_type = getattr(module, method.input_type.name)
+        response_type = getattr(module, method.output_type.name)
+        parse = decode_infer_request if request_type is service.ModelInferRequest else request_type.FromString
+        make = {(False, False): grpc.unary_unary_rpc_method_handler,
+                (True, True): grpc.stream_stream_rpc_method_handler,
+                (True, False): grpc.stream_unary_rpc_method_handler,
+                (False, True): grpc.unary_stream_rpc_method_handler}[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=_tolerant(parse),
+                                     response_serializer=response_type.SerializeToString)
+    return grpc.method_handlers_generic_handler(service_descriptor.full_name, handlers)
