@@ -14,11 +14,14 @@ async def _serve(args):
     from .grpc_server import create_server
     from .http_server import HttpFrontend, start_http
     from .repository import ModelRepository
+    from .settings import TraceSettings, parse_trace_config
     from .shared_memory import SharedMemoryManager
 
+    trace = TraceSettings(parse_trace_config(args.trace_config))
     repository = ModelRepository(args.model_repository, args.model_control_mode, args.load_model)
     await repository.start()
-    dataplane = DataPlane(repository, SharedMemoryManager(), args.log_verbose, strict_readiness=args.strict_readiness)
+    dataplane = DataPlane(repository, SharedMemoryManager(), args.log_verbose, strict_readiness=args.strict_readiness,
+                          trace=trace)
     grpc_server, runners = None, []
     if args.allow_grpc:
         address = f"{args.host}:{args.grpc_port}"
@@ -53,6 +56,8 @@ async def _serve(args):
         await runner.cleanup()
     await repository.close()
     dataplane.shared_memory.unregister()
+    if trace.writer:
+        trace.writer.flush()
 
 
 def serve(args):
@@ -97,6 +102,16 @@ def _boolean(text):
     raise argparse.ArgumentTypeError(f"expected true or false, not '{text}'")
 
 
+def _trace_option(text):
+    from .settings import parse_trace_config
+
+    try:
+        parse_trace_config([text])
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def parser():
     top = argparse.ArgumentParser(prog="faast", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
@@ -119,6 +134,9 @@ def parser():
     p.add_argument("--exit-timeout-secs", type=float, default=30.0,
                    help="on SIGTERM, how long in-flight requests may take to finish")
     p.add_argument("--log-verbose", type=int, default=0)
+    p.add_argument("--trace-config", action="append", default=[], type=_trace_option, metavar="[triton,]KEY=VALUE",
+                   help="request tracing, as tritonserver takes it: file=PATH (only settable here), level=TIMESTAMPS, "
+                        "rate=N, count=N, log-frequency=N (repeatable)")
     p.set_defaults(run=serve)
 
     p = commands.add_parser("build", help="convert a kernel folder with hls4ml into a model-repository entry")

@@ -143,25 +143,41 @@ def test_repository_index_health_and_metadata(server):
         assert check(b"\x0a\x04nope") == b"\x08\x02"  # NOT_SERVING
 
 
-def test_trace_and_log_settings(server, facile_inputs, tmp_path):
+def test_trace_and_log_settings(model_repository, facile_inputs, tmp_path):
+    """The trace file is chosen at launch (as tritonserver's --trace-config); clients set level,
+    rate and count, and can change neither the trace file nor the log file."""
     trace_file = tmp_path / "trace.jsonl"
-    settings = server.client.update_trace_settings(
-        "facile", {"trace_file": str(trace_file), "trace_level": ["TIMESTAMPS"], "trace_rate": "1",
-                   "trace_count": "2"}, as_json=True)["settings"]
-    assert settings["trace_level"]["value"] == ["TIMESTAMPS"] and settings["trace_rate"]["value"] == ["1"]
-    for request_id in ("t1", "t2", "t3"):
-        server.client.infer("facile", [_input(facile_inputs[0][:2])], request_id=request_id)
-    traces = [json.loads(line) for line in trace_file.read_text().splitlines()]
-    assert [t["request_id"] for t in traces] == ["t1", "t2"]  # trace_count 2
-    names = [stamp["name"] for stamp in traces[0]["timestamps"]]
-    assert names == ["REQUEST_START", "REQUEST_END"]
-    assert traces[0]["timestamps"][1]["ns"] >= traces[0]["timestamps"][0]["ns"]
-    server.client.update_trace_settings("facile", {"trace_level": ["OFF"]})
+    server = Server(model_repository, tmp_path / "serve.log", "--trace-config", f"triton,file={trace_file}")
+    try:
+        settings = server.client.update_trace_settings(
+            "facile", {"trace_level": ["TIMESTAMPS"], "trace_rate": "1", "trace_count": "2"}, as_json=True)["settings"]
+        assert settings["trace_level"]["value"] == ["TIMESTAMPS"] and settings["trace_rate"]["value"] == ["1"]
+        assert settings["trace_file"]["value"] == [str(trace_file)]
+        for request_id in ("t1", "t2", "t3"):
+            server.client.infer("facile", [_input(facile_inputs[0][:2])], request_id=request_id)
+        assert _eventually(lambda: trace_file.exists() and len(trace_file.read_text().splitlines()) == 2)
+        traces = [json.loads(line) for line in trace_file.read_text().splitlines()]
+        assert [t["request_id"] for t in traces] == ["t1", "t2"]  # trace_count 2
+        names = [stamp["name"] for stamp in traces[0]["timestamps"]]
+        assert names == ["REQUEST_START", "REQUEST_END"]
+        assert traces[0]["timestamps"][1]["ns"] >= traces[0]["timestamps"][0]["ns"]
+        server.client.update_trace_settings("facile", {"trace_level": ["OFF"]})
+        elsewhere = tmp_path / "elsewhere.jsonl"
+        with pytest.raises(InferenceServerException) as caught:
+            server.client.update_trace_settings("facile", {"trace_file": str(elsewhere)})
+        assert caught.value.status() == "StatusCode.UNIMPLEMENTED"
+        assert caught.value.message() == "trace file location can not be updated through network protocol"
 
-    logs = server.client.update_log_settings({"log_verbose_level": 1}, as_json=True)["settings"]
-    assert logs["log_verbose_level"]["uint32_param"] == 1
-    assert server.client.update_log_settings({"log_verbose_level": 0}, as_json=True)["settings"]["log_info"][
-        "bool_param"] is True
+        logs = server.client.update_log_settings({"log_verbose_level": 1}, as_json=True)["settings"]
+        assert logs["log_verbose_level"]["uint32_param"] == 1
+        assert server.client.update_log_settings({"log_verbose_level": 0}, as_json=True)["settings"]["log_info"][
+            "bool_param"] is True
+        with pytest.raises(InferenceServerException) as caught:
+            server.client.update_log_settings({"log_file": str(elsewhere)})
+        assert caught.value.status() == "StatusCode.UNIMPLEMENTED"
+        assert not elsewhere.exists()
+    finally:
+        server.stop()
 
 
 def test_explicit_model_control_load_and_unload(model_repository, tmp_path):
