@@ -26,10 +26,7 @@ class TensorSpec:
 
 def read_config(model_dir):
     path = Path(model_dir) / "config.pbtxt"
-    config = text_format.Parse(path.read_text(), mc.ModelConfig())
-    if not config.name:
-        config.name = Path(model_dir).name
-    return config
+    return text_format.Parse(path.read_text(), mc.ModelConfig())
 
 
 def _tensors(configs):
@@ -49,24 +46,35 @@ class ServedModel:
         self.stats = self.scheduler.stats
 
     @classmethod
-    def load(cls, model_dir):
-        """Load the newest numeric version folder of `model_dir` on the device its config names."""
-        config = read_config(model_dir)
-        versions = sorted((int(p.name) for p in Path(model_dir).iterdir() if p.is_dir() and p.name.isdigit()))
-        if not versions:
-            raise DeviceError(f"model '{config.name}' has no version folder in {model_dir}")
-        kind = config.parameters["device"].string_value if "device" in config.parameters else "auto"
-        device = open_device(kind, Path(model_dir) / str(versions[-1]))
-        try:
-            _check_kernel_fits(config, device.kernel)
-        except DeviceError:
-            device.close()
-            raise
-        return cls(config, str(versions[-1]), device)
+    async def load(cls, model_dir, config=None):
+        """Load the newest numeric version folder of `model_dir` on the device its config names
+        (`config`, when given, instead of config.pbtxt). Opening the device runs in a worker thread,
+        so a slow load (a C simulation's dlopen, a card's xclbin) never stalls requests."""
+        version, config, device = await asyncio.to_thread(_open, model_dir, config)
+        return cls(config, version, device)
 
     async def close(self):
+        """Stop taking requests, finish every one already taken, then release the device."""
         await self.scheduler.close()
-        await asyncio.get_running_loop().run_in_executor(None, self.device.close)  # waits for running executions
+        await asyncio.get_running_loop().run_in_executor(None, self.device.close)
+
+
+def _open(model_dir, config):
+    """(version, config, device) of `model_dir`; blocking."""
+    config = config if config is not None else read_config(model_dir)
+    if not config.name:
+        config.name = Path(model_dir).name
+    versions = sorted((int(p.name) for p in Path(model_dir).iterdir() if p.is_dir() and p.name.isdigit()))
+    if not versions:
+        raise DeviceError(f"model '{config.name}' has no version folder in {model_dir}")
+    kind = config.parameters["device"].string_value if "device" in config.parameters else "auto"
+    device = open_device(kind, Path(model_dir) / str(versions[-1]))
+    try:
+        _check_kernel_fits(config, device.kernel)
+    except DeviceError:
+        device.close()
+        raise
+    return str(versions[-1]), config, device
 
 
 def _check_kernel_fits(config, kernel):

@@ -12,8 +12,11 @@ import asyncio
 import logging
 from pathlib import Path
 
-from .errors import InvalidArgument, NotFound, Unavailable
+from google.protobuf import json_format
+
+from .errors import InvalidArgument, NotFound, Unavailable, Unimplemented
 from .model import ServedModel
+from .protocol import model_config as mc
 
 log = logging.getLogger("faast.repository")
 MODES = ("none", "poll", "explicit")
@@ -29,6 +32,7 @@ class ModelRepository:
         self.models = {}
         self.failed = {}  # name -> why it is not loaded
         self._stamps = {}  # name -> config.pbtxt mtime at the last load attempt, for polling
+        self._locks = {}  # name -> lock: one load or unload of a model at a time
 
     def available(self):
         """Model folders in the repository: every folder holding a config.pbtxt."""
@@ -42,35 +46,71 @@ class ModelRepository:
         for name in names:
             await self._load(name)
 
-    async def _load(self, name):
-        model_dir = self.path / name
-        if not (model_dir / "config.pbtxt").is_file():
+    def _folder(self, name):
+        """The folder of model `name`: a name is one entry of the repository, never a path, so
+        nothing outside the repository can be named."""
+        if name not in self.available():
             raise InvalidArgument(f"failed to load '{name}', failed to poll from model repository")
-        if name in self.models:
-            await self._unload(name)
-        self._stamps[name] = (model_dir / "config.pbtxt").stat().st_mtime_ns  # polling retries after a change
-        try:
-            model = ServedModel.load(model_dir)
-        except Exception as error:  # a broken model must not take the others down
-            self.failed[name] = str(error)
-            log.error("failed to load model '%s': %s", name, error)
-            return False
-        self.failed.pop(name, None)
-        self.models[name] = model
-        log.info("loaded model '%s' version %s on device '%s'", name, model.version, model.device.kind)
-        return True
+        return self.path / name
+
+    async def _load(self, name, config=None):
+        """Load `name` (with `config` instead of its config.pbtxt, when given). The new model takes
+        requests only once it loaded; the one it replaces finishes what it took, then closes. On
+        failure a model already loaded keeps serving."""
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            model_dir = self._folder(name)
+            self._stamps[name] = (model_dir / "config.pbtxt").stat().st_mtime_ns  # polling retries after a change
+            try:
+                model = await ServedModel.load(model_dir, config)
+            except Exception as error:  # a broken model must not take the others down
+                if name not in self.models:
+                    self.failed[name] = str(error)
+                log.error("failed to load model '%s': %s", name, error)
+                return str(error)
+            self.failed.pop(name, None)
+            previous, self.models[name] = self.models.get(name), model
+            log.info("loaded model '%s' version %s on device '%s'", name, model.version, model.device.kind)
+            if previous is not None:
+                await previous.close()
+            return None
 
     async def _unload(self, name):
-        model = self.models.pop(name, None)
-        self._stamps.pop(name, None)
-        if model is not None:
-            await model.close()
-            log.info("unloaded model '%s'", name)
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            model = self.models.pop(name, None)
+            self._stamps.pop(name, None)
+            if model is not None:
+                await model.close()
+                log.info("unloaded model '%s'", name)
 
-    async def load(self, name):
+    async def load(self, name, parameters=None):
+        """RepositoryModelLoad: (re)load `name`; parameters as Triton takes them ("config": a JSON
+        model configuration used instead of config.pbtxt). "file:" parameters are refused: they
+        would let a client send code (a kernel library) that the server then loads."""
         self._refuse_unless_explicit()
-        if not await self._load(name):
-            raise InvalidArgument(f"load failed for model '{name}': {self.failed[name]}")
+        config = self._config_override(name, parameters or {})
+        failure = await self._load(name, config)
+        if failure is not None:
+            raise InvalidArgument(f"load failed for model '{name}': {failure}")
+
+    @staticmethod
+    def _config_override(name, parameters):
+        files = [key for key in parameters if key.startswith("file:")]
+        if files:
+            raise Unimplemented(f"failed to load '{name}': faast loads models only from its model repository; "
+                                f"'file:' parameters ({', '.join(files)}) are not supported")
+        if "config" not in parameters:
+            return None
+        text = parameters["config"]
+        if not isinstance(text, str):
+            raise InvalidArgument(f"failed to load '{name}': the 'config' parameter must be a string of JSON")
+        try:
+            config = json_format.Parse(text, mc.ModelConfig())
+        except (json_format.ParseError, RecursionError) as error:
+            raise InvalidArgument(f"failed to load '{name}': failed to parse the 'config' parameter: {error}") from None
+        if config.name and config.name != name:
+            raise InvalidArgument(f"failed to load '{name}': the 'config' parameter names model '{config.name}'")
+        config.name = name
+        return config
 
     async def unload(self, name):
         self._refuse_unless_explicit()
@@ -101,7 +141,10 @@ class ModelRepository:
         for name in sorted(present):
             stamp = (self.path / name / "config.pbtxt").stat().st_mtime_ns
             if self._stamps.get(name) != stamp:  # new, changed, or changed since a failed attempt
-                await self._load(name)
+                try:
+                    await self._load(name)
+                except InvalidArgument as error:  # removed while being polled
+                    log.info("%s", error)
 
     def index(self, ready_only=False):
         """(name, version, state, reason) for every model in the repository, as RepositoryIndex lists."""
@@ -122,7 +165,7 @@ class ModelRepository:
                            f"(failed to load: {self.failed[name]})")
         if model is None:
             raise NotFound(f"Request for unknown model: '{name}' is not found")
-        if version and not (version.isdigit() and int(version) > 0):
+        if version and not (version.isascii() and version.isdigit() and int(version) > 0):
             raise InvalidArgument(f"failed to get model version from specified version string '{version}' "
                                   "(details: not an integer), version should be an integral value > 0")
         if version and int(version) != int(model.version):

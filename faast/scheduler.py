@@ -24,6 +24,10 @@ def _now():
     return time.perf_counter_ns()
 
 
+def _unloading(model_name):
+    return Unavailable(f"model '{model_name}' is being unloaded")
+
+
 class DirectScheduler:
     """Every request is its own execution, as Triton runs a model without dynamic batching."""
 
@@ -32,20 +36,30 @@ class DirectScheduler:
         self.device = device
         self.stats = stats
         self.pending = 0  # requests received and not yet answered
+        self._closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def submit(self, rows, parameters=None):
+        if self._closing:
+            raise _unloading(self.model_name)
         arrival = _now()
         self.pending += 1
+        self._idle.clear()
         try:
             outputs, (input_ns, infer_ns, output_ns) = await _execute(self.device, rows)
         finally:
             self.pending -= 1
+            if not self.pending:
+                self._idle.set()
         self.stats.record_execution(len(rows), input_ns, infer_ns, output_ns)
         self.stats.record_success(len(rows), _now() - arrival, 0, input_ns, infer_ns, output_ns)
         return outputs
 
     async def close(self):
-        pass
+        """Refuse new requests and return once every accepted one is answered."""
+        self._closing = True
+        await self._idle.wait()
 
 
 async def _execute(device, rows):
@@ -98,6 +112,8 @@ class DynamicBatcher:
         self.done = {}
         self.running = 0
         self.wakeup = asyncio.Event()
+        self._closing = False
+        self._idle = asyncio.Event()
         self.in_flight = asyncio.Semaphore(max(2 * len(device.compute_units), 2))
         self.loop_task = asyncio.get_running_loop().create_task(self._loop())
 
@@ -107,6 +123,8 @@ class DynamicBatcher:
         return sum(len(waiting) for waiting in self.queues.values()) + self.running
 
     async def submit(self, rows, parameters=None):
+        if self._closing:
+            raise _unloading(self.model_name)
         parameters = parameters or {}
         level = _integer(parameters, "priority") or self.default_level
         if not 1 <= level <= self.levels:
@@ -136,7 +154,7 @@ class DynamicBatcher:
 
     async def _loop(self):
         while True:
-            while not self.queued_rows:
+            while not any(self.queues.values()):
                 self.wakeup.clear()
                 await self.wakeup.wait()
             oldest = min(q[0].arrival for q in self.queues.values() if q)
@@ -192,6 +210,7 @@ class DynamicBatcher:
         finally:
             self.in_flight.release()
             self.running -= len(batch)
+            self._note_if_idle()
         self.stats.record_execution(len(rows), input_ns, infer_ns, output_ns)
         offset = 0
         for request in batch:
@@ -209,21 +228,23 @@ class DynamicBatcher:
 
         if not self.preserve_ordering:
             resolve(request, outputs, error)
-            return
-        self.done[request.sequence] = (request, outputs, error)
-        while self.released in self.done:
-            resolve(*self.done.pop(self.released))
-            self.released += 1
+        else:
+            self.done[request.sequence] = (request, outputs, error)
+            while self.released in self.done:
+                resolve(*self.done.pop(self.released))
+                self.released += 1
+        self._note_if_idle()
+
+    def _note_if_idle(self):
+        if self._closing and not self.pending and not self.done:
+            self._idle.set()
 
     async def close(self):
-        """Stop batching; requests still queued are answered UNAVAILABLE, none is left hanging."""
+        """Refuse new requests, run every queued and running one to its answer, then stop batching."""
+        self._closing = True
+        if self.pending or self.done:
+            await self._idle.wait()
         self.loop_task.cancel()
-        for waiting in self.queues.values():
-            for request in waiting:
-                if not request.future.done():
-                    request.future.set_exception(Unavailable(f"model '{self.model_name}' is being unloaded"))
-            waiting.clear()
-        self.queued_rows = 0
 
 
 def make_scheduler(config, device):
