@@ -10,10 +10,10 @@ import logging
 
 import grpc
 
-from . import tensors
+from . import memory, tensors
 from .dataplane import InferRequest, InputTensor, RequestedOutput
 from .errors import InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented
-from .grpc_wire import Undecodable, method_handlers
+from .grpc_wire import Undecodable, decode_infer_request, tolerant
 from .protocol import health, service
 from .shared_memory import region_from_parameters
 
@@ -29,6 +29,7 @@ STATUS = {
 # Triton's limits: clients send 16000-row batches and large images in one message.
 MESSAGE_LIMIT_OPTIONS = [("grpc.max_send_message_length", 2**31 - 1),
                          ("grpc.max_receive_message_length", 2**31 - 1)]
+UNPARSABLE = "Unable to parse request"  # Triton says no more, whatever the bytes were
 NO_CUDA = ("CUDA shared memory is not supported: faast runs FPGA and CPU kernels, "
            "use system shared memory instead")
 
@@ -42,21 +43,45 @@ def _answer(method_name, error):
     return grpc.StatusCode.INTERNAL, f"unexpected server error: {type(error).__name__}: {error}"
 
 
-def _status_on_error(method):
-    """Answer an undecodable request, a typed error or a fault with a status, never UNKNOWN. The call
-    is aborted after the handler's frames are gone, so nothing it held (a multi-GiB request) is
-    kept alive by the exception's traceback."""
+def _unary(method, response_type):
+    """`method` answering an undecodable request, a typed error or a fault with a status, never
+    UNKNOWN. The status is set on the context and an empty response returned, rather than
+    context.abort(): grpc keeps the exception abort raises, and with it the traceback's frames and
+    the request they hold (gigabytes, for a rejected large request), alive after the call."""
     @functools.wraps(method)
-    async def wrapper(self, request, context):
-        if isinstance(request, Undecodable):
-            status = grpc.StatusCode.INTERNAL, f"Unable to parse request: {request.reason}"
+    async def handle(request, context):
+        try:
+            if isinstance(request, Undecodable):
+                code, details = grpc.StatusCode.INTERNAL, UNPARSABLE
+            else:
+                try:
+                    return await method(request, context)
+                except Exception as error:
+                    code, details = _answer(method.__name__, error)
+            context.set_code(code)
+            context.set_details(details)
+            return response_type()
+        finally:
+            memory.after_request(getattr(request, "nbytes", 0))
+    return handle
+
+
+def method_handlers(servicer, service_descriptor, module):
+    """A generic handler for every method of `service_descriptor`, calling `servicer`'s method of the
+    same name with tolerantly parsed requests (module: the generated *_pb2 holding the messages)."""
+    handlers = {}
+    for method in service_descriptor.methods:
+        request_type = getattr(module, method.input_type.name)
+        response_type = getattr(module, method.output_type.name)
+        parse = tolerant(decode_infer_request if request_type is service.ModelInferRequest else request_type.FromString)
+        implementation = getattr(servicer, method.name)
+        if method.client_streaming:  # ModelStreamInfer answers each request itself
+            make = grpc.stream_stream_rpc_method_handler
         else:
-            try:
-                return await method(self, request, context)
-            except Exception as error:
-                status = _answer(method.__name__, error)
-        await context.abort(*status)
-    return wrapper
+            make, implementation = grpc.unary_unary_rpc_method_handler, _unary(implementation, response_type)
+        handlers[method.name] = make(implementation, request_deserializer=parse,
+                                     response_serializer=response_type.SerializeToString)
+    return grpc.method_handlers_generic_handler(service_descriptor.full_name, handlers)
 
 
 def parameters(message_map):
@@ -121,35 +146,27 @@ class InferenceService:
     def __init__(self, dataplane):
         self.dataplane = dataplane
 
-    @_status_on_error
     async def ServerLive(self, request, context):
         return service.ServerLiveResponse(live=True)
 
-    @_status_on_error
     async def ServerReady(self, request, context):
         return service.ServerReadyResponse(ready=self.dataplane.server_ready())
 
-    @_status_on_error
     async def ModelReady(self, request, context):
         return service.ModelReadyResponse(ready=self.dataplane.model_ready(request.name, request.version))
 
-    @_status_on_error
     async def ServerMetadata(self, request, context):
         return self.dataplane.server_metadata()
 
-    @_status_on_error
     async def ModelMetadata(self, request, context):
         return self.dataplane.model_metadata(request.name, request.version)
 
-    @_status_on_error
     async def ModelConfig(self, request, context):
         return service.ModelConfigResponse(config=self.dataplane.model_config(request.name, request.version))
 
-    @_status_on_error
     async def ModelStatistics(self, request, context):
         return self.dataplane.model_statistics(request.name, request.version)
 
-    @_status_on_error
     async def ModelInfer(self, request, context):
         return infer_response(await self.dataplane.infer(infer_request(request, self.dataplane.shared_memory)))
 
@@ -162,7 +179,7 @@ class InferenceService:
         async def serve(request):
             try:
                 if isinstance(request, Undecodable):
-                    raise Internal(f"Unable to parse request: {request.reason}")
+                    raise Internal(UNPARSABLE)
                 response = await self.dataplane.infer(infer_request(request, self.dataplane.shared_memory))
                 reply = service.ModelStreamInferResponse(infer_response=infer_response(response))
             except Exception as error:
@@ -170,6 +187,7 @@ class InferenceService:
                 if not isinstance(request, Undecodable):
                     reply.infer_response.id = request.message.id
                     reply.infer_response.model_name = request.message.model_name
+            memory.after_request(request.nbytes)
             await replies.put(reply)
 
         async def read_all():
@@ -190,24 +208,20 @@ class InferenceService:
         finally:
             reader.cancel()
 
-    @_status_on_error
     async def RepositoryIndex(self, request, context):
         response = service.RepositoryIndexResponse()
         for name, version, state, reason in self.dataplane.repository.index(request.ready):
             response.models.add(name=name, version=version, state=state, reason=reason)
         return response
 
-    @_status_on_error
     async def RepositoryModelLoad(self, request, context):
         await self.dataplane.repository.load(request.model_name, parameters(request.parameters))
         return service.RepositoryModelLoadResponse()
 
-    @_status_on_error
     async def RepositoryModelUnload(self, request, context):
         await self.dataplane.repository.unload(request.model_name)
         return service.RepositoryModelUnloadResponse()
 
-    @_status_on_error
     async def SystemSharedMemoryStatus(self, request, context):
         response = service.SystemSharedMemoryStatusResponse()
         for region in self.dataplane.shared_memory.status(request.name):
@@ -215,32 +229,26 @@ class InferenceService:
                 name=region.name, key=region.key, offset=region.offset, byte_size=region.byte_size))
         return response
 
-    @_status_on_error
     async def SystemSharedMemoryRegister(self, request, context):
         self.dataplane.shared_memory.register(request.name, request.key, request.offset, request.byte_size)
         return service.SystemSharedMemoryRegisterResponse()
 
-    @_status_on_error
     async def SystemSharedMemoryUnregister(self, request, context):
         self.dataplane.shared_memory.unregister(request.name)
         return service.SystemSharedMemoryUnregisterResponse()
 
-    @_status_on_error
     async def CudaSharedMemoryStatus(self, request, context):
         return service.CudaSharedMemoryStatusResponse()  # there is never a CUDA region
 
-    @_status_on_error
     async def CudaSharedMemoryRegister(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_CUDA)
+        raise Unimplemented(NO_CUDA)
 
-    @_status_on_error
     async def CudaSharedMemoryUnregister(self, request, context):
         return service.CudaSharedMemoryUnregisterResponse()  # nothing to unregister
 
-    @_status_on_error
     async def TraceSetting(self, request, context):
         if request.model_name:
-            self.dataplane.repository.get(request.model_name)
+            self.dataplane.check_trace_model(request.model_name)
         updates = {key: list(value.value) for key, value in request.settings.items()}
         settings = self.dataplane.trace.update(request.model_name, updates)
         response = service.TraceSettingResponse()
@@ -248,7 +256,6 @@ class InferenceService:
             response.settings[key].value.extend(values)
         return response
 
-    @_status_on_error
     async def LogSettings(self, request, context):
         updates = parameters(request.settings)  # SettingValue shares InferParameter's oneof name
         settings = self.dataplane.logging.update(updates)
@@ -265,7 +272,6 @@ class HealthService:
     def __init__(self, dataplane):
         self.dataplane = dataplane
 
-    @_status_on_error
     async def Check(self, request, context):
         ready = self.dataplane.ready and (not request.service or self.dataplane.model_ready(request.service))
         status = health.HealthCheckResponse.SERVING if ready else health.HealthCheckResponse.NOT_SERVING

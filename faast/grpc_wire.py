@@ -1,4 +1,4 @@
-"""Bytes ↔ messages for the gRPC transport: deserializers that never raise, and a ModelInferRequest
+"""Bytes → messages for the gRPC transport: deserializers that never raise, and a ModelInferRequest
 decoder that views raw tensor bytes in place.
 
 grpc's generated registration parses each request with `Message.FromString` and answers a parse
@@ -11,7 +11,6 @@ the dataplane has checked shapes and sizes.
 
 from dataclasses import dataclass
 
-import grpc
 from google.protobuf.message import DecodeError
 
 from .protocol import service
@@ -25,6 +24,7 @@ class Undecodable:
     """A request whose bytes are not a valid message of the method's request type."""
 
     reason: str
+    nbytes: int
 
 
 @dataclass
@@ -33,6 +33,7 @@ class WireInferRequest:
 
     message: service.ModelInferRequest
     raw: list
+    nbytes: int  # of the whole request
 
 
 def _varint(data, position):
@@ -83,30 +84,14 @@ def decode_infer_request(data):
         else:
             position = _skip(view, position, wire_type)
             rest.append(view[start:position])
-    return WireInferRequest(service.ModelInferRequest.FromString(b"".join(rest)), raw)
+    return WireInferRequest(service.ModelInferRequest.FromString(b"".join(rest)), raw, len(view))
 
 
-def _tolerant(parse):
+def tolerant(parse):
+    """`parse` as a deserializer that returns Undecodable instead of raising."""
     def deserialize(data):
         try:
             return parse(data)
         except (DecodeError, RuntimeError, ValueError) as error:
-            return Undecodable(str(error))
+            return Undecodable(str(error), len(data))
     return deserialize
-
-
-def method_handlers(servicer, service_descriptor, module):
-    """A generic handler for every method of `service_descriptor`, calling `servicer`'s method of the
-    same name with requests parsed tolerantly (module: the generated *_pb2 holding the message types)."""
-    handlers = {}
-    for method in service_descriptor.methods:
-        request_type = getattr(module, method.input_type.name)
-        response_type = getattr(module, method.output_type.name)
-        parse = decode_infer_request if request_type is service.ModelInferRequest else request_type.FromString
-        make = {(False, False): grpc.unary_unary_rpc_method_handler,
-                (True, True): grpc.stream_stream_rpc_method_handler,
-                (True, False): grpc.stream_unary_rpc_method_handler,
-                (False, True): grpc.unary_stream_rpc_method_handler}[(method.client_streaming, method.server_streaming)]
-        handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=_tolerant(parse),
-                                     response_serializer=response_type.SerializeToString)
-    return grpc.method_handlers_generic_handler(service_descriptor.full_name, handlers)

@@ -6,12 +6,13 @@ so `tritonclient.http` works and Kubernetes probes can use /v2/health/ready. Als
 import base64
 import json
 import logging
+import re
 
 import numpy as np
 from aiohttp import web
 from google.protobuf.descriptor import FieldDescriptor
 
-from . import tensors
+from . import memory, tensors
 from .dataplane import InferRequest, InputTensor, RequestedOutput
 from .errors import InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented
 from .grpc_server import NO_CUDA
@@ -46,8 +47,18 @@ def message_to_json(message):
     return result
 
 
+def _json_response(value, status=200, content_type="application/json"):
+    """JSON as Triton's HTTP server writes it: compact, and `application/json` with no charset."""
+    return web.Response(body=json.dumps(value, separators=(",", ":")).encode(), status=status,
+                        content_type=content_type)
+
+
 def _error(error):
-    return web.json_response({"error": str(error)}, status=HTTP_STATUS[type(error)])
+    return _json_response({"error": str(error)}, status=HTTP_STATUS[type(error)])
+
+
+class HeaderSizeError(InvalidArgument):
+    """A binary request's header length outside its body; Triton answers it as text/plain."""
 
 
 @web.middleware
@@ -56,15 +67,17 @@ async def _errors_as_json(request, handler):
     (unknown route, wrong method) with theirs, and anything unexpected as a logged 500."""
     try:
         return await handler(request)
+    except HeaderSizeError as error:
+        return _json_response({"error": str(error)}, status=400, content_type="text/plain")
     except InferenceError as error:
         return _error(error)
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        return web.json_response({"error": error.reason}, status=error.status)
+        return _json_response({"error": error.reason}, status=error.status, content_type="text/plain")  # as Triton
     except Exception as error:
         log.error("unexpected error in %s %s", request.method, request.path, exc_info=error)
-        return web.json_response({"error": f"unexpected server error: {type(error).__name__}: {error}"}, status=500)
+        return _json_response({"error": f"unexpected server error: {type(error).__name__}: {error}"}, status=500)
 
 
 def _json(text):
@@ -103,8 +116,8 @@ def _shape(tensor, name):
 def parse_infer(body, header_length, model_name, shared_memory):
     """A KServe v2 infer body (JSON, optionally followed by binary tensors) → InferRequest; binary
     tensors are views into the body."""
-    if header_length is not None and not 0 <= header_length <= len(body):
-        raise InvalidArgument(f"{HEADER_LENGTH} {header_length} is not within the body's {len(body)} bytes")
+    if header_length is not None and not 0 < header_length <= len(body):
+        raise HeaderSizeError(f"inference header size should be in range (0, {len(body)}), got: {header_length}")
     header = _object(_json(body[:header_length] if header_length is not None else body), "the inference request")
     binary = memoryview(body)[header_length:] if header_length is not None else memoryview(b"")
     offset = 0
@@ -165,8 +178,8 @@ def _header_length(request):
     text = request.headers.get(HEADER_LENGTH)
     if text is None:
         return None
-    if not (text.isascii() and text.isdigit()):
-        raise InvalidArgument(f"{HEADER_LENGTH} must be a non-negative integer, got '{text}'")
+    if not re.fullmatch(r"-?[0-9]+", text):
+        raise InvalidArgument(f"{HEADER_LENGTH} must be an integer, got '{text}'")
     return int(text)
 
 
@@ -217,11 +230,11 @@ class HttpFrontend:
         return web.Response(status=200 if self.dataplane.server_ready() else 400)
 
     async def server_metadata(self, request):
-        return web.json_response(message_to_json(self.dataplane.server_metadata()))
+        return _json_response(message_to_json(self.dataplane.server_metadata()))
 
     async def model_metadata(self, request):
         meta = self.dataplane.model_metadata(request.match_info["model"], request.match_info.get("version", ""))
-        return web.json_response(message_to_json(meta))
+        return _json_response(message_to_json(meta))
 
     async def model_ready(self, request):
         ready = self.dataplane.model_ready(request.match_info["model"], request.match_info.get("version", ""))
@@ -229,18 +242,18 @@ class HttpFrontend:
 
     async def model_config(self, request):
         config = self.dataplane.model_config(request.match_info["model"], request.match_info.get("version", ""))
-        return web.json_response(message_to_json(config))
+        return _json_response(message_to_json(config))
 
     async def statistics(self, request):
         stats = self.dataplane.model_statistics(request.match_info.get("model", ""),
                                                 request.match_info.get("version", ""))
-        return web.json_response(message_to_json(stats) or {"model_stats": []})
+        return _json_response(message_to_json(stats) or {"model_stats": []})
 
     async def repository_index(self, request):
         body = await request.read()
         ready = _field(_object(_json(body), "the request"), "ready", bool, "the request", False) if body else False
         rows = self.dataplane.repository.index(ready)
-        return web.json_response([{k: v for k, v in zip(("name", "version", "state", "reason"), row) if v}
+        return _json_response([{k: v for k, v in zip(("name", "version", "state", "reason"), row) if v}
                                   for row in rows])
 
     async def load(self, request):
@@ -256,12 +269,14 @@ class HttpFrontend:
 
     async def shm_status(self, request):
         regions = self.dataplane.shared_memory.status(request.match_info.get("region", ""))
-        return web.json_response([{"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size}
+        return _json_response([{"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size}
                                   for r in regions])
 
     async def shm_register(self, request):
         body = _object(_json(await request.read()), "the request")
         what = "the registration"
+        if "key" not in body:
+            raise InvalidArgument("Shared memory register request has no 'key' field")
         self.dataplane.shared_memory.register(request.match_info["region"], _field(body, "key", str, what),
                                               _field(body, "offset", int, what, 0), _field(body, "byte_size", int, what))
         return web.Response(status=200)
@@ -271,7 +286,7 @@ class HttpFrontend:
         return web.Response(status=200)
 
     async def cuda_status(self, request):
-        return web.json_response([])
+        return _json_response([])
 
     async def cuda_register(self, request):
         raise Unimplemented(NO_CUDA)
@@ -279,20 +294,26 @@ class HttpFrontend:
     async def trace(self, request):
         model = request.match_info.get("model", "")
         if model:
-            self.dataplane.repository.get(model)
+            self.dataplane.check_trace_model(model)
         updates = {}
         if request.method == "POST":
             body = _object(_json(await request.read()), "the trace setting request")
             updates = {key: _trace_values(key, value) for key, value in body.items()}
         settings = self.dataplane.trace.update(model, updates)
-        return web.json_response({key: values if key == "trace_level" else values[0] for key, values in settings.items()})
+        return _json_response({key: values if key == "trace_level" else values[0] for key, values in settings.items()})
 
     async def logging(self, request):
         updates = _object(_json(await request.read()), "the log setting request") if request.method == "POST" else {}
-        return web.json_response(self.dataplane.logging.update(updates))
+        return _json_response(self.dataplane.logging.update(updates))
 
     async def infer(self, request):
         body = await request.read()
+        try:
+            return await self._infer(request, body)
+        finally:
+            memory.after_request(len(body))
+
+    async def _infer(self, request, body):
         infer_request, binary_outputs, binary_default = parse_infer(
             body, _header_length(request), request.match_info["model"], self.dataplane.shared_memory)
         infer_request.model_version = request.match_info.get("version", "")
