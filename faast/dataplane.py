@@ -21,6 +21,8 @@ EXTENSIONS = ["model_repository", "schedule_policy", "model_configuration", "sys
               "statistics", "trace", "logging", "parameters", "binary_tensor_data"]
 # Request parameters a client may set with the reserved "triton_" prefix.
 ALLOWED_TRITON_PARAMETERS = ["triton_enable_empty_final_response"]
+# Request parameters the scheduler reads, with the InferParameter fields Triton accepts for them.
+INTEGER_PARAMETERS = {"priority": "int64_param or uint64_param", "timeout": "int64_param"}
 
 
 @dataclass
@@ -99,8 +101,15 @@ class DataPlane:
         return self.repository.get(name, version).config
 
     def model_statistics(self, name="", version=""):
+        if name and not self.repository.is_ready(name):
+            raise InvalidArgument(f"requested model '{name}' is not available")
         models = [self.repository.get(name, version)] if name else self.repository.models.values()
         return service.ModelStatisticsResponse(model_stats=[m.stats.to_proto(m.name, m.version) for m in models])
+
+    def check_trace_model(self, name):
+        """Trace settings of a model need the model loaded (Triton's wording, and its status)."""
+        if not self.repository.is_ready(name):
+            raise InvalidArgument(f"Request for unknown model : {name}")
 
     @staticmethod
     def check_parameters(parameters):
@@ -109,6 +118,10 @@ class DataPlane:
             raise InvalidArgument("parameter keys starting with 'triton_' are reserved for Triton usage. Only the "
                                   "following keys starting with 'triton_' are allowed: "
                                   + " ".join(ALLOWED_TRITON_PARAMETERS))
+        for key, expected in INTEGER_PARAMETERS.items():
+            value = parameters.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidArgument(f"invalid value type for '{key}' parameter, expected {expected}.")
 
     async def infer(self, request: InferRequest) -> InferResponse:
         if not self.ready:
@@ -117,9 +130,7 @@ class DataPlane:
         arrival, started = time.perf_counter_ns(), wall_ns()
         try:
             rows = self._kernel_rows(model, request)
-            # A request without rows has nothing to run: answered at once, as Triton does, with empty outputs.
-            result = (await model.scheduler.submit(rows, request.parameters) if len(rows)
-                      else np.empty((0, model.device.kernel.output_size), np.float32))
+            result = await model.scheduler.submit(rows, request.parameters)
             response = self._response(model, request, result)
         except Exception as error:
             reason = {Unavailable: "REJECTED", InvalidArgument: "OTHER", NotFound: "OTHER"}.get(type(error), "BACKEND")
@@ -158,10 +169,11 @@ class DataPlane:
             if tensor.name in seen:
                 raise InvalidArgument(f"{prefix}input '{tensor.name}' already exists in request")
             seen.add(tensor.name)
-        names = [o.name for o in request.outputs]
-        if len(set(names)) != len(names):
-            dup = next(n for n in names if names.count(n) > 1)
-            raise InvalidArgument(f"{prefix}output '{dup}' already exists in request")
+        unique = {}
+        for output in request.outputs:  # Triton answers an output requested twice once
+            unique.setdefault(output.name, output)
+        request.outputs = list(unique.values())
+        names = list(unique)
         raw = [tensor.read() for tensor in request.inputs]
 
         output_names = [o.name for o in model.outputs]
@@ -214,8 +226,10 @@ class DataPlane:
                 raise InvalidArgument(f"{prefix}unexpected shape for input '{tensor.name}' for model "
                                       f"'{model.name}'. Expected {_dims(expected)}, got "
                                       f"{_dims(tensor.shape)}. {note}")
-            size = tensors.byte_size(tensor.datatype, tensor.shape)
-            if len(data) != size:
+            # Triton counts a zero batch as one row, so a request without rows is refused as too small.
+            counted = tensor.shape if model.max_batch_size <= 0 or tensor.shape[0] else (1, *tensor.shape[1:])
+            size = tensors.byte_size(tensor.datatype, counted)
+            if len(data) != size or counted != tensor.shape:
                 raise InvalidArgument(f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
                                       f"'{model.name}'. Expected {size}, got {len(data)}")
         # Kernels have one input tensor (checked when the model loads); its bytes are viewed, not copied.

@@ -10,12 +10,13 @@ A model that fails to load is logged and reported with its reason; the server ke
 
 import asyncio
 import logging
+import re
 from pathlib import Path
 
 from google.protobuf import json_format
 
-from .errors import InvalidArgument, NotFound, Unavailable, Unimplemented
-from .model import ServedModel
+from .errors import Internal, InvalidArgument, NotFound, Unavailable, Unimplemented
+from .model import ServedModel, read_config
 from .protocol import model_config as mc
 
 log = logging.getLogger("faast.repository")
@@ -50,7 +51,7 @@ class ModelRepository:
         """The folder of model `name`: a name is one entry of the repository, never a path, so
         nothing outside the repository can be named."""
         if name not in self.available():
-            raise InvalidArgument(f"failed to load '{name}', failed to poll from model repository")
+            raise Internal(f"failed to load '{name}', failed to poll from model repository")
         return self.path / name
 
     async def _load(self, name, config=None):
@@ -90,10 +91,9 @@ class ModelRepository:
         config = self._config_override(name, parameters or {})
         failure = await self._load(name, config)
         if failure is not None:
-            raise InvalidArgument(f"load failed for model '{name}': {failure}")
+            raise Internal(f"load failed for model '{name}': {failure}")
 
-    @staticmethod
-    def _config_override(name, parameters):
+    def _config_override(self, name, parameters):
         files = [key for key in parameters if key.startswith("file:")]
         if files:
             raise Unimplemented(f"failed to load '{name}': faast loads models only from its model repository; "
@@ -106,16 +106,21 @@ class ModelRepository:
         try:
             config = json_format.Parse(text, mc.ModelConfig())
         except (json_format.ParseError, RecursionError) as error:
-            raise InvalidArgument(f"failed to load '{name}': failed to parse the 'config' parameter: {error}") from None
+            raise Internal(f"failed to load '{name}', failed to poll from model repository: the 'config' "
+                           f"parameter is not a model configuration: {error}") from None
         if config.name and config.name != name:
             raise InvalidArgument(f"failed to load '{name}': the 'config' parameter names model '{config.name}'")
         config.name = name
+        if not config.input and not config.output:  # completed from the kernel's own, as Triton auto-completes
+            built = read_config(self._folder(name))
+            config.input.extend(built.input)
+            config.output.extend(built.output)
         return config
 
     async def unload(self, name):
         self._refuse_unless_explicit()
         if name not in self.models and name not in self.available():
-            raise InvalidArgument(f"failed to unload '{name}', no version is available")
+            return  # nothing by that name is loaded: done, as Triton answers it
         await self._unload(name)
         self.failed[name] = "unloaded"
 
@@ -143,7 +148,7 @@ class ModelRepository:
             if self._stamps.get(name) != stamp:  # new, changed, or changed since a failed attempt
                 try:
                     await self._load(name)
-                except InvalidArgument as error:  # removed while being polled
+                except Internal as error:  # removed while being polled
                     log.info("%s", error)
 
     def index(self, ready_only=False):
@@ -165,9 +170,12 @@ class ModelRepository:
                            f"(failed to load: {self.failed[name]})")
         if model is None:
             raise NotFound(f"Request for unknown model: '{name}' is not found")
-        if version and not (version.isascii() and version.isdigit() and int(version) > 0):
+        if version and not re.fullmatch(r"-?[0-9]+", version):
             raise InvalidArgument(f"failed to get model version from specified version string '{version}' "
-                                  "(details: not an integer), version should be an integral value > 0")
+                                  "(details: stol), version should be an integral value > 0")
+        if version and int(version) < 0:
+            raise InvalidArgument(f"invalid model version specified '{version}' , version should be an integral "
+                                  "value > 0")
         if version and int(version) != int(model.version):
             raise NotFound(f"Request for unknown model: '{name}' version {version} is not found")
         return model

@@ -15,7 +15,7 @@ import numpy as np
 
 from faast.host.device import DeviceError, Timings
 
-from .errors import Internal, InvalidArgument, Unavailable
+from .errors import Internal, Unavailable
 from .protocol import model_config as mc
 from .statistics import ModelStatistics
 
@@ -74,13 +74,6 @@ async def _execute(device, rows):
     return outputs, (timings.pack_ns, max(wall - timings.pack_ns - timings.unpack_ns, 0), timings.unpack_ns)
 
 
-def _integer(parameters, key):
-    try:
-        return int(parameters.get(key, 0))
-    except (TypeError, ValueError):
-        raise InvalidArgument(f"request parameter '{key}' must be an integer, not {parameters[key]!r}") from None
-
-
 @dataclass
 class _Queued:
     rows: np.ndarray
@@ -126,16 +119,15 @@ class DynamicBatcher:
         if self._closing:
             raise _unloading(self.model_name)
         parameters = parameters or {}
-        level = _integer(parameters, "priority") or self.default_level
-        if not 1 <= level <= self.levels:
-            raise InvalidArgument(f"priority level {level} is not between 1 and {self.levels} for model "
-                                  f"'{self.model_name}'")
+        level = parameters.get("priority", 0)  # an integer: the dataplane checked its type
+        if not 1 <= level <= self.levels:  # 0 and levels the model lacks take the default, as in Triton
+            level = self.default_level
         policy = self.policies[level]
         if policy.max_queue_size and len(self.queues[level]) >= policy.max_queue_size:
             raise Unavailable("Exceeds maximum queue size")
         timeout_us = policy.default_timeout_microseconds
         if policy.allow_timeout_override and "timeout" in parameters:
-            timeout_us = _integer(parameters, "timeout")
+            timeout_us = parameters["timeout"]
         arrival = _now()
         request = _Queued(rows, asyncio.get_running_loop().create_future(), arrival,
                           arrival + timeout_us * 1000 if timeout_us else 0,

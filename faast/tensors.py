@@ -24,6 +24,12 @@ CONTENTS_FIELD = {
 }
 
 
+# The datatype Triton names for each contents field (the widest type the field carries).
+CONTENTS_DATATYPE = {"bool_contents": "BOOL", "int_contents": "INT32", "int64_contents": "INT64",
+                     "uint_contents": "UINT32", "uint64_contents": "UINT64", "fp32_contents": "FP32",
+                     "fp64_contents": "FP64", "bytes_contents": "BYTES"}
+
+
 def config_to_datatype(data_type_name):
     """ModelConfig enum name (TYPE_FP32) → protocol datatype (FP32); Triton calls TYPE_STRING BYTES."""
     name = data_type_name.removeprefix("TYPE_")
@@ -50,7 +56,7 @@ def contents_to_raw(name, model_name, datatype, contents):
     present = [field.name for field, _ in contents.ListFields()]
     expected = CONTENTS_FIELD.get(datatype)
     if present and present != [expected]:
-        sent = next(dt for dt, field in CONTENTS_FIELD.items() if field == present[0])
+        sent = CONTENTS_DATATYPE[present[0]]
         raise InvalidArgument(
             f"unexpected explicit tensor data for input tensor '{name}' for model '{model_name}' of type "
             f"'{sent}', expected datatype '{datatype}'")
