@@ -162,6 +162,7 @@ class DynamicBatcher:
             await self.in_flight.acquire()
             batch = self._take()
             if batch:
+                self.running += len(batch)  # counted from here: close() must not miss a batch not yet started
                 asyncio.get_running_loop().create_task(self._run(batch))
             else:
                 self.in_flight.release()
@@ -191,7 +192,6 @@ class DynamicBatcher:
 
     async def _run(self, batch):
         start = _now()
-        self.running += len(batch)
         try:
             rows = np.concatenate([request.rows for request in batch]) if len(batch) > 1 else batch[0].rows
             outputs, (input_ns, infer_ns, output_ns) = await _execute(self.device, rows)
