@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from google.protobuf.descriptor import FieldDescriptor
 
 from . import memory, tensors
@@ -67,6 +68,8 @@ async def _errors_as_json(request, handler):
     (unknown route, wrong method) with theirs, and anything unexpected as a logged 500."""
     try:
         return await handler(request)
+    except RequestPayloadError as error:  # a body that cannot be read, e.g. undecodable Content-Encoding
+        return _error(InvalidArgument(f"unable to read the request body: {error}"))
     except HeaderSizeError as error:
         return _json_response({"error": str(error)}, status=400, content_type="text/plain")
     except InferenceError as error:
