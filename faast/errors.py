@@ -24,3 +24,8 @@ class Unimplemented(InferenceError):
 
 class Internal(InferenceError):
     pass
+
+
+def fault_message(error):
+    """What a client is told of an exception the server did not expect (its traceback is logged)."""
+    return f"unexpected server error: {type(error).__name__}: {error}"

@@ -12,7 +12,8 @@ import grpc
 
 from . import memory, tensors
 from .dataplane import InferRequest, InputTensor, RequestedOutput
-from .errors import InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented
+from .errors import (InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented,
+                     fault_message)
 from .grpc_wire import Undecodable, decode_infer_request, tolerant
 from .protocol import health, service
 from .shared_memory import region_from_parameters
@@ -40,7 +41,7 @@ def _answer(method_name, error):
     if isinstance(error, InferenceError):
         return STATUS[type(error)], str(error)
     log.error("unexpected error in %s", method_name, exc_info=error)
-    return grpc.StatusCode.INTERNAL, f"unexpected server error: {type(error).__name__}: {error}"
+    return grpc.StatusCode.INTERNAL, fault_message(error)
 
 
 def _unary(method, response_type):

@@ -15,7 +15,8 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from . import memory, tensors
 from .dataplane import InferRequest, InputTensor, RequestedOutput
-from .errors import InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented
+from .errors import (InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented,
+                     fault_message)
 from .grpc_server import NO_CUDA
 from .metrics import registry_for, render
 from .shared_memory import region_from_parameters
@@ -80,7 +81,7 @@ async def _errors_as_json(request, handler):
         return _json_response({"error": error.reason}, status=error.status, content_type="text/plain")  # as Triton
     except Exception as error:
         log.error("unexpected error in %s %s", request.method, request.path, exc_info=error)
-        return _json_response({"error": f"unexpected server error: {type(error).__name__}: {error}"}, status=500)
+        return _json_response({"error": fault_message(error)}, status=500)
 
 
 def _json(text):

@@ -57,7 +57,7 @@ class ModelRepository:
     async def _load(self, name, config=None):
         """Load `name` (with `config` instead of its config.pbtxt, when given). The new model takes
         requests only once it loaded; the one it replaces finishes what it took, then closes. On
-        failure a model already loaded keeps serving."""
+        failure a model already loaded keeps serving. Returns None, or why the load failed."""
         async with self._locks.setdefault(name, asyncio.Lock()):
             model_dir = self._folder(name)
             self._stamps[name] = (model_dir / "config.pbtxt").stat().st_mtime_ns  # polling retries after a change
