@@ -19,8 +19,21 @@ class BuildWithGenerated(build_py):
         self.compile_protos()
         library = Path(self.build_lib) / "faast" / "host" / "libfastpath.so"
         # Without trapping math gcc vectorizes floor and trunc; every value is exact, so results are unchanged.
-        subprocess.run(["g++", "-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno", "-shared", "-fPIC",
-                        "-o", str(library), str(ROOT / "host" / "fastpath.cpp")], check=True)
+        subprocess.run(
+            [
+                "g++",
+                "-O3",
+                "-march=native",
+                "-fno-trapping-math",
+                "-fno-math-errno",
+                "-shared",
+                "-fPIC",
+                "-o",
+                str(library),
+                str(ROOT / "host" / "fastpath.cpp"),
+            ],
+            check=True,
+        )
 
     def compile_protos(self):
         from grpc_tools import protoc

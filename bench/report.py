@@ -2,13 +2,21 @@
 
 from pathlib import Path
 
-TARGETS = "FACILE batch 16000 over gRPC >= 2.5x Triton's throughput; batch 1 concurrency 1 p50 <= 0.25x Triton's; " \
-          "system shared memory >= 3x faast's own gRPC throughput"
+TARGETS = (
+    "FACILE batch 16000 over gRPC >= 2.5x Triton's throughput; batch 1 concurrency 1 p50 <= 0.25x Triton's; "
+    "system shared memory >= 3x faast's own gRPC throughput"
+)
 
 
 def _rows(results, server, batch, transport):
-    return sorted((r for r in results["perf_analyzer"] if r["server"] == server and r["batch"] == batch
-                   and r["transport"] == transport and "error" not in r), key=lambda r: r["concurrency"])
+    return sorted(
+        (
+            r
+            for r in results["perf_analyzer"]
+            if r["server"] == server and r["batch"] == batch and r["transport"] == transport and "error" not in r
+        ),
+        key=lambda r: r["concurrency"],
+    )
 
 
 def _best(rows):
@@ -24,7 +32,9 @@ def targets(results):
     checks = []
     if faast_grpc and triton_grpc:
         ratio = _best(faast_grpc) / _best(triton_grpc)
-        checks.append(("batch 16000 gRPC throughput, faast / Triton (best over concurrency)", ratio, ratio >= 2.5, ">= 2.5"))
+        checks.append(
+            ("batch 16000 gRPC throughput, faast / Triton (best over concurrency)", ratio, ratio >= 2.5, ">= 2.5")
+        )
     if faast_b1 and triton_b1:
         ratio = faast_b1[0]["latency_ms"]["p50"] / triton_b1[0]["latency_ms"]["p50"]
         checks.append(("batch 1, concurrency 1 p50 latency, faast / Triton", ratio, ratio <= 0.25, "<= 0.25"))
@@ -36,34 +46,58 @@ def targets(results):
 
 def write_report(results, out):
     out = Path(out)
-    lines = [f"# faast vs Triton: FACILE ({results['mode']} run)", "",
-             f"- Machine: {results['machine']}", f"- Date: {results['date']}",
-             f"- faast device: {results['faast_device']}; Triton: {results['triton']}",
-             "- Clients: perf_analyzer (Triton's, 2.51 build) on loopback; numbers from one run on a shared, "
-             "noisy machine: quote the ratios.", "", "## Targets", "", f"Targets: {TARGETS}.", "",
-             "| ratio | measured | target | met |", "|---|---|---|---|"]
-    lines += [f"| {name} | {value:.3g} | {target} | {'yes' if met else '**no**'} |"
-              for name, value, met, target in targets(results)]
+    lines = [
+        f"# faast vs Triton: FACILE ({results['mode']} run)",
+        "",
+        f"- Machine: {results['machine']}",
+        f"- Date: {results['date']}",
+        f"- faast device: {results['faast_device']}; Triton: {results['triton']}",
+        "- Clients: perf_analyzer (Triton's, 2.51 build) on loopback; numbers from one run on a shared, "
+        "noisy machine: quote the ratios.",
+        "",
+        "## Targets",
+        "",
+        f"Targets: {TARGETS}.",
+        "",
+        "| ratio | measured | target | met |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {value:.3g} | {target} | {'yes' if met else '**no**'} |"
+        for name, value, met, target in targets(results)
+    ]
     for batch in (1, 16000):
-        lines += ["", f"## Batch {batch} (perf_analyzer)", "",
-                  "| server | transport | clients | inf/s | Gbit/s | p50 ms | p90 ms | p99 ms | queue us | input us "
-                  "| infer us | output us |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Batch {batch} (perf_analyzer)",
+            "",
+            "| server | transport | clients | inf/s | Gbit/s | p50 ms | p90 ms | p99 ms | queue us | input us "
+            "| infer us | output us |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for server, transport in (("faast", "grpc"), ("faast", "shared_memory"), ("triton", "grpc")):
             for r in _rows(results, server, batch, transport):
                 s, lat = r["server_us"], r["latency_ms"]
-                lines.append(f"| {server} | {transport} | {r['concurrency']} | {r['throughput_infer_per_s']:.4g} | "
-                             f"{r['throughput_gbit_per_s']:.3g} | {lat['p50']:.3g} | {lat['p90']:.3g} | "
-                             f"{lat['p99']:.3g} | {s['queue']:.0f} | {s['compute_input']:.0f} | "
-                             f"{s['compute_infer']:.0f} | {s['compute_output']:.0f} |")
+                lines.append(
+                    f"| {server} | {transport} | {r['concurrency']} | {r['throughput_infer_per_s']:.4g} | "
+                    f"{r['throughput_gbit_per_s']:.3g} | {lat['p50']:.3g} | {lat['p90']:.3g} | "
+                    f"{lat['p99']:.3g} | {s['queue']:.0f} | {s['compute_input']:.0f} | "
+                    f"{s['compute_infer']:.0f} | {s['compute_output']:.0f} |"
+                )
         failed = [r for r in results["perf_analyzer"] if r["batch"] == batch and "error" in r]
-        lines += [f"- perf_analyzer failed for {r['server']} {r['transport']} concurrency {r['concurrency']}: "
-                  f"`{r['error'][-200:]}`" for r in failed]
+        lines += [
+            f"- perf_analyzer failed for {r['server']} {r['transport']} concurrency {r['concurrency']}: "
+            f"`{r['error'][-200:]}`"
+            for r in failed
+        ]
         lines += ["", f"![batch {batch}](perf_b{batch}.png)"]
     lines += ["", "## faast bench (the same sweep with faast's own load generator)", ""]
     for entry in results["faast_bench"]:
         for level in entry["report"]["levels"]:
-            lines.append(f"- {entry['server']} batch {entry['batch']} clients {level['concurrency']}: "
-                         f"{level['throughput_infer_per_s']:.4g} inf/s, p50 {level['latency_ms']['p50']:.3g} ms")
+            lines.append(
+                f"- {entry['server']} batch {entry['batch']} clients {level['concurrency']}: "
+                f"{level['throughput_infer_per_s']:.4g} inf/s, p50 {level['latency_ms']['p50']:.3g} ms"
+            )
     (out / "results.md").write_text("\n".join(lines) + "\n")
     _plots(results, out)
 

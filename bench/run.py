@@ -39,19 +39,34 @@ def install_tools():
     triton_venv = BENCH / ".venv-triton"
     if not (triton_venv / "bin" / "python").exists():
         subprocess.run(["python3", "-m", "venv", triton_venv], check=True)
-    subprocess.run([triton_venv / "bin" / "python", "-m", "pip", "install", "-q", "nvidia-pytriton==0.7.0", "numpy<2",
-                    "tensorflow-cpu==2.21.0"], check=True)
+    subprocess.run(
+        [
+            triton_venv / "bin" / "python",
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "nvidia-pytriton==0.7.0",
+            "numpy<2",
+            "tensorflow-cpu==2.21.0",
+        ],
+        check=True,
+    )
     perf_analyzer = BENCH / ".perf_analyzer"
-    subprocess.run(["bash", ROOT / "tests" / "tools" / "install_perf_analyzer.sh", perf_analyzer, sys.executable],
-                   check=True)
+    subprocess.run(
+        ["bash", ROOT / "tests" / "tools" / "install_perf_analyzer.sh", perf_analyzer, sys.executable], check=True
+    )
     return triton_venv, perf_analyzer
 
 
 def setup(work):
     triton_venv, perf_analyzer = install_tools()
     repository = work / "repository"
-    subprocess.run([Path(sys.executable).parent / "faast", "build", ROOT / "kernels" / "facile", "--out",
-                    repository], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [Path(sys.executable).parent / "faast", "build", ROOT / "kernels" / "facile", "--out", repository],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     weights = work / "facile_float.npz"
     subprocess.run([*PYTHON, "-c", EXPORT, str(ROOT / "kernels" / "facile"), str(weights)], check=True)
     return triton_venv, perf_analyzer, repository, weights
@@ -92,55 +107,131 @@ def start_servers(work, triton_venv, repository, triton_script, triton_args, mod
     """faast serving `repository` and Triton running `triton_script` (in its venv), both on loopback."""
     faast_ports = [free_port() for _ in range(3)]
     triton_ports = [free_port() for _ in range(3)]
-    faast = subprocess.Popen([Path(sys.executable).parent / "faast", "serve", "--model-repository", repository,
-                              "--host", "127.0.0.1", "--grpc-port", str(faast_ports[0]), "--http-port",
-                              str(faast_ports[1]), "--metrics-port", str(faast_ports[2])],
-                             stdout=open(work / "faast.log", "w"), stderr=subprocess.STDOUT)
-    libdir = subprocess.run([triton_venv / "bin" / "python", "-c",
-                             "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
-                            capture_output=True, text=True, check=True).stdout.strip()
-    triton = subprocess.Popen([triton_venv / "bin" / "python", triton_script, *map(str, triton_args),
-                               *map(str, triton_ports)], stdout=open(work / "triton.log", "w"),
-                              stderr=subprocess.STDOUT, env=os.environ | {"LD_LIBRARY_PATH": libdir})
+    faast = subprocess.Popen(
+        [
+            Path(sys.executable).parent / "faast",
+            "serve",
+            "--model-repository",
+            repository,
+            "--host",
+            "127.0.0.1",
+            "--grpc-port",
+            str(faast_ports[0]),
+            "--http-port",
+            str(faast_ports[1]),
+            "--metrics-port",
+            str(faast_ports[2]),
+        ],
+        stdout=open(work / "faast.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    libdir = subprocess.run(
+        [triton_venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    triton = subprocess.Popen(
+        [triton_venv / "bin" / "python", triton_script, *map(str, triton_args), *map(str, triton_ports)],
+        stdout=open(work / "triton.log", "w"),
+        stderr=subprocess.STDOUT,
+        env=os.environ | {"LD_LIBRARY_PATH": libdir},
+    )
     servers = {"faast": (f"127.0.0.1:{faast_ports[0]}", faast), "triton": (f"127.0.0.1:{triton_ports[0]}", triton)}
     for name, (url, process) in servers.items():
         wait_ready(url, process, work / f"{name}.log", models)
     return servers
 
 
-def perf_analyzer(binary, url, batch, concurrency, shared_memory, work, model="facile", input_bytes=15 * 4,
-                  output_bytes=4, count_windows=None):
+def perf_analyzer(
+    binary,
+    url,
+    batch,
+    concurrency,
+    shared_memory,
+    work,
+    model="facile",
+    input_bytes=15 * 4,
+    output_bytes=4,
+    count_windows=None,
+):
     """One perf_analyzer measurement. Windows are 2 s, or (count_windows=True, and for big batches)
     a request count per window, for requests that take seconds."""
     report = work / f"pa_{time.time_ns()}.csv"
-    command = [binary / "bin" / "perf_analyzer", "-m", model, "-u", url, "-i", "grpc", "-b", str(batch),
-               "--concurrency-range", f"{concurrency}:{concurrency}", "-f", report, "--max-trials", "6"]
+    command = [
+        binary / "bin" / "perf_analyzer",
+        "-m",
+        model,
+        "-u",
+        url,
+        "-i",
+        "grpc",
+        "-b",
+        str(batch),
+        "--concurrency-range",
+        f"{concurrency}:{concurrency}",
+        "-f",
+        report,
+        "--max-trials",
+        "6",
+    ]
     if count_windows if count_windows is not None else batch > 1:
-        command += ["--measurement-mode", "count_windows", "--measurement-request-count", str(max(4, 2 * concurrency)),
-                    "--stability-percentage", "50"]
+        command += [
+            "--measurement-mode",
+            "count_windows",
+            "--measurement-request-count",
+            str(max(4, 2 * concurrency)),
+            "--stability-percentage",
+            "50",
+        ]
     else:
         command += ["-p", "2000", "--stability-percentage", "30"]
     if shared_memory:
         command += ["--shared-memory", "system", "--output-shared-memory-size", str(output_bytes * batch)]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=1800,
-                         env=os.environ | {"LD_LIBRARY_PATH": str(binary / "lib")})
+    run = subprocess.run(
+        command, capture_output=True, text=True, timeout=1800, env=os.environ | {"LD_LIBRARY_PATH": str(binary / "lib")}
+    )
     if run.returncode != 0 or not report.exists():
         return {"error": (run.stdout + run.stderr)[-500:]}
     row = next(csv.DictReader(io.StringIO(report.read_text())))
     throughput = float(row["Inferences/Second"])
-    return {"throughput_infer_per_s": throughput,
-            "throughput_gbit_per_s": throughput * input_bytes * 8 / 1e9,
-            "latency_ms": {q: float(row[f"{q} latency"]) / 1000 for q in ("p50", "p90", "p99")},
-            "server_us": {"queue": float(row["Server Queue"]), "compute_input": float(row["Server Compute Input"]),
-                          "compute_infer": float(row["Server Compute Infer"]),
-                          "compute_output": float(row["Server Compute Output"])}}
+    return {
+        "throughput_infer_per_s": throughput,
+        "throughput_gbit_per_s": throughput * input_bytes * 8 / 1e9,
+        "latency_ms": {q: float(row[f"{q} latency"]) / 1000 for q in ("p50", "p90", "p99")},
+        "server_us": {
+            "queue": float(row["Server Queue"]),
+            "compute_input": float(row["Server Compute Input"]),
+            "compute_infer": float(row["Server Compute Infer"]),
+            "compute_output": float(row["Server Compute Output"]),
+        },
+    }
 
 
 def faast_bench(url, batch, levels, duration, label, work):
     out = work / f"bench_{label}_{batch}"
-    subprocess.run([Path(sys.executable).parent / "faast", "bench", url, "--model", "facile", "--batch", str(batch),
-                    "--concurrency", ",".join(map(str, levels)), "--duration", str(duration), "--label", label,
-                    "--out", out], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            Path(sys.executable).parent / "faast",
+            "bench",
+            url,
+            "--model",
+            "facile",
+            "--batch",
+            str(batch),
+            "--concurrency",
+            ",".join(map(str, levels)),
+            "--duration",
+            str(duration),
+            "--label",
+            label,
+            "--out",
+            out,
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return json.loads((out / "bench.json").read_text())
 
 
@@ -155,23 +246,36 @@ def main():
     levels = [1, 2, 4] if args.quick else [1, 2, 4, 8, 16, 32, 64]
     triton_venv, binary, repository, weights = setup(work)
     servers = start_servers(work, triton_venv, repository, BENCH / "triton_facile.py", [weights], ["facile"])
-    results = {"machine": f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, "
-                          f"{platform.platform()}", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "mode": "quick" if args.quick else "full", "faast_device": "csim (C simulation)",
-               "triton": "tritonserver 2.51 (nvidia-pytriton 0.7.0), Python model, float FACILE, CPU",
-               "perf_analyzer": [], "faast_bench": []}
+    results = {
+        "machine": f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, {platform.platform()}",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "mode": "quick" if args.quick else "full",
+        "faast_device": "csim (C simulation)",
+        "triton": "tritonserver 2.51 (nvidia-pytriton 0.7.0), Python model, float FACILE, CPU",
+        "perf_analyzer": [],
+        "faast_bench": [],
+    }
     try:
         for batch in (1, 16000):
             for name, (url, _) in servers.items():
-                for shared_memory in ((False, True) if name == "faast" else (False,)):
+                for shared_memory in (False, True) if name == "faast" else (False,):
                     for concurrency in levels:
                         row = perf_analyzer(binary, url, batch, concurrency, shared_memory, work)
-                        row |= {"server": name, "batch": batch, "concurrency": concurrency,
-                                "transport": "shared_memory" if shared_memory else "grpc"}
+                        row |= {
+                            "server": name,
+                            "batch": batch,
+                            "concurrency": concurrency,
+                            "transport": "shared_memory" if shared_memory else "grpc",
+                        }
                         results["perf_analyzer"].append(row)
                         print(json.dumps(row), flush=True)
-                results["faast_bench"].append({"server": name, "batch": batch, "report": faast_bench(
-                    url, batch, levels, 2.0 if args.quick else 5.0, name, work)})
+                results["faast_bench"].append(
+                    {
+                        "server": name,
+                        "batch": batch,
+                        "report": faast_bench(url, batch, levels, 2.0 if args.quick else 5.0, name, work),
+                    }
+                )
     finally:
         for _, process in servers.values():
             process.send_signal(signal.SIGTERM)

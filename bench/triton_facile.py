@@ -31,12 +31,21 @@ def infer(input):
     return {"output": forward(input.astype(np.float32)).astype(np.float32)}
 
 
-config = TritonConfig(grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
-                      allow_http=True, allow_grpc=True, allow_metrics=True)
+config = TritonConfig(
+    grpc_port=grpc_port,
+    http_port=http_port,
+    metrics_port=metrics_port,
+    allow_http=True,
+    allow_grpc=True,
+    allow_metrics=True,
+)
 with Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=[])) as triton:
-    triton.bind(model_name="facile", infer_func=infer,
-                inputs=[Tensor(name="input", dtype=np.float32, shape=(15,))],
-                outputs=[Tensor(name="output", dtype=np.float32, shape=(1,))],
-                config=ModelConfig(max_batch_size=65536, batcher=DynamicBatcher(max_queue_delay_microseconds=100)))
+    triton.bind(
+        model_name="facile",
+        infer_func=infer,
+        inputs=[Tensor(name="input", dtype=np.float32, shape=(15,))],
+        outputs=[Tensor(name="output", dtype=np.float32, shape=(1,))],
+        config=ModelConfig(max_batch_size=65536, batcher=DynamicBatcher(max_queue_delay_microseconds=100)),
+    )
     print("triton serving facile", flush=True)
     triton.serve()

@@ -29,15 +29,25 @@ def inference(saved_model):
     return infer
 
 
-config = TritonConfig(grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
-                      allow_http=True, allow_grpc=True, allow_metrics=True)
+config = TritonConfig(
+    grpc_port=grpc_port,
+    http_port=http_port,
+    metrics_port=metrics_port,
+    allow_http=True,
+    allow_grpc=True,
+    allow_metrics=True,
+)
 with Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=[])) as triton:
     for meta in sorted(models_dir.glob("*.json")):
         settings = json.loads(meta.read_text())
-        triton.bind(model_name=meta.stem, infer_func=inference(models_dir / meta.stem),
-                    inputs=[Tensor(name="input", dtype=np.float32, shape=tuple(settings["shape"]))],
-                    outputs=[Tensor(name="output", dtype=np.float32, shape=(2,))],
-                    config=ModelConfig(max_batch_size=settings["max_batch_size"],
-                                       batcher=DynamicBatcher(max_queue_delay_microseconds=100)))
+        triton.bind(
+            model_name=meta.stem,
+            infer_func=inference(models_dir / meta.stem),
+            inputs=[Tensor(name="input", dtype=np.float32, shape=tuple(settings["shape"]))],
+            outputs=[Tensor(name="output", dtype=np.float32, shape=(2,))],
+            config=ModelConfig(
+                max_batch_size=settings["max_batch_size"], batcher=DynamicBatcher(max_queue_delay_microseconds=100)
+            ),
+        )
     print("triton serving", flush=True)
     triton.serve()

@@ -17,8 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-NUMPY = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT8": np.int8, "INT16": np.int16,
-         "INT32": np.int32, "INT64": np.int64, "UINT8": np.uint8, "UINT16": np.uint16}
+NUMPY = {
+    "FP32": np.float32,
+    "FP16": np.float16,
+    "FP64": np.float64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+}
 
 
 def _stub(url):
@@ -38,8 +47,10 @@ def _model_io(url, model):
     with channel:
         meta = stub.ModelMetadata(service.ModelMetadataRequest(name=model))
     tensor_in, tensor_out = meta.inputs[0], meta.outputs[0]
-    return ((tensor_in.name, tensor_in.datatype, [d for d in tensor_in.shape[1:]]),
-            (tensor_out.name, tensor_out.datatype, [d for d in tensor_out.shape[1:]]))
+    return (
+        (tensor_in.name, tensor_in.datatype, [d for d in tensor_in.shape[1:]]),
+        (tensor_out.name, tensor_out.datatype, [d for d in tensor_out.shape[1:]]),
+    )
 
 
 def _client(url, model, batch, io, shared_memory, tag, stop_at, latencies, errors):
@@ -62,8 +73,9 @@ def _client(url, model, batch, io, shared_memory, tag, stop_at, latencies, error
                 with open(path, "wb") as region:
                     region.write(payload if payload is not None else bytes(size))
                 regions.append(path)
-                stub.SystemSharedMemoryRegister(service.SystemSharedMemoryRegisterRequest(
-                    name=name, key=f"/{name}", offset=0, byte_size=size))
+                stub.SystemSharedMemoryRegister(
+                    service.SystemSharedMemoryRegisterRequest(name=name, key=f"/{name}", offset=0, byte_size=size)
+                )
             tensor.parameters["shared_memory_region"].string_param = f"faast_bench_{tag}_in"
             tensor.parameters["shared_memory_byte_size"].int64_param = data.nbytes
             output = request.outputs.add(name=out_name)
@@ -94,8 +106,12 @@ def _process(url, model, batch, io, shared_memory, clients, tag, start_at, stop_
     latencies, errors = [], []
     time.sleep(max(0.0, start_at - time.time()))
     stop = time.perf_counter() + (stop_at - time.time())
-    threads = [threading.Thread(target=_client, args=(url, model, batch, io, shared_memory, f"{tag}_{i}", stop,
-                                                      latencies, errors)) for i in range(clients)]
+    threads = [
+        threading.Thread(
+            target=_client, args=(url, model, batch, io, shared_memory, f"{tag}_{i}", stop, latencies, errors)
+        )
+        for i in range(clients)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -110,9 +126,15 @@ def _statistics(url, model):
     with channel:
         stats = stub.ModelStatistics(service.ModelStatisticsRequest(name=model)).model_stats[0]
     s = stats.inference_stats
-    return {"count": s.success.count, "queue": s.queue.ns, "compute_input": s.compute_input.ns,
-            "compute_infer": s.compute_infer.ns, "compute_output": s.compute_output.ns,
-            "inferences": stats.inference_count, "executions": stats.execution_count}
+    return {
+        "count": s.success.count,
+        "queue": s.queue.ns,
+        "compute_input": s.compute_input.ns,
+        "compute_infer": s.compute_infer.ns,
+        "compute_output": s.compute_output.ns,
+        "inferences": stats.inference_count,
+        "executions": stats.execution_count,
+    }
 
 
 def measure(url, model, batch, concurrency, duration, shared_memory=False, processes=None):
@@ -124,9 +146,24 @@ def measure(url, model, batch, concurrency, duration, shared_memory=False, proce
     warmup = 0.5
     before = None
     start_at = time.time() + 1.5 + warmup  # spawned processes need a moment to import
-    workers = [context.Process(target=_process, args=(url, model, batch, io, shared_memory, n, f"{os.getpid()}_{k}",
-                                                      start_at, start_at + duration, results))
-               for k, n in enumerate(share)]
+    workers = [
+        context.Process(
+            target=_process,
+            args=(
+                url,
+                model,
+                batch,
+                io,
+                shared_memory,
+                n,
+                f"{os.getpid()}_{k}",
+                start_at,
+                start_at + duration,
+                results,
+            ),
+        )
+        for k, n in enumerate(share)
+    ]
     for worker in workers:
         worker.start()
     time.sleep(max(0.0, start_at - time.time()))
@@ -141,15 +178,24 @@ def measure(url, model, batch, concurrency, duration, shared_memory=False, proce
     in_dims = io[0][2]
     input_bytes = batch * int(np.prod(in_dims)) * np.dtype(NUMPY[io[0][1]]).itemsize
     served = max(after["count"] - before["count"], 1)
-    level = {"concurrency": concurrency, "batch": batch, "transport": "shared_memory" if shared_memory else "grpc",
-             "requests": requests, "errors": len(errors), "duration_s": duration,
-             "throughput_infer_per_s": requests * batch / duration,
-             "throughput_gbit_per_s": requests * input_bytes * 8 / duration / 1e9,
-             "latency_ms": {q: float(np.percentile(latencies, int(q[1:]))) if requests else None
-                            for q in ("p50", "p90", "p99")},
-             "server_us_per_request": {key: (after[key] - before[key]) / served / 1000
-                                       for key in ("queue", "compute_input", "compute_infer", "compute_output")},
-             "server_executions": after["executions"] - before["executions"]}
+    level = {
+        "concurrency": concurrency,
+        "batch": batch,
+        "transport": "shared_memory" if shared_memory else "grpc",
+        "requests": requests,
+        "errors": len(errors),
+        "duration_s": duration,
+        "throughput_infer_per_s": requests * batch / duration,
+        "throughput_gbit_per_s": requests * input_bytes * 8 / duration / 1e9,
+        "latency_ms": {
+            q: float(np.percentile(latencies, int(q[1:]))) if requests else None for q in ("p50", "p90", "p99")
+        },
+        "server_us_per_request": {
+            key: (after[key] - before[key]) / served / 1000
+            for key in ("queue", "compute_input", "compute_infer", "compute_output")
+        },
+        "server_executions": after["executions"] - before["executions"],
+    }
     if errors:
         level["first_error"] = errors[0]
     return level
@@ -162,19 +208,28 @@ def run(args):
     duration = args.duration
     if args.quick:
         levels, duration = [c for c in levels if c <= 4] or [1], min(duration, 2.0)
-    report = {"url": args.url, "model": args.model, "batch": args.batch, "machine": _machine(),
-              "date": time.strftime("%Y-%m-%d %H:%M"), "levels": []}
+    report = {
+        "url": args.url,
+        "model": args.model,
+        "batch": args.batch,
+        "machine": _machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "levels": [],
+    }
     for concurrency in tqdm(levels, desc=f"bench {args.model} batch {args.batch}", unit="level"):
-        report["levels"].append(measure(args.url, args.model, args.batch, concurrency, duration,
-                                        args.shared_memory, args.processes))
+        report["levels"].append(
+            measure(args.url, args.model, args.batch, concurrency, duration, args.shared_memory, args.processes)
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     plot([report], out, label=args.label or args.url)
     for level in report["levels"]:
-        print(f"concurrency {level['concurrency']:>3}: {level['throughput_infer_per_s']:>12.0f} inf/s, "
-              f"p50 {level['latency_ms']['p50']:.3f} ms, p99 {level['latency_ms']['p99']:.3f} ms, "
-              f"{level['errors']} errors")
+        print(
+            f"concurrency {level['concurrency']:>3}: {level['throughput_infer_per_s']:>12.0f} inf/s, "
+            f"p50 {level['latency_ms']['p50']:.3f} ms, p99 {level['latency_ms']['p99']:.3f} ms, "
+            f"{level['errors']} errors"
+        )
     return report
 
 
@@ -193,7 +248,7 @@ def plot(reports, out, label=None, labels=None):
 
     labels = labels or [label] * len(reports)
     fig, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4))
-    for report, name in zip(reports, labels):
+    for report, name in zip(reports, labels, strict=True):
         clients = [level["concurrency"] for level in report["levels"]]
         latency.plot(clients, [level["latency_ms"]["p50"] for level in report["levels"]], "o-", label=name)
         throughput.plot(clients, [level["throughput_infer_per_s"] for level in report["levels"]], "o-", label=name)

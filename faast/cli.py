@@ -20,8 +20,9 @@ async def _serve(args):
     trace = TraceSettings(parse_trace_config(args.trace_config))
     repository = ModelRepository(args.model_repository, args.model_control_mode, args.load_model)
     await repository.start()
-    dataplane = DataPlane(repository, SharedMemoryManager(), args.log_verbose, strict_readiness=args.strict_readiness,
-                          trace=trace)
+    dataplane = DataPlane(
+        repository, SharedMemoryManager(), args.log_verbose, strict_readiness=args.strict_readiness, trace=trace
+    )
     grpc_server, runners = None, []
     if args.allow_grpc:
         address = f"{args.host}:{args.grpc_port}"
@@ -33,8 +34,9 @@ async def _serve(args):
         runners.append(await start_http(frontend.application(), args.host, args.http_port))
         log.info("Started HTTPService at %s:%d", args.host, args.http_port)
     if args.allow_metrics:
-        runners.append(await start_http(frontend.application(with_metrics=True, with_api=False), args.host,
-                                        args.metrics_port))
+        runners.append(
+            await start_http(frontend.application(with_metrics=True, with_api=False), args.host, args.metrics_port)
+        )
         log.info("Started Metrics Service at %s:%d", args.host, args.metrics_port)
     dataplane.ready = True
     polling = None
@@ -126,24 +128,46 @@ def parser():
     p.add_argument("--allow-metrics", type=_boolean, default=True)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on")
     p.add_argument("--model-control-mode", choices=["none", "poll", "explicit"], default="none")
-    p.add_argument("--load-model", action="append", default=[],
-                   help="with explicit control: a model to load at startup (repeatable; * for all)")
+    p.add_argument(
+        "--load-model",
+        action="append",
+        default=[],
+        help="with explicit control: a model to load at startup (repeatable; * for all)",
+    )
     p.add_argument("--repository-poll-secs", type=float, default=15.0)
-    p.add_argument("--strict-readiness", type=_boolean, default=True,
-                   help="ServerReady only while every model is ready (default true)")
-    p.add_argument("--exit-timeout-secs", type=float, default=30.0,
-                   help="on SIGTERM, how long in-flight requests may take to finish")
+    p.add_argument(
+        "--strict-readiness",
+        type=_boolean,
+        default=True,
+        help="ServerReady only while every model is ready (default true)",
+    )
+    p.add_argument(
+        "--exit-timeout-secs",
+        type=float,
+        default=30.0,
+        help="on SIGTERM, how long in-flight requests may take to finish",
+    )
     p.add_argument("--log-verbose", type=int, default=0)
-    p.add_argument("--trace-config", action="append", default=[], type=_trace_option, metavar="[triton,]KEY=VALUE",
-                   help="request tracing, as tritonserver takes it: file=PATH (only settable here), level=TIMESTAMPS, "
-                        "rate=N, count=N, log-frequency=N (repeatable)")
+    p.add_argument(
+        "--trace-config",
+        action="append",
+        default=[],
+        type=_trace_option,
+        metavar="[triton,]KEY=VALUE",
+        help="request tracing, as tritonserver takes it: file=PATH (only settable here), level=TIMESTAMPS, "
+        "rate=N, count=N, log-frequency=N (repeatable)",
+    )
     p.set_defaults(run=serve)
 
     p = commands.add_parser("build", help="convert a kernel folder with hls4ml into a model-repository entry")
     p.add_argument("kernel", help="kernel folder, e.g. kernels/facile")
     p.add_argument("--out", required=True, help="model repository to write into")
-    p.add_argument("--target", default="csim", choices=["csim", "u250", "aws-f1"],
-                   help="board the Vitis project defaults to; u250/aws-f1 serve with device auto")
+    p.add_argument(
+        "--target",
+        default="csim",
+        choices=["csim", "u250", "aws-f1"],
+        help="board the Vitis project defaults to; u250/aws-f1 serve with device auto",
+    )
     p.add_argument("--variant", help="build kernel.toml's [variants.NAME] (e.g. resnet50's full)")
     p.set_defaults(run=build)
 
@@ -190,8 +214,11 @@ def parser():
 def main(argv=None):
     args = parser().parse_args(argv)
     verbose = getattr(args, "log_verbose", 0)
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     args.run(args)
 
 

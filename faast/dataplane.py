@@ -6,8 +6,8 @@ so the transports stay thin.
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -17,8 +17,17 @@ from .protocol import service
 from .settings import LogSettings, TraceSettings, wall_ns
 
 # The protocol extensions this server implements (ServerMetadata lists exactly these).
-EXTENSIONS = ["model_repository", "schedule_policy", "model_configuration", "system_shared_memory",
-              "statistics", "trace", "logging", "parameters", "binary_tensor_data"]
+EXTENSIONS = [
+    "model_repository",
+    "schedule_policy",
+    "model_configuration",
+    "system_shared_memory",
+    "statistics",
+    "trace",
+    "logging",
+    "parameters",
+    "binary_tensor_data",
+]
 # Request parameters a client may set with the reserved "triton_" prefix.
 ALLOWED_TRITON_PARAMETERS = ["triton_enable_empty_final_response"]
 # Request parameters the scheduler reads, with the InferParameter fields Triton accepts for them.
@@ -115,9 +124,10 @@ class DataPlane:
     def check_parameters(parameters):
         reserved = [key for key in parameters if key.startswith("triton_") and key not in ALLOWED_TRITON_PARAMETERS]
         if reserved:
-            raise InvalidArgument("parameter keys starting with 'triton_' are reserved for Triton usage. Only the "
-                                  "following keys starting with 'triton_' are allowed: "
-                                  + " ".join(ALLOWED_TRITON_PARAMETERS))
+            raise InvalidArgument(
+                "parameter keys starting with 'triton_' are reserved for Triton usage. Only the "
+                "following keys starting with 'triton_' are allowed: " + " ".join(ALLOWED_TRITON_PARAMETERS)
+            )
         for key, expected in INTEGER_PARAMETERS.items():
             value = parameters.get(key, 0)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -137,8 +147,9 @@ class DataPlane:
             model.stats.record_failure(time.perf_counter_ns() - arrival, reason)
             raise
         if self.trace.should_trace(model.name):
-            self.trace.write(model.name, model.version, request.id,
-                             [("REQUEST_START", started), ("REQUEST_END", wall_ns())])
+            self.trace.write(
+                model.name, model.version, request.id, [("REQUEST_START", started), ("REQUEST_END", wall_ns())]
+            )
         return response
 
     def _response(self, model, request, result):
@@ -153,8 +164,10 @@ class DataPlane:
                 region, offset, size = requested.shared_memory
                 raw = tensors.to_raw(data, spec.datatype)
                 if size < len(raw):
-                    raise InvalidArgument(f"shared memory size specified with the request for output "
-                                          f"'{spec.name}' should be at least {len(raw)} bytes to hold the results")
+                    raise InvalidArgument(
+                        f"shared memory size specified with the request for output "
+                        f"'{spec.name}' should be at least {len(raw)} bytes to hold the results"
+                    )
                 self.shared_memory.write(region, offset, size, raw)
                 data = None
             outputs.append(OutputTensor(spec.name, spec.datatype, shape, data))
@@ -187,7 +200,8 @@ class DataPlane:
             raise InvalidArgument(
                 f"{prefix}expected {len(specs)} inputs but got {len(request.inputs)} inputs for model "
                 f"'{model.name}'. Got input(s) [{got}], but missing required input(s) [{missing}]. "
-                "Please provide all required input(s).")
+                "Please provide all required input(s)."
+            )
         for tensor in request.inputs:
             if tensor.name not in specs:
                 raise InvalidArgument(f"unexpected inference input '{tensor.name}' for model '{model.name}'")
@@ -196,42 +210,59 @@ class DataPlane:
         if model.max_batch_size > 0:
             for tensor in request.inputs:
                 if not tensor.shape:
-                    raise InvalidArgument(f"{prefix}input '{tensor.name}' has no shape but model requires "
-                                          f"batch dimension for '{model.name}'")
+                    raise InvalidArgument(
+                        f"{prefix}input '{tensor.name}' has no shape but model requires "
+                        f"batch dimension for '{model.name}'"
+                    )
                 if batch_size is not None and tensor.shape[0] != batch_size:
-                    raise InvalidArgument(f"{prefix}input '{tensor.name}' batch size does not match other "
-                                          f"inputs for '{model.name}'")
+                    raise InvalidArgument(
+                        f"{prefix}input '{tensor.name}' batch size does not match other inputs for '{model.name}'"
+                    )
                 batch_size = tensor.shape[0]
             if batch_size > model.max_batch_size:
-                raise InvalidArgument(f"{prefix}inference request batch-size must be <= {model.max_batch_size}"
-                                      f" for '{model.name}'")
+                raise InvalidArgument(
+                    f"{prefix}inference request batch-size must be <= {model.max_batch_size} for '{model.name}'"
+                )
 
-        for tensor, data in zip(request.inputs, raw):
+        for tensor, data in zip(request.inputs, raw, strict=True):
             spec = specs[tensor.name]
             if tensor.datatype != spec.datatype:
-                shown = tensor.datatype if tensor.datatype in tensors.NUMPY or tensor.datatype == "BYTES" else "<invalid>"
-                raise InvalidArgument(f"{prefix}inference input '{tensor.name}' data-type is '{shown}', but "
-                                      f"model '{model.name}' expects '{spec.datatype}'")
+                shown = (
+                    tensor.datatype if tensor.datatype in tensors.NUMPY or tensor.datatype == "BYTES" else "<invalid>"
+                )
+                raise InvalidArgument(
+                    f"{prefix}inference input '{tensor.name}' data-type is '{shown}', but "
+                    f"model '{model.name}' expects '{spec.datatype}'"
+                )
             expected = ((-1,) if model.max_batch_size > 0 else ()) + spec.dims
             given = tuple(tensor.shape[1:]) if model.max_batch_size > 0 else tuple(tensor.shape)
             if any(d < 0 for d in tensor.shape):
-                raise InvalidArgument(f"{prefix}All input dimensions should be specified for input "
-                                      f"'{tensor.name}' for model '{model.name}', got {_dims(tensor.shape)}")
+                raise InvalidArgument(
+                    f"{prefix}All input dimensions should be specified for input "
+                    f"'{tensor.name}' for model '{model.name}', got {_dims(tensor.shape)}"
+                )
             if given != spec.dims:
-                note = ("NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension"
-                        " to be prepended to each input shape. If you want to specify the full shape including"
-                        " the batch dim in your input dims config, try setting max_batch_size to zero. See the"
-                        " model configuration docs for more info on max_batch_size."
-                        if model.max_batch_size > 0 else "")
-                raise InvalidArgument(f"{prefix}unexpected shape for input '{tensor.name}' for model "
-                                      f"'{model.name}'. Expected {_dims(expected)}, got "
-                                      f"{_dims(tensor.shape)}. {note}")
+                note = (
+                    "NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension"
+                    " to be prepended to each input shape. If you want to specify the full shape including"
+                    " the batch dim in your input dims config, try setting max_batch_size to zero. See the"
+                    " model configuration docs for more info on max_batch_size."
+                    if model.max_batch_size > 0
+                    else ""
+                )
+                raise InvalidArgument(
+                    f"{prefix}unexpected shape for input '{tensor.name}' for model "
+                    f"'{model.name}'. Expected {_dims(expected)}, got "
+                    f"{_dims(tensor.shape)}. {note}"
+                )
             # Triton counts a zero batch as one row, so a request without rows is refused as too small.
             counted = tensor.shape if model.max_batch_size <= 0 or tensor.shape[0] else (1, *tensor.shape[1:])
             size = tensors.byte_size(tensor.datatype, counted)
             if len(data) != size or counted != tensor.shape:
-                raise InvalidArgument(f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
-                                      f"'{model.name}'. Expected {size}, got {len(data)}")
+                raise InvalidArgument(
+                    f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
+                    f"'{model.name}'. Expected {size}, got {len(data)}"
+                )
         # Kernels have one input tensor (checked when the model loads); its bytes are viewed, not copied.
-        ((tensor, data),) = zip(request.inputs, raw)
+        ((tensor, data),) = zip(request.inputs, raw, strict=True)
         return tensors.from_raw(tensor.datatype, tensor.shape, data).reshape(-1, model.device.kernel.input_size)

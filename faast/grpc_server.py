@@ -12,8 +12,7 @@ import grpc
 
 from . import memory, tensors
 from .dataplane import InferRequest, InputTensor, RequestedOutput
-from .errors import (InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented,
-                     fault_message)
+from .errors import InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented, fault_message
 from .grpc_wire import Undecodable, decode_infer_request, tolerant
 from .protocol import health, service
 from .shared_memory import region_from_parameters
@@ -28,11 +27,9 @@ STATUS = {
     Internal: grpc.StatusCode.INTERNAL,
 }
 # Triton's limits: clients send 16000-row batches and large images in one message.
-MESSAGE_LIMIT_OPTIONS = [("grpc.max_send_message_length", 2**31 - 1),
-                         ("grpc.max_receive_message_length", 2**31 - 1)]
+MESSAGE_LIMIT_OPTIONS = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1)]
 UNPARSABLE = "Unable to parse request"  # Triton says no more, whatever the bytes were
-NO_CUDA = ("CUDA shared memory is not supported: faast runs FPGA and CPU kernels, "
-           "use system shared memory instead")
+NO_CUDA = "CUDA shared memory is not supported: faast runs FPGA and CPU kernels, use system shared memory instead"
 
 
 def _answer(method_name, error):
@@ -49,6 +46,7 @@ def _unary(method, response_type):
     UNKNOWN. The status is set on the context and an empty response returned, rather than
     context.abort(): grpc keeps the exception abort raises, and with it the traceback's frames and
     the request they hold (gigabytes, for a rejected large request), alive after the call."""
+
     @functools.wraps(method)
     async def handle(request, context):
         try:
@@ -64,6 +62,7 @@ def _unary(method, response_type):
             return response_type()
         finally:
             memory.after_request(getattr(request, "nbytes", 0))
+
     return handle
 
 
@@ -80,8 +79,9 @@ def method_handlers(servicer, service_descriptor, module):
             make = grpc.stream_stream_rpc_method_handler
         else:
             make, implementation = grpc.unary_unary_rpc_method_handler, _unary(implementation, response_type)
-        handlers[method.name] = make(implementation, request_deserializer=parse,
-                                     response_serializer=response_type.SerializeToString)
+        handlers[method.name] = make(
+            implementation, request_deserializer=parse, response_serializer=response_type.SerializeToString
+        )
     return grpc.method_handlers_generic_handler(service_descriptor.full_name, handlers)
 
 
@@ -108,18 +108,24 @@ def infer_request(wire, shared_memory):
         def read():
             if region:
                 if tensor.HasField("contents"):
-                    raise InvalidArgument(f"unexpected 'content' provided when using shared memory for input "
-                                          f"tensor '{tensor.name}' for model '{model}'")
+                    raise InvalidArgument(
+                        f"unexpected 'content' provided when using shared memory for input "
+                        f"tensor '{tensor.name}' for model '{model}'"
+                    )
                 return shared_memory.read(*region)
             if raw:
                 if tensor.HasField("contents"):
-                    raise InvalidArgument(f"contents field must not be specified when using raw_input_contents "
-                                          f"for '{tensor.name}' for model '{model}'")
+                    raise InvalidArgument(
+                        f"contents field must not be specified when using raw_input_contents "
+                        f"for '{tensor.name}' for model '{model}'"
+                    )
                 if raw_index >= len(raw):
-                    raise InvalidArgument(f"unable to find data for input tensor '{tensor.name}' for model "
-                                          f"'{model}' in request.")
+                    raise InvalidArgument(
+                        f"unable to find data for input tensor '{tensor.name}' for model '{model}' in request."
+                    )
                 return raw[raw_index]
             return tensors.contents_to_raw(tensor.name, model, tensor.datatype, tensor.contents)
+
         return read, region is None
 
     inputs, raw_index = [], 0
@@ -127,15 +133,23 @@ def infer_request(wire, shared_memory):
         read, uses_raw = reader(tensor, raw_index)
         raw_index += uses_raw
         inputs.append(InputTensor(tensor.name, tensor.datatype, tuple(tensor.shape), read))
-    outputs = [RequestedOutput(o.name, region_from_parameters(parameters(o.parameters), o.name))
-               for o in message.outputs]
-    return InferRequest(model_name=model, model_version=message.model_version, id=message.id, inputs=inputs,
-                        outputs=outputs, parameters=parameters(message.parameters))
+    outputs = [
+        RequestedOutput(o.name, region_from_parameters(parameters(o.parameters), o.name)) for o in message.outputs
+    ]
+    return InferRequest(
+        model_name=model,
+        model_version=message.model_version,
+        id=message.id,
+        inputs=inputs,
+        outputs=outputs,
+        parameters=parameters(message.parameters),
+    )
 
 
 def infer_response(response):
-    message = service.ModelInferResponse(model_name=response.model_name, model_version=response.model_version,
-                                         id=response.id)
+    message = service.ModelInferResponse(
+        model_name=response.model_name, model_version=response.model_version, id=response.id
+    )
     for tensor in response.outputs:
         message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         # An output written to shared memory keeps an empty entry, so indices still match outputs.
@@ -226,8 +240,11 @@ class InferenceService:
     async def SystemSharedMemoryStatus(self, request, context):
         response = service.SystemSharedMemoryStatusResponse()
         for region in self.dataplane.shared_memory.status(request.name):
-            response.regions[region.name].CopyFrom(service.SystemSharedMemoryStatusResponse.RegionStatus(
-                name=region.name, key=region.key, offset=region.offset, byte_size=region.byte_size))
+            response.regions[region.name].CopyFrom(
+                service.SystemSharedMemoryStatusResponse.RegionStatus(
+                    name=region.name, key=region.key, offset=region.offset, byte_size=region.byte_size
+                )
+            )
         return response
 
     async def SystemSharedMemoryRegister(self, request, context):
@@ -281,10 +298,14 @@ class HealthService:
 
 def create_server(dataplane, address):
     server = grpc.aio.server(options=MESSAGE_LIMIT_OPTIONS)
-    server.add_generic_rpc_handlers([
-        method_handlers(InferenceService(dataplane), service.DESCRIPTOR.services_by_name["GRPCInferenceService"],
-                        service),
-        method_handlers(HealthService(dataplane), health.DESCRIPTOR.services_by_name["Health"], health)])
+    server.add_generic_rpc_handlers(
+        [
+            method_handlers(
+                InferenceService(dataplane), service.DESCRIPTOR.services_by_name["GRPCInferenceService"], service
+            ),
+            method_handlers(HealthService(dataplane), health.DESCRIPTOR.services_by_name["Health"], health),
+        ]
+    )
     if server.add_insecure_port(address) == 0:
         raise OSError(f"cannot listen for gRPC on {address}")
     return server

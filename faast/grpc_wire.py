@@ -79,7 +79,7 @@ def decode_infer_request(data):
             length, position = _varint(view, position)
             if position + length > len(view):
                 raise DecodeError("truncated raw_input_contents")
-            raw.append(view[position:position + length])
+            raw.append(view[position : position + length])
             position += length
         else:
             position = _skip(view, position, wire_type)
@@ -89,9 +89,11 @@ def decode_infer_request(data):
 
 def tolerant(parse):
     """`parse` as a deserializer that returns Undecodable instead of raising."""
+
     def deserialize(data):
         try:
             return parse(data)
         except (DecodeError, RuntimeError, ValueError) as error:
             return Undecodable(str(error), len(data))
+
     return deserialize

@@ -15,8 +15,7 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from . import memory, tensors
 from .dataplane import InferRequest, InputTensor, RequestedOutput
-from .errors import (InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented,
-                     fault_message)
+from .errors import InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented, fault_message
 from .grpc_server import NO_CUDA
 from .metrics import registry_for, render
 from .shared_memory import region_from_parameters
@@ -28,6 +27,7 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 
 def message_to_json(message):
     """A protobuf message as KServe/Triton JSON: field names as in the .proto, integers as numbers."""
+
     def scalar(field, value):
         if field.type == FieldDescriptor.TYPE_MESSAGE:
             return message_to_json(value)
@@ -51,8 +51,9 @@ def message_to_json(message):
 
 def _json_response(value, status=200, content_type="application/json"):
     """JSON as Triton's HTTP server writes it: compact, and `application/json` with no charset."""
-    return web.Response(body=json.dumps(value, separators=(",", ":")).encode(), status=status,
-                        content_type=content_type)
+    return web.Response(
+        body=json.dumps(value, separators=(",", ":")).encode(), status=status, content_type=content_type
+    )
 
 
 def _error(error):
@@ -138,15 +139,23 @@ def parse_infer(body, header_length, model_name, shared_memory):
         elif "binary_data_size" in params:
             size = _field(params, "binary_data_size", int, f"parameters of '{name}'")
             if size < 0 or offset + size > len(binary):
-                raise InvalidArgument(f"unexpected binary_data_size {size} for input '{name}': the body holds "
-                                      f"{len(binary) - offset} more bytes")
-            chunk = binary[offset:offset + size]
+                raise InvalidArgument(
+                    f"unexpected binary_data_size {size} for input '{name}': the body holds "
+                    f"{len(binary) - offset} more bytes"
+                )
+            chunk = binary[offset : offset + size]
             offset += size
             inputs.append(InputTensor(name, datatype, shape, lambda chunk=chunk: chunk))
         else:
-            inputs.append(InputTensor(name, datatype, shape,
-                                      lambda data=tensor.get("data"), datatype=datatype, name=name:
-                                      _json_data(data, datatype, name, model_name)))
+            data = tensor.get("data")
+            inputs.append(
+                InputTensor(
+                    name,
+                    datatype,
+                    shape,
+                    lambda data=data, datatype=datatype, name=name: _json_data(data, datatype, name, model_name),
+                )
+            )
     parameters = dict(_field(header, "parameters", dict, "the inference request", {}))
     binary_default = parameters.pop("binary_data_output", False)
     if not isinstance(binary_default, bool):
@@ -162,8 +171,7 @@ def parse_infer(body, header_length, model_name, shared_memory):
     request_id = header.get("id", "")
     if not isinstance(request_id, str):
         raise InvalidArgument("'id' of the inference request must be a string")
-    request = InferRequest(model_name=model_name, id=request_id, inputs=inputs, outputs=outputs,
-                           parameters=parameters)
+    request = InferRequest(model_name=model_name, id=request_id, inputs=inputs, outputs=outputs, parameters=parameters)
     return request, binary_outputs, binary_default
 
 
@@ -197,7 +205,8 @@ class HttpFrontend:
         routes = []
         if with_api:
             routes += [
-                web.get("/v2/health/live", self.live), web.get("/v2/health/ready", self.ready),
+                web.get("/v2/health/live", self.live),
+                web.get("/v2/health/ready", self.ready),
                 web.get("/v2", self.server_metadata),
                 web.post("/v2/repository/index", self.repository_index),
                 web.post("/v2/repository/models/{model}/load", self.load),
@@ -212,15 +221,20 @@ class HttpFrontend:
                 web.post("/v2/cudasharedmemory/region/{region}/register", self.cuda_register),
                 web.post("/v2/cudasharedmemory/unregister", self.cuda_status),
                 web.post("/v2/cudasharedmemory/region/{region}/unregister", self.cuda_status),
-                web.get("/v2/trace/setting", self.trace), web.post("/v2/trace/setting", self.trace),
-                web.get("/v2/logging", self.logging), web.post("/v2/logging", self.logging),
+                web.get("/v2/trace/setting", self.trace),
+                web.post("/v2/trace/setting", self.trace),
+                web.get("/v2/logging", self.logging),
+                web.post("/v2/logging", self.logging),
             ]
             for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
                 routes += [
-                    web.get(prefix, self.model_metadata), web.get(prefix + "/ready", self.model_ready),
-                    web.get(prefix + "/config", self.model_config), web.get(prefix + "/stats", self.statistics),
+                    web.get(prefix, self.model_metadata),
+                    web.get(prefix + "/ready", self.model_ready),
+                    web.get(prefix + "/config", self.model_config),
+                    web.get(prefix + "/stats", self.statistics),
                     web.post(prefix + "/infer", self.infer),
-                    web.get(prefix + "/trace/setting", self.trace), web.post(prefix + "/trace/setting", self.trace),
+                    web.get(prefix + "/trace/setting", self.trace),
+                    web.post(prefix + "/trace/setting", self.trace),
                 ]
         if with_metrics:
             routes.append(web.get("/metrics", self.render_metrics))
@@ -249,16 +263,18 @@ class HttpFrontend:
         return _json_response(message_to_json(config))
 
     async def statistics(self, request):
-        stats = self.dataplane.model_statistics(request.match_info.get("model", ""),
-                                                request.match_info.get("version", ""))
+        stats = self.dataplane.model_statistics(
+            request.match_info.get("model", ""), request.match_info.get("version", "")
+        )
         return _json_response(message_to_json(stats) or {"model_stats": []})
 
     async def repository_index(self, request):
         body = await request.read()
         ready = _field(_object(_json(body), "the request"), "ready", bool, "the request", False) if body else False
         rows = self.dataplane.repository.index(ready)
-        return _json_response([{k: v for k, v in zip(("name", "version", "state", "reason"), row) if v}
-                                  for row in rows])
+        return _json_response(
+            [{k: v for k, v in zip(("name", "version", "state", "reason"), row, strict=True) if v} for row in rows]
+        )
 
     async def load(self, request):
         body = await request.read()
@@ -273,16 +289,21 @@ class HttpFrontend:
 
     async def shm_status(self, request):
         regions = self.dataplane.shared_memory.status(request.match_info.get("region", ""))
-        return _json_response([{"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size}
-                                  for r in regions])
+        return _json_response(
+            [{"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size} for r in regions]
+        )
 
     async def shm_register(self, request):
         body = _object(_json(await request.read()), "the request")
         what = "the registration"
         if "key" not in body:
             raise InvalidArgument("Shared memory register request has no 'key' field")
-        self.dataplane.shared_memory.register(request.match_info["region"], _field(body, "key", str, what),
-                                              _field(body, "offset", int, what, 0), _field(body, "byte_size", int, what))
+        self.dataplane.shared_memory.register(
+            request.match_info["region"],
+            _field(body, "key", str, what),
+            _field(body, "offset", int, what, 0),
+            _field(body, "byte_size", int, what),
+        )
         return web.Response(status=200)
 
     async def shm_unregister(self, request):
@@ -319,7 +340,8 @@ class HttpFrontend:
 
     async def _infer(self, request, body):
         infer_request, binary_outputs, binary_default = parse_infer(
-            body, _header_length(request), request.match_info["model"], self.dataplane.shared_memory)
+            body, _header_length(request), request.match_info["model"], self.dataplane.shared_memory
+        )
         infer_request.model_version = request.match_info.get("version", "")
         response = await self.dataplane.infer(infer_request)
         header = {"model_name": response.model_name, "model_version": response.model_version, "outputs": []}
@@ -340,8 +362,11 @@ class HttpFrontend:
         text = json.dumps(header).encode()
         if not blobs:
             return web.Response(body=text, content_type="application/json")
-        return web.Response(body=text + b"".join(blobs), content_type="application/octet-stream",
-                            headers={HEADER_LENGTH: str(len(text))})
+        return web.Response(
+            body=text + b"".join(blobs),
+            content_type="application/octet-stream",
+            headers={HEADER_LENGTH: str(len(text))},
+        )
 
     async def render_metrics(self, request):
         return web.Response(body=render(self.metrics), content_type="text/plain")

@@ -18,24 +18,36 @@ class RepositoryCollector:
             return CounterMetricFamily(name, documentation, labels=labels)
 
         success = counter("nv_inference_request_success", "Number of successful inference requests, all batch sizes")
-        failure = counter("nv_inference_request_failure", "Number of failed inference requests, all batch sizes",
-                          LABELS + ["reason"])
+        failure = counter(
+            "nv_inference_request_failure", "Number of failed inference requests, all batch sizes", LABELS + ["reason"]
+        )
         count = counter("nv_inference_count", "Number of inferences performed (does not include cached requests)")
         executions = counter("nv_inference_exec_count", "Number of model executions performed")
-        durations = {key: counter(f"nv_inference_{key}_duration_us", f"Cumulative {text} duration in microseconds")
-                     for key, text in (("request", "inference request"), ("queue", "inference queuing"),
-                                       ("compute_input", "compute input"), ("compute_infer", "compute inference"),
-                                       ("compute_output", "compute output"))}
-        pending = GaugeMetricFamily("nv_inference_pending_request_count",
-                                    "Instantaneous number of pending requests awaiting execution per-model.",
-                                    labels=LABELS)
-        device = GaugeMetricFamily("faast_device_info", "The device serving each model (value 1)",
-                                   labels=LABELS + ["device"])
+        durations = {
+            key: counter(f"nv_inference_{key}_duration_us", f"Cumulative {text} duration in microseconds")
+            for key, text in (
+                ("request", "inference request"),
+                ("queue", "inference queuing"),
+                ("compute_input", "compute input"),
+                ("compute_infer", "compute inference"),
+                ("compute_output", "compute output"),
+            )
+        }
+        pending = GaugeMetricFamily(
+            "nv_inference_pending_request_count",
+            "Instantaneous number of pending requests awaiting execution per-model.",
+            labels=LABELS,
+        )
+        device = GaugeMetricFamily(
+            "faast_device_info", "The device serving each model (value 1)", labels=LABELS + ["device"]
+        )
         kernel_executions = counter("faast_kernel_executions", "Kernel executions on the device's compute units")
         kernel_busy = counter("faast_kernel_busy_us", "Time compute units spent executing the kernel, microseconds")
-        fill = GaugeMetricFamily("faast_batch_fill_ratio",
-                                 "Mean rows per kernel execution over the kernel's rows per execution",
-                                 labels=LABELS)
+        fill = GaugeMetricFamily(
+            "faast_batch_fill_ratio",
+            "Mean rows per kernel execution over the kernel's rows per execution",
+            labels=LABELS,
+        )
         for model in list(self.repository.models.values()):
             labels = [model.name, model.version]
             stats = model.stats
@@ -54,8 +66,18 @@ class RepositoryCollector:
             kernel_busy.add_metric(labels, busy_ns / 1000)
             capacity = model.device.kernel.layout.rows_per_execution
             fill.add_metric(labels, rows / runs / capacity if runs else 0.0)
-        yield from (success, failure, count, executions, *durations.values(), pending, device, kernel_executions,
-                    kernel_busy, fill)
+        yield from (
+            success,
+            failure,
+            count,
+            executions,
+            *durations.values(),
+            pending,
+            device,
+            kernel_executions,
+            kernel_busy,
+            fill,
+        )
 
 
 def registry_for(repository):

@@ -64,7 +64,7 @@ def _open(model_dir, config):
     config = config if config is not None else read_config(model_dir)
     if not config.name:
         config.name = Path(model_dir).name
-    versions = sorted((int(p.name) for p in Path(model_dir).iterdir() if p.is_dir() and p.name.isdigit()))
+    versions = sorted(int(p.name) for p in Path(model_dir).iterdir() if p.is_dir() and p.name.isdigit())
     if not versions:
         raise DeviceError(f"model '{config.name}' has no version folder in {model_dir}")
     kind = config.parameters["device"].string_value if "device" in config.parameters else "auto"
@@ -81,17 +81,21 @@ def _check_kernel_fits(config, kernel):
     """The configured tensors must be the kernel's: one input and one FP32 output of its sizes. The
     input is FP32, or an integer type wide enough for the kernel's raw fixed-point bit patterns."""
     if len(config.input) != 1 or len(config.output) != 1:
-        raise DeviceError(f"config.pbtxt of '{config.name}' must declare one input and one output, as kernel "
-                          f"'{kernel.name}' has")
+        raise DeviceError(
+            f"config.pbtxt of '{config.name}' must declare one input and one output, as kernel '{kernel.name}' has"
+        )
     (tensor_in,), (tensor_out,) = _tensors(config.input), _tensors(config.output)
     input_bits = kernel.layout.input.type.width
     fits_bits = tensor_in.datatype in RAW_INPUT_TYPES and NUMPY[tensor_in.datatype].itemsize * 8 >= input_bits
     if tensor_in.datatype != "FP32" and not fits_bits:
-        raise DeviceError(f"input '{tensor_in.name}' of '{config.name}' must be FP32, or an integer type of at least "
-                          f"{input_bits} bits carrying the kernel's {kernel.layout.input.type} bit patterns")
+        raise DeviceError(
+            f"input '{tensor_in.name}' of '{config.name}' must be FP32, or an integer type of at least "
+            f"{input_bits} bits carrying the kernel's {kernel.layout.input.type} bit patterns"
+        )
     for tensor, size in ((tensor_in, kernel.input_size), (tensor_out, kernel.output_size)):
         if int(np.prod(tensor.dims)) != size:
-            raise DeviceError(f"tensor '{tensor.name}' of '{config.name}' must have {size} elements, as kernel "
-                              f"'{kernel.name}' has")
+            raise DeviceError(
+                f"tensor '{tensor.name}' of '{config.name}' must have {size} elements, as kernel '{kernel.name}' has"
+            )
     if tensor_out.datatype != "FP32":
         raise DeviceError(f"output '{tensor_out.name}' of '{config.name}' must be FP32")

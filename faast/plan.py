@@ -43,8 +43,12 @@ def accelerator_seconds_per_event(url, model, requests_per_event):
     from .protocol import service, service_grpc
 
     with grpc.insecure_channel(url) as channel:
-        stats = service_grpc.GRPCInferenceServiceStub(channel).ModelStatistics(
-            service.ModelStatisticsRequest(name=model)).model_stats[0].inference_stats
+        stats = (
+            service_grpc.GRPCInferenceServiceStub(channel)
+            .ModelStatistics(service.ModelStatisticsRequest(name=model))
+            .model_stats[0]
+            .inference_stats
+        )
     if stats.success.count == 0:
         raise ValueError(f"model '{model}' at {url} has served no request yet: nothing to measure")
     compute_ns = stats.compute_input.ns + stats.compute_infer.ns + stats.compute_output.ns
@@ -60,13 +64,18 @@ def run(args):
     if t_acc is None:
         raise SystemExit("give --t-acc, or --url and --model to measure it")
     plan = Plan(args.t_cpu, args.p, t_acc, args.t_latency, args.n_acc)
-    result = asdict(plan) | {"t_acc_source": source, "t_ideal": plan.t_ideal,
-                             "clients_per_accelerator": plan.clients_per_accelerator,
-                             "clients_before_saturation": int(plan.clients_per_accelerator * plan.n_acc)}
+    result = asdict(plan) | {
+        "t_acc_source": source,
+        "t_ideal": plan.t_ideal,
+        "clients_per_accelerator": plan.clients_per_accelerator,
+        "clients_before_saturation": int(plan.clients_per_accelerator * plan.n_acc),
+    }
     print(f"t_ideal = (1 - {plan.p}) x {plan.t_cpu} s + {plan.t_acc:.4g} s + {plan.t_latency} s = {plan.t_ideal:.4g} s")
     print(f"accelerator time per event: {plan.t_acc:.4g} s ({source})")
-    print(f"one accelerator feeds {plan.clients_per_accelerator:.1f} client processes before saturating; "
-          f"{plan.n_acc} feed {result['clients_before_saturation']}")
+    print(
+        f"one accelerator feeds {plan.clients_per_accelerator:.1f} client processes before saturating; "
+        f"{plan.n_acc} feed {result['clients_before_saturation']}"
+    )
     if args.bench:
         result["comparison"] = _compare(plan, args.bench, args.out)
     if args.out:
@@ -90,8 +99,13 @@ def _compare(plan, bench_json, out):
     points = []
     loop = Plan(0.0, 1.0, plan.t_acc, plan.t_latency, plan.n_acc)
     for level in bench["levels"]:
-        points.append({"clients": level["concurrency"], "measured_s": level["latency_ms"]["p50"] / 1000,
-                       "predicted_s": loop.t_sonic(level["concurrency"])})
+        points.append(
+            {
+                "clients": level["concurrency"],
+                "measured_s": level["latency_ms"]["p50"] / 1000,
+                "predicted_s": loop.t_sonic(level["concurrency"]),
+            }
+        )
     if out:
         clients = [pt["clients"] for pt in points]
         fig, ax = plt.subplots(figsize=(6, 4))

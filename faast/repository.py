@@ -96,8 +96,10 @@ class ModelRepository:
     def _config_override(self, name, parameters):
         files = [key for key in parameters if key.startswith("file:")]
         if files:
-            raise Unimplemented(f"failed to load '{name}': faast loads models only from its model repository; "
-                                f"'file:' parameters ({', '.join(files)}) are not supported")
+            raise Unimplemented(
+                f"failed to load '{name}': faast loads models only from its model repository; "
+                f"'file:' parameters ({', '.join(files)}) are not supported"
+            )
         if "config" not in parameters:
             return None
         text = parameters["config"]
@@ -106,8 +108,10 @@ class ModelRepository:
         try:
             config = json_format.Parse(text, mc.ModelConfig())
         except (json_format.ParseError, RecursionError) as error:
-            raise Internal(f"failed to load '{name}', failed to poll from model repository: the 'config' "
-                           f"parameter is not a model configuration: {error}") from None
+            raise Internal(
+                f"failed to load '{name}', failed to poll from model repository: the 'config' "
+                f"parameter is not a model configuration: {error}"
+            ) from None
         if config.name and config.name != name:
             raise InvalidArgument(f"failed to load '{name}': the 'config' parameter names model '{config.name}'")
         config.name = name
@@ -166,16 +170,20 @@ class ModelRepository:
     def get(self, name, version=""):
         model = self.models.get(name)
         if model is None and name in self.failed:
-            raise NotFound(f"Request for unknown model: '{name}' has no available versions "
-                           f"(failed to load: {self.failed[name]})")
+            raise NotFound(
+                f"Request for unknown model: '{name}' has no available versions (failed to load: {self.failed[name]})"
+            )
         if model is None:
             raise NotFound(f"Request for unknown model: '{name}' is not found")
         if version and not re.fullmatch(r"-?[0-9]+", version):
-            raise InvalidArgument(f"failed to get model version from specified version string '{version}' "
-                                  "(details: stol), version should be an integral value > 0")
+            raise InvalidArgument(
+                f"failed to get model version from specified version string '{version}' "
+                "(details: stol), version should be an integral value > 0"
+            )
         if version and int(version) < 0:
-            raise InvalidArgument(f"invalid model version specified '{version}' , version should be an integral "
-                                  "value > 0")
+            raise InvalidArgument(
+                f"invalid model version specified '{version}' , version should be an integral value > 0"
+            )
         if version and int(version) != int(model.version):
             raise NotFound(f"Request for unknown model: '{name}' version {version} is not found")
         return model

@@ -95,8 +95,10 @@ class DynamicBatcher:
         self.max_delay_ns = batching.max_queue_delay_microseconds * 1000
         self.levels = max(int(batching.priority_levels), 1)
         self.default_level = int(batching.default_priority_level) or self.levels
-        self.policies = {level: batching.priority_queue_policy.get(level, batching.default_queue_policy)
-                         for level in range(1, self.levels + 1)}
+        self.policies = {
+            level: batching.priority_queue_policy.get(level, batching.default_queue_policy)
+            for level in range(1, self.levels + 1)
+        }
         self.preserve_ordering = batching.preserve_ordering
         self.queues = {level: [] for level in range(1, self.levels + 1)}
         self.queued_rows = 0
@@ -129,9 +131,14 @@ class DynamicBatcher:
         if policy.allow_timeout_override and "timeout" in parameters:
             timeout_us = parameters["timeout"]
         arrival = _now()
-        request = _Queued(rows, asyncio.get_running_loop().create_future(), arrival,
-                          arrival + timeout_us * 1000 if timeout_us else 0,
-                          policy.timeout_action == mc.ModelQueuePolicy.REJECT, self.sequence)
+        request = _Queued(
+            rows,
+            asyncio.get_running_loop().create_future(),
+            arrival,
+            arrival + timeout_us * 1000 if timeout_us else 0,
+            policy.timeout_action == mc.ModelQueuePolicy.REJECT,
+            self.sequence,
+        )
         self.sequence += 1
         self.queues[level].append(request)
         self.queued_rows += len(rows)
@@ -207,13 +214,15 @@ class DynamicBatcher:
         offset = 0
         for request in batch:
             count = len(request.rows)
-            self.stats.record_success(count, _now() - request.arrival, start - request.arrival,
-                                      input_ns, infer_ns, output_ns)
-            self._settle(request, outputs=outputs[offset:offset + count])
+            self.stats.record_success(
+                count, _now() - request.arrival, start - request.arrival, input_ns, infer_ns, output_ns
+            )
+            self._settle(request, outputs=outputs[offset : offset + count])
             offset += count
 
     def _settle(self, request, outputs=None, error=None):
         """Resolve a request; with preserve_ordering, only once every earlier request is resolved."""
+
         def resolve(item, result, failure):
             if not item.future.done():
                 item.future.set_exception(failure) if failure else item.future.set_result(result)
@@ -243,7 +252,8 @@ def make_scheduler(config, device):
     """The scheduler config.pbtxt asks for, with fresh statistics."""
     stats = ModelStatistics()
     if config.HasField("dynamic_batching"):
-        capacity = min(config.max_batch_size or device.kernel.layout.rows_per_execution,
-                       device.kernel.layout.rows_per_execution)
+        capacity = min(
+            config.max_batch_size or device.kernel.layout.rows_per_execution, device.kernel.layout.rows_per_execution
+        )
         return DynamicBatcher(config.name, device, stats, config.dynamic_batching, capacity)
     return DirectScheduler(config.name, device, stats)

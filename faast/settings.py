@@ -22,12 +22,24 @@ from .errors import InvalidArgument, Unimplemented
 
 log = logging.getLogger("faast.settings")
 
-TRACE_DEFAULTS = {"trace_file": [""], "trace_level": ["OFF"], "trace_rate": ["1000"], "trace_count": ["-1"],
-                  "log_frequency": ["0"], "trace_mode": ["triton"]}
+TRACE_DEFAULTS = {
+    "trace_file": [""],
+    "trace_level": ["OFF"],
+    "trace_rate": ["1000"],
+    "trace_count": ["-1"],
+    "log_frequency": ["0"],
+    "trace_mode": ["triton"],
+}
 TRACE_LEVELS = ("OFF", "TIMESTAMPS", "TENSORS")
 # --trace-config keys (tritonserver's spelling) → TraceSetting keys.
-TRACE_CONFIG_KEYS = {"file": "trace_file", "level": "trace_level", "rate": "trace_rate", "count": "trace_count",
-                     "log-frequency": "log_frequency", "mode": "trace_mode"}
+TRACE_CONFIG_KEYS = {
+    "file": "trace_file",
+    "level": "trace_level",
+    "rate": "trace_rate",
+    "count": "trace_count",
+    "log-frequency": "log_frequency",
+    "mode": "trace_mode",
+}
 TRACE_FILE_FIXED = "trace file location can not be updated through network protocol"
 LOG_FILE_FIXED = "log file location can not be updated through network protocol"
 TRACE_QUEUE_LIMIT = 10_000  # records waiting for the writer; beyond it records are dropped, not queued
@@ -145,8 +157,14 @@ class TraceSettings:
 
     def write(self, model_name, model_version, request_id, timestamps):
         """Queue one request's trace record for the writer thread."""
-        self.writer.put({"model_name": model_name, "model_version": model_version, "request_id": request_id,
-                         "timestamps": [{"name": name, "ns": ns} for name, ns in timestamps]})
+        self.writer.put(
+            {
+                "model_name": model_name,
+                "model_version": model_version,
+                "request_id": request_id,
+                "timestamps": [{"name": name, "ns": ns} for name, ns in timestamps],
+            }
+        )
 
 
 def parse_trace_config(options):
@@ -156,8 +174,10 @@ def parse_trace_config(options):
         mode, _, setting = option.rpartition(",")
         key, separator, value = setting.partition("=")
         if not separator or key not in TRACE_CONFIG_KEYS or mode not in ("", "triton"):
-            raise ValueError(f"unsupported --trace-config '{option}'; use [triton,]KEY=VALUE with KEY one of "
-                             f"{', '.join(TRACE_CONFIG_KEYS)}")
+            raise ValueError(
+                f"unsupported --trace-config '{option}'; use [triton,]KEY=VALUE with KEY one of "
+                f"{', '.join(TRACE_CONFIG_KEYS)}"
+            )
         settings[TRACE_CONFIG_KEYS[key]] = value.upper() if key == "level" else value
     return settings
 
@@ -167,13 +187,25 @@ def wall_ns():
 
 
 class LogSettings:
-    KEYS = {"log_file": str, "log_info": bool, "log_warning": bool, "log_error": bool, "log_verbose_level": int,
-            "log_format": str}
+    KEYS = {
+        "log_file": str,
+        "log_info": bool,
+        "log_warning": bool,
+        "log_error": bool,
+        "log_verbose_level": int,
+        "log_format": str,
+    }
     FORMATS = ("default", "ISO8601")
 
     def __init__(self, verbose=0):
-        self.values = {"log_file": "", "log_info": True, "log_warning": True, "log_error": True,
-                       "log_verbose_level": verbose, "log_format": "default"}
+        self.values = {
+            "log_file": "",
+            "log_info": True,
+            "log_warning": True,
+            "log_error": True,
+            "log_verbose_level": verbose,
+            "log_format": "default",
+        }
 
     def update(self, updates):
         """Apply `updates` ({key: value}) once every one is valid; returns the settings now in force."""

@@ -37,8 +37,11 @@ def region_from_parameters(params, name):
     window itself is checked against the region when it is read or written."""
     if "shared_memory_region" not in params:
         return None
-    return (_parameter(params, "shared_memory_region", str, name), _parameter(params, "shared_memory_offset", int, name),
-            _parameter(params, "shared_memory_byte_size", int, name))
+    return (
+        _parameter(params, "shared_memory_region", str, name),
+        _parameter(params, "shared_memory_offset", int, name),
+        _parameter(params, "shared_memory_byte_size", int, name),
+    )
 
 
 def _open_shm_object(key):
@@ -74,8 +77,9 @@ class SharedMemoryManager:
 
     def register(self, name, key, offset, byte_size):
         if offset < 0 or byte_size < 0:
-            raise InvalidArgument(f"failed to register shared memory region '{name}': offset and byte size must "
-                                  "not be negative")
+            raise InvalidArgument(
+                f"failed to register shared memory region '{name}': offset and byte size must not be negative"
+            )
         if "\0" in name:
             raise InvalidArgument("shared memory region names must not contain NUL")
         with self._lock:
@@ -117,8 +121,10 @@ class SharedMemoryManager:
             raise InvalidArgument(f"Invalid offset + byte size for shared memory region: '{name}'")
         start = region.offset + offset
         if os.fstat(region.fd).st_size < start + byte_size:
-            raise InvalidArgument(f"shared memory region '{name}' is smaller than when it was registered: its "
-                                  f"object '{region.key}' was truncated")
+            raise InvalidArgument(
+                f"shared memory region '{name}' is smaller than when it was registered: its "
+                f"object '{region.key}' was truncated"
+            )
         return region, start
 
     def read(self, name, offset, byte_size):

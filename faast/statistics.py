@@ -72,14 +72,21 @@ class ModelStatistics:
 
         with self._lock:
             stats = service.ModelStatistics(
-                name=name, version=version, last_inference=self.last_inference_ms,
-                inference_count=self.inference_count, execution_count=self.execution_count)
+                name=name,
+                version=version,
+                last_inference=self.last_inference_ms,
+                inference_count=self.inference_count,
+                execution_count=self.execution_count,
+            )
             inference = stats.inference_stats
             for key in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
                 getattr(inference, key).CopyFrom(duration(getattr(self, key)))
             for size in sorted(self.batches):
                 batch = self.batches[size]
-                stats.batch_stats.add(batch_size=size, compute_input=duration(batch.compute_input),
-                                      compute_infer=duration(batch.compute_infer),
-                                      compute_output=duration(batch.compute_output))
+                stats.batch_stats.add(
+                    batch_size=size,
+                    compute_input=duration(batch.compute_input),
+                    compute_infer=duration(batch.compute_infer),
+                    compute_output=duration(batch.compute_output),
+                )
         return stats

@@ -55,8 +55,15 @@ class KernelDescription:
             raise DeviceError(f"{path} is missing: build the kernel with `faast build`") from None
         if len(raw["inputs"]) != 1 or len(raw["outputs"]) != 1:
             raise DeviceError(f"kernel '{raw['name']}' has several input or output tensors; faast serves one each")
-        return cls(folder, raw["name"], raw["kernel"], raw["inputs"][0]["size"], raw["outputs"][0]["size"],
-                   BufferLayout.from_description(raw["buffers"]), raw)
+        return cls(
+            folder,
+            raw["name"],
+            raw["kernel"],
+            raw["inputs"][0]["size"],
+            raw["outputs"][0]["size"],
+            BufferLayout.from_description(raw["buffers"]),
+            raw,
+        )
 
     def xclbins(self):
         return sorted([*self.folder.glob("*.xclbin"), *self.folder.glob("*.awsxclbin")])
@@ -198,7 +205,7 @@ class Device:
         results = []
         try:
             for start in range(0, len(rows), step):
-                chunk = rows[start:start + step]
+                chunk = rows[start : start + step]
                 pool = next(self._next)
                 while True:
                     try:
@@ -222,8 +229,11 @@ class Device:
 
     def usage(self):
         """(kernel executions, rows executed, kernel busy ns) summed over the compute units."""
-        return (sum(p.executions for p in self._pools), sum(p.rows for p in self._pools),
-                sum(p.busy_ns for p in self._pools))
+        return (
+            sum(p.executions for p in self._pools),
+            sum(p.rows for p in self._pools),
+            sum(p.busy_ns for p in self._pools),
+        )
 
     @staticmethod
     def _finish(item, timings):
@@ -267,8 +277,13 @@ def open_device(kind, folder) -> Device:
     try:
         device = _driver("emulator")(kernel)
     except DeviceError as error:
-        log.info("device auto for '%s': C simulation, because no card is usable (%s) and the emulator cannot "
-                 "run this kernel: %s", kernel.name, "; ".join(reasons), error)
+        log.info(
+            "device auto for '%s': C simulation, because no card is usable (%s) and the emulator cannot "
+            "run this kernel: %s",
+            kernel.name,
+            "; ".join(reasons),
+            error,
+        )
         return _driver("csim")(kernel)
     log.info("device auto for '%s': emulator, because no card is usable (%s)", kernel.name, "; ".join(reasons))
     return device

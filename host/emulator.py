@@ -76,9 +76,15 @@ class Linear:
         if bits == 0:
             return self
         factor = 2.0**bits
-        return replace(self, fraction=self.fraction + bits, low=self.low * factor, high=self.high * factor,
-                       scale=factor if self.scale is None else self.scale * factor, offset=self.offset * factor,
-                       addend=None if self.addend is None else self.addend.shifted(bits))
+        return replace(
+            self,
+            fraction=self.fraction + bits,
+            low=self.low * factor,
+            high=self.high * factor,
+            scale=factor if self.scale is None else self.scale * factor,
+            offset=self.offset * factor,
+            addend=None if self.addend is None else self.addend.shifted(bits),
+        )
 
     def times_matrix(self, weights, weight_fraction):
         """(this) @ weights: the exact products and sums of a dense layer (without an addend)."""
@@ -87,15 +93,28 @@ class Linear:
         low, high = _interval_matmul(self.low, self.high, weights)
         scale = np.broadcast_to(1.0 if self.scale is None else self.scale, self.low.shape)
         matrix = scale[:, None] * weights if self.matrix is None else (self.matrix * scale) @ weights
-        return replace(self, fraction=self.fraction + weight_fraction, low=low, high=high, matrix=matrix,
-                       scale=None, offset=np.broadcast_to(self.offset, self.low.shape) @ weights)
+        return replace(
+            self,
+            fraction=self.fraction + weight_fraction,
+            low=low,
+            high=high,
+            matrix=matrix,
+            scale=None,
+            offset=np.broadcast_to(self.offset, self.low.shape) @ weights,
+        )
 
     def times(self, factors, factor_fraction):
         """(this) * factors per feature: exact elementwise products."""
         candidates = np.stack([self.low * factors, self.high * factors])
-        return replace(self, fraction=self.fraction + factor_fraction, low=candidates.min(0), high=candidates.max(0),
-                       scale=factors if self.scale is None else self.scale * factors, offset=self.offset * factors,
-                       addend=None if self.addend is None else self.addend.times(factors, factor_fraction))
+        return replace(
+            self,
+            fraction=self.fraction + factor_fraction,
+            low=candidates.min(0),
+            high=candidates.max(0),
+            scale=factors if self.scale is None else self.scale * factors,
+            offset=self.offset * factors,
+            addend=None if self.addend is None else self.addend.times(factors, factor_fraction),
+        )
 
     def plus(self, values, value_fraction):
         """(this) + values (mantissas at `value_fraction`), exact: at the finer of the two fractions."""
@@ -109,8 +128,7 @@ class Linear:
         if sign < 0:
             other = other.times(-1.0, 0)
         low, high = self.low + other.low, self.high + other.high
-        return replace(self, low=low, high=high, offset=self.offset + other.offset,
-                       addend=replace(other, offset=0.0))
+        return replace(self, low=low, high=high, offset=self.offset + other.offset, addend=replace(other, offset=0.0))
 
     def product_bound(self):
         """Per feature, a bound on |source @ matrix| and its partial sums."""
@@ -137,8 +155,9 @@ class Linear:
         result_bound = bound if fixed is None else max(-fixed.lowest, fixed.highest)
         result_dtype = np.float32 if single and result_bound < SINGLE_EXACT else np.float64
         products = [self._product(single)] + ([] if self.addend is None else [self.addend._product(single)])
-        finish = fastpath.Requantize(features, self.offset, prescale, self.scale, relu, fixed,
-                                     None if self.addend is None else self.addend.scale)
+        finish = fastpath.Requantize(
+            features, self.offset, prescale, self.scale, relu, fixed, None if self.addend is None else self.addend.scale
+        )
         scratch = Scratch()
 
         def compute(tensors):
@@ -146,8 +165,11 @@ class Linear:
             addend = products[1](tensors)[0] if len(products) > 1 else None
             if addend is not None and addend.dtype != values.dtype:  # the sum in float64, exact
                 values, addend, fresh = values.astype(np.float64), addend.astype(np.float64), True
-            return finish(values, values if fresh and values.dtype == result_dtype else
-                          scratch(values.shape, result_dtype), addend)
+            return finish(
+                values,
+                values if fresh and values.dtype == result_dtype else scratch(values.shape, result_dtype),
+                addend,
+            )
 
         return compute
 
@@ -306,8 +328,9 @@ class Program:
         low, high = np.floor(low * factor), np.ceil(value.high * factor)
         if fixed.overflow == "WRAP" and not fixed.holds(np.min(low), np.max(high)):
             low, high = np.full_like(low, fixed.lowest), np.full_like(high, fixed.highest)
-        self.pending[name] = Linear.of(name, fixed.fraction, np.clip(low, fixed.lowest, fixed.highest),
-                                       np.clip(high, fixed.lowest, fixed.highest))
+        self.pending[name] = Linear.of(
+            name, fixed.fraction, np.clip(low, fixed.lowest, fixed.highest), np.clip(high, fixed.lowest, fixed.highest)
+        )
 
     def _input(self, layer):
         (fixed,) = self._types(layer, "result_t")
@@ -315,8 +338,9 @@ class Program:
             raise Unsupported(f"input layer type {fixed} differs from the input tensor's {self.input_type}")
         shape = layer["attributes"]["input_shape"]
         self.input_shape = tuple(shape)
-        self.pending[layer["outputs"][0]] = Linear.of("input", fixed.fraction, np.full(shape[-1:], fixed.lowest),
-                                                      np.full(shape[-1:], fixed.highest))
+        self.pending[layer["outputs"][0]] = Linear.of(
+            "input", fixed.fraction, np.full(shape[-1:], fixed.lowest), np.full(shape[-1:], fixed.highest)
+        )
 
     def _dense(self, layer):
         weights = self._weight(layer, "weight")
@@ -383,8 +407,7 @@ class Program:
             raise Unsupported("products need more than 62 bits")
         self.steps.append(dense)
         full = np.full(weights.shape[1], 1.0)
-        self._cast(Linear.of(name + ".accum", accum.fraction, full * accum.lowest, full * accum.highest),
-                   result, name)
+        self._cast(Linear.of(name + ".accum", accum.fraction, full * accum.lowest, full * accum.highest), result, name)
 
     def _materialized(self, value, name):
         """`value` as a computed tensor (a step when it is still a pending map)."""
@@ -421,8 +444,10 @@ class Program:
         source = self._materialized(self._source(layer), layer["name"] + ".in")
         fraction = source.fraction
         numerator, denominator = size << max(-fraction, 0), 16 << max(fraction, 0)
-        if np.max(source.source_bound) * numerator >= INT_EXACT or np.max(source.source_bound) * size / 16 * \
-                2.0**-fraction >= 2**31:
+        if (
+            np.max(source.source_bound) * numerator >= INT_EXACT
+            or np.max(source.source_bound) * size / 16 * 2.0**-fraction >= 2**31
+        ):
             raise Unsupported("sigmoid inputs this large overflow the C int of the table index")
         name = layer["name"] + ".looked_up"
 
@@ -433,8 +458,11 @@ class Program:
 
         self.steps.append(sigmoid)
         full = np.full(len(source.low), 1.0)
-        self._cast(Linear.of(name, table_type.fraction, full * np.min(table), full * np.max(table)), result,
-                   layer["outputs"][0])
+        self._cast(
+            Linear.of(name, table_type.fraction, full * np.min(table), full * np.max(table)),
+            result,
+            layer["outputs"][0],
+        )
 
     def _conv2d(self, layer):
         """Each output pixel is a dense layer over its window (im2col), with the same arithmetic."""
@@ -444,16 +472,20 @@ class Program:
             weights = weights.transpose(1, 2, 3, 0)
         height, width, channels, filters = weights.shape
         stride = (attributes["stride_height"], attributes["stride_width"])
-        pads = ((attributes.get("pad_top", 0), attributes.get("pad_bottom", 0)),
-                (attributes.get("pad_left", 0), attributes.get("pad_right", 0)))
+        pads = (
+            (attributes.get("pad_top", 0), attributes.get("pad_bottom", 0)),
+            (attributes.get("pad_left", 0), attributes.get("pad_right", 0)),
+        )
         value = self._source(layer)
         if value.padding:  # a ZeroPadding2D before: its pads join the convolution's
-            pads = tuple((a + c, b + d) for (a, b), (c, d) in zip(pads, value.padding))
+            pads = tuple((a + c, b + d) for (a, b), (c, d) in zip(pads, value.padding, strict=True))
             value = replace(value, window=None)
         source = self._materialized(value, layer["name"] + ".image")
         low, high = np.minimum(source.low, 0), np.maximum(source.high, 0)  # zero padding
-        patches = replace(Linear.of(source.source, source.fraction, np.tile(low, height * width),
-                                    np.tile(high, height * width)), window=((height, width), stride, pads))
+        patches = replace(
+            Linear.of(source.source, source.fraction, np.tile(low, height * width), np.tile(high, height * width)),
+            window=((height, width), stride, pads),
+        )
         self._multiply_accumulate(layer, patches, weights.reshape(-1, filters))
 
     _pointwiseconv2d = _conv2d  # hls4ml's class for 1×1 convolutions: the same arithmetic
@@ -463,8 +495,10 @@ class Program:
         pads = ((attributes["pad_top"], attributes["pad_bottom"]), (attributes["pad_left"], attributes["pad_right"]))
         source = self._materialized(self._source(layer), layer["name"] + ".image")
         # 1×1 windows of the padded image are its pixels: computed where used, or joined to a convolution's
-        padded = replace(Linear.of(source.source, source.fraction, np.minimum(source.low, 0),
-                                   np.maximum(source.high, 0)), window=((1, 1), (1, 1), pads))
+        padded = replace(
+            Linear.of(source.source, source.fraction, np.minimum(source.low, 0), np.maximum(source.high, 0)),
+            window=((1, 1), (1, 1), pads),
+        )
         self._cast(padded, *self._types(layer, "result_t"), layer["outputs"][0])
 
     def _pooling2d(self, layer):
@@ -485,7 +519,7 @@ class Program:
             image = _wide(tensors[source.source])
             n, h, w, c = image.shape
             oh, ow = h // size[0], w // size[1]
-            blocks = image[:, :oh * size[0], :ow * size[1]].reshape(n, oh, size[0], ow, size[1], c)
+            blocks = image[:, : oh * size[0], : ow * size[1]].reshape(n, oh, size[0], ow, size[1], c)
             if average or streamed:
                 blocks = accum.requantize(blocks, source.fraction)
             if average:
@@ -562,8 +596,9 @@ class Program:
     def _flattened(self, value, name, pixels):
         """`value` (an image) as rows of pixels × channels."""
         source = self._materialized(value, name + ".image")
-        self.steps.append(lambda tensors: tensors.__setitem__(name, tensors[source.source].reshape(
-            len(tensors[source.source]), -1)))
+        self.steps.append(
+            lambda tensors: tensors.__setitem__(name, tensors[source.source].reshape(len(tensors[source.source]), -1))
+        )
         return Linear.of(name, source.fraction, np.tile(source.low, pixels), np.tile(source.high, pixels))
 
     _flatten = _reshape
@@ -577,7 +612,8 @@ class Program:
         if implementation not in ("stable", "latency"):
             raise Unsupported(f"softmax implementation '{implementation}' is not supported")
         exp_type, accum, inv_in, inv_type, result = self._types(
-            layer, "exp_table_t", "accum_t", "inv_inp_t", "inv_table_t", "result_t")
+            layer, "exp_table_t", "accum_t", "inv_inp_t", "inv_table_t", "result_t"
+        )
         (address,) = self._types(layer, "inp_norm_t" if implementation == "stable" else "input_t")
         exp_table = self.weights[f"{layer['name']}.exp_table"]
         inv_table = self.weights[f"{layer['name']}.inv_table"]
@@ -588,8 +624,10 @@ class Program:
         # The adder tree's order does not matter when the sum wraps, cannot overflow, or saturates
         # a sum of non-negative terms (once at the top, it stays there).
         order_free = accum.overflow == "WRAP" or (accum.overflow in ("SAT", "SAT_SYM") and np.min(exp_table) >= 0)
-        if not order_free and entries * np.max(np.abs(exp_table)) * 2.0 ** (
-                accum.fraction - exp_type.fraction) >= accum.highest:
+        if (
+            not order_free
+            and entries * np.max(np.abs(exp_table)) * 2.0 ** (accum.fraction - exp_type.fraction) >= accum.highest
+        ):
             raise Unsupported(f"the softmax sum may overflow {accum}: its rounding then depends on the adder tree")
         name = layer["name"] + ".product"
 
@@ -638,8 +676,11 @@ class Program:
 
         self.steps.append(softmax)
         full = np.full(entries, 1.0)
-        self._cast(Linear.of(name, table_type.fraction, full * np.min(inv_table), full * np.max(inv_table)), result,
-                   layer["outputs"][0])
+        self._cast(
+            Linear.of(name, table_type.fraction, full * np.min(inv_table), full * np.max(inv_table)),
+            result,
+            layer["outputs"][0],
+        )
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -653,14 +694,17 @@ class Program:
         tensors = {"input": self._input_tensor(mantissas)}
         for step in self.steps:
             step(tensors)
-        return {name: self.pending[name].compiled(single=False)(tensors) * 2.0**-self.pending[name].fraction for name in names}
+        return {
+            name: self.pending[name].compiled(single=False)(tensors) * 2.0 ** -self.pending[name].fraction
+            for name in names
+        }
 
     def run(self, mantissas):
         """Input mantissas (integers [n, inputs]) → output mantissas (int64 [n, outputs])."""
         outputs = []
         rows_per_step = max(STEP_ROWS, STEP_ELEMENTS // int(np.prod(self.input_shape)))
         for start in range(0, len(mantissas), rows_per_step):
-            tensors = {"input": self._input_tensor(mantissas[start:start + rows_per_step])}
+            tensors = {"input": self._input_tensor(mantissas[start : start + rows_per_step])}
             for step in self.steps:
                 step(tensors)
             outputs.append(tensors[self.output].reshape(len(tensors["input"]), -1).astype(np.int64))
@@ -690,7 +734,7 @@ class EmulatorComputeUnit(ComputeUnit):
         out = outputs.host[:out_bytes].view(lanes_out.lane_dtype)
         mask = (1 << lanes_out.type.width) - 1
         out[: result.size] = (result.reshape(-1) & mask).astype(lanes_out.lane_dtype)
-        out[result.size:] = 0
+        out[result.size :] = 0
 
 
 class EmulatorDevice(Device):
@@ -700,8 +744,9 @@ class EmulatorDevice(Device):
         layout = kernel.layout
         count = compute_units or os.cpu_count() or 1
         # A program per compute unit: its steps reuse their output arrays (Scratch).
-        super().__init__(kernel, [EmulatorComputeUnit(load_program(kernel), layout.input, layout.output, i)
-                                  for i in range(count)])
+        super().__init__(
+            kernel, [EmulatorComputeUnit(load_program(kernel), layout.input, layout.output, i) for i in range(count)]
+        )
 
     @staticmethod
     def available():

@@ -12,20 +12,46 @@ import numpy as np
 from .fixed import OVERFLOW, QUANTIZATION
 
 _LIBRARY = ctypes.CDLL(str(Path(__file__).with_name("libfastpath.so")))
-_CODES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.int64): "i64",
-          np.dtype(np.uint8): "u8", np.dtype(np.uint16): "u16", np.dtype(np.uint32): "u32", np.dtype(np.uint64): "u64"}
+_CODES = {
+    np.dtype(np.float32): "f32",
+    np.dtype(np.float64): "f64",
+    np.dtype(np.int64): "i64",
+    np.dtype(np.uint8): "u8",
+    np.dtype(np.uint16): "u16",
+    np.dtype(np.uint32): "u32",
+    np.dtype(np.uint64): "u64",
+}
 _INT, _DOUBLE, _POINTER = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
 for _in in ("f32", "f64", "i64"):
     for _out in ("f32", "f64"):
         getattr(_LIBRARY, f"requantize_{_in}_{_out}").argtypes = [
-            _POINTER, _POINTER, _POINTER, _POINTER, _POINTER, _INT, _INT, _POINTER, _DOUBLE, ctypes.c_int, ctypes.c_int,
-            _DOUBLE, _DOUBLE, ctypes.c_int]
+            _POINTER,
+            _POINTER,
+            _POINTER,
+            _POINTER,
+            _POINTER,
+            _INT,
+            _INT,
+            _POINTER,
+            _DOUBLE,
+            ctypes.c_int,
+            ctypes.c_int,
+            _DOUBLE,
+            _DOUBLE,
+            ctypes.c_int,
+        ]
         getattr(_LIBRARY, f"windows_{_in}_{_out}").argtypes = [_POINTER, _POINTER] + [_INT] * 12
         getattr(_LIBRARY, f"convolve_{_in}_{_out}").argtypes = [_POINTER, _POINTER, _POINTER] + [_INT] * 11
 for _in in ("f32", "f64"):
     for _lane in ("u8", "u16", "u32", "u64"):
-        getattr(_LIBRARY, f"wrapped_bits_{_in}_{_lane}").argtypes = [_POINTER, _POINTER, _INT, _DOUBLE, ctypes.c_int,
-                                                                     ctypes.c_int]
+        getattr(_LIBRARY, f"wrapped_bits_{_in}_{_lane}").argtypes = [
+            _POINTER,
+            _POINTER,
+            _INT,
+            _DOUBLE,
+            ctypes.c_int,
+            ctypes.c_int,
+        ]
 
 
 _FUNCTIONS = {}
@@ -47,8 +73,9 @@ class Requantize:
         self.features = features
         # Parameters as C pointers once (the arrays kept alive here): the emulator calls this for
         # every step of every chunk, where microseconds of argument handling add up.
-        self.offset, self.scale, self.addend_scale = (None if p is None else _per_feature(p, features)
-                                                      for p in (offset, scale, addend_scale))
+        self.offset, self.scale, self.addend_scale = (
+            None if p is None else _per_feature(p, features) for p in (offset, scale, addend_scale)
+        )
         self.pointers = [None if p is None else p.ctypes.data for p in (self.scale, self.addend_scale, self.offset)]
         self.mode = [prescale, -1, 0, 0.0, 0.0, int(relu)]  # prescale, quantization, overflow, low, high, relu
         if fixed is not None:
@@ -68,8 +95,16 @@ class Requantize:
             addend = np.ascontiguousarray(addend)
         scale, addend_scale, offset = self.pointers
         _function("requantize", values, out)(
-            values.ctypes.data, scale, None if addend is None else addend.ctypes.data, addend_scale, out.ctypes.data,
-            values.size // self.features, self.features, offset, *self.mode)
+            values.ctypes.data,
+            scale,
+            None if addend is None else addend.ctypes.data,
+            addend_scale,
+            out.ctypes.data,
+            values.size // self.features,
+            self.features,
+            offset,
+            *self.mode,
+        )
         return out
 
 
@@ -83,15 +118,24 @@ def wrapped_bits(values, fixed, out):
     values = np.ascontiguousarray(values)
     if fixed.overflow != "WRAP" or fixed.width > 62 or out.shape != values.shape or not out.flags.c_contiguous:
         raise ValueError("wrapped_bits packs a wrapping type of up to 62 bits into lanes of the values' shape")
-    _function("wrapped_bits", values, out)(values.ctypes.data, out.ctypes.data, values.size, 2.0**fixed.fraction,
-                                           QUANTIZATION.index(fixed.quantization), fixed.width)
+    _function("wrapped_bits", values, out)(
+        values.ctypes.data,
+        out.ctypes.data,
+        values.size,
+        2.0**fixed.fraction,
+        QUANTIZATION.index(fixed.quantization),
+        fixed.width,
+    )
     return out
 
 
 def _output_size(image, size, stride, pads):
     n, h, w, _ = image.shape
-    return (n, (h + pads[0][0] + pads[0][1] - size[0]) // stride[0] + 1,
-            (w + pads[1][0] + pads[1][1] - size[1]) // stride[1] + 1)
+    return (
+        n,
+        (h + pads[0][0] + pads[0][1] - size[0]) // stride[0] + 1,
+        (w + pads[1][0] + pads[1][1] - size[1]) // stride[1] + 1,
+    )
 
 
 class Convolve:
@@ -101,7 +145,7 @@ class Convolve:
     def __init__(self, weights, size, stride, pads):
         self.filters = weights.shape[1]
         self.weights = np.zeros((len(weights), -(-self.filters // 8) * 8))  # 8-filter blocks
-        self.weights[:, :self.filters] = weights
+        self.weights[:, : self.filters] = weights
         self.size, self.stride, self.pads = size, stride, pads
 
     def __call__(self, image, dtype):
@@ -110,8 +154,17 @@ class Convolve:
         image = np.ascontiguousarray(image)
         n, out_h, out_w = _output_size(image, self.size, self.stride, ((0, 0), (0, 0)))
         out = np.empty((n, out_h, out_w, self.filters), dtype)
-        _function("convolve", image, out)(image.ctypes.data, self.weights.ctypes.data, out.ctypes.data,
-                                          *image.shape, *self.size, *self.stride, out_h, out_w, self.filters)
+        _function("convolve", image, out)(
+            image.ctypes.data,
+            self.weights.ctypes.data,
+            out.ctypes.data,
+            *image.shape,
+            *self.size,
+            *self.stride,
+            out_h,
+            out_w,
+            self.filters,
+        )
         return out
 
 
@@ -121,6 +174,7 @@ def windows(image, size, stride, pads, dtype):
     image = np.ascontiguousarray(image)
     n, out_h, out_w = _output_size(image, size, stride, pads)
     out = np.empty((n, out_h, out_w, size[0] * size[1] * image.shape[3]), dtype)
-    _function("windows", image, out)(image.ctypes.data, out.ctypes.data, *image.shape, *size, *stride, pads[0][0],
-                                     pads[1][0], out_h, out_w)
+    _function("windows", image, out)(
+        image.ctypes.data, out.ctypes.data, *image.shape, *size, *stride, pads[0][0], pads[1][0], out_h, out_w
+    )
     return out

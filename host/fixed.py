@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_TYPE = re.compile(r"^(?:ap_)?(u?)(fixed|int)<\s*(\d+)\s*(?:,\s*(-?\d+))?\s*(?:,\s*(\w+))?\s*(?:,\s*(\w+))?"
-                   r"\s*(?:,\s*(\d+))?\s*>$")
+_TYPE = re.compile(
+    r"^(?:ap_)?(u?)(fixed|int)<\s*(\d+)\s*(?:,\s*(-?\d+))?\s*(?:,\s*(\w+))?\s*(?:,\s*(\w+))?"
+    r"\s*(?:,\s*(\d+))?\s*>$"
+)
 QUANTIZATION = ("TRN", "TRN_ZERO", "RND", "RND_ZERO", "RND_INF", "RND_MIN_INF", "RND_CONV")
 OVERFLOW = ("WRAP", "SAT", "SAT_ZERO", "SAT_SYM")
 FLOAT_EXACT = 2.0**52  # float64 mantissas below this are integers and sums of them are exact
@@ -83,7 +85,7 @@ class FixedType:
         (the sign bit decides), so they wrap to 0 and saturate to an end of the range."""
         values = np.asarray(values, np.float64)
         finite = np.isfinite(values)
-        huge = np.where(np.signbit(values), -2.0**1023, 2.0**1023)
+        huge = np.where(np.signbit(values), -(2.0**1023), 2.0**1023)
         scaled = np.where(finite, values, 0.0) * 2.0**self.fraction  # exact: a power-of-two scale
         mantissas = _round(scaled, 0, self.quantization)
         if self.overflow == "WRAP":

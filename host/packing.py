@@ -23,8 +23,9 @@ class TensorLanes:
 
     @classmethod
     def from_description(cls, entry):
-        return cls(FixedType.parse(entry["type"]), entry["lane_bits"], entry["lanes_per_word"],
-                   entry["elements_per_row"])
+        return cls(
+            FixedType.parse(entry["type"]), entry["lane_bits"], entry["lanes_per_word"], entry["elements_per_row"]
+        )
 
     @property
     def lane_dtype(self):
@@ -64,5 +65,8 @@ class BufferLayout:
 
     @classmethod
     def from_description(cls, buffers):
-        return cls(buffers["rows_per_execution"], TensorLanes.from_description(buffers["input"]),
-                   TensorLanes.from_description(buffers["output"]))
+        return cls(
+            buffers["rows_per_execution"],
+            TensorLanes.from_description(buffers["input"]),
+            TensorLanes.from_description(buffers["output"]),
+        )

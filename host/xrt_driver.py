@@ -46,8 +46,12 @@ class XrtDevice(Device):
         count = len(pyxrt.enumerate_devices())
         if count == 0:
             raise DeviceError("device 'xrt' found no Alveo card")
-        cu_names = [cu.get_name().split(":")[-1] for k in image.get_kernels() if k.get_name() == kernel.top
-                    for cu in k.get_cus()]
+        cu_names = [
+            cu.get_name().split(":")[-1]
+            for k in image.get_kernels()
+            if k.get_name() == kernel.top
+            for cu in k.get_cus()
+        ]
         if not cu_names:
             raise DeviceError(f"{xclbin.name} holds no compute unit of kernel {kernel.top}")
         compute_units = []

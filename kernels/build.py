@@ -42,8 +42,18 @@ def build(kernel_dir, repository, target="csim", variant=None):
             shutil.rmtree(stale)
     version_dir.mkdir(parents=True, exist_ok=True)
     print(f"converting {spec.path} with hls4ml into {project_dir}", flush=True)
-    subprocess.run([sys.executable, "-P", "-m", "faast.kernels.convert", str(spec.path), str(project_dir),
-                    *([variant] if variant else [])], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-P",
+            "-m",
+            "faast.kernels.convert",
+            str(spec.path),
+            str(project_dir),
+            *([variant] if variant else []),
+        ],
+        check=True,
+    )
 
     description = json.loads((project_dir / "kernel.json").read_text())
     (project_dir / "weights.npz").replace(version_dir / "weights.npz")
@@ -57,8 +67,9 @@ def build(kernel_dir, repository, target="csim", variant=None):
     }
     (version_dir / "kernel.json").write_text(json.dumps(description, indent=2) + "\n")
     default_board = target if target in vitis.BOARDS else "u250"
-    vitis.write_project(version_dir / "vitis", description, compute_units, spec.hls4ml["clock_period_ns"],
-                        default_board)
+    vitis.write_project(
+        version_dir / "vitis", description, compute_units, spec.hls4ml["clock_period_ns"], default_board
+    )
     print("compiling the C simulation of the kernel top", flush=True)
     compile_csim(version_dir, description["project"])
     device = spec.serving["device"] if target == "csim" else "auto"
@@ -68,8 +79,11 @@ def build(kernel_dir, repository, target="csim", variant=None):
 
 def _cxx_standard():
     """The C++ standard hls4ml's own build_lib.sh picks, so csim and predict() compile alike."""
-    probe = subprocess.run(["g++", "-Werror", "-fsyntax-only", "-std=c++23", "-xc++", "-", "-o", "/dev/null"],
-                           input=b"", capture_output=True)
+    probe = subprocess.run(
+        ["g++", "-Werror", "-fsyntax-only", "-std=c++23", "-xc++", "-", "-o", "/dev/null"],
+        input=b"",
+        capture_output=True,
+    )
     return "-std=c++23" if probe.returncode == 0 else "-std=c++11"
 
 
@@ -78,8 +92,11 @@ def compile_csim(version_dir, project):
     templates = vitis.TEMPLATES
     flags = ["-O3", "-fPIC", _cxx_standard(), "-fno-gnu-unique", "-w", "-Ihls4ml", "-Ihls4ml/firmware/ap_types"]
     firmware = ["-include", str(templates / "csim_weights.h"), "-DWEIGHTS_DIR=faast_weights_dir()"]
-    units = [("vitis/kernel_top.cpp", []), (f"hls4ml/firmware/{project}.cpp", firmware),
-             (str(templates / "csim_weights.cpp"), [])]
+    units = [
+        ("vitis/kernel_top.cpp", []),
+        (f"hls4ml/firmware/{project}.cpp", firmware),
+        (str(templates / "csim_weights.cpp"), []),
+    ]
     objects = [f"csim_{i}.o" for i in range(len(units))]
 
     def compile_one(unit, obj):
@@ -97,8 +114,7 @@ def model_config(spec, device):
     serving = spec.serving
     config = mc.ModelConfig(name=spec.name, backend="faast", max_batch_size=serving["max_batch_size"])
     for tensor, target in ((serving["input"], config.input), (serving["output"], config.output)):
-        target.add(name=tensor["name"], data_type=mc.DataType.Value("TYPE_" + tensor["datatype"]),
-                   dims=tensor["dims"])
+        target.add(name=tensor["name"], data_type=mc.DataType.Value("TYPE_" + tensor["datatype"]), dims=tensor["dims"])
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
     config.parameters["device"].string_value = device
     if "dynamic_batching" in serving:

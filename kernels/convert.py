@@ -23,19 +23,27 @@ from .toolchain import hls4ml, tf_keras
 def hls_config(spec, model):
     settings = spec.hls4ml
     config = hls4ml.utils.config_from_keras_model(
-        model, granularity="name", backend=settings["backend"],
-        default_precision=settings["default_precision"], default_reuse_factor=settings["reuse_factor"])
+        model,
+        granularity="name",
+        backend=settings["backend"],
+        default_precision=settings["default_precision"],
+        default_reuse_factor=settings["reuse_factor"],
+    )
     config["Model"]["Strategy"] = settings["strategy"]
     layers = config["LayerName"]
     for layer, types in settings.get("precision", {}).items():
         if layer not in layers:
-            raise KeyError(f"kernel.toml sets a precision for '{layer}', which the model does not have;"
-                           f" its layers are {sorted(layers)}")
+            raise KeyError(
+                f"kernel.toml sets a precision for '{layer}', which the model does not have;"
+                f" its layers are {sorted(layers)}"
+            )
         layers[layer]["Precision"].update(types)
     for layer, options in settings.get("layer", {}).items():  # hls4ml's own per-layer keys, e.g. Implementation
         if layer not in layers:
-            raise KeyError(f"kernel.toml configures layer '{layer}', which the model does not have;"
-                           f" its layers are {sorted(layers)}")
+            raise KeyError(
+                f"kernel.toml configures layer '{layer}', which the model does not have;"
+                f" its layers are {sorted(layers)}"
+            )
         layers[layer].update(options)
     return config
 
@@ -46,9 +54,15 @@ def convert(kernel_dir, project_dir, variant=None):
     model = spec.model()
     settings = spec.hls4ml
     graph = hls4ml.converters.convert_from_keras_model(
-        model, hls_config=hls_config(spec, model), output_dir=str(project_dir), project_name=spec.name,
-        backend=settings["backend"], io_type=settings["io_type"], part=settings["part"],
-        clock_period=settings["clock_period_ns"])
+        model,
+        hls_config=hls_config(spec, model),
+        output_dir=str(project_dir),
+        project_name=spec.name,
+        backend=settings["backend"],
+        io_type=settings["io_type"],
+        part=settings["part"],
+        clock_period=settings["clock_period_ns"],
+    )
     graph.write()
     description = {
         "name": spec.name,
@@ -64,8 +78,17 @@ def convert(kernel_dir, project_dir, variant=None):
     np.savez(Path(project_dir) / "weights.npz", **_weights(graph, firmware / "weights"), **_tables(graph, firmware))
 
 
-_NOT_ATTRIBUTES = {"config_cpp", "function_cpp", "include_header", "name", "class_name", "inputs", "outputs",
-                   "index", "trace"}
+_NOT_ATTRIBUTES = {
+    "config_cpp",
+    "function_cpp",
+    "include_header",
+    "name",
+    "class_name",
+    "inputs",
+    "outputs",
+    "index",
+    "trace",
+}
 
 
 def _layer(layer):
@@ -81,9 +104,16 @@ def _layer(layer):
         "inputs": list(layer.inputs),
         "outputs": list(layer.outputs),
         "types": {name: str(t.precision) for name, t in layer.types.items()} | typedefs | _input_type(layer),
-        "attributes": {k: v for k, v in layer.attributes.items()
-                       if k not in _NOT_ATTRIBUTES and (isinstance(v, (bool, int, float, str)) or
-                                                        isinstance(v, (list, tuple)) and all(isinstance(i, int) for i in v))},
+        "attributes": {
+            k: v
+            for k, v in layer.attributes.items()
+            if k not in _NOT_ATTRIBUTES
+            and (
+                isinstance(v, (bool, int, float, str))
+                or isinstance(v, (list, tuple))
+                and all(isinstance(i, int) for i in v)
+            )
+        },
         "weights": {key: weight.name for key, weight in layer.weights.items()},
         "templates": templates,
     }
@@ -115,15 +145,22 @@ def _table_initialisers(layer):
     if layer.class_name == "Softmax":
         implementation = str(layer.get_attr("implementation")).lower()
         if implementation == "legacy":
-            return [("exp_table", "init_exp_table_legacy<{s}, {s}::exp_table_size>(table)", "table_t", "exp_table_size"),
-                    ("inv_table", "init_invert_table_legacy<{s}, {s}::inv_table_size>(table)", "table_t",
-                     "inv_table_size")]
-        exp_table = {"stable": "init_exp_table<{s}::inp_norm_t, {s}>(table, true)",  # addressed by max - x
-                     "latency": "init_exp_table<" + layer.get_input_variable().type.precision.definition_cpp()
-                     + ", {s}>(table)"}  # addressed by x itself
-        return [("exp_table", exp_table[implementation], "exp_table_t", "exp_table_size"),
-                ("inv_table", "init_invert_table<{s}::inv_inp_t, {s}>(table)", "inv_table_t", "inv_table_size")] \
-            if implementation in exp_table else []
+            return [
+                ("exp_table", "init_exp_table_legacy<{s}, {s}::exp_table_size>(table)", "table_t", "exp_table_size"),
+                ("inv_table", "init_invert_table_legacy<{s}, {s}::inv_table_size>(table)", "table_t", "inv_table_size"),
+            ]
+        exp_table = {
+            "stable": "init_exp_table<{s}::inp_norm_t, {s}>(table, true)",  # addressed by max - x
+            "latency": "init_exp_table<" + layer.get_input_variable().type.precision.definition_cpp() + ", {s}>(table)",
+        }  # addressed by x itself
+        return (
+            [
+                ("exp_table", exp_table[implementation], "exp_table_t", "exp_table_size"),
+                ("inv_table", "init_invert_table<{s}::inv_inp_t, {s}>(table)", "inv_table_t", "inv_table_size"),
+            ]
+            if implementation in exp_table
+            else []
+        )
     if layer.class_name == "Activation" and str(layer.get_attr("activation")).lower() == "sigmoid":
         return [("table", "init_sigmoid_table<{s}, {s}::table_size>(table)", "table_t", "table_size")]
     return []
@@ -149,14 +186,27 @@ def _tables(graph, firmware):
         std::printf("end\\n");
     }}""")
         source = firmware / f"faast_tables_{layer.name}.cpp"
-        source.write_text("#include <cstdio>\n#include \"ap_fixed.h\"\n#include \"defines.h\"\n"
-                          "#include \"nnet_utils/nnet_activation.h\"\n" + config + "\nint main() {\n"
-                          + "\n".join(lines) + "\n}\n")
+        source.write_text(
+            '#include <cstdio>\n#include "ap_fixed.h"\n#include "defines.h"\n'
+            '#include "nnet_utils/nnet_activation.h"\n' + config + "\nint main() {\n" + "\n".join(lines) + "\n}\n"
+        )
         program = source.with_suffix("")
-        subprocess.run(["g++", "-std=c++17", "-O1", "-w", f"-I{firmware}", f"-I{firmware / 'ap_types'}", str(source),
-                        "-o", str(program)], check=True)
+        subprocess.run(
+            [
+                "g++",
+                "-std=c++17",
+                "-O1",
+                "-w",
+                f"-I{firmware}",
+                f"-I{firmware / 'ap_types'}",
+                str(source),
+                "-o",
+                str(program),
+            ],
+            check=True,
+        )
         output = subprocess.run([str(program)], capture_output=True, text=True, check=True).stdout
-        for (table, _, table_type, _), block in zip(initialisers, output.split("end")):
+        for (table, _, table_type, _), block in zip(initialisers, output.split("end"), strict=False):
             fixed = FixedType.parse(str(layer.types[table_type].precision))
             tables[f"{layer.name}.{table}"] = fixed.from_bits(np.array(block.split(), np.uint64))
         source.unlink()
@@ -165,8 +215,12 @@ def _tables(graph, firmware):
 
 
 def _tensor(variable):
-    return {"name": variable.name, "shape": [int(d) for d in variable.shape], "size": int(variable.size()),
-            "type": str(variable.type.precision)}
+    return {
+        "name": variable.name,
+        "shape": [int(d) for d in variable.shape],
+        "size": int(variable.size()),
+        "type": str(variable.type.precision),
+    }
 
 
 if __name__ == "__main__":

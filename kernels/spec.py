@@ -68,7 +68,8 @@ class KernelSpec:
         package = f"faast_kernel_{self.name}"
         if package not in sys.modules:
             spec = importlib.util.spec_from_file_location(
-                package, self.path / "__init__.py", submodule_search_locations=[str(self.path)])
+                package, self.path / "__init__.py", submodule_search_locations=[str(self.path)]
+            )
             module = importlib.util.module_from_spec(spec)
             sys.modules[package] = module
             spec.loader.exec_module(module)
@@ -78,5 +79,7 @@ class KernelSpec:
 def _merged(base, override):
     merged = dict(base)
     for key, value in override.items():
-        merged[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        merged[key] = (
+            _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        )
     return merged

@@ -42,12 +42,20 @@ def train(kernel_dir, epochs=None, samples=None):
     loss = settings.get("loss", "mse")
     model.compile(optimizer=tf_keras.optimizers.Adam(settings["learning_rate"]), loss=loss)
     steps = int(np.ceil((samples - n_val) / settings["batch_size"]))
-    model.fit(x[n_val:], y[n_val:], validation_data=(x[:n_val], y[:n_val]), epochs=epochs,
-              batch_size=settings["batch_size"], verbose=0, callbacks=[
-                  _ProgressBar(epochs, steps),
-                  tf_keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=3, verbose=0),
-                  # keep the epoch with the best validation loss: short QAT runs can jump late
-                  tf_keras.callbacks.EarlyStopping(patience=epochs, restore_best_weights=True)])
+    model.fit(
+        x[n_val:],
+        y[n_val:],
+        validation_data=(x[:n_val], y[:n_val]),
+        epochs=epochs,
+        batch_size=settings["batch_size"],
+        verbose=0,
+        callbacks=[
+            _ProgressBar(epochs, steps),
+            tf_keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=3, verbose=0),
+            # keep the epoch with the best validation loss: short QAT runs can jump late
+            tf_keras.callbacks.EarlyStopping(patience=epochs, restore_best_weights=True),
+        ],
+    )
     model.save_weights(spec.weights_path)
 
     if loss != "mse":
@@ -59,5 +67,7 @@ def train(kernel_dir, epochs=None, samples=None):
     truth = y[:n_val]
     signal = truth > 5.0
     response = predicted[signal] / truth[signal]
-    print(f"wrote {spec.weights_path}: validation rms error {np.sqrt(np.mean((predicted - truth) ** 2)):.3f} GeV,"
-          f" response above 5 GeV {np.mean(response):.3f} +- {np.std(response):.3f}")
+    print(
+        f"wrote {spec.weights_path}: validation rms error {np.sqrt(np.mean((predicted - truth) ** 2)):.3f} GeV,"
+        f" response above 5 GeV {np.mean(response):.3f} +- {np.std(response):.3f}"
+    )

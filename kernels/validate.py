@@ -34,9 +34,14 @@ STAGES = ("float", "qkeras", "kernel")
 
 def dequantize(model):
     """The float twin: every QKeras layer replaced by its Keras counterpart, weights unquantized."""
-    replace = {"QDense": "Dense", "QConv2D": "Conv2D", "QActivation": "Activation",
-               "QBatchNormalization": "BatchNormalization", "QAveragePooling2D": "AveragePooling2D",
-               "QGlobalAveragePooling2D": "GlobalAveragePooling2D"}
+    replace = {
+        "QDense": "Dense",
+        "QConv2D": "Conv2D",
+        "QActivation": "Activation",
+        "QBatchNormalization": "BatchNormalization",
+        "QAveragePooling2D": "AveragePooling2D",
+        "QGlobalAveragePooling2D": "GlobalAveragePooling2D",
+    }
     config = model.get_config()
     for layer in config["layers"]:
         name = layer["class_name"]
@@ -59,7 +64,7 @@ def dequantize(model):
 def _intermediate(model, x):
     outputs = [layer.output for layer in model.layers[1:]]
     values = tf_keras.Model(model.inputs, outputs).predict(x, batch_size=4096, verbose=0)
-    result = {layer.name: np.asarray(v).reshape(len(x), -1) for layer, v in zip(model.layers[1:], values)}
+    result = {layer.name: np.asarray(v).reshape(len(x), -1) for layer, v in zip(model.layers[1:], values, strict=False)}
     result[model.layers[0].name] = np.asarray(x).reshape(len(x), -1)
     return result
 
@@ -67,8 +72,12 @@ def _intermediate(model, x):
 def _differences(value, reference):
     diff = np.abs(value.astype(np.float64) - reference)
     relative = diff / np.maximum(np.abs(reference), 1e-6)
-    return {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
-            "max_rel": float(relative.max()), "mean_rel": float(relative.mean())}
+    return {
+        "max_abs": float(diff.max()),
+        "mean_abs": float(diff.mean()),
+        "max_rel": float(relative.max()),
+        "mean_rel": float(relative.mean()),
+    }
 
 
 def layer_table(spec, model, x, description, workdir, settings):
@@ -78,8 +87,15 @@ def layer_table(spec, model, x, description, workdir, settings):
         layer["Trace"] = True
     hls = spec.hls4ml
     graph = hls4ml.converters.convert_from_keras_model(
-        model, hls_config=config, output_dir=str(workdir), project_name=spec.name, backend=hls["backend"],
-        io_type=hls["io_type"], part=hls["part"], clock_period=hls["clock_period_ns"])
+        model,
+        hls_config=config,
+        output_dir=str(workdir),
+        project_name=spec.name,
+        backend=hls["backend"],
+        io_type=hls["io_type"],
+        part=hls["part"],
+        clock_period=hls["clock_period_ns"],
+    )
     graph.compile()
     _, trace = graph.trace(np.ascontiguousarray(x, dtype=np.float32))
     keras = _intermediate(model, x)
@@ -93,9 +109,15 @@ def layer_table(spec, model, x, description, workdir, settings):
         low = -(2.0 ** (fixed.integer - 1)) if fixed.signed else 0.0
         high = (2.0 ** (fixed.integer - 1) if fixed.signed else 2.0**fixed.integer) - 2.0**-fixed.fraction
         outside = int(np.count_nonzero((reference < low) | (reference > high)))
-        row = {"layer": name, "type": str(fixed), "range": [low, high], "lsb": 2.0**-fixed.fraction,
-               "out_of_range": outside, "out_of_range_fraction": outside / reference.size,
-               "out_of_range_behaviour": "saturates" if fixed.overflow.startswith("SAT") else "wraps"}
+        row = {
+            "layer": name,
+            "type": str(fixed),
+            "range": [low, high],
+            "lsb": 2.0**-fixed.fraction,
+            "out_of_range": outside,
+            "out_of_range_fraction": outside / reference.size,
+            "out_of_range_behaviour": "saturates" if fixed.overflow.startswith("SAT") else "wraps",
+        }
         if name in trace:
             traced = np.asarray(trace[name]).reshape(reference.shape)
             # A value differs when it is off by more than 2 LSB and by more than the relative tolerance
@@ -110,7 +132,7 @@ def layer_table(spec, model, x, description, workdir, settings):
 
 def regression_physics(truth, predictions, bins, min_entries):
     table = []
-    for low, high in zip(bins[:-1], bins[1:]):
+    for low, high in zip(bins[:-1], bins[1:], strict=True):
         selected = (truth >= low) & (truth < high)
         row = {"bin": [low, high], "entries": int(selected.sum())}
         for stage, values in predictions.items():
@@ -152,7 +174,7 @@ def served_outputs(url, model_name, x, max_batch):
         metadata = stub.ModelMetadata(service.ModelMetadataRequest(name=model_name))
         parts = []
         for start in range(0, len(x), max_batch):
-            rows = np.ascontiguousarray(x[start:start + max_batch], dtype=np.float32)
+            rows = np.ascontiguousarray(x[start : start + max_batch], dtype=np.float32)
             request = service.ModelInferRequest(model_name=model_name, raw_input_contents=[rows.tobytes()])
             request.inputs.add(name=metadata.inputs[0].name, datatype="FP32", shape=rows.shape)
             response = stub.ModelInfer(request)
@@ -164,31 +186,59 @@ def checks_for(report, settings):
     checks = []
     for row in report["layers"]:
         limit = settings["max_out_of_range_fraction"]
-        checks.append({"check": f"range of layer {row['layer']}", "passed": row["out_of_range_fraction"] <= limit,
-                       "detail": f"{row['out_of_range']} values outside {row['type']} ({row['out_of_range_behaviour']})"})
+        checks.append(
+            {
+                "check": f"range of layer {row['layer']}",
+                "passed": row["out_of_range_fraction"] <= limit,
+                "detail": f"{row['out_of_range']} values outside {row['type']} ({row['out_of_range_behaviour']})",
+            }
+        )
     divergence = report["first_divergence"]
-    checks.append({"check": "hls4ml trace follows QKeras in every layer", "passed": divergence is None,
-                   "detail": f"first divergence at layer {divergence}" if divergence else "no layer diverges"})
+    checks.append(
+        {
+            "check": "hls4ml trace follows QKeras in every layer",
+            "passed": divergence is None,
+            "detail": f"first divergence at layer {divergence}" if divergence else "no layer diverges",
+        }
+    )
     if settings["task"] == "regression":
         for row in report["physics"]:
             if not row["enough_entries"]:
                 continue
             allowed = row["float"]["resolution"] + settings["max_resolution_increase"]
-            checks.append({"check": f"resolution in {row['bin'][0]}-{row['bin'][1]}",
-                           "passed": row["kernel"]["resolution"] <= allowed,
-                           "detail": f"kernel {row['kernel']['resolution']:.4f}, float {row['float']['resolution']:.4f}"})
+            checks.append(
+                {
+                    "check": f"resolution in {row['bin'][0]}-{row['bin'][1]}",
+                    "passed": row["kernel"]["resolution"] <= allowed,
+                    "detail": f"kernel {row['kernel']['resolution']:.4f}, float {row['float']['resolution']:.4f}",
+                }
+            )
     else:
         physics = report["physics"]
-        checks.append({"check": "kernel AUC", "passed": physics["kernel"]["auc"] >= physics["float"]["auc"]
-                       - settings["max_auc_drop"],
-                       "detail": f"kernel {physics['kernel']['auc']:.4f}, float {physics['float']['auc']:.4f}"})
+        checks.append(
+            {
+                "check": "kernel AUC",
+                "passed": physics["kernel"]["auc"] >= physics["float"]["auc"] - settings["max_auc_drop"],
+                "detail": f"kernel {physics['kernel']['auc']:.4f}, float {physics['float']['auc']:.4f}",
+            }
+        )
     csim = report["kernel_outputs"]
     if "csim_mismatches" in csim:
-        checks.append({"check": "emulator == C simulation, bit for bit", "passed": csim["csim_mismatches"] == 0,
-                       "detail": f"{csim['csim_mismatches']} of {csim['csim_values']} values differ"})
+        checks.append(
+            {
+                "check": "emulator == C simulation, bit for bit",
+                "passed": csim["csim_mismatches"] == 0,
+                "detail": f"{csim['csim_mismatches']} of {csim['csim_values']} values differ",
+            }
+        )
     if "served" in report:
-        checks.append({"check": "served == kernel, bit for bit", "passed": report["served"]["mismatches"] == 0,
-                       "detail": f"{report['served']['mismatches']} of {report['served']['values']} values differ"})
+        checks.append(
+            {
+                "check": "served == kernel, bit for bit",
+                "passed": report["served"]["mismatches"] == 0,
+                "detail": f"{report['served']['mismatches']} of {report['served']['values']} values differ",
+            }
+        )
     return checks
 
 
@@ -224,27 +274,40 @@ def validate(kernel_dir, data=None, url=None, out="validation"):
 
     model = spec.model()
     print(f"validating {spec.name} on {len(x)} held-out inputs", flush=True)
-    predictions = {"float": dequantize(model).predict(x, batch_size=4096, verbose=0),
-                   "qkeras": model.predict(x, batch_size=4096, verbose=0)}
+    predictions = {
+        "float": dequantize(model).predict(x, batch_size=4096, verbose=0),
+        "qkeras": model.predict(x, batch_size=4096, verbose=0),
+    }
     build(spec.path, out / "repository")
     version = out / "repository" / spec.name / VERSION
     description = KernelDescription.read(version)
     predictions["kernel"], report_kernel = kernel_outputs(description, x, settings.get("csim_samples", len(x)))
     predictions = {k: np.asarray(v, np.float32).reshape(len(x), -1) for k, v in predictions.items()}
 
-    report = {"kernel": spec.name, "samples": len(x), "float_model": "the QKeras model with quantizers removed",
-              "kernel_outputs": report_kernel, "outputs": {}}
+    report = {
+        "kernel": spec.name,
+        "samples": len(x),
+        "float_model": "the QKeras model with quantizers removed",
+        "kernel_outputs": report_kernel,
+        "outputs": {},
+    }
     for stage in ("qkeras", "kernel"):
         report["outputs"][f"{stage} vs float"] = _differences(predictions[stage], predictions["float"])
     report["outputs"]["kernel vs qkeras"] = _differences(predictions["kernel"], predictions["qkeras"])
     traced = min(len(x), settings["trace_samples"])
     report["layers"] = layer_table(spec, model, x[:traced], description.raw, out / "trace_project", settings)
-    report["first_divergence"] = next((row["layer"] for row in report["layers"]
-                                       if row.get("mismatch_fraction", 0) > settings["max_layer_mismatch_fraction"]),
-                                      None)
+    report["first_divergence"] = next(
+        (
+            row["layer"]
+            for row in report["layers"]
+            if row.get("mismatch_fraction", 0) > settings["max_layer_mismatch_fraction"]
+        ),
+        None,
+    )
     if settings["task"] == "regression":
-        report["physics"] = regression_physics(y, {k: v[:, 0] for k, v in predictions.items()},
-                                               settings["energy_bins"], settings["min_entries"])
+        report["physics"] = regression_physics(
+            y, {k: v[:, 0] for k, v in predictions.items()}, settings["energy_bins"], settings["min_entries"]
+        )
     else:
         report["physics"] = classification_physics(y.astype(int), predictions)
     if url:
@@ -260,8 +323,10 @@ def validate(kernel_dir, data=None, url=None, out="validation"):
     failed = [check for check in report["checks"] if not check["passed"]]
     for check in failed:
         print(f"FAILED {check['check']}: {check['detail']}")
-    print(f"{'PASS' if not failed else 'FAIL'}: {len(report['checks']) - len(failed)} of {len(report['checks'])}"
-          f" checks passed; report in {out / 'report.html'}")
+    print(
+        f"{'PASS' if not failed else 'FAIL'}: {len(report['checks']) - len(failed)} of {len(report['checks'])}"
+        f" checks passed; report in {out / 'report.html'}"
+    )
     return 0 if not failed else 1
 
 
@@ -278,7 +343,9 @@ def _plots(report, predictions, y, out, settings):
         for stage in STAGES:
             axes[0].plot(centres, [row[stage]["response"] for row in report["physics"]], "o-", label=stage)
             axes[1].plot(centres, [row[stage]["resolution"] for row in report["physics"]], "o-", label=stage)
-        for ax, what in zip(axes, ("response (median predicted / true)", "relative resolution (68% half-width)")):
+        for ax, what in zip(
+            axes, ("response (median predicted / true)", "relative resolution (68% half-width)"), strict=True
+        ):
             ax.set_xscale("log")
             ax.set_xlabel("true energy [GeV]")
             ax.set_ylabel(what)
@@ -299,14 +366,20 @@ def _plots(report, predictions, y, out, settings):
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for stage in ("qkeras", "kernel"):
-        axes[0].hist((predictions[stage] - predictions["float"]).ravel(), bins=100, histtype="step", label=f"{stage} - float")
+        axes[0].hist(
+            (predictions[stage] - predictions["float"]).ravel(), bins=100, histtype="step", label=f"{stage} - float"
+        )
     axes[0].set_yscale("log")
     axes[0].set_xlabel("output difference")
     axes[0].legend()
     names = [row["layer"] for row in report["layers"]]
     axes[1].bar(names, [row["out_of_range_fraction"] for row in report["layers"]], label="outside type range")
-    axes[1].bar(names, [row.get("mismatch_fraction", 0) for row in report["layers"]], alpha=0.5,
-                label="trace differs from QKeras")
+    axes[1].bar(
+        names,
+        [row.get("mismatch_fraction", 0) for row in report["layers"]],
+        alpha=0.5,
+        label="trace differs from QKeras",
+    )
     axes[1].tick_params(axis="x", rotation=90)
     axes[1].set_ylabel("fraction of values")
     axes[1].legend()
@@ -319,25 +392,41 @@ def _plots(report, predictions, y, out, settings):
 
 def _write(report, out):
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = [f"# Validation of kernel `{report['kernel']}`: {'PASS' if report['passed'] else 'FAIL'}", "",
-             f"{report['samples']} held-out inputs. Float model: {report['float_model']}.", "", "## Checks", "",
-             "| check | result | detail |", "|---|---|---|"]
+    lines = [
+        f"# Validation of kernel `{report['kernel']}`: {'PASS' if report['passed'] else 'FAIL'}",
+        "",
+        f"{report['samples']} held-out inputs. Float model: {report['float_model']}.",
+        "",
+        "## Checks",
+        "",
+        "| check | result | detail |",
+        "|---|---|---|",
+    ]
     lines += [f"| {c['check']} | {'pass' if c['passed'] else '**FAIL**'} | {c['detail']} |" for c in report["checks"]]
     lines += ["", "## Outputs", "", "| comparison | max abs | mean abs | max rel | mean rel |", "|---|---|---|---|---|"]
-    lines += [f"| {k} | {v['max_abs']:.4g} | {v['mean_abs']:.4g} | {v['max_rel']:.4g} | {v['mean_rel']:.4g} |"
-              for k, v in report["outputs"].items()]
-    lines += ["", f"## Layers (first divergence: {report['first_divergence'] or 'none'})", "",
-              "| layer | type | outside range | trace differs | max abs diff |", "|---|---|---|---|---|"]
-    lines += [f"| {r['layer']} | `{r['type']}` | {r['out_of_range']} ({r['out_of_range_behaviour']}) | "
-              f"{r.get('mismatch_fraction', float('nan')):.4f} | {r.get('max_abs_diff', float('nan')):.4g} |"
-              for r in report["layers"]]
+    lines += [
+        f"| {k} | {v['max_abs']:.4g} | {v['mean_abs']:.4g} | {v['max_rel']:.4g} | {v['mean_rel']:.4g} |"
+        for k, v in report["outputs"].items()
+    ]
+    lines += [
+        "",
+        f"## Layers (first divergence: {report['first_divergence'] or 'none'})",
+        "",
+        "| layer | type | outside range | trace differs | max abs diff |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['layer']} | `{r['type']}` | {r['out_of_range']} ({r['out_of_range_behaviour']}) | "
+        f"{r.get('mismatch_fraction', float('nan')):.4f} | {r.get('max_abs_diff', float('nan')):.4g} |"
+        for r in report["layers"]
+    ]
     lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in report["plots"]]
     markdown = "\n".join(lines) + "\n"
     (out / "report.md").write_text(markdown)
     body = []
     for line in markdown.splitlines():
         if line.startswith("!["):
-            name = line[line.index("(") + 1:-1]
+            name = line[line.index("(") + 1 : -1]
             body.append(f'<img src="{html.escape(name)}">')
         elif line.startswith("|---"):
             continue
@@ -349,9 +438,10 @@ def _write(report, out):
             body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
         elif line:
             body.append(f"<p>{html.escape(line)}</p>")
-    (out / "report.html").write_text("<!doctype html><meta charset=utf-8><title>faast validate</title>"
-                                     "<style>td{border:1px solid #ccc;padding:2px 6px}</style>\n"
-                                     + "\n".join(body) + "\n")
+    (out / "report.html").write_text(
+        "<!doctype html><meta charset=utf-8><title>faast validate</title>"
+        "<style>td{border:1px solid #ccc;padding:2px 6px}</style>\n" + "\n".join(body) + "\n"
+    )
 
 
 __all__ = ["validate", "dequantize", "qkeras"]

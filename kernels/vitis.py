@@ -34,8 +34,13 @@ def buffer_layout(description, rows_per_execution):
     for role, (tensor,) in (("input", description["inputs"]), ("output", description["outputs"])):
         fixed = FixedType.parse(tensor["type"])
         lane = lane_bits(fixed.width)
-        layout[role] = {"type": tensor["type"], "bits": fixed.width, "lane_bits": lane,
-                        "lanes_per_word": WORD_BITS // lane, "elements_per_row": tensor["size"]}
+        layout[role] = {
+            "type": tensor["type"],
+            "bits": fixed.width,
+            "lane_bits": lane,
+            "lanes_per_word": WORD_BITS // lane,
+            "elements_per_row": tensor["size"],
+        }
     FixedType.parse(layout["input"]["type"]).to_bits([0.0])  # fails early for an unsupported input type
     return layout
 
@@ -44,11 +49,17 @@ def write_project(vitis_dir, description, compute_units, clock_period_ns, defaul
     vitis_dir.mkdir(parents=True, exist_ok=True)
     project = description["project"]
     buffers = description["buffers"]
-    fill = {"project": project, "n_in": buffers["input"]["elements_per_row"],
-            "n_out": buffers["output"]["elements_per_row"], "in_bits": buffers["input"]["bits"],
-            "in_lane_bits": buffers["input"]["lane_bits"], "in_lanes": buffers["input"]["lanes_per_word"],
-            "out_bits": buffers["output"]["bits"], "out_lane_bits": buffers["output"]["lane_bits"],
-            "io_stream": int(description["io_type"] == "io_stream")}
+    fill = {
+        "project": project,
+        "n_in": buffers["input"]["elements_per_row"],
+        "n_out": buffers["output"]["elements_per_row"],
+        "in_bits": buffers["input"]["bits"],
+        "in_lane_bits": buffers["input"]["lane_bits"],
+        "in_lanes": buffers["input"]["lanes_per_word"],
+        "out_bits": buffers["output"]["bits"],
+        "out_lane_bits": buffers["output"]["lane_bits"],
+        "io_stream": int(description["io_type"] == "io_stream"),
+    }
     (vitis_dir / "kernel_top.cpp").write_text(Template((TEMPLATES / "kernel_top.cpp").read_text()).substitute(fill))
     for board, count in compute_units.items():
         (vitis_dir / f"connectivity.{board}.cfg").write_text(_connectivity(project, board, count))
@@ -58,8 +69,11 @@ def write_project(vitis_dir, description, compute_units, clock_period_ns, defaul
 def _connectivity(project, board, count):
     top = f"{project}_top"
     names = ".".join(f"{top}_{i}" for i in range(1, count + 1))
-    lines = [f"# {count} compute units of {top} on {board}, spread over DDR banks and SLRs.",
-             "[connectivity]", f"nk={top}:{count}:{names}"]
+    lines = [
+        f"# {count} compute units of {top} on {board}, spread over DDR banks and SLRs.",
+        "[connectivity]",
+        f"nk={top}:{count}:{names}",
+    ]
     for i in range(1, count + 1):
         bank, slr = BOARDS[board]["placement"][(i - 1) % len(BOARDS[board]["placement"])]
         lines += [f"sp={top}_{i}.in:{bank}", f"sp={top}_{i}.out:{bank}", f"slr={top}_{i}:{slr}"]

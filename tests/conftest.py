@@ -41,10 +41,25 @@ class Server:
         self.http_url = f"127.0.0.1:{self.http_port}"
         self.log_path = log_path
         self.process = subprocess.Popen(
-            [BIN / "faast", "serve", "--model-repository", repository, "--grpc-port", str(self.port),
-             "--http-port", str(self.http_port), "--metrics-port", str(self.metrics_port), "--host", "127.0.0.1",
-             *options],
-            stdout=open(log_path, "w"), stderr=subprocess.STDOUT, cwd=repository)
+            [
+                BIN / "faast",
+                "serve",
+                "--model-repository",
+                repository,
+                "--grpc-port",
+                str(self.port),
+                "--http-port",
+                str(self.http_port),
+                "--metrics-port",
+                str(self.metrics_port),
+                "--host",
+                "127.0.0.1",
+                *options,
+            ],
+            stdout=open(log_path, "w"),
+            stderr=subprocess.STDOUT,
+            cwd=repository,
+        )
         self.client = grpcclient.InferenceServerClient(self.url)
         deadline = time.monotonic() + 60
         while True:
@@ -86,6 +101,9 @@ def hls4ml_predict(project_dir, rows, workdir):
     """hls4ml's own predict() on an existing project, in a child process (TensorFlow stays out of here)."""
     x_path, y_path = Path(workdir) / "x.npy", Path(workdir) / "y.npy"
     np.save(x_path, np.ascontiguousarray(rows, dtype=np.float32))
-    subprocess.run([*PYTHON, ROOT / "tests" / "hls4ml_predict.py", project_dir, x_path, y_path], check=True,
-                   env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"})
+    subprocess.run(
+        [*PYTHON, ROOT / "tests" / "hls4ml_predict.py", project_dir, x_path, y_path],
+        check=True,
+        env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     return np.load(y_path)

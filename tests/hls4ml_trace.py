@@ -19,8 +19,14 @@ for layer in config["LayerName"].values():
     layer["Trace"] = True
 settings = spec.hls4ml
 graph = hls4ml.converters.convert_from_keras_model(
-    model, hls_config=config, output_dir=work_dir, project_name=spec.name, backend=settings["backend"],
-    io_type=settings["io_type"], part=settings["part"])
+    model,
+    hls_config=config,
+    output_dir=work_dir,
+    project_name=spec.name,
+    backend=settings["backend"],
+    io_type=settings["io_type"],
+    part=settings["part"],
+)
 graph.compile()
 _, trace = graph.trace(np.load(x_path))
 np.savez(trace_path, **{name: np.asarray(values) for name, values in trace.items()})

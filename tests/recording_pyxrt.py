@@ -112,9 +112,9 @@ class bo:
     def sync(self, direction, size, offset):
         CALLS.append(("sync", direction, id(self), size))
         if direction == xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE:
-            self.device_memory[offset:offset + size] = self.host[offset:offset + size]
+            self.device_memory[offset : offset + size] = self.host[offset : offset + size]
         else:
-            self.host[offset:offset + size] = self.device_memory[offset:offset + size]
+            self.host[offset : offset + size] = self.device_memory[offset : offset + size]
 
 
 class _run:

@@ -40,14 +40,14 @@ def _statistics(client):
 def test_64_concurrent_one_row_clients_share_executions(model_repository, facile_inputs, tmp_path):
     server = _serve_with_batching(model_repository, tmp_path, "max_queue_delay_microseconds: 20000")
     try:
-        rows = facile_inputs[0][:CLIENTS * REQUESTS_PER_CLIENT]
+        rows = facile_inputs[0][: CLIENTS * REQUESTS_PER_CLIENT]
         expected = _infer(server.client, rows)  # one request: the kernel's answer for every row
         executions_before, inferences_before, successes_before = _statistics(server.client)
 
         def client_session(index):
             client = grpcclient.InferenceServerClient(server.url)
             try:
-                return [(i, _infer(client, rows[i:i + 1])) for i in range(index, len(rows), CLIENTS)]
+                return [(i, _infer(client, rows[i : i + 1])) for i in range(index, len(rows), CLIENTS)]
             finally:
                 client.close()
 
@@ -70,8 +70,8 @@ def test_64_concurrent_one_row_clients_share_executions(model_repository, facile
 
 def test_full_queue_answers_unavailable_promptly(model_repository, facile_inputs, tmp_path):
     server = _serve_with_batching(
-        model_repository, tmp_path,
-        "max_queue_delay_microseconds: 1000000 default_queue_policy { max_queue_size: 8 }")
+        model_repository, tmp_path, "max_queue_delay_microseconds: 1000000 default_queue_policy { max_queue_size: 8 }"
+    )
     try:
         rows = facile_inputs[0][:1]
         tensor = grpcclient.InferInput("input", [1, 15], "FP32")
@@ -102,8 +102,9 @@ def test_fixed_point_wire_type_int16_gives_the_same_answers(model_repository, fa
     fixed = repository / "facile_int16"
     shutil.copytree(repository / "facile", fixed)
     config = (fixed / "config.pbtxt").read_text()
-    (fixed / "config.pbtxt").write_text(config.replace('name: "facile"', 'name: "facile_int16"', 1)
-                                        .replace("TYPE_FP32", "TYPE_INT16", 1))
+    (fixed / "config.pbtxt").write_text(
+        config.replace('name: "facile"', 'name: "facile_int16"', 1).replace("TYPE_FP32", "TYPE_INT16", 1)
+    )
     server = Server(repository, tmp_path / "serve.log")
     try:
         rows = np.ascontiguousarray(facile_inputs[0][:5000])
@@ -116,7 +117,9 @@ def test_fixed_point_wire_type_int16_gives_the_same_answers(model_repository, fa
         assert np.array_equal(served.view(np.uint32), _infer(server.client, rows).view(np.uint32))
         wrong = grpcclient.InferInput("input", list(rows.shape), "FP32")
         wrong.set_data_from_numpy(rows)
-        with pytest.raises(InferenceServerException, match="data-type is 'FP32', but model 'facile_int16' expects 'INT16'"):
+        with pytest.raises(
+            InferenceServerException, match="data-type is 'FP32', but model 'facile_int16' expects 'INT16'"
+        ):
             server.client.infer("facile_int16", [wrong])
     finally:
         server.stop()

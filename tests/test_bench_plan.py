@@ -9,8 +9,12 @@ from conftest import BIN
 
 def test_bench_quick_writes_sane_json_and_plots(server, tmp_path):
     out = tmp_path / "bench"
-    run = subprocess.run([BIN / "faast", "bench", server.url, "--model", "facile", "--batch", "100", "--quick",
-                          "--out", out], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [BIN / "faast", "bench", server.url, "--model", "facile", "--batch", "100", "--quick", "--out", out],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((out / "bench.json").read_text())
     assert [level["concurrency"] for level in report["levels"]] == [1, 2, 4]
@@ -27,8 +31,25 @@ def test_bench_quick_writes_sane_json_and_plots(server, tmp_path):
 
 def test_plan_reproduces_the_protodune_example():
     # Wang et al.: t_CPU 330 s, p 0.65, t_GPU 1.77 s, t_latency = 2.05 s transmit + 0.38 s travel.
-    run = subprocess.run([BIN / "faast", "plan", "--t-cpu", "330", "--p", "0.65", "--t-acc", "1.77",
-                          "--t-latency", "2.43", "--n-acc", "4"], capture_output=True, text=True, check=True)
+    run = subprocess.run(
+        [
+            BIN / "faast",
+            "plan",
+            "--t-cpu",
+            "330",
+            "--p",
+            "0.65",
+            "--t-acc",
+            "1.77",
+            "--t-latency",
+            "2.43",
+            "--n-acc",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     ratio = float(re.search(r"one accelerator feeds ([\d.]+) client processes", run.stdout).group(1))
     assert round(ratio) == 68  # the paper's 68 CPU processes per GPU
     assert "4 feed 270" in run.stdout  # and the ~270 processes at which their 4-GPU server saturated
@@ -37,9 +58,29 @@ def test_plan_reproduces_the_protodune_example():
 def test_plan_on_live_statistics_and_bench_data(server, tmp_path):
     test_bench_quick_writes_sane_json_and_plots(server, tmp_path)
     out = tmp_path / "plan"
-    run = subprocess.run([BIN / "faast", "plan", "--t-cpu", "0.5", "--p", "0.15", "--t-latency", "0.002",
-                          "--url", server.url, "--model", "facile", "--bench", tmp_path / "bench.json",
-                          "--out", out], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            BIN / "faast",
+            "plan",
+            "--t-cpu",
+            "0.5",
+            "--p",
+            "0.15",
+            "--t-latency",
+            "0.002",
+            "--url",
+            server.url,
+            "--model",
+            "facile",
+            "--bench",
+            tmp_path / "bench.json",
+            "--out",
+            out,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     plan = json.loads((out / "plan.json").read_text())
     assert plan["t_acc"] > 0 and plan["t_acc_source"].startswith(f"measured at {server.url}")

@@ -8,12 +8,11 @@ import subprocess
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from conftest import BIN, PYTHON, ROOT
 
 from faast.host import fastpath
 from faast.host.device import open_device
 from faast.host.fixed import FixedType
-
-from conftest import BIN, PYTHON, ROOT
 
 # A FACILE whose types lose bits everywhere hls4ml can lose them: products truncated into narrow
 # accumulators that wrap or saturate, rounding and saturating casts in every mode.
@@ -72,8 +71,9 @@ def edge_inputs(typical, input_type, count, seed):
     parts.append(grid + rng.choice([0.0, lsb / 2, -lsb / 2, lsb * 0.999, -1e-30], grid.shape))
     parts.append(rng.uniform(-4 * top, 4 * top, (count - 4 * (count // 5), columns)))
     rows = np.concatenate(parts).astype(np.float32)
-    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 3.4e38, -3.4e38, top, -top, top - lsb, -top - lsb],
-                       np.float32)
+    special = np.array(
+        [0.0, -0.0, np.inf, -np.inf, np.nan, 3.4e38, -3.4e38, top, -top, top - lsb, -top - lsb], np.float32
+    )
     chosen = rng.random(rows.shape) < 0.05
     rows[chosen] = rng.choice(special, np.count_nonzero(chosen))
     return rows
@@ -108,7 +108,7 @@ def test_narrow_facile_emulator_equals_csim(tmp_path, facile_inputs):
     kernel = tmp_path / "facile_narrow"
     shutil.copytree(ROOT / "kernels" / "facile", kernel)
     toml = (kernel / "kernel.toml").read_text().replace('name = "facile"', 'name = "facile_narrow"')
-    shipped = toml[toml.index("[hls4ml.precision."):toml.index("[validation]")]
+    shipped = toml[toml.index("[hls4ml.precision.") : toml.index("[validation]")]
     (kernel / "kernel.toml").write_text(toml.replace(shipped, NARROW_PRECISIONS))
     subprocess.run([BIN / "faast", "build", kernel, "--out", tmp_path / "repository"], check=True)
     version_dir = tmp_path / "repository" / "facile_narrow" / "1"
@@ -124,10 +124,11 @@ def test_sigmoid_emulator_equals_csim(tmp_path, facile_inputs):
     shutil.copytree(ROOT / "kernels" / "facile", kernel)
     model = (kernel / "model.py").read_text()
     end = '    return models.Model(inputs, outputs, name="facile")'
-    (kernel / "model.py").write_text(model.replace(end, '    outputs = layers.Activation("sigmoid", name="probability")'
-                                                        '(outputs)\n' + end))
+    (kernel / "model.py").write_text(
+        model.replace(end, '    outputs = layers.Activation("sigmoid", name="probability")(outputs)\n' + end)
+    )
     toml = (kernel / "kernel.toml").read_text().replace('name = "facile"', 'name = "facile_sigmoid"')
-    output = toml[toml.index("[hls4ml.precision.energy]"):toml.index("[validation]")]
+    output = toml[toml.index("[hls4ml.precision.energy]") : toml.index("[validation]")]
     (kernel / "kernel.toml").write_text(toml.replace(output, SIGMOID_PRECISIONS))
     subprocess.run([BIN / "faast", "build", kernel, "--out", tmp_path / "repository"], check=True)
     version_dir = tmp_path / "repository" / "facile_sigmoid" / "1"
@@ -170,9 +171,16 @@ def _images(count, seed):
     return edge_inputs(typical, FixedType.parse("ap_fixed<16,6>"), count, seed)
 
 
-@pytest.mark.parametrize("io_type, strategy, softmax", [
-    ("io_stream", "Latency", "stable"), ("io_parallel", "Latency", "stable"), ("io_stream", "Resource", "stable"),
-    ("io_parallel", "Latency", "latency"), ("io_parallel", "Latency", "legacy")])
+@pytest.mark.parametrize(
+    "io_type, strategy, softmax",
+    [
+        ("io_stream", "Latency", "stable"),
+        ("io_parallel", "Latency", "stable"),
+        ("io_stream", "Resource", "stable"),
+        ("io_parallel", "Latency", "latency"),
+        ("io_parallel", "Latency", "legacy"),
+    ],
+)
 def test_cnn_emulator_equals_csim(tmp_path, io_type, strategy, softmax):
     _, version_dir = _cnn(tmp_path, io_type, strategy, softmax)
     layers = json.loads((version_dir / "kernel.json").read_text())["layers"]
@@ -186,8 +194,17 @@ def test_cnn_layers_equal_hls4ml_trace(tmp_path):
     kernel, version_dir = _cnn(tmp_path, "io_stream")
     images = _images(300, seed=6)
     np.save(tmp_path / "x.npy", images)
-    subprocess.run([*PYTHON, ROOT / "tests" / "hls4ml_trace.py", kernel, tmp_path / "trace_project",
-                    tmp_path / "x.npy", tmp_path / "trace.npz"], check=True)
+    subprocess.run(
+        [
+            *PYTHON,
+            ROOT / "tests" / "hls4ml_trace.py",
+            kernel,
+            tmp_path / "trace_project",
+            tmp_path / "x.npy",
+            tmp_path / "trace.npz",
+        ],
+        check=True,
+    )
     trace = dict(np.load(tmp_path / "trace.npz"))
     emulator = open_device("emulator", version_dir)
     layout = emulator.kernel.layout
@@ -207,13 +224,16 @@ def test_compiled_windows_and_convolution_equal_numpy(dtype):
     """The emulator's one-copy convolution windows and its direct convolution (filters not a multiple
     of its 8-filter blocks, widths not of its 4-pixel blocks): asymmetric padding, strides, every dtype."""
     rng = np.random.default_rng(7)
-    image = rng.integers(-2**20, 2**20, (3, 9, 7, 5)).astype(dtype)
-    for size, stride, pads in [((3, 3), (1, 1), ((1, 1), (1, 1))), ((7, 5), (2, 3), ((3, 2), (0, 4))),
-                               ((1, 1), (1, 1), ((2, 0), (1, 3)))]:
+    image = rng.integers(-(2**20), 2**20, (3, 9, 7, 5)).astype(dtype)
+    for size, stride, pads in [
+        ((3, 3), (1, 1), ((1, 1), (1, 1))),
+        ((7, 5), (2, 3), ((3, 2), (0, 4))),
+        ((1, 1), (1, 1), ((2, 0), (1, 3))),
+    ]:
         padded = np.pad(image, ((0, 0), *pads, (0, 0)))
-        view = np.lib.stride_tricks.sliding_window_view(padded, size, axis=(1, 2))[:, ::stride[0], ::stride[1]]
+        view = np.lib.stride_tricks.sliding_window_view(padded, size, axis=(1, 2))[:, :: stride[0], :: stride[1]]
         expected = view.transpose(0, 1, 2, 4, 5, 3).reshape(*view.shape[:3], -1)
-        weights = rng.integers(-2**7, 2**7, (expected.shape[-1], 11)).astype(np.float64)
+        weights = rng.integers(-(2**7), 2**7, (expected.shape[-1], 11)).astype(np.float64)
         convolve = fastpath.Convolve(weights, size, stride, pads)
         for out in (np.float32, np.float64):
             windows = fastpath.windows(image, size, stride, pads, out)

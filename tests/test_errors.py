@@ -9,10 +9,21 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 ROWS = np.arange(30, dtype=np.float32).reshape(2, 15)
 PREFIX = "[request id: <id_unknown>] "
+ROWS_RAW = (ROWS.tobytes(),)
 
 
-def request(model="facile", version="", shape=(2, 15), datatype="FP32", raw=(ROWS.tobytes(),), name="input",
-            outputs=(), extra_input=False, contents=None, parameters=None):
+def request(
+    model="facile",
+    version="",
+    shape=(2, 15),
+    datatype="FP32",
+    raw=ROWS_RAW,
+    name="input",
+    outputs=(),
+    extra_input=False,
+    contents=None,
+    parameters=None,
+):
     message = service_pb2.ModelInferRequest(model_name=model, model_version=version)
     tensor = message.inputs.add(name=name, datatype=datatype, shape=shape)
     if contents is not None:
@@ -36,31 +47,84 @@ def shm_input():
 
 CASES = [
     ("unknown model", request(model="nope"), "NOT_FOUND", "Request for unknown model: 'nope' is not found"),
-    ("unknown version", request(version="7"), "NOT_FOUND", "Request for unknown model: 'facile' version 7 is not found"),
-    ("bad version", request(version="x"), "INVALID_ARGUMENT",
-     "failed to get model version from specified version string 'x'"),
-    ("shape", request(shape=(2, 14), raw=(ROWS[:, :14].tobytes(),)), "INVALID_ARGUMENT",
-     PREFIX + "unexpected shape for input 'input' for model 'facile'. Expected [-1,15], got [2,14]. NOTE:"),
-    ("no batch dimension", request(shape=(15,), raw=(ROWS[0].tobytes(),)), "INVALID_ARGUMENT",
-     PREFIX + "unexpected shape for input 'input' for model 'facile'. Expected [-1,15], got [15]."),
-    ("batch too large", request(shape=(70000, 15), raw=(b"",)), "INVALID_ARGUMENT",
-     PREFIX + "inference request batch-size must be <= 65536 for 'facile'"),
-    ("datatype", request(datatype="INT32"), "INVALID_ARGUMENT",
-     PREFIX + "inference input 'input' data-type is 'INT32', but model 'facile' expects 'FP32'"),
-    ("missing input", request(name="wrong"), "INVALID_ARGUMENT",
-     "unexpected inference input 'wrong' for model 'facile'"),
-    ("extra input", request(extra_input=True, raw=(ROWS.tobytes(), ROWS.tobytes())), "INVALID_ARGUMENT",
-     PREFIX + "expected 1 inputs but got 2 inputs for model 'facile'. Got input(s) ['input','extra']"),
-    ("unknown output", request(outputs=("energy",)), "INVALID_ARGUMENT",
-     "unexpected inference output 'energy' for model 'facile'"),
-    ("byte size", request(raw=(ROWS.tobytes()[:-4],)), "INVALID_ARGUMENT",
-     PREFIX + "input byte size mismatch for input 'input' for model 'facile'. Expected 120, got 116"),
-    ("too few raw buffers", request(raw=(ROWS.tobytes(),), extra_input=True), "INVALID_ARGUMENT",
-     "unable to find data for input tensor 'extra' for model 'facile' in request."),
-    ("contents and raw", request(contents=ROWS.ravel().tolist()), "INVALID_ARGUMENT",
-     "contents field must not be specified when using raw_input_contents for 'input' for model 'facile'"),
-    ("reserved parameter", request(parameters={"triton_secret": "x"}), "INVALID_ARGUMENT",
-     "parameter keys starting with 'triton_' are reserved for Triton usage."),
+    (
+        "unknown version",
+        request(version="7"),
+        "NOT_FOUND",
+        "Request for unknown model: 'facile' version 7 is not found",
+    ),
+    (
+        "bad version",
+        request(version="x"),
+        "INVALID_ARGUMENT",
+        "failed to get model version from specified version string 'x'",
+    ),
+    (
+        "shape",
+        request(shape=(2, 14), raw=(ROWS[:, :14].tobytes(),)),
+        "INVALID_ARGUMENT",
+        PREFIX + "unexpected shape for input 'input' for model 'facile'. Expected [-1,15], got [2,14]. NOTE:",
+    ),
+    (
+        "no batch dimension",
+        request(shape=(15,), raw=(ROWS[0].tobytes(),)),
+        "INVALID_ARGUMENT",
+        PREFIX + "unexpected shape for input 'input' for model 'facile'. Expected [-1,15], got [15].",
+    ),
+    (
+        "batch too large",
+        request(shape=(70000, 15), raw=(b"",)),
+        "INVALID_ARGUMENT",
+        PREFIX + "inference request batch-size must be <= 65536 for 'facile'",
+    ),
+    (
+        "datatype",
+        request(datatype="INT32"),
+        "INVALID_ARGUMENT",
+        PREFIX + "inference input 'input' data-type is 'INT32', but model 'facile' expects 'FP32'",
+    ),
+    (
+        "missing input",
+        request(name="wrong"),
+        "INVALID_ARGUMENT",
+        "unexpected inference input 'wrong' for model 'facile'",
+    ),
+    (
+        "extra input",
+        request(extra_input=True, raw=(ROWS.tobytes(), ROWS.tobytes())),
+        "INVALID_ARGUMENT",
+        PREFIX + "expected 1 inputs but got 2 inputs for model 'facile'. Got input(s) ['input','extra']",
+    ),
+    (
+        "unknown output",
+        request(outputs=("energy",)),
+        "INVALID_ARGUMENT",
+        "unexpected inference output 'energy' for model 'facile'",
+    ),
+    (
+        "byte size",
+        request(raw=(ROWS.tobytes()[:-4],)),
+        "INVALID_ARGUMENT",
+        PREFIX + "input byte size mismatch for input 'input' for model 'facile'. Expected 120, got 116",
+    ),
+    (
+        "too few raw buffers",
+        request(raw=(ROWS.tobytes(),), extra_input=True),
+        "INVALID_ARGUMENT",
+        "unable to find data for input tensor 'extra' for model 'facile' in request.",
+    ),
+    (
+        "contents and raw",
+        request(contents=ROWS.ravel().tolist()),
+        "INVALID_ARGUMENT",
+        "contents field must not be specified when using raw_input_contents for 'input' for model 'facile'",
+    ),
+    (
+        "reserved parameter",
+        request(parameters={"triton_secret": "x"}),
+        "INVALID_ARGUMENT",
+        "parameter keys starting with 'triton_' are reserved for Triton usage.",
+    ),
     ("unknown shared memory", shm_input(), "NOT_FOUND", "Unable to find shared memory region: 'never_registered'"),
 ]
 

@@ -21,7 +21,7 @@ def test_outputs_equal_hls4ml_predict_bit_for_bit(server, model_repository, faci
     served = []
     start = 0
     for batch in BATCHES:
-        rows = features[start:start + batch]
+        rows = features[start : start + batch]
         start += batch
         out = infer(server.client, rows)
         assert out.shape == (batch, 1) and out.dtype == np.float32
@@ -66,15 +66,18 @@ def test_errors_have_triton_codes_and_wording(server, facile_inputs):
 
     status, message = _error(lambda: infer(client, np.zeros((2, 16), np.float32)))
     assert status == "StatusCode.INVALID_ARGUMENT"
-    assert message.startswith("[request id: <id_unknown>] unexpected shape for input 'input' for model 'facile'. "
-                              "Expected [-1,15], got [2,16]. NOTE: Setting a non-zero max_batch_size")
+    assert message.startswith(
+        "[request id: <id_unknown>] unexpected shape for input 'input' for model 'facile'. "
+        "Expected [-1,15], got [2,16]. NOTE: Setting a non-zero max_batch_size"
+    )
 
     tensor = grpcclient.InferInput("input", [2, 15], "FP64")
     tensor.set_data_from_numpy(rows.astype(np.float64))
     status, message = _error(lambda: client.infer("facile", [tensor]))
     assert status == "StatusCode.INVALID_ARGUMENT"
-    assert message == ("[request id: <id_unknown>] inference input 'input' data-type is 'FP64', but model "
-                       "'facile' expects 'FP32'")
+    assert message == (
+        "[request id: <id_unknown>] inference input 'input' data-type is 'FP64', but model 'facile' expects 'FP32'"
+    )
 
     tensor = grpcclient.InferInput("input", [2, 15], "FP32")
     tensor.set_data_from_numpy(rows)
@@ -82,8 +85,9 @@ def test_errors_have_triton_codes_and_wording(server, facile_inputs):
     tensor._input.shape.extend([3, 15])
     status, message = _error(lambda: client.infer("facile", [tensor], request_id="r7"))
     assert status == "StatusCode.INVALID_ARGUMENT"
-    assert message == ("[request id: r7] input byte size mismatch for input 'input' for model 'facile'. "
-                       "Expected 180, got 120")
+    assert message == (
+        "[request id: r7] input byte size mismatch for input 'input' for model 'facile'. Expected 180, got 120"
+    )
 
     # Nothing above hurt the server: a good request still gets the kernel's answer.
     assert infer(client, rows).shape == (2, 1)

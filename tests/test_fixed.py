@@ -28,10 +28,15 @@ def _doubles():
 def cpp_results(tmp_path_factory):
     """Each target type's bit patterns for every source mantissa, then for every double, from C++."""
     folder = tmp_path_factory.mktemp("ap_fixed")
-    mantissas = np.concatenate([np.arange(-2**11, 2**11, 3), [SOURCE.lowest, SOURCE.highest, -1, 0, 1]])
-    doubles = ", ".join("std::numeric_limits<double>::quiet_NaN()" if np.isnan(d) else
-                        ("-" if d < 0 else "") + "std::numeric_limits<double>::infinity()" if np.isinf(d)
-                        else float(d).hex() for d in _doubles())
+    mantissas = np.concatenate([np.arange(-(2**11), 2**11, 3), [SOURCE.lowest, SOURCE.highest, -1, 0, 1]])
+    doubles = ", ".join(
+        "std::numeric_limits<double>::quiet_NaN()"
+        if np.isnan(d)
+        else ("-" if d < 0 else "") + "std::numeric_limits<double>::infinity()"
+        if np.isinf(d)
+        else float(d).hex()
+        for d in _doubles()
+    )
     calls = "\n".join(f"    emit<{_cpp(t)}>();" for t in TARGETS)
     (folder / "convert.cpp").write_text(f"""
 #include <cstdio>
@@ -56,11 +61,12 @@ int main() {{
 {calls}
 }}
 """)
-    subprocess.run(["g++", "-std=c++17", "-O1", "-w", f"-I{AP_TYPES}", "convert.cpp", "-o", "convert"], cwd=folder,
-                   check=True)
+    subprocess.run(
+        ["g++", "-std=c++17", "-O1", "-w", f"-I{AP_TYPES}", "convert.cpp", "-o", "convert"], cwd=folder, check=True
+    )
     output = subprocess.run([folder / "convert"], capture_output=True, text=True, check=True).stdout.split()
     bits = np.array(output, np.uint64).reshape(len(TARGETS), -1)
-    return mantissas, {t: (row[: len(mantissas)], row[len(mantissas):]) for t, row in zip(TARGETS, bits)}
+    return mantissas, {t: (row[: len(mantissas)], row[len(mantissas) :]) for t, row in zip(TARGETS, bits, strict=True)}
 
 
 def _cpp(fixed):
@@ -90,7 +96,9 @@ def test_compiled_assignment_matches_ap_fixed(cpp_results, target):
         for result in (np.float32, np.float64):
             values = mantissas.astype(source)[:, None]
             out = cast(values, np.empty(values.shape, result))
-            assert np.array_equal(_bits(target, out[:, 0]), expected[target][0]), f"{source.__name__} → {result.__name__}"
+            assert np.array_equal(_bits(target, out[:, 0]), expected[target][0]), (
+                f"{source.__name__} → {result.__name__}"
+            )
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=str)

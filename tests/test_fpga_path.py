@@ -36,8 +36,13 @@ def version_dir(model_repository, tmp_path):
 
 def fake_xclbin(version_dir, platform=U250_PLATFORM, cus=4):
     kernel = KernelDescription.read(version_dir)
-    spec = {"platform": platform, "kernel": kernel.top, "cus": [f"{kernel.top}_{i}" for i in range(1, cus + 1)],
-            "library": str(version_dir / "csim.so"), "weights": str(version_dir / "hls4ml/firmware/weights")}
+    spec = {
+        "platform": platform,
+        "kernel": kernel.top,
+        "cus": [f"{kernel.top}_{i}" for i in range(1, cus + 1)],
+        "library": str(version_dir / "csim.so"),
+        "weights": str(version_dir / "hls4ml/firmware/weights"),
+    }
     (version_dir / "facile.xclbin").write_text(json.dumps(spec))
 
 
@@ -68,10 +73,14 @@ def test_kernel_top_compiles_as_cpp_against_the_generated_firmware(model_reposit
     top = (version / "vitis" / "kernel_top.cpp").read_text()
     assert 'extern "C" void facile_top(const word_t *in, word_t *out, int rows)' in top
     assert "#pragma HLS DATAFLOW" in top and "m_axi port=in" in top
-    subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-w", "-Ihls4ml", "-Ihls4ml/firmware/ap_types",
-                    "vitis/kernel_top.cpp"], cwd=version, check=True)
-    symbols = subprocess.run(["nm", "-D", "--defined-only", "csim.so"], cwd=version, capture_output=True,
-                             text=True, check=True).stdout
+    subprocess.run(
+        ["g++", "-std=c++17", "-fsyntax-only", "-w", "-Ihls4ml", "-Ihls4ml/firmware/ap_types", "vitis/kernel_top.cpp"],
+        cwd=version,
+        check=True,
+    )
+    symbols = subprocess.run(
+        ["nm", "-D", "--defined-only", "csim.so"], cwd=version, capture_output=True, text=True, check=True
+    ).stdout
     assert " T facile_top" in symbols  # the C simulation is that kernel top
 
 
@@ -79,8 +88,13 @@ def test_kernel_description_has_the_buffer_layout(model_repository):
     kernel = json.loads((model_repository / "facile" / "1" / "kernel.json").read_text())
     buffers = kernel["buffers"]
     assert buffers["word_bits"] == 512 and buffers["rows_per_execution"] == 16384
-    assert buffers["input"] == {"type": "fixed<16,9,TRN,WRAP,0>", "bits": 16, "lane_bits": 16,
-                                "lanes_per_word": 32, "elements_per_row": 15}
+    assert buffers["input"] == {
+        "type": "fixed<16,9,TRN,WRAP,0>",
+        "bits": 16,
+        "lane_bits": 16,
+        "lanes_per_word": 32,
+        "elements_per_row": 15,
+    }
     assert buffers["output"]["bits"] == 24 and buffers["output"]["lane_bits"] == 32
     assert kernel["compute_units"] == {"u250": 4, "aws-f1": 2}
 
@@ -94,8 +108,7 @@ def test_xrt_driver_choreography_on_recording_standin(version_dir, standin_modul
     fake_xclbin(version_dir)
     recording_pyxrt.install([{"name": U250_SHELL}, {"name": U250_SHELL}])
     device = XrtDevice(KernelDescription.read(version_dir))
-    assert [cu.name for cu in device.compute_units] == [
-        f"card{c}/facile_top_{i}" for c in (0, 1) for i in (1, 2, 3, 4)]
+    assert [cu.name for cu in device.compute_units] == [f"card{c}/facile_top_{i}" for c in (0, 1) for i in (1, 2, 3, 4)]
     buffers = [call for call in recording_pyxrt.CALLS if call[0] == "bo"]
     assert len(buffers) == 8 * 2 * 2  # 8 CUs x two buffer sets x (inputs, outputs)
     assert {call[3] for call in buffers} == {0, 1, 2, 3}  # each CU's buffers in its own bank
@@ -108,8 +121,9 @@ def test_xrt_driver_choreography_on_recording_standin(version_dir, standin_modul
     starts = [call for call in recording_pyxrt.CALLS if call[0] == "start"]
     # Round robin: the batch is spread as one 5000-row execution on each of the 8 CUs (they run
     # concurrently, so the recorded order is not fixed).
-    assert sorted((c[1], c[2], c[5]) for c in starts) == [(card, f"facile_top:{{facile_top_{i}}}", 5000)
-                                                         for card in (0, 1) for i in (1, 2, 3, 4)]
+    assert sorted((c[1], c[2], c[5]) for c in starts) == [
+        (card, f"facile_top:{{facile_top_{i}}}", 5000) for card in (0, 1) for i in (1, 2, 3, 4)
+    ]
     for start in starts:  # every run: inputs synced to the device before, outputs back after
         at = recording_pyxrt.CALLS.index(start)
         before, after = recording_pyxrt.CALLS[:at], recording_pyxrt.CALLS[at:]
@@ -177,6 +191,7 @@ def _refuse(name, real):
         if module == name:
             raise ImportError(f"No module named '{name}'")
         return real(module, *args)
+
     return import_module
 
 
@@ -214,7 +229,8 @@ def test_server_stays_up_when_a_model_device_cannot_open(model_repository, tmp_p
     shutil.copytree(repository / "facile", card_model)
     config = (card_model / "config.pbtxt").read_text()
     (card_model / "config.pbtxt").write_text(
-        config.replace('name: "facile"', 'name: "facile_card"').replace('"auto"', '"xrt"'))
+        config.replace('name: "facile"', 'name: "facile_card"').replace('"auto"', '"xrt"')
+    )
     server = Server(repository, tmp_path / "serve.log", expect_ready=False)
     try:
         client = server.client
@@ -225,8 +241,9 @@ def test_server_stays_up_when_a_model_device_cannot_open(model_repository, tmp_p
         with pytest.raises(InferenceServerException) as caught:
             client.infer("facile_card", [tensor])
         assert caught.value.status() == "StatusCode.NOT_FOUND"
-        assert "'facile_card' has no available versions (failed to load: device 'xrt' needs XRT" in \
-            caught.value.message()
+        assert (
+            "'facile_card' has no available versions (failed to load: device 'xrt' needs XRT" in caught.value.message()
+        )
         assert client.infer("facile", [tensor]).as_numpy("output").shape == (3, 1)
     finally:
         server.stop()
@@ -241,11 +258,11 @@ def test_concurrent_runs_larger_than_the_buffer_pools_complete_in_order(version_
 
     device = CsimDevice(KernelDescription.read(version_dir))
     batches = [_rows(70000, seed=s) for s in range(2)]  # 70000 rows = 5 executions of 16384 or fewer
-    expected = [np.concatenate([device.run(b[i:i + 5000]) for i in range(0, len(b), 5000)]) for b in batches]
+    expected = [np.concatenate([device.run(b[i : i + 5000]) for i in range(0, len(b), 5000)]) for b in batches]
     timings = [Timings() for _ in batches]
     with ThreadPoolExecutor(2) as pool:
         served = list(pool.map(device.run, batches, timings))
-    for got, want, timing in zip(served, expected, timings):
+    for got, want, timing in zip(served, expected, timings, strict=True):
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
         assert timing.executions == 5 and timing.pack_ns > 0 and timing.unpack_ns > 0
     device.close()

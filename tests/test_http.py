@@ -33,8 +33,9 @@ def test_http_infer_equals_grpc(server, http, facile_inputs, binary):
     rows = np.ascontiguousarray(facile_inputs[0][:500])
     tensor = httpclient.InferInput("input", list(rows.shape), "FP32")
     tensor.set_data_from_numpy(rows, binary_data=binary)
-    result = http.infer("facile", [tensor], outputs=[httpclient.InferRequestedOutput("output", binary_data=binary)],
-                        request_id="h1")
+    result = http.infer(
+        "facile", [tensor], outputs=[httpclient.InferRequestedOutput("output", binary_data=binary)], request_id="h1"
+    )
     assert result.get_response()["id"] == "h1"
     assert np.array_equal(result.as_numpy("output").view(np.uint32), _grpc_outputs(server, rows).view(np.uint32))
 
@@ -83,8 +84,9 @@ def test_http_errors_keep_tritons_wording(http):
     tensor.set_data_from_numpy(np.zeros((2, 16), np.float32))
     with pytest.raises(InferenceServerException) as caught:
         http.infer("facile", [tensor])
-    assert "unexpected shape for input 'input' for model 'facile'. Expected [-1,15], got [2,16]" in \
-        caught.value.message()
+    assert (
+        "unexpected shape for input 'input' for model 'facile'. Expected [-1,15], got [2,16]" in caught.value.message()
+    )
 
 
 def test_metrics_use_tritons_names(server, facile_inputs):
@@ -92,15 +94,26 @@ def test_metrics_use_tritons_names(server, facile_inputs):
     with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics") as response:
         text = response.read().decode()
     labels = '{model="facile",version="1"}'
-    for name in ("nv_inference_request_success", "nv_inference_count", "nv_inference_exec_count",
-                 "nv_inference_request_duration_us", "nv_inference_queue_duration_us",
-                 "nv_inference_compute_input_duration_us", "nv_inference_compute_infer_duration_us",
-                 "nv_inference_compute_output_duration_us", "nv_inference_pending_request_count",
-                 "faast_kernel_executions", "faast_kernel_busy_us", "faast_batch_fill_ratio"):
+    for name in (
+        "nv_inference_request_success",
+        "nv_inference_count",
+        "nv_inference_exec_count",
+        "nv_inference_request_duration_us",
+        "nv_inference_queue_duration_us",
+        "nv_inference_compute_input_duration_us",
+        "nv_inference_compute_infer_duration_us",
+        "nv_inference_compute_output_duration_us",
+        "nv_inference_pending_request_count",
+        "faast_kernel_executions",
+        "faast_kernel_busy_us",
+        "faast_batch_fill_ratio",
+    ):
         assert re.search(rf"^{name}(_total)?{re.escape(labels)} \d", text, re.M), name
     assert re.search(r'^nv_inference_count(_total)?\{model="facile",version="1"\} ([1-9]\d*)', text, re.M)
-    assert 'nv_inference_request_failure_total{model="facile",reason="BACKEND",version="1"}' in text or \
-        'nv_inference_request_failure{model="facile",reason="BACKEND",version="1"}' in text
+    assert (
+        'nv_inference_request_failure_total{model="facile",reason="BACKEND",version="1"}' in text
+        or 'nv_inference_request_failure{model="facile",reason="BACKEND",version="1"}' in text
+    )
     assert 'faast_device_info{device="emulator",model="facile",version="1"} 1.0' in text
 
 

@@ -11,8 +11,16 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-COMMON = ["--concurrency-range", "1:8:7", "--measurement-mode", "count_windows", "--stability-percentage", "100",
-          "--max-trials", "5"]
+COMMON = [
+    "--concurrency-range",
+    "1:8:7",
+    "--measurement-mode",
+    "count_windows",
+    "--stability-percentage",
+    "100",
+    "--max-trials",
+    "5",
+]
 
 
 @pytest.fixture(scope="session")
@@ -25,12 +33,29 @@ def perf_analyzer():
 @pytest.mark.parametrize("batch", [1, 16000])
 @pytest.mark.parametrize("transport", ["grpc", "system_shared_memory"])
 def test_perf_analyzer_completes_with_server_statistics(server, perf_analyzer, transport, batch):
-    command = [perf_analyzer / "bin" / "perf_analyzer", "-m", "facile", "-u", server.url, "-i", "grpc",
-               "-b", str(batch), *COMMON, "--measurement-request-count", "4" if batch > 1 else "50"]
+    command = [
+        perf_analyzer / "bin" / "perf_analyzer",
+        "-m",
+        "facile",
+        "-u",
+        server.url,
+        "-i",
+        "grpc",
+        "-b",
+        str(batch),
+        *COMMON,
+        "--measurement-request-count",
+        "4" if batch > 1 else "50",
+    ]
     if transport == "system_shared_memory":
         command += ["--shared-memory", "system", "--output-shared-memory-size", str(4 * batch)]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                         env=os.environ | {"LD_LIBRARY_PATH": str(perf_analyzer / "lib")})
+    run = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ | {"LD_LIBRARY_PATH": str(perf_analyzer / "lib")},
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     for concurrency in (1, 8):
         section = run.stdout.split(f"Request concurrency: {concurrency}")[1]

@@ -35,15 +35,16 @@ def test_async_client_matches_sync_client(server, facile_inputs):
     async def run():
         client = grpcclient_aio.InferenceServerClient(server.url)
         try:
-            results = await asyncio.gather(*[client.infer("facile", [_input(rows[i:i + 10])], request_id=str(i))
-                                             for i in range(0, 100, 10)])
+            results = await asyncio.gather(
+                *[client.infer("facile", [_input(rows[i : i + 10])], request_id=str(i)) for i in range(0, 100, 10)]
+            )
             return [(r.get_response().id, r.as_numpy("output")) for r in results]
         finally:
             await client.close()
 
     for request_id, output in asyncio.run(run()):
         start = int(request_id)
-        assert np.array_equal(_bits(output), _bits(expected[start:start + 10]))
+        assert np.array_equal(_bits(output), _bits(expected[start : start + 10]))
 
 
 def test_streaming_serves_every_request_and_survives_an_error(server, facile_inputs):
@@ -54,7 +55,7 @@ def test_streaming_serves_every_request_and_survives_an_error(server, facile_inp
     client.start_stream(callback=lambda result, error: replies.put((result, error)))
     try:
         for i in range(3):
-            client.async_stream_infer("facile", [_input(rows[i * 10:(i + 1) * 10])], request_id=f"ok{i}")
+            client.async_stream_infer("facile", [_input(rows[i * 10 : (i + 1) * 10])], request_id=f"ok{i}")
         client.async_stream_infer("facile", [_input(np.zeros((2, 7), np.float32))], request_id="bad")
         client.async_stream_infer("facile", [_input(rows[:10])], request_id="after-error")
         got = [replies.get(timeout=30) for _ in range(5)]
@@ -66,7 +67,7 @@ def test_streaming_serves_every_request_and_survives_an_error(server, facile_inp
     results = {result.get_response().id: result.as_numpy("output") for result, error in got if error is None}
     assert set(results) == {"ok0", "ok1", "ok2", "after-error"}
     for i in range(3):
-        assert np.array_equal(_bits(results[f"ok{i}"]), _bits(expected[i * 10:(i + 1) * 10]))
+        assert np.array_equal(_bits(results[f"ok{i}"]), _bits(expected[i * 10 : (i + 1) * 10]))
     assert np.array_equal(_bits(results["after-error"]), _bits(expected[:10]))
 
 
@@ -136,8 +137,9 @@ def test_repository_index_health_and_metadata(server):
     metadata = server.client.get_server_metadata()
     assert metadata.name == "faast" and "system_shared_memory" in metadata.extensions
     with grpc.insecure_channel(server.url) as channel:  # grpc.health.v1 by hand: no client library needed
-        check = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda m: m,
-                                    response_deserializer=lambda m: m)
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check", request_serializer=lambda m: m, response_deserializer=lambda m: m
+        )
         assert check(b"") == b"\x08\x01"  # status: SERVING
         assert check(b"\x0a\x06facile") == b"\x08\x01"
         assert check(b"\x0a\x04nope") == b"\x08\x02"  # NOT_SERVING
@@ -150,7 +152,8 @@ def test_trace_and_log_settings(model_repository, facile_inputs, tmp_path):
     server = Server(model_repository, tmp_path / "serve.log", "--trace-config", f"triton,file={trace_file}")
     try:
         settings = server.client.update_trace_settings(
-            "facile", {"trace_level": ["TIMESTAMPS"], "trace_rate": "1", "trace_count": "2"}, as_json=True)["settings"]
+            "facile", {"trace_level": ["TIMESTAMPS"], "trace_rate": "1", "trace_count": "2"}, as_json=True
+        )["settings"]
         assert settings["trace_level"]["value"] == ["TIMESTAMPS"] and settings["trace_rate"]["value"] == ["1"]
         assert settings["trace_file"]["value"] == [str(trace_file)]
         for request_id in ("t1", "t2", "t3"):
@@ -170,8 +173,12 @@ def test_trace_and_log_settings(model_repository, facile_inputs, tmp_path):
 
         logs = server.client.update_log_settings({"log_verbose_level": 1}, as_json=True)["settings"]
         assert logs["log_verbose_level"]["uint32_param"] == 1
-        assert server.client.update_log_settings({"log_verbose_level": 0}, as_json=True)["settings"]["log_info"][
-            "bool_param"] is True
+        assert (
+            server.client.update_log_settings({"log_verbose_level": 0}, as_json=True)["settings"]["log_info"][
+                "bool_param"
+            ]
+            is True
+        )
         with pytest.raises(InferenceServerException) as caught:
             server.client.update_log_settings({"log_file": str(elsewhere)})
         assert caught.value.status() == "StatusCode.UNIMPLEMENTED"

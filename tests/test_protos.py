@@ -17,7 +17,7 @@ from tests_dump import dump
 print(json.dumps({"service": dump(service.DESCRIPTOR), "model_config": dump(model_config.DESCRIPTOR)}))
 """
 
-DUMP = '''
+DUMP = """
 def dump(file):
     messages, enums, methods = {}, {}, {}
 
@@ -40,17 +40,27 @@ def dump(file):
             methods[f"{svc.full_name}/{m.name}"] = [m.input_type.full_name, m.output_type.full_name,
                                                    m.client_streaming, m.server_streaming]
     return {"messages": messages, "enums": enums, "methods": methods}
-'''
+"""
 
 
 def test_protos_match_tritonclient_descriptors(tmp_path):
     (tmp_path / "tests_dump.py").write_text(DUMP)
     namespace = {}
     exec(DUMP, namespace)
-    theirs = {"service": namespace["dump"](triton_service.DESCRIPTOR),
-              "model_config": namespace["dump"](triton_model_config.DESCRIPTOR)}
-    ours = json.loads(subprocess.run([*PYTHON, "-c", DUMP_OURS], cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)},
-                                     check=True, capture_output=True, text=True).stdout)
+    theirs = {
+        "service": namespace["dump"](triton_service.DESCRIPTOR),
+        "model_config": namespace["dump"](triton_model_config.DESCRIPTOR),
+    }
+    ours = json.loads(
+        subprocess.run(
+            [*PYTHON, "-c", DUMP_OURS],
+            cwd=tmp_path,
+            env={"PYTHONPATH": str(tmp_path)},
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     for file in ("service", "model_config"):
         assert theirs[file]["messages"], "tritonclient's descriptors list no messages"
         for kind in ("messages", "enums", "methods"):

@@ -8,11 +8,10 @@ import subprocess
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from conftest import BIN, PYTHON, ROOT, Server
 
 from faast.host.device import open_device
 from faast.kernels.spec import KernelSpec
-
-from conftest import BIN, PYTHON, ROOT, Server
 
 KERNEL = ROOT / "kernels" / "resnet50"
 
@@ -56,8 +55,17 @@ def test_resnet50_layers_equal_hls4ml_trace(resnet_repository, tmp_path):
     the emulator's values equal hls4ml's own C simulation trace on a few jets."""
     images, _ = _jets(3, seed=8)
     np.save(tmp_path / "x.npy", images)
-    subprocess.run([*PYTHON, ROOT / "tests" / "hls4ml_trace.py", KERNEL, tmp_path / "trace_project",
-                    tmp_path / "x.npy", tmp_path / "trace.npz"], check=True)
+    subprocess.run(
+        [
+            *PYTHON,
+            ROOT / "tests" / "hls4ml_trace.py",
+            KERNEL,
+            tmp_path / "trace_project",
+            tmp_path / "x.npy",
+            tmp_path / "trace.npz",
+        ],
+        check=True,
+    )
     trace = dict(np.load(tmp_path / "trace.npz"))
     emulator = open_device("emulator", resnet_repository / "resnet50" / "1")
     try:
@@ -67,8 +75,15 @@ def test_resnet50_layers_equal_hls4ml_trace(resnet_repository, tmp_path):
     finally:
         emulator.close()
     classes = {layer["class"] for layer in emulator.kernel.raw["layers"] if layer["name"] in names}
-    assert {"Conv2D", "BatchNormalization", "Activation", "Merge", "Pooling2D", "GlobalPooling2D",
-            "Softmax"} <= classes and len(names) > 150
+    assert {
+        "Conv2D",
+        "BatchNormalization",
+        "Activation",
+        "Merge",
+        "Pooling2D",
+        "GlobalPooling2D",
+        "Softmax",
+    } <= classes and len(names) > 150
     for name in names:
         emulated = values[name].reshape(len(images), -1).astype(np.float32)
         traced = trace[name].reshape(len(images), -1)
@@ -76,8 +91,9 @@ def test_resnet50_layers_equal_hls4ml_trace(resnet_repository, tmp_path):
 
 
 def test_resnet50_validates(tmp_path):
-    run = subprocess.run([BIN / "faast", "validate", KERNEL, "--out", tmp_path / "report"], capture_output=True,
-                         text=True)
+    run = subprocess.run(
+        [BIN / "faast", "validate", KERNEL, "--out", tmp_path / "report"], capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     physics = report["physics"]

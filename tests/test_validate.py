@@ -9,8 +9,13 @@ from conftest import BIN, ROOT
 
 
 def validate(kernel, out, *extra):
-    return subprocess.run([BIN / "faast", "validate", kernel, "--out", out, *extra], capture_output=True,
-                          text=True, cwd=out.parent, timeout=900)
+    return subprocess.run(
+        [BIN / "faast", "validate", kernel, "--out", out, *extra],
+        capture_output=True,
+        text=True,
+        cwd=out.parent,
+        timeout=900,
+    )
 
 
 def test_validate_facile_passes_and_served_kernel_is_bit_exact(server, tmp_path):
@@ -37,7 +42,7 @@ def test_validate_fails_a_too_narrow_layer_and_names_it(tmp_path):
     kernel = tmp_path / "facile_narrow"  # test-only variant: bn3's result squeezed into ap_fixed<8,2>
     shutil.copytree(ROOT / "kernels" / "facile", kernel, ignore=shutil.ignore_patterns("__pycache__"))
     toml = (kernel / "kernel.toml").read_text().replace('name = "facile"', 'name = "facile_narrow"')
-    toml = toml.replace('[hls4ml.precision.bn3]\n', '[hls4ml.precision.bn3]\nresult = "ap_fixed<8,2>"\n')
+    toml = toml.replace("[hls4ml.precision.bn3]\n", '[hls4ml.precision.bn3]\nresult = "ap_fixed<8,2>"\n')
     (kernel / "kernel.toml").write_text(toml)
     out = tmp_path / "report"
     run = validate(kernel, out)

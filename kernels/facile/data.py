@@ -41,8 +41,9 @@ def _pulse_fractions(t0_ns):
     start = SOI * SLICE_NS + t0_ns[:, None]
     tau = np.clip(t[None, :] - start, 0.0, None)
     shape = tau**2 * np.exp(-tau / 6.0)
-    frac = np.stack([shape[:, (t >= k * SLICE_NS) & (t < (k + 1) * SLICE_NS)].sum(axis=1) * dt
-                     for k in range(N_SLICES)], axis=1)
+    frac = np.stack(
+        [shape[:, (t >= k * SLICE_NS) & (t < (k + 1) * SLICE_NS)].sum(axis=1) * dt for k in range(N_SLICES)], axis=1
+    )
     return frac / (2 * 6.0**3)  # the analytic integral of tau^2 exp(-tau/6)
 
 

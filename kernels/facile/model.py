@@ -17,12 +17,15 @@ def build_model():
     inputs = layers.Input(shape=(data.N_FEATURES,), name="features")
     x = inputs
     for i, units in enumerate(HIDDEN, start=1):
-        x = QDense(units, name=f"dense{i}",
-                   kernel_quantizer=quantized_bits(12 if i == 1 else 10, 1, alpha=1),
-                   bias_quantizer=quantized_bits(12, 6, alpha=1))(x)
+        x = QDense(
+            units,
+            name=f"dense{i}",
+            kernel_quantizer=quantized_bits(12 if i == 1 else 10, 1, alpha=1),
+            bias_quantizer=quantized_bits(12, 6, alpha=1),
+        )(x)
         x = layers.BatchNormalization(name=f"bn{i}")(x)
         x = QActivation(quantized_relu(10, 5), name=f"relu{i}")(x)
-    outputs = QDense(1, name="energy",
-                     kernel_quantizer=quantized_bits(12, 4, alpha=1),
-                     bias_quantizer=quantized_bits(12, 6, alpha=1))(x)
+    outputs = QDense(
+        1, name="energy", kernel_quantizer=quantized_bits(12, 4, alpha=1), bias_quantizer=quantized_bits(12, 6, alpha=1)
+    )(x)
     return models.Model(inputs, outputs, name="facile")

@@ -24,8 +24,9 @@ def _prong_directions(z, pt, mass, rng):
     on their pT-weighted axis."""
     offsets = rng.normal(0.0, 1.0, (len(z), 2))
     offsets -= (z[:, None] * offsets).sum(0)
-    pairs = sum(z[i] * z[j] * np.sum((offsets[i] - offsets[j]) ** 2)
-                for i in range(len(z)) for j in range(i + 1, len(z)))
+    pairs = sum(
+        z[i] * z[j] * np.sum((offsets[i] - offsets[j]) ** 2) for i in range(len(z)) for j in range(i + 1, len(z))
+    )
     return offsets * mass / (pt * np.sqrt(max(pairs, 1e-12)))
 
 
@@ -44,8 +45,9 @@ def _image(prongs, pt, rng, size):
     phi.append(rng.uniform(-HALF_WIDTH, HALF_WIDTH, soft))
     weights.append(rng.exponential(PILEUP_PT, soft))
     edges = np.linspace(-HALF_WIDTH, HALF_WIDTH, size + 1)
-    image, _, _ = np.histogram2d(np.concatenate(eta), np.concatenate(phi), bins=(edges, edges),
-                                 weights=np.concatenate(weights))
+    image, _, _ = np.histogram2d(
+        np.concatenate(eta), np.concatenate(phi), bins=(edges, edges), weights=np.concatenate(weights)
+    )
     return image / image.sum()
 
 
@@ -67,6 +69,6 @@ def generate(n, seed=0, size=PIXELS):
             z = np.array([1.0])
             mass = 0.0
         offsets = _prong_directions(z, pt, mass, rng) if len(z) > 1 else np.zeros((1, 2))
-        image = _image([(o[0], o[1], zi) for o, zi in zip(offsets, z)], pt, rng, size)
+        image = _image([(o[0], o[1], zi) for o, zi in zip(offsets, z, strict=True)], pt, rng, size)
         images[k] = image[:, :, None]
     return images, labels

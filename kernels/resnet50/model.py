@@ -20,9 +20,15 @@ ACTIVATION = "quantized_relu(8,4)"
 
 
 def _conv(x, filters, size, stride, name):
-    return QConv2D(filters, size, strides=stride, padding="same" if size > 1 else "valid", name=name,
-                   kernel_quantizer=quantized_bits(WEIGHT_BITS, 0, alpha=1),
-                   bias_quantizer=quantized_bits(WEIGHT_BITS, 3, alpha=1))(x)
+    return QConv2D(
+        filters,
+        size,
+        strides=stride,
+        padding="same" if size > 1 else "valid",
+        name=name,
+        kernel_quantizer=quantized_bits(WEIGHT_BITS, 0, alpha=1),
+        bias_quantizer=quantized_bits(WEIGHT_BITS, 3, alpha=1),
+    )(x)
 
 
 def _batch_norm(x, name):
@@ -61,7 +67,11 @@ def build_model(input_size=224, width=1.0, classes=2):
         for block in range(blocks):
             x = _bottleneck(x, filters(bottleneck), stride if block == 0 else 1, block == 0, f"s{stage}b{block + 1}")
     x = layers.GlobalAveragePooling2D(name="pool")(x)
-    x = QDense(classes, name="logits", kernel_quantizer=quantized_bits(WEIGHT_BITS, 0, alpha=1),
-               bias_quantizer=quantized_bits(WEIGHT_BITS, 3, alpha=1))(x)
+    x = QDense(
+        classes,
+        name="logits",
+        kernel_quantizer=quantized_bits(WEIGHT_BITS, 0, alpha=1),
+        bias_quantizer=quantized_bits(WEIGHT_BITS, 3, alpha=1),
+    )(x)
     outputs = layers.Activation("softmax", name="probabilities")(x)
     return models.Model(inputs, outputs, name="resnet50")

@@ -48,13 +48,15 @@ def _infer_request(rows, request_id=""):
 
 
 def _json_infer_body(rows):
-    return json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": list(rows.shape),
-                                   "data": rows.ravel().tolist()}]}).encode()
+    return json.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(rows.shape), "data": rows.ravel().tolist()}]}
+    ).encode()
 
 
 def _http_request(path, body):
-    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 def _open_fds(pid):
@@ -73,8 +75,9 @@ def _grpc_outputs(client, rows):
 
 
 def _http_outputs(http_url, rows, timeout=GOOD_CLIENT_TIMEOUT):
-    request = urllib.request.Request(f"http://{http_url}/v2/models/facile/infer", data=_json_infer_body(rows),
-                                     method="POST")
+    request = urllib.request.Request(
+        f"http://{http_url}/v2/models/facile/infer", data=_json_infer_body(rows), method="POST"
+    )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return np.array(json.loads(response.read())["outputs"][0]["data"], np.float32).reshape(-1, 1)
 
@@ -139,8 +142,11 @@ def cancel_mid_flight(server, stack, rng):
     time.sleep(0.01)
     channel.close()
     errors = [call.exception() for call in calls if call.exception()]
-    return [f"{error.code().name} {error.details()}" for error in errors
-            if error.code() not in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)]
+    return [
+        f"{error.code().name} {error.details()}"
+        for error in errors
+        if error.code() not in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+    ]
 
 
 def tiny_deadlines(server, stack, rng):
@@ -149,7 +155,7 @@ def tiny_deadlines(server, stack, rng):
     with grpc.insecure_channel(server.url, options=MESSAGE_LIMITS) as channel:
         infer = channel.unary_unary(MODEL_INFER)
         for index in range(200):
-            rows = BIG[:rng.choice([1, 16, 1000, 65536])]
+            rows = BIG[: rng.choice([1, 16, 1000, 65536])]
             try:
                 infer(_infer_request(rows), timeout=0.001)
             except grpc.RpcError as error:
@@ -193,9 +199,17 @@ def slow_senders(server, stack, rng):
 
 def _http2_headers_frame(path):
     """A HEADERS frame opening stream 1 for a gRPC call, HPACK literals without Huffman coding."""
-    block = b"".join(b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value for name, value in (
-        (b":method", b"POST"), (b":scheme", b"http"), (b":path", path.encode()), (b":authority", b"x"),
-        (b"content-type", b"application/grpc"), (b"te", b"trailers")))
+    block = b"".join(
+        b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+        for name, value in (
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", path.encode()),
+            (b":authority", b"x"),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+        )
+    )
     return struct.pack(">I", len(block))[1:] + b"\x01\x04" + struct.pack(">I", 1) + block
 
 
@@ -209,8 +223,11 @@ def disconnects_mid_body(server, stack, rng):
     for index in range(21):
         sock = socket.create_connection(("127.0.0.1", server.http_port))
         declared = 2**31 - 2 if index == 20 else 10 * 2**20
-        sock.sendall(f"POST /v2/models/facile/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n".encode()
-                     + b'{"inputs": [' + b" " * 65536)
+        sock.sendall(
+            f"POST /v2/models/facile/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n".encode()
+            + b'{"inputs": ['
+            + b" " * 65536
+        )
         if index == 20:
             stack.enter_context(sock)
         else:
@@ -219,8 +236,12 @@ def disconnects_mid_body(server, stack, rng):
     message_start = b"\x00" + struct.pack(">I", 64 * 2**20)  # uncompressed, 64 MiB declared
     for index in range(11):
         sock = socket.create_connection(("127.0.0.1", server.port))
-        sock.sendall(preface + _http2_headers_frame(MODEL_INFER) + _http2_data_frame(message_start + bytes(16000))
-                     + b"".join(_http2_data_frame(bytes(16000)) for _ in range(3)))
+        sock.sendall(
+            preface
+            + _http2_headers_frame(MODEL_INFER)
+            + _http2_data_frame(message_start + bytes(16000))
+            + b"".join(_http2_data_frame(bytes(16000)) for _ in range(3))
+        )
         if index == 10:
             stack.enter_context(sock)
         else:
@@ -276,12 +297,15 @@ def test_misbehaving_clients_neither_starve_others_nor_leak(target):
         good.stopping.set()
         good.join(timeout=2 * GOOD_CLIENT_TIMEOUT)
     deadline = time.monotonic() + SETTLE_S
-    while time.monotonic() < deadline and (_open_fds(target.process.pid) > fds_before + FD_SLACK or
-                                           _rss_mb(target.process.pid) > rss_before + RSS_SLACK_MB):
+    while time.monotonic() < deadline and (
+        _open_fds(target.process.pid) > fds_before + FD_SLACK or _rss_mb(target.process.pid) > rss_before + RSS_SLACK_MB
+    ):
         time.sleep(0.5)
     fds_after, rss_after = _open_fds(target.process.pid), _rss_mb(target.process.pid)
-    print(f"well-behaved client: {good.calls} calls, slowest {good.slowest[0]:.2f} s ({good.slowest[1]}); "
-          f"fds {fds_before} -> {fds_held} held -> {fds_after}; RSS {rss_before} -> {rss_after} MB")
+    print(
+        f"well-behaved client: {good.calls} calls, slowest {good.slowest[0]:.2f} s ({good.slowest[1]}); "
+        f"fds {fds_before} -> {fds_held} held -> {fds_after}; RSS {rss_before} -> {rss_after} MB"
+    )
     assert not findings, findings
     assert not good.failures, good.failures[:20]
     assert good.slowest[0] < SLOWEST_GOOD_ANSWER, good.slowest
@@ -299,8 +323,11 @@ def slow_batching(model_repository, tmp_path):
     config = repository / "facile" / "config.pbtxt"
     text = config.read_text()
     assert "max_queue_delay_microseconds: 100\n" in text
-    config.write_text(text.replace("max_queue_delay_microseconds: 100\n",
-                                   f"max_queue_delay_microseconds: {int(QUEUE_DELAY_S * 1e6)}\n"))
+    config.write_text(
+        text.replace(
+            "max_queue_delay_microseconds: 100\n", f"max_queue_delay_microseconds: {int(QUEUE_DELAY_S * 1e6)}\n"
+        )
+    )
     running = Server(repository, tmp_path / "serve.log", "--exit-timeout-secs", str(EXIT_TIMEOUT_S))
     yield running
     running.client.close()
@@ -345,7 +372,7 @@ def test_sigterm_answers_every_accepted_request_then_refuses(slow_batching):
     small = [np.ascontiguousarray(np.roll(BIG, shift, axis=0)[:100]) for shift in range(19)]
     # References in one request of more rows than one execution holds, so it is not held back.
     everything = _grpc_outputs(server.client, np.concatenate([BIG[:40000], *small]))
-    expected = {"big": everything[:40000], **{index: everything[40000 + 100 * index:][:100] for index in range(19)}}
+    expected = {"big": everything[:40000], **{index: everything[40000 + 100 * index :][:100] for index in range(19)}}
     outcomes = {}
 
     def send(name, rows, transport):
@@ -359,8 +386,10 @@ def test_sigterm_answers_every_accepted_request_then_refuses(slow_batching):
             outcomes[name] = error
 
     threads = [threading.Thread(target=send, args=("big", BIG[:40000], "gRPC"))]
-    threads += [threading.Thread(target=send, args=(index, rows, "gRPC" if index % 4 else "HTTP"))
-                for index, rows in enumerate(small)]
+    threads += [
+        threading.Thread(target=send, args=(index, rows, "gRPC" if index % 4 else "HTTP"))
+        for index, rows in enumerate(small)
+    ]
     answered_before = _answered(server)
     for thread in threads:
         thread.start()
@@ -379,8 +408,11 @@ def test_sigterm_answers_every_accepted_request_then_refuses(slow_batching):
     exited_after = time.monotonic() - signalled
     for thread in threads:
         thread.join(timeout=30)
-    wrong = {name: outcome for name, outcome in outcomes.items()
-             if not isinstance(outcome, np.ndarray) or not np.array_equal(outcome, expected[name])}
+    wrong = {
+        name: outcome
+        for name, outcome in outcomes.items()
+        if not isinstance(outcome, np.ndarray) or not np.array_equal(outcome, expected[name])
+    }
     assert len(outcomes) == len(threads) and not wrong, wrong
     assert during_drain[0] == "UNAVAILABLE" and during_drain[1] in (503, "ConnectionRefusedError"), during_drain
     assert exit_status == 0 and exited_after < EXIT_TIMEOUT_S + 5, (exit_status, exited_after)

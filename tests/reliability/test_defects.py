@@ -27,8 +27,14 @@ MESSAGE_LIMITS = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receiv
 @pytest.fixture(scope="module")
 def explicit(model_repository, tmp_path_factory):
     """A server whose clients may load and unload models, as the probe's was."""
-    running = Server(model_repository, tmp_path_factory.mktemp("defects") / "serve.log", "--model-control-mode",
-                     "explicit", "--load-model", "facile")
+    running = Server(
+        model_repository,
+        tmp_path_factory.mktemp("defects") / "serve.log",
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        "facile",
+    )
     yield running
     running.stop()
 
@@ -66,8 +72,19 @@ def test_shared_memory_keys_reach_only_regular_files_in_dev_shm(explicit, tmp_pa
     os.symlink(outside, link)
     os.mkfifo(fifo)
     try:
-        escapes = [f"../..{outside}", f"/..{outside}", str(outside), "faast_test_link", "/faast_test_link",
-                   "/faast_test_fifo", "/", "/.", "/..", "", "/a\0b"]
+        escapes = [
+            f"../..{outside}",
+            f"/..{outside}",
+            str(outside),
+            "faast_test_link",
+            "/faast_test_link",
+            "/faast_test_fifo",
+            "/",
+            "/.",
+            "/..",
+            "",
+            "/a\0b",
+        ]
         for key in escapes:
             started = time.monotonic()
             with pytest.raises(InferenceServerException) as caught:
@@ -114,16 +131,23 @@ def test_settings_cannot_name_files_and_are_validated_when_set(explicit, tmp_pat
         trace = service_pb2.TraceSettingRequest()
         trace.settings["trace_file"].value.append(str(target))
         assert _status(stub.TraceSetting, trace) == (
-            "UNIMPLEMENTED", "trace file location can not be updated through network protocol")
+            "UNIMPLEMENTED",
+            "trace file location can not be updated through network protocol",
+        )
         logs = service_pb2.LogSettingsRequest()
         logs.settings["log_file"].string_param = str(target)
         assert _status(stub.LogSettings, logs) == (
-            "UNIMPLEMENTED", "log file location can not be updated through network protocol")
+            "UNIMPLEMENTED",
+            "log file location can not be updated through network protocol",
+        )
         rate = service_pb2.TraceSettingRequest()
         rate.settings["trace_rate"].value.append("abc")
         assert _status(stub.TraceSetting, rate) == ("INVALID_ARGUMENT", "Unable to parse 'trace_rate', got: abc")
-    request = urllib.request.Request(f"http://{explicit.http_url}/v2/trace/setting", method="POST",
-                                     data=json.dumps({"trace_file": str(target)}).encode())
+    request = urllib.request.Request(
+        f"http://{explicit.http_url}/v2/trace/setting",
+        method="POST",
+        data=json.dumps({"trace_file": str(target)}).encode(),
+    )
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=30)
     assert caught.value.code == 501
@@ -135,8 +159,16 @@ def test_settings_cannot_name_files_and_are_validated_when_set(explicit, tmp_pat
 def test_a_fifo_trace_file_never_blocks_inference(model_repository, tmp_path):
     fifo = tmp_path / "trace.fifo"
     os.mkfifo(fifo)  # nobody ever reads it: opening it for writing blocks forever
-    server = Server(model_repository, tmp_path / "serve.log", "--trace-config", f"triton,file={fifo}",
-                    "--trace-config", "level=TIMESTAMPS", "--trace-config", "rate=1")
+    server = Server(
+        model_repository,
+        tmp_path / "serve.log",
+        "--trace-config",
+        f"triton,file={fifo}",
+        "--trace-config",
+        "level=TIMESTAMPS",
+        "--trace-config",
+        "rate=1",
+    )
     try:
         started = time.monotonic()
         for _ in range(20):

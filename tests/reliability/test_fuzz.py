@@ -40,19 +40,105 @@ ALLOWED_CODES = {"OK", "INVALID_ARGUMENT", "NOT_FOUND", "UNAVAILABLE", "UNIMPLEM
 FAULT = "unexpected server error"  # how faast words an exception it did not expect: a server bug
 
 REFERENCE_ROWS = np.linspace(-5, 120, 32 * 15, dtype=np.float32).reshape(32, 15)
-INTS = [0, 1, -1, 2, 15, 16, 60, 4095, 4096, 4097, 65536, 65537, 2**31 - 1, 2**31, 2**32, 2**40, 2**62,
-        2**63 - 1, -(2**63)]
+INTS = [
+    0,
+    1,
+    -1,
+    2,
+    15,
+    16,
+    60,
+    4095,
+    4096,
+    4097,
+    65536,
+    65537,
+    2**31 - 1,
+    2**31,
+    2**32,
+    2**40,
+    2**62,
+    2**63 - 1,
+    -(2**63),
+]
 ROW_COUNTS = [0, 1, 2, 3, 16, 100, 1000, -1, 65536, 65537, 2**31, 2**40, 2**62]
-DATATYPES = ["FP32"] * 6 + ["", "fp32", "FP16", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT64",
-                            "BOOL", "BYTES", "BF16", "NOPE", "FP32\0", "FP32 ", "é"]
-MODEL_NAMES = ["facile"] * 8 + ["", "nope", "FACILE", "facile\0x", "../x", "../../etc/passwd", "facile/../facile",
-                                "/abs", ".", "..", "é模型🚀", "a" * 5000, " facile", "facile ", "\u202e", "%2e%2e"]
+DATATYPES = ["FP32"] * 6 + [
+    "",
+    "fp32",
+    "FP16",
+    "FP64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "UINT8",
+    "UINT64",
+    "BOOL",
+    "BYTES",
+    "BF16",
+    "NOPE",
+    "FP32\0",
+    "FP32 ",
+    "é",
+]
+MODEL_NAMES = ["facile"] * 8 + [
+    "",
+    "nope",
+    "FACILE",
+    "facile\0x",
+    "../x",
+    "../../etc/passwd",
+    "facile/../facile",
+    "/abs",
+    ".",
+    "..",
+    "é模型🚀",
+    "a" * 5000,
+    " facile",
+    "facile ",
+    "\u202e",
+    "%2e%2e",
+]
 VERSIONS = [""] * 6 + ["1", "1", "0", "-1", "2", "x", "١", "²", "99999999999999999999", " 1", "1.0", "\0"]
-TEXTS = ["", "x", "facile", "output", "input", "é", "\0", "\u202e", "a" * 300, "../../x", "%s%n", "{}", "[]", "null",
-         "TIMESTAMPS", "OFF", "1", "-1", "0", "abc", "2147483648", "99999999999999999999"]
-PARAMETER_KEYS = ["priority", "timeout", "sequence_id", "sequence_start", "triton_x",
-                  "triton_enable_empty_final_response", "binary_data_output", "shared_memory_region",
-                  "shared_memory_offset", "shared_memory_byte_size", "", "é", "k" * 300]
+TEXTS = [
+    "",
+    "x",
+    "facile",
+    "output",
+    "input",
+    "é",
+    "\0",
+    "\u202e",
+    "a" * 300,
+    "../../x",
+    "%s%n",
+    "{}",
+    "[]",
+    "null",
+    "TIMESTAMPS",
+    "OFF",
+    "1",
+    "-1",
+    "0",
+    "abc",
+    "2147483648",
+    "99999999999999999999",
+]
+PARAMETER_KEYS = [
+    "priority",
+    "timeout",
+    "sequence_id",
+    "sequence_start",
+    "triton_x",
+    "triton_enable_empty_final_response",
+    "binary_data_output",
+    "shared_memory_region",
+    "shared_memory_offset",
+    "shared_memory_byte_size",
+    "",
+    "é",
+    "k" * 300,
+]
 CONTENTS_FIELDS = [f.name for f in service_pb2.InferTensorContents.DESCRIPTOR.fields]
 SHM_NAMES = ["fz_a", "fz_b", "fz_a", "", "é", "a\0b", "n" * 1000]
 
@@ -77,16 +163,41 @@ class Sandbox:
 
     def escaping_shm_keys(self):
         bait = str(self.bait)
-        return [bait, f"../..{bait}", f"/..{bait}", f"/dev/shm/../..{bait}", f"/{_region_name()}/../x", "/", "/.",
-                "/..", "../../tmp/x", f"{_region_name()}/", f"/{_region_name()}\0x"]
+        return [
+            bait,
+            f"../..{bait}",
+            f"/..{bait}",
+            f"/dev/shm/../..{bait}",
+            f"/{_region_name()}/../x",
+            "/",
+            "/.",
+            "/..",
+            "../../tmp/x",
+            f"{_region_name()}/",
+            f"/{_region_name()}\0x",
+        ]
 
     def escaping_model_names(self):
-        return [os.path.relpath(self.evil_model, self.repository), str(self.evil_model), "evil", "../evil",
-                "facile/..", "facile/1", "facile/../facile", ".", "..", "/facile"]
+        return [
+            os.path.relpath(self.evil_model, self.repository),
+            str(self.evil_model),
+            "evil",
+            "../evil",
+            "facile/..",
+            "facile/1",
+            "facile/../facile",
+            ".",
+            "..",
+            "/facile",
+        ]
 
     def paths(self):
-        return [str(self.root / "trace.json"), str(self.root / "log.txt"), str(self.root / "sub" / "x"),
-                f"{self.root}/../{self.root.name}/t.json"]
+        return [
+            str(self.root / "trace.json"),
+            str(self.root / "log.txt"),
+            str(self.root / "sub" / "x"),
+            f"{self.root}/../{self.root.name}/t.json",
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +224,14 @@ def region():
 @pytest.fixture(scope="module")
 def fuzzed(model_repository, tmp_path_factory, sandbox, region):
     """The fuzz target: explicit model control, so repository RPCs are live targets too."""
-    running = Server(model_repository, tmp_path_factory.mktemp("fuzz_logs") / "serve.log",
-                     "--model-control-mode", "explicit", "--load-model", "facile")
+    running = Server(
+        model_repository,
+        tmp_path_factory.mktemp("fuzz_logs") / "serve.log",
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        "facile",
+    )
     running.reference = _grpc_outputs(running)
     yield running
     running.stop()
@@ -178,7 +295,7 @@ def _input_bytes(rng, shape, hostile):
         return np.random.default_rng(rng.randrange(2**32)).normal(0, 50, count).astype(np.float32).tobytes()
     if fits and rng.random() < 0.5:
         special = np.full(count, rng.choice([np.nan, np.inf, -np.inf, 3.4e38, -0.0, 1e-45]), np.float32).tobytes()
-        return special if rng.random() < 0.7 else special[:rng.randrange(len(special) + 1)]
+        return special if rng.random() < 0.7 else special[: rng.randrange(len(special) + 1)]
     return _random_bytes(rng, rng.choice([0, 3, 60, 4096, 70000]))
 
 
@@ -203,17 +320,23 @@ def _infer_message(rng, sandbox):
     """A structurally valid ModelInferRequest for facile in which each field is, with probability
     HOSTILE, replaced by a hostile value: most requests are wrong in one or a few ways, some in none,
     so every check of the server is reached, the last ones too."""
+
     def hostile():
         return rng.random() < HOSTILE
 
-    message = service_pb2.ModelInferRequest(model_name=rng.choice(MODEL_NAMES) if hostile() else "facile",
-                                            model_version=rng.choice(VERSIONS) if hostile() else "",
-                                            id=_random_text(rng) if hostile() else "")
+    message = service_pb2.ModelInferRequest(
+        model_name=rng.choice(MODEL_NAMES) if hostile() else "facile",
+        model_version=rng.choice(VERSIONS) if hostile() else "",
+        id=_random_text(rng) if hostile() else "",
+    )
     for _ in range(rng.choice([0, 2, 3]) if hostile() else 1):
         rows = rng.choice([1, 2, 16, 64, 1000])
         name = rng.choice(["", "output", "input\0", "é", "inputs"]) if hostile() else "input"
-        tensor = message.inputs.add(name=name, datatype=rng.choice(DATATYPES) if hostile() else "FP32",
-                                    shape=_random_shape(rng) if hostile() else [rows, 15])
+        tensor = message.inputs.add(
+            name=name,
+            datatype=rng.choice(DATATYPES) if hostile() else "FP32",
+            shape=_random_shape(rng) if hostile() else [rows, 15],
+        )
         source = rng.random()
         if source < 0.7:
             message.raw_input_contents.append(_input_bytes(rng, list(tensor.shape), hostile()))
@@ -223,8 +346,9 @@ def _infer_message(rng, sandbox):
             else:
                 tensor.contents.fp32_contents.extend(np.linspace(-1, 90, rows * 15, dtype=np.float32).tolist())
         else:
-            tensor.parameters["shared_memory_region"].string_param = rng.choice(SHM_NAMES + ["nope"]) if hostile() \
-                else "fz_a"
+            tensor.parameters["shared_memory_region"].string_param = (
+                rng.choice(SHM_NAMES + ["nope"]) if hostile() else "fz_a"
+            )
             for key, valid in (("shared_memory_offset", 0), ("shared_memory_byte_size", rows * 60)):
                 if hostile():
                     _set_random_parameter(rng, tensor.parameters[key], sandbox)
@@ -241,8 +365,15 @@ def _infer_message(rng, sandbox):
             output.parameters["shared_memory_region"].string_param = rng.choice(SHM_NAMES) if hostile() else "fz_b"
             output.parameters["shared_memory_byte_size"].int64_param = rng.choice(INTS) if hostile() else 4000
         if hostile():
-            key = rng.choice(["binary_data", "classification", "shared_memory_region", "shared_memory_offset",
-                              "shared_memory_byte_size"])
+            key = rng.choice(
+                [
+                    "binary_data",
+                    "classification",
+                    "shared_memory_region",
+                    "shared_memory_offset",
+                    "shared_memory_byte_size",
+                ]
+            )
             _set_random_parameter(rng, output.parameters[key], sandbox)
     for _ in range(rng.choice([1, 2, 3]) if hostile() else 0):
         _set_random_parameter(rng, message.parameters[rng.choice(PARAMETER_KEYS)], sandbox)
@@ -250,10 +381,23 @@ def _infer_message(rng, sandbox):
 
 
 def _random_json_text(rng):
-    return rng.choice(['{"max_batch_size": 8}', '{"max_batch_size": -1}', '{"max_batch_size": 1e400}', "not json",
-                       "{}", "[]", '"x"', '{"input": []}', '{"name": "other"}', '{"dynamic_batching": {"x": 1}}',
-                       "[" * 100000, '{"max_batch_size": ' + "9" * 5000 + "}",
-                       '{"dynamic_batching": {"max_queue_delay_microseconds": -5}}'])
+    return rng.choice(
+        [
+            '{"max_batch_size": 8}',
+            '{"max_batch_size": -1}',
+            '{"max_batch_size": 1e400}',
+            "not json",
+            "{}",
+            "[]",
+            '"x"',
+            '{"input": []}',
+            '{"name": "other"}',
+            '{"dynamic_batching": {"x": 1}}',
+            "[" * 100000,
+            '{"max_batch_size": ' + "9" * 5000 + "}",
+            '{"dynamic_batching": {"max_queue_delay_microseconds": -5}}',
+        ]
+    )
 
 
 def _valid_message(rng, method, sandbox, region):
@@ -286,27 +430,36 @@ def _valid_message(rng, method, sandbox, region):
         message.name = rng.choice(SHM_NAMES)
         if method == "SystemSharedMemoryRegister":
             escaping = rng.random() < 0.4
-            message.key = rng.choice(sandbox.escaping_shm_keys()) if escaping else rng.choice(
-                [region] * 6 + [region.lstrip("/"), "/nonexistent_fuzz", "", _random_text(rng)])
+            message.key = (
+                rng.choice(sandbox.escaping_shm_keys())
+                if escaping
+                else rng.choice([region] * 6 + [region.lstrip("/"), "/nonexistent_fuzz", "", _random_text(rng)])
+            )
             forbidden = escaping
             message.offset = rng.choice([16, 960, 4095, 4096, 4097, 2**63, 2**64 - 1]) if rng.random() < HOSTILE else 0
         else:
             message.raw_handle, message.device_id = _random_bytes(rng, 64), rng.choice([0, -1, 2**31 - 1])
         message.byte_size = rng.choice([0, 60, 960, 4097, 2**63, 2**64 - 1]) if rng.random() < HOSTILE else 4096
-    elif method in ("SystemSharedMemoryStatus", "SystemSharedMemoryUnregister", "CudaSharedMemoryStatus",
-                    "CudaSharedMemoryUnregister"):
+    elif method in (
+        "SystemSharedMemoryStatus",
+        "SystemSharedMemoryUnregister",
+        "CudaSharedMemoryStatus",
+        "CudaSharedMemoryUnregister",
+    ):
         message.name = rng.choice(SHM_NAMES + ["nope"])
     elif method == "TraceSetting":
         message.model_name = rng.choice([""] * 4 + MODEL_NAMES)
         for _ in range(rng.choice([0, 1, 2, 3])):
-            key = rng.choice(["trace_file", "trace_level", "trace_rate", "trace_count", "log_frequency", "trace_mode",
-                              "nope", ""])
+            key = rng.choice(
+                ["trace_file", "trace_level", "trace_rate", "trace_count", "log_frequency", "trace_mode", "nope", ""]
+            )
             pool = sandbox.paths() + TEXTS + ["TIMESTAMPS", "TENSORS", "BOGUS"]
             message.settings[key].value.extend(rng.choice(pool) for _ in range(rng.choice([0, 1, 1, 2])))
     elif method == "LogSettings":
         for _ in range(rng.choice([0, 1, 2, 3])):
-            key = rng.choice(["log_file", "log_info", "log_warning", "log_error", "log_verbose_level", "log_format",
-                              "nope", ""])
+            key = rng.choice(
+                ["log_file", "log_info", "log_warning", "log_error", "log_verbose_level", "log_format", "nope", ""]
+            )
             _set_random_parameter(rng, message.settings[key], sandbox)
     return message, forbidden
 
@@ -329,7 +482,7 @@ def _mutate(rng, data):
         elif operation == "insert":
             data[position:position] = _random_bytes(rng, 16)
         else:
-            data[position:position + 1] = bytes([rng.choice([0x00, 0x7F, 0x80, 0xFF])])
+            data[position : position + 1] = bytes([rng.choice([0x00, 0x7F, 0x80, 0xFF])])
     return bytes(data)
 
 
@@ -337,13 +490,24 @@ def _random_metadata(rng):
     """Request metadata a client may send: unknown keys, Triton-looking keys, binary values."""
     if rng.random() < 0.8:
         return None
-    keys = ["x-fuzz", "triton-grpc-protocol-infer-header", "priority", "timeout", "grpc-accept-encoding", "user-agent",
-            "authorization", "x-fuzz-bin"]
+    keys = [
+        "x-fuzz",
+        "triton-grpc-protocol-infer-header",
+        "priority",
+        "timeout",
+        "grpc-accept-encoding",
+        "user-agent",
+        "authorization",
+        "x-fuzz-bin",
+    ]
     pairs = []
     for _ in range(rng.randrange(1, 4)):
         key = rng.choice(keys)
-        value = _random_bytes(rng, 100) if key.endswith("-bin") else "".join(
-            chr(rng.randrange(32, 127)) for _ in range(rng.randrange(200)))
+        value = (
+            _random_bytes(rng, 100)
+            if key.endswith("-bin")
+            else "".join(chr(rng.randrange(32, 127)) for _ in range(rng.randrange(200)))
+        )
         pairs.append((key, value))
     return pairs
 
@@ -431,7 +595,7 @@ class GrpcFuzzer:
 
     def judge(self, index, kind, request, code, details, forbidden=False):
         self.timeouts += code == "DEADLINE_EXCEEDED"
-        wrong = (code not in ALLOWED_CODES or details.startswith(FAULT) or (forbidden and code == "OK"))
+        wrong = code not in ALLOWED_CODES or details.startswith(FAULT) or (forbidden and code == "OK")
         if wrong:
             why = "accepted a request that reaches outside the server" if forbidden and code == "OK" else ""
             self.violations.append(Violation(index, kind, request, f"{code} {details[:300]!r} {why}".strip()))
@@ -458,8 +622,9 @@ class GrpcFuzzer:
             if reply.infer_response.id.startswith("good-"):
                 answer = reply.error_message or np.frombuffer(reply.infer_response.raw_output_contents[0], np.float32)
                 if reply.error_message or not np.array_equal(answer, self.server.reference.ravel()):
-                    self.violations.append(Violation(index, "stream", described,
-                                                     f"good request {reply.infer_response.id} got {answer!r}"))
+                    self.violations.append(
+                        Violation(index, "stream", described, f"good request {reply.infer_response.id} got {answer!r}")
+                    )
 
     def check_good(self, index):
         """The reference batch between fuzz cases: always answered, always the same numbers."""
@@ -472,8 +637,9 @@ class GrpcFuzzer:
 
     def run_case(self, index):
         rng = self.rng
-        kind = rng.choices(["infer", "mutated", "random_bytes", "stream", "unary", "good"],
-                           weights=[40, 18, 12, 4, 24, 2])[0]
+        kind = rng.choices(
+            ["infer", "mutated", "random_bytes", "stream", "unary", "good"], weights=[40, 18, 12, 4, 24, 2]
+        )[0]
         if kind == "good":
             self.check_good(index)
         elif kind == "infer":
@@ -558,18 +724,63 @@ def test_grpc_fuzz_gets_only_allowed_statuses_and_changes_nothing(fuzzed, sandbo
 
 # HTTP ----------------------------------------------------------------------------------------------
 
-ROUTES = ["/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{m}", "/v2/models/{m}/ready",
-          "/v2/models/{m}/config", "/v2/models/{m}/stats", "/v2/models/stats", "/v2/models/{m}/infer",
-          "/v2/models/{m}/versions/{v}/infer", "/v2/models/{m}/versions/{v}", "/v2/repository/index",
-          "/v2/repository/models/{m}/load", "/v2/repository/models/{m}/unload", "/v2/systemsharedmemory/status",
-          "/v2/systemsharedmemory/region/{r}/status", "/v2/systemsharedmemory/region/{r}/register",
-          "/v2/systemsharedmemory/unregister", "/v2/systemsharedmemory/region/{r}/unregister",
-          "/v2/cudasharedmemory/status", "/v2/cudasharedmemory/region/{r}/register", "/v2/trace/setting",
-          "/v2/models/{m}/trace/setting", "/v2/logging", "/metrics", "/", "/v2/nope", "/v3/models/facile/infer",
-          "/v2/models/{m}/infer/extra", "//v2//health//live", "/v2/models/{m}/versions/{v}/infer?x=%ff"]
+ROUTES = [
+    "/v2",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/v2/models/{m}",
+    "/v2/models/{m}/ready",
+    "/v2/models/{m}/config",
+    "/v2/models/{m}/stats",
+    "/v2/models/stats",
+    "/v2/models/{m}/infer",
+    "/v2/models/{m}/versions/{v}/infer",
+    "/v2/models/{m}/versions/{v}",
+    "/v2/repository/index",
+    "/v2/repository/models/{m}/load",
+    "/v2/repository/models/{m}/unload",
+    "/v2/systemsharedmemory/status",
+    "/v2/systemsharedmemory/region/{r}/status",
+    "/v2/systemsharedmemory/region/{r}/register",
+    "/v2/systemsharedmemory/unregister",
+    "/v2/systemsharedmemory/region/{r}/unregister",
+    "/v2/cudasharedmemory/status",
+    "/v2/cudasharedmemory/region/{r}/register",
+    "/v2/trace/setting",
+    "/v2/models/{m}/trace/setting",
+    "/v2/logging",
+    "/metrics",
+    "/",
+    "/v2/nope",
+    "/v3/models/facile/infer",
+    "/v2/models/{m}/infer/extra",
+    "//v2//health//live",
+    "/v2/models/{m}/versions/{v}/infer?x=%ff",
+]
 METHOD_NAMES = ["GET", "POST", "GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE"]
-JSON_ATOMS = [None, True, False, 0, -1, 2**63, 2**64, 10**30, 1e308, -0.0, 0.5, "", "x", "FP32", "input", "output",
-              "é模型🚀", "\u0000", "a" * 1000, [], {}]
+JSON_ATOMS = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**63,
+    2**64,
+    10**30,
+    1e308,
+    -0.0,
+    0.5,
+    "",
+    "x",
+    "FP32",
+    "input",
+    "output",
+    "é模型🚀",
+    "\u0000",
+    "a" * 1000,
+    [],
+    {},
+]
 
 
 def _quote(text):
@@ -589,8 +800,24 @@ def _random_json(rng, depth=0):
         return type(atom)() if isinstance(atom, (list, dict)) else atom  # a fresh container: callers edit it
     if roll < 0.75:
         return [_random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
-    keys = ["inputs", "outputs", "name", "shape", "datatype", "data", "parameters", "id", "key", "offset",
-            "byte_size", "ready", "trace_level", "log_info", "config", ""]
+    keys = [
+        "inputs",
+        "outputs",
+        "name",
+        "shape",
+        "datatype",
+        "data",
+        "parameters",
+        "id",
+        "key",
+        "offset",
+        "byte_size",
+        "ready",
+        "trace_level",
+        "log_info",
+        "config",
+        "",
+    ]
     return {rng.choice(keys): _random_json(rng, depth + 1) for _ in range(rng.randrange(5))}
 
 
@@ -599,8 +826,11 @@ def _valid_infer_body(shared_memory=False):
     tensor = {"name": "input", "datatype": "FP32", "shape": list(REFERENCE_ROWS.shape)}
     output = {"name": "output", "parameters": {"binary_data": False}}
     if shared_memory:
-        tensor["parameters"] = {"shared_memory_region": "fz_a", "shared_memory_byte_size": REFERENCE_ROWS.nbytes,
-                                "shared_memory_offset": 0}
+        tensor["parameters"] = {
+            "shared_memory_region": "fz_a",
+            "shared_memory_byte_size": REFERENCE_ROWS.nbytes,
+            "shared_memory_offset": 0,
+        }
         output["parameters"] = {"shared_memory_region": "fz_b", "shared_memory_byte_size": 4 * len(REFERENCE_ROWS)}
     else:
         tensor["data"] = REFERENCE_ROWS.ravel().tolist()
@@ -638,15 +868,34 @@ def _deeply_nested(rng):
         return nested
     if where == "parameters":
         return '{"inputs": [], "parameters": {"x": ' + nested + "}}"
-    return '{"inputs": [{"name": "input", "datatype": "FP32", "shape": ' + (
-        nested if where == "shape" else "[1, 15]") + ', "data": ' + nested + "}]}"
+    return (
+        '{"inputs": [{"name": "input", "datatype": "FP32", "shape": '
+        + (nested if where == "shape" else "[1, 15]")
+        + ', "data": '
+        + nested
+        + "}]}"
+    )
 
 
 def _odd_numbers(rng):
     """An infer body with a number JSON allows but no program expects (or one only Python reads) in
     the shape, the data or a parameter."""
-    number = rng.choice(["1e400", "-1e400", "9" * 5000, "-" + "9" * 30, "1.5", "-0", "NaN", "Infinity", "1E2", "0x10",
-                         "15.0000000000000000001", "2e-400"])
+    number = rng.choice(
+        [
+            "1e400",
+            "-1e400",
+            "9" * 5000,
+            "-" + "9" * 30,
+            "1.5",
+            "-0",
+            "NaN",
+            "Infinity",
+            "1E2",
+            "0x10",
+            "15.0000000000000000001",
+            "2e-400",
+        ]
+    )
     shape, data, parameter = "[1, 15]", ", ".join(["1.0"] * 15), "0"
     where = rng.choice(["shape", "batch", "data", "parameter"])
     if where == "shape":
@@ -657,24 +906,33 @@ def _odd_numbers(rng):
         data = ", ".join([number] * 15)
     else:
         parameter = number
-    return ('{"inputs": [{"name": "input", "datatype": "FP32", "shape": %s, "data": [%s]}], '
-            '"parameters": {"priority": %s}}' % (shape, data, parameter))
+    return (
+        f'{{"inputs": [{{"name": "input", "datatype": "FP32", "shape": {shape}, "data": [{data}]}}], '
+        f'"parameters": {{"priority": {parameter}}}}}'
+    )
 
 
 def _binary_infer(rng):
     """A binary-tensor infer body whose header length, binary_data_size and data may each lie."""
+
     def hostile():
         return rng.random() < 0.3
 
-    rows = REFERENCE_ROWS[:rng.choice([0, 1, 2, 32])]
+    rows = REFERENCE_ROWS[: rng.choice([0, 1, 2, 32])]
     data = rows.tobytes()
     size = rng.choice([0, -1, len(data) + 1, 2**63, "60", None]) if hostile() else len(data)
     parameters = {} if size is None else {"binary_data_size": size}
-    header = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": list(rows.shape),
-                                     "parameters": parameters}]}).encode()
-    body = header + (data[:rng.choice([0, max(0, len(data) - 4)])] if hostile() else data)
-    length = rng.choice([len(body) + 10, len(body), 0, -1, "abc", "", " 5", "1e3", "0x10", str(10**30),
-                         str(len(header) - 1)]) if hostile() else len(header)
+    header = json.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(rows.shape), "parameters": parameters}]}
+    ).encode()
+    body = header + (data[: rng.choice([0, max(0, len(data) - 4)])] if hostile() else data)
+    length = (
+        rng.choice(
+            [len(body) + 10, len(body), 0, -1, "abc", "", " 5", "1e3", "0x10", str(10**30), str(len(header) - 1)]
+        )
+        if hostile()
+        else len(header)
+    )
     return body, {"Inference-Header-Content-Length": str(length), "Content-Type": "application/octet-stream"}
 
 
@@ -695,18 +953,20 @@ def _encoded_infer(rng):
 
 def _raw_http(rng):
     """Bytes that are not quite HTTP/1.1."""
-    return rng.choice([
-        b"GARBAGE \x01\r\n\r\n",
-        _random_bytes(rng, 300) + b"\r\n\r\n",
-        b"POST /v2/models/facile/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-        b"POST /v2/models/facile/infer HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
-        b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
-        b"GET /v2/health/live HTTP/9.9\r\n\r\n",
-        b"FOO /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n",  # a method the HTTP parser does not know
-        b"GET " + b"/v2" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"GET /v2/health/live HTTP/1.1\r\n" + b"X-A: b\r\n" * 2000 + b"\r\n",
-        b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + b"X: " + b"y" * 70000 + b"\r\n\r\n",
-    ])
+    return rng.choice(
+        [
+            b"GARBAGE \x01\r\n\r\n",
+            _random_bytes(rng, 300) + b"\r\n\r\n",
+            b"POST /v2/models/facile/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"POST /v2/models/facile/infer HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+            b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+            b"GET /v2/health/live HTTP/9.9\r\n\r\n",
+            b"FOO /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n",  # a method the HTTP parser does not know
+            b"GET " + b"/v2" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /v2/health/live HTTP/1.1\r\n" + b"X-A: b\r\n" * 2000 + b"\r\n",
+            b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + b"X: " + b"y" * 70000 + b"\r\n\r\n",
+        ]
+    )
 
 
 class HttpFuzzer:
@@ -732,7 +992,7 @@ class HttpFuzzer:
                 response = self.connection.getresponse()
                 answer = response.read()
                 break
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 self.timeouts += 1
                 self.violations.append(Violation(index, kind, described, f"no answer within {CALL_TIMEOUT} s"))
             except (http.client.HTTPException, ConnectionError) as error:
@@ -762,7 +1022,7 @@ class HttpFuzzer:
             with socket.create_connection(("127.0.0.1", self.server.http_port), timeout=CALL_TIMEOUT) as sock:
                 sock.sendall(data)
                 answer = sock.recv(65536)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             self.timeouts += 1
             self.violations.append(Violation(index, "raw", described, f"no answer within {CALL_TIMEOUT} s"))
             return
@@ -778,8 +1038,21 @@ class HttpFuzzer:
 
     def run_case(self, index):
         rng = self.rng
-        kind = rng.choices(["route", "infer_json", "infer_binary", "encoded", "numbers", "deep", "random_body",
-                            "json_shapes", "raw", "good"], weights=[20, 30, 12, 5, 5, 6, 8, 16, 4, 4])[0]
+        kind = rng.choices(
+            [
+                "route",
+                "infer_json",
+                "infer_binary",
+                "encoded",
+                "numbers",
+                "deep",
+                "random_body",
+                "json_shapes",
+                "raw",
+                "good",
+            ],
+            weights=[20, 30, 12, 5, 5, 6, 8, 16, 4, 4],
+        )[0]
         infer_path = "/v2/models/facile/infer"
         if kind == "good":
             self.good(index)
@@ -803,13 +1076,27 @@ class HttpFuzzer:
             self.good(index)  # a connection that has served an infer: some decoders keep state across requests
             answer = self.send(index, kind, "POST", infer_path, body, headers)
             if answer and intact and not _is_reference_answer(*answer, self.server.reference):
-                self.violations.append(Violation(index, kind, f"reference batch, {headers['Content-Encoding']}",
-                                                 f"{answer[0]} {answer[1][:200]!r}"))
+                self.violations.append(
+                    Violation(
+                        index,
+                        kind,
+                        f"reference batch, {headers['Content-Encoding']}",
+                        f"{answer[0]} {answer[1][:200]!r}",
+                    )
+                )
         elif kind == "numbers":
             self.send(index, kind, "POST", infer_path, _odd_numbers(rng).encode())
         elif kind == "deep":
-            path = rng.choice([infer_path, "/v2/repository/models/facile/load", "/v2/logging", "/v2/trace/setting",
-                               "/v2/systemsharedmemory/region/fz_a/register", "/v2/repository/index"])
+            path = rng.choice(
+                [
+                    infer_path,
+                    "/v2/repository/models/facile/load",
+                    "/v2/logging",
+                    "/v2/trace/setting",
+                    "/v2/systemsharedmemory/region/fz_a/register",
+                    "/v2/repository/index",
+                ]
+            )
             self.send(index, kind, "POST", path, _deeply_nested(rng).encode())
             self.restore_after(index, path)
         elif kind == "random_body":
@@ -835,13 +1122,17 @@ class HttpFuzzer:
         forbidden = False
         if target == "register":
             escaping = self.sandbox.escaping_shm_keys()
-            registration = {"key": rng.choice(escaping) if rng.random() < 0.4 else "/" + _region_name(),
-                            "offset": 0, "byte_size": 4096}
+            registration = {
+                "key": rng.choice(escaping) if rng.random() < 0.4 else "/" + _region_name(),
+                "offset": 0,
+                "byte_size": 4096,
+            }
             if rng.random() < 0.2:
                 value = registration.pop(rng.choice(["key", "offset", "byte_size"]))  # anything but an object
             elif rng.random() < 0.5:
                 registration[rng.choice(["key", "offset", "byte_size"])] = rng.choice(
-                    [value, -1, 0, 4097, 2**63, 2**64, "16", 1e3, True])
+                    [value, -1, 0, 4097, 2**63, 2**64, "16", 1e3, True]
+                )
                 value = registration
             else:
                 value = registration
@@ -855,13 +1146,19 @@ class HttpFuzzer:
             path = f"/v2/repository/models/{_quote(name)}/load"
         elif target == "trace":
             if rng.random() < 0.5:
-                value = {rng.choice(["trace_file", "trace_level", "trace_rate", "trace_count", "log_frequency"]):
-                         rng.choice(self.sandbox.paths() + [value, ["TIMESTAMPS"], "BOGUS", "-1", "1"])}
+                value = {
+                    rng.choice(["trace_file", "trace_level", "trace_rate", "trace_count", "log_frequency"]): rng.choice(
+                        self.sandbox.paths() + [value, ["TIMESTAMPS"], "BOGUS", "-1", "1"]
+                    )
+                }
             path = rng.choice(["/v2/trace/setting", "/v2/models/facile/trace/setting"])
         elif target == "logging":
             if rng.random() < 0.5:
-                value = {rng.choice(["log_file", "log_info", "log_verbose_level", "log_format", "log_error"]):
-                         rng.choice(self.sandbox.paths() + [value, True, -1, 2**32, "ISO8601", "weird"])}
+                value = {
+                    rng.choice(["log_file", "log_info", "log_verbose_level", "log_format", "log_error"]): rng.choice(
+                        self.sandbox.paths() + [value, True, -1, 2**32, "ISO8601", "weird"]
+                    )
+                }
             path = "/v2/logging"
         elif target == "index":
             path = "/v2/repository/index"

@@ -52,16 +52,31 @@ class Workload:
     @classmethod
     def create(cls):
         rng = np.random.default_rng(13)
-        workload = cls({(size, variant): rng.normal(10, 30, (size, 15)).astype(np.float32)
-                        for size in BATCH_SIZES for variant in range(VARIANTS)})
+        workload = cls(
+            {
+                (size, variant): rng.normal(10, 30, (size, 15)).astype(np.float32)
+                for size in BATCH_SIZES
+                for variant in range(VARIANTS)
+            }
+        )
         for key, rows in workload.inputs.items():
             message = service_pb2.ModelInferRequest(model_name="facile", id=f"{key[0]}-{key[1]}")
             message.inputs.add(name="input", datatype="FP32", shape=rows.shape)
             message.raw_input_contents.append(rows.tobytes())
             workload.grpc_requests[key] = message.SerializeToString()
-            header = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": list(rows.shape),
-                                             "parameters": {"binary_data_size": rows.nbytes}}],
-                                 "outputs": [{"name": "output", "parameters": {"binary_data": True}}]}).encode()
+            header = json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "input",
+                            "datatype": "FP32",
+                            "shape": list(rows.shape),
+                            "parameters": {"binary_data_size": rows.nbytes},
+                        }
+                    ],
+                    "outputs": [{"name": "output", "parameters": {"binary_data": True}}],
+                }
+            ).encode()
             workload.http_bodies[key] = (header + rows.tobytes(), {HEADER_LENGTH: str(len(header))})
         return workload
 
@@ -121,7 +136,8 @@ async def _stream_client(url, workload, deadline, seed, tally):
     async with grpc.aio.insecure_channel(url) as channel:
         parse = service_pb2.ModelStreamInferResponse.FromString
         call = channel.stream_stream(STREAM_INFER, response_deserializer=parse)(
-            timeout=deadline - time.monotonic() + REQUEST_TIMEOUT)
+            timeout=deadline - time.monotonic() + REQUEST_TIMEOUT
+        )
         numbers = itertools.count()
 
         async def send():
@@ -173,13 +189,13 @@ async def _http_client(url, workload, deadline, seed, tally):
                     answer = await reply.read()
                     header_length = reply.headers.get(HEADER_LENGTH)
                     status = reply.status
-            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            except (TimeoutError, aiohttp.ClientError) as error:
                 tally.failure(key, "HTTP", "no reply", repr(error))
                 continue
             if status != 200 or header_length is None:
                 tally.failure(key, "HTTP", status, answer.decode(errors="replace"))
             else:
-                tally.success(key, np.frombuffer(answer[int(header_length):], np.float32), workload.references)
+                tally.success(key, np.frombuffer(answer[int(header_length) :], np.float32), workload.references)
 
 
 async def _liveness_probe(http_url, deadline, tally):
@@ -192,7 +208,7 @@ async def _liveness_probe(http_url, deadline, tally):
                 async with session.get(f"http://{http_url}/v2/health/live") as reply:
                     if reply.status != 200:
                         tally.problems.append(f"liveness probe answered {reply.status}")
-            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            except (TimeoutError, aiohttp.ClientError) as error:
                 tally.problems.append(f"liveness probe failed: {error!r}")
             tally.slowest_probe = max(tally.slowest_probe, time.monotonic() - started)
             await asyncio.sleep(0.5)
@@ -201,10 +217,13 @@ async def _liveness_probe(http_url, deadline, tally):
 async def _overload(server, workload, seconds, tally):
     deadline = time.monotonic() + seconds
     clients = [_grpc_client(server.url, workload, deadline, seed, tally) for seed in range(GRPC_CLIENTS)]
-    clients += [_stream_client(server.url, workload, deadline, GRPC_CLIENTS + seed, tally)
-                for seed in range(STREAM_CLIENTS)]
-    clients += [_http_client(server.http_url, workload, deadline, GRPC_CLIENTS + STREAM_CLIENTS + seed, tally)
-                for seed in range(HTTP_CLIENTS)]
+    clients += [
+        _stream_client(server.url, workload, deadline, GRPC_CLIENTS + seed, tally) for seed in range(STREAM_CLIENTS)
+    ]
+    clients += [
+        _http_client(server.http_url, workload, deadline, GRPC_CLIENTS + STREAM_CLIENTS + seed, tally)
+        for seed in range(HTTP_CLIENTS)
+    ]
     clients.append(_liveness_probe(server.http_url, deadline, tally))
     await asyncio.wait_for(asyncio.gather(*clients), timeout=seconds + REQUEST_TIMEOUT + 30)
 
@@ -225,8 +244,9 @@ def _pending(server):
     """Requests of facile received and not yet answered, from the metrics endpoint."""
     with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=30) as response:
         text = response.read().decode()
-    return float(re.search(r'^nv_inference_pending_request_count\{model="facile",version="1"\} (\S+)$', text,
-                           re.M).group(1))
+    return float(
+        re.search(r'^nv_inference_pending_request_count\{model="facile",version="1"\} (\S+)$', text, re.M).group(1)
+    )
 
 
 def _single_request_latency(server, rows):
@@ -254,9 +274,11 @@ def _run_overload(server, workload, seconds, tally):
         time.sleep(0.1)
     pending, after = _pending(server), _counts(server)
     latency_after = _single_request_latency(server, one_row)
-    print(f"{tally.successes} successes, {tally.rejections} rejections, {len(tally.problems)} problems in {took:.1f} s;"
-          f" slowest liveness probe {tally.slowest_probe:.2f} s; batch-1 latency {latency_at_rest * 1e3:.1f} ms at"
-          f" rest, {latency_after * 1e3:.1f} ms after")
+    print(
+        f"{tally.successes} successes, {tally.rejections} rejections, {len(tally.problems)} problems in {took:.1f} s;"
+        f" slowest liveness probe {tally.slowest_probe:.2f} s; batch-1 latency {latency_at_rest * 1e3:.1f} ms at"
+        f" rest, {latency_after * 1e3:.1f} ms after"
+    )
     assert not tally.problems, f"{len(tally.problems)} requests went wrong, e.g.:\n" + "\n".join(tally.problems[:20])
     assert tally.successes > 0
     assert pending == 0, f"{pending} requests still pending 10 s after the load ended"
@@ -287,8 +309,11 @@ def queue_limited(model_repository, tmp_path):
     config = repository / "facile" / "config.pbtxt"
     text = config.read_text()
     assert "dynamic_batching {" in text
-    config.write_text(text.replace("dynamic_batching {",
-                                   f"dynamic_batching {{\n  default_queue_policy {{ max_queue_size: {QUEUE_LIMIT} }}"))
+    config.write_text(
+        text.replace(
+            "dynamic_batching {", f"dynamic_batching {{\n  default_queue_policy {{ max_queue_size: {QUEUE_LIMIT} }}"
+        )
+    )
     running = Server(repository, tmp_path / "serve.log")
     yield running
     running.stop()

@@ -12,17 +12,23 @@ from pathlib import Path
 import grpc
 import pytest
 from conftest import Server
-from tritonclient.grpc import service_pb2, service_pb2_grpc
 from triton_reference import MODEL, start_triton
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-MALFORMED_JSON = ("Triton answers a malformed JSON field with HTTP 500 in its JSON library's words; a client "
-                  "mistake is a 400 here, naming the field")
+MALFORMED_JSON = (
+    "Triton answers a malformed JSON field with HTTP 500 in its JSON library's words; a client "
+    "mistake is a 400 here, naming the field"
+)
 DIFFERENCES = {
     "http_deep_nesting": "tritonserver 2.51 dies on it (SIGSEGV in its JSON parser); faast must answer and live on",
     "load_file_with_config": "faast refuses file: uploads: a client must not place code the server loads",
-    "load_file_without_config": "faast refuses every file: parameter first, saying so; Triton only says 'failed to poll'",
+    "load_file_without_config": (
+        "faast refuses every file: parameter first, saying so; Triton only says 'failed to poll'"
+    ),
     "model_name_nul": "Triton cuts the name at the NUL (a C string) and serves 'facile'; a name is the whole string",
-    "shm_key_nul": "Triton's message is cut at the NUL (a C string), closing quote included; faast quotes the whole key",
+    "shm_key_nul": (
+        "Triton's message is cut at the NUL (a C string), closing quote included; faast quotes the whole key"
+    ),
     "http_shm_negative_offset": MALFORMED_JSON,
     "http_shm_negative_byte_size": MALFORMED_JSON,
     "http_shm_string_byte_size": MALFORMED_JSON,
@@ -33,17 +39,33 @@ DIFFERENCES = {
     "http_body_string": MALFORMED_JSON,
     "http_inputs_object": MALFORMED_JSON,
     "http_shape_text": MALFORMED_JSON,
-    "http_invalid_json": "Triton quotes RapidJSON's parse error, faast Python's (both 'failed to parse the request JSON buffer'), and faast answers 400, not 500",
-    "trace_level_bogus": "Triton accepts a trace level it does not know and ignores it; faast refuses it when it is set",
+    "http_invalid_json": (
+        "Triton quotes RapidJSON's parse error, faast Python's (both 'failed to parse the request JSON "
+        "buffer'), and faast answers 400, not 500"
+    ),
+    "trace_level_bogus": (
+        "Triton accepts a trace level it does not know and ignores it; faast refuses it when it is set"
+    ),
     "http_trace_level_bogus": "as trace_level_bogus, over HTTP",
-    "trace_unknown_key": "Triton accepts and ignores an unknown trace setting; faast refuses it, so a typo is not silently lost",
+    "trace_unknown_key": (
+        "Triton accepts and ignores an unknown trace setting; faast refuses it, so a typo is not silently lost"
+    ),
     "http_trace_unknown_key": "as trace_unknown_key, over HTTP",
-    "log_unknown_key": "Triton accepts and ignores an unknown log setting; faast refuses it, so a typo is not silently lost",
+    "log_unknown_key": (
+        "Triton accepts and ignores an unknown log setting; faast refuses it, so a typo is not silently lost"
+    ),
     "http_log_unknown_key": "as log_unknown_key, over HTTP",
-    "http_log_format_weird": "Triton answers 503 naming its command-line flag (--log_format); faast answers 400 with the gRPC wording",
-    "http_load_dotdot": "Triton echoes the name still percent-encoded; faast names the decoded name it refused (same status)",
+    "http_log_format_weird": (
+        "Triton answers 503 naming its command-line flag (--log_format); faast answers 400 with the gRPC wording"
+    ),
+    "http_load_dotdot": (
+        "Triton echoes the name still percent-encoded; faast names the decoded name it refused (same status)"
+    ),
     "load_config_not_json": "faast adds to Triton's message why the 'config' parameter was refused (same status)",
-    "http_header_length_text": "Triton reads a non-numeric header length as 0 and takes the whole body as one raw input 'raw_input'; faast refuses the header",
+    "http_header_length_text": (
+        "Triton reads a non-numeric header length as 0 and takes the whole body as one raw input "
+        "'raw_input'; faast refuses the header"
+    ),
 }
 
 CASES = {}
@@ -51,10 +73,16 @@ CASES = {}
 SERVICE = "/inference.GRPCInferenceService/"
 SHM_FILE = "/dev/shm/faast_parity_probe"
 OUTSIDE_FILE = "/tmp/faast_parity_probe_x"
-FACILE_JSON = json.dumps({
-    "name": "facile", "backend": "python", "max_batch_size": 65536, "dynamic_batching": {},
-    "input": [{"name": "input", "data_type": "TYPE_FP32", "dims": [15]}],
-    "output": [{"name": "output", "data_type": "TYPE_FP32", "dims": [1]}]})
+FACILE_JSON = json.dumps(
+    {
+        "name": "facile",
+        "backend": "python",
+        "max_batch_size": 65536,
+        "dynamic_batching": {},
+        "input": [{"name": "input", "data_type": "TYPE_FP32", "dims": [15]}],
+        "output": [{"name": "output", "data_type": "TYPE_FP32", "dims": [1]}],
+    }
+)
 
 
 def case(function):
@@ -127,8 +155,10 @@ def _http_outputs(response, content):
 
 def _register(target, key, offset=0, byte_size=4096):
     try:
-        return target.grpc("SystemSharedMemoryRegister", service_pb2.SystemSharedMemoryRegisterRequest(
-            name="probe", key=key, offset=offset, byte_size=byte_size))
+        return target.grpc(
+            "SystemSharedMemoryRegister",
+            service_pb2.SystemSharedMemoryRegisterRequest(name="probe", key=key, offset=offset, byte_size=byte_size),
+        )
     finally:
         target.shm_cleanup()
 
@@ -141,38 +171,61 @@ def _http_register(target, body):
 
 
 def _trace(target, settings, model_name=""):
-    return target.grpc("TraceSetting", service_pb2.TraceSettingRequest(
-        model_name=model_name, settings={k: service_pb2.TraceSettingRequest.SettingValue(value=v)
-                                         for k, v in settings.items()}))
+    return target.grpc(
+        "TraceSetting",
+        service_pb2.TraceSettingRequest(
+            model_name=model_name,
+            settings={k: service_pb2.TraceSettingRequest.SettingValue(value=v) for k, v in settings.items()},
+        ),
+    )
 
 
 def _log(target, **settings):
-    return target.grpc("LogSettings", service_pb2.LogSettingsRequest(
-        settings={k: service_pb2.LogSettingsRequest.SettingValue(**v) for k, v in settings.items()}))
+    return target.grpc(
+        "LogSettings",
+        service_pb2.LogSettingsRequest(
+            settings={k: service_pb2.LogSettingsRequest.SettingValue(**v) for k, v in settings.items()}
+        ),
+    )
 
 
 def _load(target, model_name, **parameters):
     try:
-        return target.grpc("RepositoryModelLoad", service_pb2.RepositoryModelLoadRequest(
-            model_name=model_name, parameters={k: service_pb2.ModelRepositoryParameter(**v)
-                                               for k, v in parameters.items()}))
+        return target.grpc(
+            "RepositoryModelLoad",
+            service_pb2.RepositoryModelLoadRequest(
+                model_name=model_name,
+                parameters={k: service_pb2.ModelRepositoryParameter(**v) for k, v in parameters.items()},
+            ),
+        )
     finally:
         target.reload_facile()
 
 
 def _input(shape=(1, 15), datatype="FP32", **parameters):
     return service_pb2.ModelInferRequest.InferInputTensor(
-        name="input", datatype=datatype, shape=list(shape),
-        parameters={k: service_pb2.InferParameter(**v) for k, v in parameters.items()})
+        name="input",
+        datatype=datatype,
+        shape=list(shape),
+        parameters={k: service_pb2.InferParameter(**v) for k, v in parameters.items()},
+    )
 
 
 def _infer(target, inputs=None, raw=None, model_name="facile", model_version="", outputs=(), **parameters):
     inputs = [_input()] if inputs is None else inputs
     raw = [bytes(60)] if raw is None else raw
-    return target.grpc("ModelInfer", service_pb2.ModelInferRequest(
-        model_name=model_name, model_version=model_version, inputs=inputs, raw_input_contents=raw,
-        outputs=[service_pb2.ModelInferRequest.InferRequestedOutputTensor(name=name) for name in outputs],
-        parameters={k: service_pb2.InferParameter(**v) for k, v in parameters.items()}), summary=_outputs)
+    return target.grpc(
+        "ModelInfer",
+        service_pb2.ModelInferRequest(
+            model_name=model_name,
+            model_version=model_version,
+            inputs=inputs,
+            raw_input_contents=raw,
+            outputs=[service_pb2.ModelInferRequest.InferRequestedOutputTensor(name=name) for name in outputs],
+            parameters={k: service_pb2.InferParameter(**v) for k, v in parameters.items()},
+        ),
+        summary=_outputs,
+    )
 
 
 def _http_infer(target, body, headers=None, path="/v2/models/facile/infer"):
@@ -181,14 +234,17 @@ def _http_infer(target, body, headers=None, path="/v2/models/facile/infer"):
 
 def _binary_infer(header, data, length=None):
     header = json.dumps(header).encode()
-    return header + data, {"Inference-Header-Content-Length": str(len(header) if length is None else length),
-                           "Content-Type": "application/octet-stream"}
+    return header + data, {
+        "Inference-Header-Content-Length": str(len(header) if length is None else length),
+        "Content-Type": "application/octet-stream",
+    }
 
 
 ONE_ROW = {"inputs": [{"name": "input", "shape": [1, 15], "datatype": "FP32", "data": [0.0] * 15}]}
 
 
 # a. System shared memory registration.
+
 
 @case
 def shm_key_dotdot(target):
@@ -264,6 +320,7 @@ def http_shm_missing_key(target):
 
 # b. Trace settings.
 
+
 @case
 def trace_file(target):
     """TraceSetting trace_file=["/tmp/x.json"]."""
@@ -338,6 +395,7 @@ def http_trace_unknown_model(target):
 
 # c. Log settings.
 
+
 @case
 def log_file(target):
     """LogSettings log_file=string "/tmp/log.txt"."""
@@ -400,6 +458,7 @@ def http_log_format_weird(target):
 
 # d. Repository load and unload.
 
+
 @case
 def load_dotdot(target):
     """RepositoryModelLoad model_name="../outside/evil"."""
@@ -460,8 +519,9 @@ def load_file_without_config(target):
 @case
 def load_file_with_config(target):
     """RepositoryModelLoad facile, parameters {"config": full facile JSON, "file:1/model.py": bytes}."""
-    return _load(target, "facile", config={"string_param": FACILE_JSON},
-                 **{"file:1/model.py": {"bytes_param": MODEL.encode()}})
+    return _load(
+        target, "facile", config={"string_param": FACILE_JSON}, **{"file:1/model.py": {"bytes_param": MODEL.encode()}}
+    )
 
 
 @case
@@ -472,6 +532,7 @@ def unload_unknown(target):
 
 # e. Zero-row batches.
 
+
 @case
 def infer_zero_rows(target):
     """ModelInfer input shape [0, 15], raw_input_contents [b""]."""
@@ -481,8 +542,10 @@ def infer_zero_rows(target):
 @case
 def http_infer_zero_rows_binary(target):
     """HTTP infer shape [0, 15], binary_data_size 0."""
-    body, headers = _binary_infer({"inputs": [{"name": "input", "shape": [0, 15], "datatype": "FP32",
-                                               "parameters": {"binary_data_size": 0}}]}, b"")
+    body, headers = _binary_infer(
+        {"inputs": [{"name": "input", "shape": [0, 15], "datatype": "FP32", "parameters": {"binary_data_size": 0}}]},
+        b"",
+    )
     return _http_infer(target, body, headers)
 
 
@@ -493,6 +556,7 @@ def http_infer_zero_rows_json(target):
 
 
 # f. Bytes that are no protobuf message.
+
 
 @case
 def raw_model_infer(target):
@@ -519,6 +583,7 @@ def raw_shm_register(target):
 
 
 # g. Versions, names and parameters.
+
 
 @case
 def version_arabic_indic(target):
@@ -559,7 +624,7 @@ def priority_text(target):
 @case
 def priority_huge(target):
     """ModelInfer parameter priority=int64 2**62."""
-    return _infer(target, priority={"int64_param": 2 ** 62})
+    return _infer(target, priority={"int64_param": 2**62})
 
 
 @case
@@ -569,8 +634,12 @@ def timeout_text(target):
 
 
 def _shm_infer(target, **parameters):
-    target.grpc("SystemSharedMemoryRegister", service_pb2.SystemSharedMemoryRegisterRequest(
-        name="probe", key="/" + Path(SHM_FILE).name, offset=0, byte_size=4096))
+    target.grpc(
+        "SystemSharedMemoryRegister",
+        service_pb2.SystemSharedMemoryRegisterRequest(
+            name="probe", key="/" + Path(SHM_FILE).name, offset=0, byte_size=4096
+        ),
+    )
     try:
         return _infer(target, [_input(shared_memory_region={"string_param": "probe"}, **parameters)], [])
     finally:
@@ -580,8 +649,7 @@ def _shm_infer(target, **parameters):
 @case
 def shm_offset_text(target):
     """ModelInfer input from a registered region, shared_memory_byte_size 60, shared_memory_offset="abc"."""
-    return _shm_infer(target, shared_memory_byte_size={"int64_param": 60},
-                      shared_memory_offset={"string_param": "abc"})
+    return _shm_infer(target, shared_memory_byte_size={"int64_param": 60}, shared_memory_offset={"string_param": "abc"})
 
 
 @case
@@ -591,6 +659,7 @@ def shm_byte_size_negative(target):
 
 
 # h. Typed contents.
+
 
 @case
 def int32_contents_for_fp32(target):
@@ -617,6 +686,7 @@ def int_contents_for_fp32_datatype(target):
 
 
 # i. HTTP infer bodies and paths.
+
 
 @case
 def http_body_list(target):
@@ -697,6 +767,7 @@ def http_ready_wrong_method(target):
 
 # j. Outputs and statistics.
 
+
 @case
 def duplicate_outputs(target):
     """ModelInfer requesting output "output" twice."""
@@ -762,8 +833,14 @@ def triton(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def faast(model_repository, tmp_path_factory):
-    server = Server(model_repository, tmp_path_factory.mktemp("faast") / "serve.log",
-                    "--model-control-mode", "explicit", "--load-model", "facile")
+    server = Server(
+        model_repository,
+        tmp_path_factory.mktemp("faast") / "serve.log",
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        "facile",
+    )
     target = Target(server.url, server.http_url)
     yield target
     target.close()

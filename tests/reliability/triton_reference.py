@@ -55,10 +55,18 @@ def ensure_triton_venv():
     python = VENV / "bin" / "python"
     if not python.exists():
         subprocess.run(["python3", "-m", "venv", VENV], check=True)
-    where = subprocess.run([python, "-c", "import pathlib, sys, sysconfig; print(sysconfig.get_config_var('LIBDIR'));"
-                            "print(f'{sys.version_info[0]}.{sys.version_info[1]}');"
-                            "print(pathlib.Path(sysconfig.get_paths()['purelib'], 'pytriton', 'tritonserver'))"],
-                           capture_output=True, text=True, check=True).stdout.split()
+    where = subprocess.run(
+        [
+            python,
+            "-c",
+            "import pathlib, sys, sysconfig; print(sysconfig.get_config_var('LIBDIR'));"
+            "print(f'{sys.version_info[0]}.{sys.version_info[1]}');"
+            "print(pathlib.Path(sysconfig.get_paths()['purelib'], 'pytriton', 'tritonserver'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     libdir, version, server_dir = where[0], where[1], Path(where[2])
     stub = server_dir / "backends" / "python" / "triton_python_backend_stub"
     if not stub.exists():
@@ -83,12 +91,34 @@ def start_triton(workdir, timeout=120):
     grpc_port, http_port = _free_port(), _free_port()
     log = Path(workdir) / "triton.log"
     process = subprocess.Popen(
-        [server_dir / "bin" / "tritonserver", "--model-repository", repository, "--model-control-mode", "explicit",
-         "--load-model", "facile", "--backend-directory", server_dir / "backends", "--grpc-address", "127.0.0.1",
-         "--grpc-port", str(grpc_port), "--http-address", "127.0.0.1", "--http-port", str(http_port),
-         "--allow-metrics", "false", "--exit-timeout-secs", "5"],
-        stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=workdir,
-        env=os.environ | {"LD_LIBRARY_PATH": libdir, "PATH": f"{VENV / 'bin'}:{os.environ['PATH']}"})
+        [
+            server_dir / "bin" / "tritonserver",
+            "--model-repository",
+            repository,
+            "--model-control-mode",
+            "explicit",
+            "--load-model",
+            "facile",
+            "--backend-directory",
+            server_dir / "backends",
+            "--grpc-address",
+            "127.0.0.1",
+            "--grpc-port",
+            str(grpc_port),
+            "--http-address",
+            "127.0.0.1",
+            "--http-port",
+            str(http_port),
+            "--allow-metrics",
+            "false",
+            "--exit-timeout-secs",
+            "5",
+        ],
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+        env=os.environ | {"LD_LIBRARY_PATH": libdir, "PATH": f"{VENV / 'bin'}:{os.environ['PATH']}"},
+    )
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
@@ -99,5 +129,5 @@ def start_triton(workdir, timeout=120):
         except OSError:
             if time.monotonic() > deadline:
                 process.kill()
-                raise TimeoutError(f"tritonserver not ready in {timeout} s: {log.read_text()[-3000:]}")
+                raise TimeoutError(f"tritonserver not ready in {timeout} s: {log.read_text()[-3000:]}") from None
         time.sleep(0.3)

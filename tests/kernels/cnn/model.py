@@ -1,4 +1,6 @@
-from faast.kernels.toolchain import qkeras, tf_keras as keras
+from faast.kernels.toolchain import qkeras
+from faast.kernels.toolchain import tf_keras as keras
+
 
 def build_model():
     q = dict(kernel_quantizer=qkeras.quantized_bits(8, 0, alpha=1), bias_quantizer=qkeras.quantized_bits(8, 3, alpha=1))
