@@ -12,24 +12,28 @@ log = logging.getLogger("faast")
 async def _serve(args):
     from .dataplane import DataPlane
     from .grpc_server import create_server
+    from .handlers import Handlers, RepositoryHandlers, TraceHandlers
     from .http_server import HttpFrontend, start_http
+    from .metrics import registry_for
     from .repository import ModelRepository
-    from .settings import TraceSettings, parse_trace_config
     from .shared_memory import SharedMemoryManager
+    from .trace_log import LogSettings, TraceSettings, parse_trace_config
 
     trace = TraceSettings(parse_trace_config(args.trace_config))
     repository = ModelRepository(args.model_repository, args.model_control_mode, args.load_model)
     await repository.start()
-    dataplane = DataPlane(
-        repository, SharedMemoryManager(), args.log_verbose, strict_readiness=args.strict_readiness, trace=trace
+    shared_memory = SharedMemoryManager()
+    dataplane = DataPlane(repository, shared_memory, trace, strict_readiness=args.strict_readiness)
+    handlers = Handlers(
+        RepositoryHandlers(repository), shared_memory, TraceHandlers(trace, repository), LogSettings(args.log_verbose)
     )
     grpc_server, runners = None, []
     if args.allow_grpc:
         address = f"{args.host}:{args.grpc_port}"
-        grpc_server = create_server(dataplane, address)
+        grpc_server = create_server(dataplane, handlers, address)
         await grpc_server.start()
         log.info("Started GRPCInferenceService at %s", address)
-    frontend = HttpFrontend(dataplane)
+    frontend = HttpFrontend(dataplane, handlers, registry_for(repository))
     if args.allow_http:
         runners.append(await start_http(frontend.application(), args.host, args.http_port))
         log.info("Started HTTPService at %s:%d", args.host, args.http_port)
@@ -57,7 +61,7 @@ async def _serve(args):
     for runner in runners:
         await runner.cleanup()
     await repository.close()
-    dataplane.shared_memory.unregister()
+    shared_memory.unregister()
     if trace.writer:
         trace.writer.flush()
 
@@ -85,7 +89,7 @@ def validate(args):
 
 
 def bench(args):
-    from .bench import run
+    from .loadgen import run
 
     run(args)
 
@@ -105,7 +109,7 @@ def _boolean(text):
 
 
 def _trace_option(text):
-    from .settings import parse_trace_config
+    from .trace_log import parse_trace_config
 
     try:
         parse_trace_config([text])
@@ -115,6 +119,8 @@ def _trace_option(text):
 
 
 def parser():
+    from .repository import MODES
+
     top = argparse.ArgumentParser(prog="faast", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
 
@@ -127,7 +133,7 @@ def parser():
     p.add_argument("--allow-http", type=_boolean, default=True)
     p.add_argument("--allow-metrics", type=_boolean, default=True)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on")
-    p.add_argument("--model-control-mode", choices=["none", "poll", "explicit"], default="none")
+    p.add_argument("--model-control-mode", choices=MODES, default="none")
     p.add_argument(
         "--load-model",
         action="append",

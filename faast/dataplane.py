@@ -1,20 +1,25 @@
 """The protocol-agnostic core of the server: health, metadata and inference with Triton's semantics.
 
-Transports (faast.grpc_server, faast.http_server) turn wire messages into the dataclasses below and
-back; every check a Triton client relies on happens here, in Triton's order and with its wording,
-so the transports stay thin.
+Transports (faast.grpc_server, faast.http_server) turn wire messages into the dataclasses below
+with their converters (faast.grpc_converters, faast.http_converters) and back; every check a Triton
+client relies on happens here, in Triton's order and with its wording, so the transports stay thin.
+Shared-memory tensors are read and written here, in one place. Everything else a transport serves
+(repository, shared-memory registration, trace and log settings) goes through faast.handlers.
 """
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from . import __version__, tensors
-from .errors import InvalidArgument, NotFound, Unavailable
+from .errors import InferenceError, InvalidArgument, NotFound, Unavailable
+from .model import ServedModel
 from .protocol import service
-from .settings import LogSettings, TraceSettings, wall_ns
+from .repository import ModelRepository
+from .shared_memory import SharedMemoryManager, SharedMemoryWindow
+from .trace_log import TraceSettings, wall_ns
 
 # The protocol extensions this server implements (ServerMetadata lists exactly these).
 EXTENSIONS = [
@@ -32,28 +37,34 @@ EXTENSIONS = [
 ALLOWED_TRITON_PARAMETERS = ["triton_enable_empty_final_response"]
 # Request parameters the scheduler reads, with the InferParameter fields Triton accepts for them.
 INTEGER_PARAMETERS = {"priority": "int64_param or uint64_param", "timeout": "int64_param"}
+# ModelStatistics' failure reason of each error a request can end with; anything else is BACKEND.
+FAILURE_REASONS: dict[type[Exception], str] = {Unavailable: "REJECTED", InvalidArgument: "OTHER", NotFound: "OTHER"}
 
 
 @dataclass
 class InputTensor:
+    """One input as the wire carried it: its bytes, or the shared-memory window holding them."""
+
     name: str
     datatype: str
-    shape: tuple
-    read: Callable[[], bytes]  # the tensor's raw bytes; raises InvalidArgument when the wire lacks them
+    shape: tuple[int, ...]
+    data: bytes | memoryview | None = None  # raw little-endian bytes
+    shared_memory: SharedMemoryWindow | None = None  # where the bytes are instead
+    error: InferenceError | None = None  # what the wire got wrong, raised where Triton reports it
 
 
 @dataclass
 class RequestedOutput:
     name: str
-    shared_memory: tuple = None  # (region, offset, byte_size) to write the output into
+    shared_memory: SharedMemoryWindow | None = None  # where to write the output
 
 
 @dataclass
 class OutputTensor:
     name: str
     datatype: str
-    shape: tuple
-    data: np.ndarray  # None when the output went to the client's shared memory
+    shape: tuple[int, ...]
+    data: np.ndarray | None  # None when the output went to the client's shared memory
 
 
 @dataclass
@@ -61,9 +72,9 @@ class InferRequest:
     model_name: str
     model_version: str = ""
     id: str = ""
-    inputs: list = field(default_factory=list)
-    outputs: list = field(default_factory=list)  # RequestedOutput, in the order wanted
-    parameters: dict = field(default_factory=dict)  # request parameters, e.g. priority, timeout
+    inputs: list[InputTensor] = field(default_factory=list)
+    outputs: list[RequestedOutput] = field(default_factory=list)  # in the order wanted
+    parameters: dict[str, Any] = field(default_factory=dict)  # request parameters, e.g. priority, timeout
 
 
 @dataclass
@@ -71,7 +82,7 @@ class InferResponse:
     model_name: str
     model_version: str
     id: str
-    outputs: list
+    outputs: list[OutputTensor]
 
 
 def _dims(shape):
@@ -79,25 +90,30 @@ def _dims(shape):
 
 
 class DataPlane:
-    def __init__(self, repository, shared_memory, log_verbose=0, strict_readiness=True, trace=None):
+    def __init__(
+        self,
+        repository: ModelRepository,
+        shared_memory: SharedMemoryManager,
+        trace: TraceSettings,
+        strict_readiness: bool = True,
+    ):
         self.repository = repository
         self.shared_memory = shared_memory
-        self.trace = trace or TraceSettings()
-        self.logging = LogSettings(log_verbose)
+        self.trace = trace
         self.strict_readiness = strict_readiness
         self.ready = False  # set once the transports listen, cleared on shutdown
 
-    def server_ready(self):
+    def server_ready(self) -> bool:
         """Triton's readiness: serving, and with strict readiness every model that should be is."""
         return self.ready and (not self.strict_readiness or self.repository.all_ready())
 
-    def server_metadata(self):
+    def server_metadata(self) -> service.ServerMetadataResponse:
         return service.ServerMetadataResponse(name="faast", version=__version__, extensions=EXTENSIONS)
 
-    def model_ready(self, name, version=""):
+    def model_ready(self, name: str, version: str = "") -> bool:
         return self.repository.is_ready(name, version)
 
-    def model_metadata(self, name, version=""):
+    def model_metadata(self, name: str, version: str = "") -> service.ModelMetadataResponse:
         model = self.repository.get(name, version)
         batch = [-1] if model.max_batch_size > 0 else []
         meta = service.ModelMetadataResponse(name=model.name, versions=[model.version], platform="faast")
@@ -106,19 +122,14 @@ class DataPlane:
                 target.add(name=tensor.name, datatype=tensor.datatype, shape=batch + list(tensor.dims))
         return meta
 
-    def model_config(self, name, version=""):
+    def model_config(self, name: str, version: str = ""):
         return self.repository.get(name, version).config
 
-    def model_statistics(self, name="", version=""):
+    def model_statistics(self, name: str = "", version: str = "") -> service.ModelStatisticsResponse:
         if name and not self.repository.is_ready(name):
             raise InvalidArgument(f"requested model '{name}' is not available")
         models = [self.repository.get(name, version)] if name else self.repository.models.values()
         return service.ModelStatisticsResponse(model_stats=[m.stats.to_proto(m.name, m.version) for m in models])
-
-    def check_trace_model(self, name):
-        """Trace settings of a model need the model loaded (Triton's wording, and its status)."""
-        if not self.repository.is_ready(name):
-            raise InvalidArgument(f"Request for unknown model : {name}")
 
     @staticmethod
     def check_parameters(parameters):
@@ -134,32 +145,46 @@ class DataPlane:
                 raise InvalidArgument(f"invalid value type for '{key}' parameter, expected {expected}.")
 
     async def infer(self, request: InferRequest) -> InferResponse:
+        """Validate `request` against its model, run it through the model's scheduler and answer it;
+        the one place that records a request's success or failure in the model's statistics."""
         if not self.ready:
             raise Unavailable("Server not ready")
         model = self.repository.get(request.model_name, request.model_version)
         arrival, started = time.perf_counter_ns(), wall_ns()
         try:
             rows = self._kernel_rows(model, request)
-            result = await model.scheduler.submit(rows, request.parameters)
-            response = self._response(model, request, result)
+            done = await model.scheduler.submit(rows, request.parameters)
+            response = self._response(model, request, done.outputs)
         except Exception as error:
-            reason = {Unavailable: "REJECTED", InvalidArgument: "OTHER", NotFound: "OTHER"}.get(type(error), "BACKEND")
+            reason = FAILURE_REASONS.get(type(error), "BACKEND")
             model.stats.record_failure(time.perf_counter_ns() - arrival, reason)
             raise
+        model.stats.record_success(
+            len(rows), time.perf_counter_ns() - arrival, done.queue_ns, done.input_ns, done.infer_ns, done.output_ns
+        )
         if self.trace.should_trace(model.name):
             self.trace.write(
                 model.name, model.version, request.id, [("REQUEST_START", started), ("REQUEST_END", wall_ns())]
             )
         return response
 
-    def _response(self, model, request, result):
+    def _input_bytes(self, tensor: InputTensor) -> bytes | memoryview:
+        """An input's raw bytes: from the request, or read from the client's shared memory."""
+        if tensor.error is not None:
+            raise tensor.error
+        if tensor.shared_memory is not None:
+            return self.shared_memory.read(*tensor.shared_memory)
+        assert tensor.data is not None, "a converter gives every input its data, a window or an error"
+        return tensor.data
+
+    def _response(self, model: ServedModel, request: InferRequest, result: np.ndarray) -> InferResponse:
         batch = [len(result)] if model.max_batch_size > 0 else []
         wanted = request.outputs or [RequestedOutput(o.name) for o in model.outputs]
         outputs = []
         for requested in wanted:
             spec = next(o for o in model.outputs if o.name == requested.name)
             shape = tuple(batch) + spec.dims
-            data = result.reshape(shape)
+            data: np.ndarray | None = result.reshape(shape)
             if requested.shared_memory:
                 region, offset, size = requested.shared_memory
                 raw = tensors.to_raw(data, spec.datatype)
@@ -173,21 +198,21 @@ class DataPlane:
             outputs.append(OutputTensor(spec.name, spec.datatype, shape, data))
         return InferResponse(model.name, model.version, request.id, outputs)
 
-    def _kernel_rows(self, model, request):
+    def _kernel_rows(self, model: ServedModel, request: InferRequest) -> np.ndarray:
         """Validate a request against the model as Triton does and return float32 kernel rows."""
         prefix = f"[request id: {request.id or '<id_unknown>'}] "
         self.check_parameters(request.parameters)
-        seen = set()
+        seen: set[str] = set()
         for tensor in request.inputs:
             if tensor.name in seen:
                 raise InvalidArgument(f"{prefix}input '{tensor.name}' already exists in request")
             seen.add(tensor.name)
-        unique = {}
+        unique: dict[str, RequestedOutput] = {}
         for output in request.outputs:  # Triton answers an output requested twice once
             unique.setdefault(output.name, output)
         request.outputs = list(unique.values())
         names = list(unique)
-        raw = [tensor.read() for tensor in request.inputs]
+        raw = [self._input_bytes(tensor) for tensor in request.inputs]
 
         output_names = [o.name for o in model.outputs]
         for name in names:

@@ -10,12 +10,13 @@ import logging
 
 import grpc
 
-from . import memory, tensors
-from .dataplane import InferRequest, InputTensor, RequestedOutput
+from . import grpc_converters as converters
+from . import memory
+from .dataplane import DataPlane
 from .errors import InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented, fault_message
 from .grpc_wire import Undecodable, decode_infer_request, tolerant
+from .handlers import Handlers
 from .protocol import health, service
-from .shared_memory import region_from_parameters
 
 log = logging.getLogger("faast.grpc")
 
@@ -85,81 +86,12 @@ def method_handlers(servicer, service_descriptor, module):
     return grpc.method_handlers_generic_handler(service_descriptor.full_name, handlers)
 
 
-def parameters(message_map):
-    """map<string, InferParameter> (or LogSettings' SettingValue) → {name: python value}."""
-    result = {}
-    for key, value in message_map.items():
-        choice = value.WhichOneof("parameter_choice")
-        result[key] = getattr(value, choice) if choice else None
-    return result
-
-
-def infer_request(wire, shared_memory):
-    """WireInferRequest → InferRequest; tensor bytes are read lazily so errors come in Triton's order.
-
-    raw_input_contents holds one entry per input that does not come from shared memory, in order.
-    """
-    message, raw = wire.message, wire.raw
-    model = message.model_name
-
-    def reader(tensor, raw_index):
-        region = region_from_parameters(parameters(tensor.parameters), tensor.name)
-
-        def read():
-            if region:
-                if tensor.HasField("contents"):
-                    raise InvalidArgument(
-                        f"unexpected 'content' provided when using shared memory for input "
-                        f"tensor '{tensor.name}' for model '{model}'"
-                    )
-                return shared_memory.read(*region)
-            if raw:
-                if tensor.HasField("contents"):
-                    raise InvalidArgument(
-                        f"contents field must not be specified when using raw_input_contents "
-                        f"for '{tensor.name}' for model '{model}'"
-                    )
-                if raw_index >= len(raw):
-                    raise InvalidArgument(
-                        f"unable to find data for input tensor '{tensor.name}' for model '{model}' in request."
-                    )
-                return raw[raw_index]
-            return tensors.contents_to_raw(tensor.name, model, tensor.datatype, tensor.contents)
-
-        return read, region is None
-
-    inputs, raw_index = [], 0
-    for tensor in message.inputs:
-        read, uses_raw = reader(tensor, raw_index)
-        raw_index += uses_raw
-        inputs.append(InputTensor(tensor.name, tensor.datatype, tuple(tensor.shape), read))
-    outputs = [
-        RequestedOutput(o.name, region_from_parameters(parameters(o.parameters), o.name)) for o in message.outputs
-    ]
-    return InferRequest(
-        model_name=model,
-        model_version=message.model_version,
-        id=message.id,
-        inputs=inputs,
-        outputs=outputs,
-        parameters=parameters(message.parameters),
-    )
-
-
-def infer_response(response):
-    message = service.ModelInferResponse(
-        model_name=response.model_name, model_version=response.model_version, id=response.id
-    )
-    for tensor in response.outputs:
-        message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-        # An output written to shared memory keeps an empty entry, so indices still match outputs.
-        message.raw_output_contents.append(b"" if tensor.data is None else tensors.to_raw(tensor.data, tensor.datatype))
-    return message
-
-
 class InferenceService:
-    def __init__(self, dataplane):
+    """GRPCInferenceService's methods: inference through the dataplane, the rest through the handlers."""
+
+    def __init__(self, dataplane: DataPlane, handlers: Handlers):
         self.dataplane = dataplane
+        self.handlers = handlers
 
     async def ServerLive(self, request, context):
         return service.ServerLiveResponse(live=True)
@@ -183,20 +115,20 @@ class InferenceService:
         return self.dataplane.model_statistics(request.name, request.version)
 
     async def ModelInfer(self, request, context):
-        return infer_response(await self.dataplane.infer(infer_request(request, self.dataplane.shared_memory)))
+        return converters.infer_response(await self.dataplane.infer(converters.infer_request(request)))
 
     async def ModelStreamInfer(self, request_iterator, context):
         """Requests are served concurrently; each gets exactly one reply, a response or an
         error_message, sent as it is ready. An error never closes the stream; the stream ends once
         the client has finished sending and every request has its reply."""
-        replies = asyncio.Queue()
+        replies: asyncio.Queue[service.ModelStreamInferResponse | None] = asyncio.Queue()
 
         async def serve(request):
             try:
                 if isinstance(request, Undecodable):
                     raise Internal(UNPARSABLE)
-                response = await self.dataplane.infer(infer_request(request, self.dataplane.shared_memory))
-                reply = service.ModelStreamInferResponse(infer_response=infer_response(response))
+                response = await self.dataplane.infer(converters.infer_request(request))
+                reply = service.ModelStreamInferResponse(infer_response=converters.infer_response(response))
             except Exception as error:
                 reply = service.ModelStreamInferResponse(error_message=_answer("ModelStreamInfer", error)[1])
                 if not isinstance(request, Undecodable):
@@ -225,21 +157,21 @@ class InferenceService:
 
     async def RepositoryIndex(self, request, context):
         response = service.RepositoryIndexResponse()
-        for name, version, state, reason in self.dataplane.repository.index(request.ready):
+        for name, version, state, reason in self.handlers.repository.index(request.ready):
             response.models.add(name=name, version=version, state=state, reason=reason)
         return response
 
     async def RepositoryModelLoad(self, request, context):
-        await self.dataplane.repository.load(request.model_name, parameters(request.parameters))
+        await self.handlers.repository.load(request.model_name, converters.parameters(request.parameters))
         return service.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request, context):
-        await self.dataplane.repository.unload(request.model_name)
+        await self.handlers.repository.unload(request.model_name)
         return service.RepositoryModelUnloadResponse()
 
     async def SystemSharedMemoryStatus(self, request, context):
         response = service.SystemSharedMemoryStatusResponse()
-        for region in self.dataplane.shared_memory.status(request.name):
+        for region in self.handlers.shared_memory.status(request.name):
             response.regions[region.name].CopyFrom(
                 service.SystemSharedMemoryStatusResponse.RegionStatus(
                     name=region.name, key=region.key, offset=region.offset, byte_size=region.byte_size
@@ -248,11 +180,11 @@ class InferenceService:
         return response
 
     async def SystemSharedMemoryRegister(self, request, context):
-        self.dataplane.shared_memory.register(request.name, request.key, request.offset, request.byte_size)
+        self.handlers.shared_memory.register(request.name, request.key, request.offset, request.byte_size)
         return service.SystemSharedMemoryRegisterResponse()
 
     async def SystemSharedMemoryUnregister(self, request, context):
-        self.dataplane.shared_memory.unregister(request.name)
+        self.handlers.shared_memory.unregister(request.name)
         return service.SystemSharedMemoryUnregisterResponse()
 
     async def CudaSharedMemoryStatus(self, request, context):
@@ -265,18 +197,16 @@ class InferenceService:
         return service.CudaSharedMemoryUnregisterResponse()  # nothing to unregister
 
     async def TraceSetting(self, request, context):
-        if request.model_name:
-            self.dataplane.check_trace_model(request.model_name)
         updates = {key: list(value.value) for key, value in request.settings.items()}
-        settings = self.dataplane.trace.update(request.model_name, updates)
+        settings = self.handlers.trace.update(request.model_name, updates)
         response = service.TraceSettingResponse()
         for key, values in settings.items():
             response.settings[key].value.extend(values)
         return response
 
     async def LogSettings(self, request, context):
-        updates = parameters(request.settings)  # SettingValue shares InferParameter's oneof name
-        settings = self.dataplane.logging.update(updates)
+        updates = converters.parameters(request.settings)  # SettingValue shares InferParameter's oneof name
+        settings = self.handlers.logging.update(updates)
         response = service.LogSettingsResponse()
         for key, value in settings.items():
             field = {bool: "bool_param", int: "uint32_param", str: "string_param"}[type(value)]
@@ -287,7 +217,7 @@ class InferenceService:
 class HealthService:
     """grpc.health.v1: SERVING when the server (service "") or the named model is ready."""
 
-    def __init__(self, dataplane):
+    def __init__(self, dataplane: DataPlane):
         self.dataplane = dataplane
 
     async def Check(self, request, context):
@@ -296,12 +226,15 @@ class HealthService:
         return health.HealthCheckResponse(status=status)
 
 
-def create_server(dataplane, address):
+def create_server(dataplane: DataPlane, handlers: Handlers, address: str) -> grpc.aio.Server:
+    """A gRPC server (not yet started) listening on `address` with Triton's services."""
     server = grpc.aio.server(options=MESSAGE_LIMIT_OPTIONS)
     server.add_generic_rpc_handlers(
         [
             method_handlers(
-                InferenceService(dataplane), service.DESCRIPTOR.services_by_name["GRPCInferenceService"], service
+                InferenceService(dataplane, handlers),
+                service.DESCRIPTOR.services_by_name["GRPCInferenceService"],
+                service,
             ),
             method_handlers(HealthService(dataplane), health.DESCRIPTOR.services_by_name["Health"], health),
         ]

@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import text_format
 
-from faast.host.device import DeviceError, open_device
+from faast.host.device import Device, DeviceError, open_device
 
+from .batcher import DynamicBatcher
 from .protocol import model_config as mc
-from .scheduler import make_scheduler
+from .scheduler import DirectScheduler, Scheduler
+from .statistics import ModelStatistics
 from .tensors import NUMPY, config_to_datatype
 
 # Integer wire types a model may declare for its input: the kernel's fixed-point bit patterns.
@@ -42,8 +44,8 @@ class ServedModel:
         self.max_batch_size = config.max_batch_size
         self.inputs = _tensors(config.input)
         self.outputs = _tensors(config.output)
-        self.scheduler = make_scheduler(config, device)
-        self.stats = self.scheduler.stats
+        self.stats = ModelStatistics()
+        self.scheduler = _scheduler(config, device, self.stats)
 
     @classmethod
     async def load(cls, model_dir, config=None):
@@ -57,6 +59,15 @@ class ServedModel:
         """Stop taking requests, finish every one already taken, then release the device."""
         await self.scheduler.close()
         await asyncio.get_running_loop().run_in_executor(None, self.device.close)
+
+
+def _scheduler(config: mc.ModelConfig, device: Device, stats: ModelStatistics) -> Scheduler:
+    """The scheduler config.pbtxt asks for, recording its executions into `stats`."""
+    if config.HasField("dynamic_batching"):
+        rows_per_execution = device.kernel.layout.rows_per_execution
+        capacity = min(config.max_batch_size or rows_per_execution, rows_per_execution)
+        return DynamicBatcher(config.name, device, stats, config.dynamic_batching, capacity)
+    return DirectScheduler(config.name, device, stats)
 
 
 def _open(model_dir, config):

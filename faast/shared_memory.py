@@ -17,6 +17,7 @@ import os
 import stat
 import threading
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from .errors import Internal, InvalidArgument, NotFound
 
@@ -32,12 +33,19 @@ def _parameter(params, key, kind, name):
     return value
 
 
-def region_from_parameters(params, name):
-    """(region, offset, byte_size) from tensor `name`'s shared_memory_* parameters, or None; the
-    window itself is checked against the region when it is read or written."""
+class SharedMemoryWindow(NamedTuple):
+    """Where a tensor lies in a registered region (checked against it when read or written)."""
+
+    region: str
+    offset: int
+    byte_size: int
+
+
+def region_from_parameters(params: dict[str, Any], name: str) -> SharedMemoryWindow | None:
+    """The window named by tensor `name`'s shared_memory_* parameters, or None without them."""
     if "shared_memory_region" not in params:
         return None
-    return (
+    return SharedMemoryWindow(
         _parameter(params, "shared_memory_region", str, name),
         _parameter(params, "shared_memory_offset", int, name),
         _parameter(params, "shared_memory_byte_size", int, name),
@@ -71,11 +79,13 @@ class Region:
 
 
 class SharedMemoryManager:
-    def __init__(self):
-        self._regions = {}
+    """The registered regions; safe to use from the event loop and worker threads."""
+
+    def __init__(self) -> None:
+        self._regions: dict[str, Region] = {}
         self._lock = threading.Lock()
 
-    def register(self, name, key, offset, byte_size):
+    def register(self, name: str, key: str, offset: int, byte_size: int) -> None:
         if offset < 0 or byte_size < 0:
             raise InvalidArgument(
                 f"failed to register shared memory region '{name}': offset and byte size must not be negative"
@@ -94,7 +104,7 @@ class SharedMemoryManager:
                 raise InvalidArgument(f"failed to register shared memory region '{name}': {why}")
             self._regions[name] = Region(name, key, offset, byte_size, fd)
 
-    def unregister(self, name=""):
+    def unregister(self, name: str = "") -> None:
         """Unregister `name`, or every region when name is empty."""
         with self._lock:
             names = [name] if name else list(self._regions)
@@ -103,7 +113,7 @@ class SharedMemoryManager:
                 if region is not None:
                     os.close(region.fd)
 
-    def status(self, name=""):
+    def status(self, name: str = "") -> list[Region]:
         with self._lock:
             if name and name not in self._regions:
                 raise NotFound(f"Unable to find system shared memory region: '{name}'")
@@ -127,7 +137,7 @@ class SharedMemoryManager:
             )
         return region, start
 
-    def read(self, name, offset, byte_size):
+    def read(self, name: str, offset: int, byte_size: int) -> bytes:
         with self._lock:
             region, start = self._window(name, offset, byte_size)
             data = os.pread(region.fd, byte_size, start)
@@ -135,7 +145,7 @@ class SharedMemoryManager:
             raise InvalidArgument(f"shared memory region '{name}' was truncated while it was read")
         return data
 
-    def write(self, name, offset, byte_size, data):
+    def write(self, name: str, offset: int, byte_size: int, data: bytes) -> None:
         with self._lock:
             region, start = self._window(name, offset, byte_size)
             written = os.pwrite(region.fd, data, start)

@@ -84,14 +84,14 @@ def contents_to_raw(name, model_name, datatype, contents):
             f"unexpected explicit tensor data for input tensor '{name}' for model '{model_name}' of type "
             f"'{sent}', expected datatype '{datatype}'"
         )
-    if datatype not in NUMPY:
+    if datatype not in NUMPY or expected is None:
         raise InvalidArgument(f"datatype '{datatype}' of input '{name}' is not supported by faast")
     values = getattr(contents, expected)
     dtype = NUMPY[datatype]
     if (
         dtype.kind in "iu"
         and values
-        and not (np.iinfo(dtype).min <= min(values) and max(values) <= np.iinfo(dtype).max)
+        and not (np.iinfo(dtype.name).min <= min(values) and max(values) <= np.iinfo(dtype.name).max)
     ):
         raise InvalidArgument(
             f"explicit tensor data for input tensor '{name}' for model '{model_name}' holds values "

@@ -16,7 +16,7 @@ import logging
 import queue
 import time
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,7 +128,7 @@ class _BufferPool:
         self.cu = cu
         self.layout = layout
         capacity = layout.rows_per_execution
-        self.free = queue.Queue()
+        self.free: queue.Queue[tuple[DeviceBuffer, DeviceBuffer]] = queue.Queue()
         for _ in range(BUFFERS_PER_CU):
             self.free.put((cu.allocate(layout.input.nbytes(capacity)), cu.allocate(layout.output.nbytes(capacity))))
         self.worker = ThreadPoolExecutor(1, thread_name_prefix=f"cu-{cu.name}")
@@ -175,6 +175,9 @@ class _BufferPool:
 
 
 class Device:
+    """A kernel on its compute units; drivers subclass it, name their `kind` and say whether they
+    can run here (`available`)."""
+
     kind: str
 
     def __init__(self, kernel: KernelDescription, compute_units):
@@ -185,7 +188,7 @@ class Device:
         self._pools = [_BufferPool(cu, kernel.layout) for cu in self.compute_units]
         self._next = itertools.cycle(self._pools)
 
-    def run(self, rows: np.ndarray, timings: Timings = None) -> np.ndarray:
+    def run(self, rows: np.ndarray, timings: Timings | None = None) -> np.ndarray:
         """float32 [n, input_size] (or the input type's integer bit patterns) → float32 [n, output_size];
         blocking, safe from many threads.
 
@@ -201,7 +204,9 @@ class Device:
         # Spread a batch over all CUs, but never beyond one execution's capacity.
         spread = -(-len(rows) // len(self._pools))
         step = min(self.kernel.layout.rows_per_execution, max(MIN_ROWS_PER_EXECUTION, spread))
-        pending = collections.deque()
+        pending: collections.deque[tuple[_BufferPool, Future, int, tuple[DeviceBuffer, DeviceBuffer]]] = (
+            collections.deque()
+        )
         results = []
         try:
             for start in range(0, len(rows), step):
@@ -226,6 +231,17 @@ class Device:
                 except Exception:
                     pass
         return np.concatenate(results) if results else np.empty((0, self.kernel.output_size), np.float32)
+
+    @property
+    def max_in_flight(self) -> int:
+        """Executions that can be under way at once: one per buffer set of every CU. A scheduler
+        that keeps more waiting only queues them here, where they can no longer be merged."""
+        return BUFFERS_PER_CU * len(self._pools)
+
+    @staticmethod
+    def available() -> tuple[bool, str]:
+        """(whether this driver can run here, why), for `auto`'s choice; drivers override it."""
+        raise NotImplementedError
 
     def usage(self):
         """(kernel executions, rows executed, kernel busy ns) summed over the compute units."""

@@ -17,10 +17,11 @@ import queue
 import re
 import threading
 import time
+from typing import Any
 
 from .errors import InvalidArgument, Unimplemented
 
-log = logging.getLogger("faast.settings")
+log = logging.getLogger("faast.trace_log")
 
 TRACE_DEFAULTS = {
     "trace_file": [""],
@@ -75,7 +76,7 @@ class TraceWriter:
 
     def __init__(self, path):
         self.path = path
-        self._records = queue.Queue(TRACE_QUEUE_LIMIT)
+        self._records: queue.Queue[dict] = queue.Queue(TRACE_QUEUE_LIMIT)
         self._dropped = 0
         self._thread = threading.Thread(target=self._write_forever, name="trace-writer", daemon=True)
         self._thread.start()
@@ -156,7 +157,8 @@ class TraceSettings:
             return True
 
     def write(self, model_name, model_version, request_id, timestamps):
-        """Queue one request's trace record for the writer thread."""
+        """Queue one request's trace record for the writer thread (only after should_trace said so)."""
+        assert self.writer is not None, "should_trace is false without a trace file"
         self.writer.put(
             {
                 "model_name": model_name,
@@ -187,7 +189,7 @@ def wall_ns():
 
 
 class LogSettings:
-    KEYS = {
+    KEYS: dict[str, Any] = {
         "log_file": str,
         "log_info": bool,
         "log_warning": bool,
@@ -207,7 +209,7 @@ class LogSettings:
             "log_format": "default",
         }
 
-    def update(self, updates):
+    def update(self, updates: dict[str, Any]) -> dict[str, Any]:
         """Apply `updates` ({key: value}) once every one is valid; returns the settings now in force."""
         for key, value in updates.items():
             if key == "log_file":

@@ -17,17 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-NUMPY = {
-    "FP32": np.float32,
-    "FP16": np.float16,
-    "FP64": np.float64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-}
+from .tensors import NUMPY
 
 
 def _stub(url):
@@ -103,7 +93,8 @@ def _client(url, model, batch, io, shared_memory, tag, stop_at, latencies, error
 
 
 def _process(url, model, batch, io, shared_memory, clients, tag, start_at, stop_at, results):
-    latencies, errors = [], []
+    latencies: list[float] = []
+    errors: list[str] = []
     time.sleep(max(0.0, start_at - time.time()))
     stop = time.perf_counter() + (stop_at - time.time())
     threads = [

@@ -1,0 +1,206 @@
+"""Triton's dynamic batcher (config.pbtxt `dynamic_batching`) as a `Scheduler`.
+
+It merges rows from many requests into one kernel execution of up to the kernel's capacity, splits
+the outputs back exactly, and honours preferred_batch_size, max_queue_delay_microseconds, priority
+levels, queue policies (size limit, timeouts with REJECT or DELAY) and preserve_ordering. A request
+larger than the capacity runs on its own; the device splits it across executions and compute units.
+At most `device.max_in_flight` executions run at once: the device's own limit, so rows wait here,
+where they can still be merged, rather than in front of busy compute units.
+"""
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from faast.host.device import Device
+
+from .errors import Unavailable
+from .protocol import model_config as mc
+from .scheduler import Completion, Scheduler, execute, now_ns, unloading
+from .statistics import ModelStatistics
+
+
+@dataclass
+class _Queued:
+    rows: np.ndarray
+    future: asyncio.Future
+    arrival: int
+    deadline: int  # perf_counter ns, 0 for none
+    reject_on_timeout: bool
+    sequence: int
+
+
+class DynamicBatcher(Scheduler):
+    def __init__(
+        self,
+        model_name: str,
+        device: Device,
+        stats: ModelStatistics,
+        batching: mc.ModelDynamicBatching,
+        capacity: int,
+    ):
+        self.model_name = model_name
+        self.device = device
+        self.stats = stats
+        self.capacity = capacity
+        self.preferred = sorted(size for size in batching.preferred_batch_size if 0 < size <= capacity)
+        self.max_delay_ns = batching.max_queue_delay_microseconds * 1000
+        self.levels = max(int(batching.priority_levels), 1)
+        self.default_level = int(batching.default_priority_level) or self.levels
+        self.policies = {
+            level: batching.priority_queue_policy.get(level, batching.default_queue_policy)
+            for level in range(1, self.levels + 1)
+        }
+        self.preserve_ordering = batching.preserve_ordering
+        self.queues: dict[int, list[_Queued]] = {level: [] for level in range(1, self.levels + 1)}
+        self.queued_rows = 0
+        self.sequence = 0
+        self.released = 0
+        self.done: dict[int, tuple[_Queued, Completion | None, BaseException | None]] = {}
+        self.running = 0
+        self.wakeup = asyncio.Event()
+        self._closing = False
+        self._idle = asyncio.Event()
+        self.in_flight = asyncio.Semaphore(device.max_in_flight)
+        self.loop_task = asyncio.get_running_loop().create_task(self._loop())
+
+    @property
+    def pending(self) -> int:
+        return sum(len(waiting) for waiting in self.queues.values()) + self.running
+
+    async def submit(self, rows: np.ndarray, parameters: dict[str, Any] | None = None) -> Completion:
+        if self._closing:
+            raise unloading(self.model_name)
+        parameters = parameters or {}
+        level = parameters.get("priority", 0)  # an integer: the dataplane checked its type
+        if not 1 <= level <= self.levels:  # 0 and levels the model lacks take the default, as in Triton
+            level = self.default_level
+        policy = self.policies[level]
+        if policy.max_queue_size and len(self.queues[level]) >= policy.max_queue_size:
+            raise Unavailable("Exceeds maximum queue size")
+        timeout_us = policy.default_timeout_microseconds
+        if policy.allow_timeout_override and "timeout" in parameters:
+            timeout_us = parameters["timeout"]
+        arrival = now_ns()
+        request = _Queued(
+            rows,
+            asyncio.get_running_loop().create_future(),
+            arrival,
+            arrival + timeout_us * 1000 if timeout_us else 0,
+            policy.timeout_action == mc.ModelQueuePolicy.REJECT,
+            self.sequence,
+        )
+        self.sequence += 1
+        self.queues[level].append(request)
+        self.queued_rows += len(rows)
+        self.wakeup.set()
+        return await request.future
+
+    def _target(self) -> bool:
+        """Rows worth dispatching without waiting longer: a preferred size, else the capacity."""
+        if self.preferred:
+            return self.queued_rows >= self.preferred[-1] or self.queued_rows in self.preferred
+        return self.queued_rows >= self.capacity
+
+    async def _loop(self) -> None:
+        while True:
+            while not any(self.queues.values()):
+                self.wakeup.clear()
+                await self.wakeup.wait()
+            oldest = min(q[0].arrival for q in self.queues.values() if q)
+            while not self._target():
+                left = (oldest + self.max_delay_ns - now_ns()) / 1e9
+                if left <= 0:
+                    break
+                self.wakeup.clear()
+                try:
+                    await asyncio.wait_for(self.wakeup.wait(), left)
+                except TimeoutError:
+                    break
+            await self.in_flight.acquire()
+            batch = self._take()
+            if batch:
+                self.running += len(batch)  # counted from here: close() must not miss a batch not yet started
+                asyncio.get_running_loop().create_task(self._run(batch))
+            else:
+                self.in_flight.release()
+
+    def _take(self) -> list[_Queued]:
+        """Requests for one execution: by priority, first come first served, up to the capacity."""
+        now, rows = now_ns(), 0
+        batch: list[_Queued] = []
+        limit = self.capacity
+        if self.preferred and self.queued_rows < self.capacity:
+            limit = max((size for size in self.preferred if size <= self.queued_rows), default=self.capacity)
+        for level in sorted(self.queues):
+            waiting = self.queues[level]
+            while waiting:
+                request = waiting[0]
+                if request.deadline and now > request.deadline and request.reject_on_timeout:
+                    waiting.pop(0)
+                    self.queued_rows -= len(request.rows)
+                    self._settle(request, error=Unavailable("Request timeout expired"))
+                    continue
+                if batch and rows + len(request.rows) > limit:
+                    return batch
+                waiting.pop(0)
+                self.queued_rows -= len(request.rows)
+                batch.append(request)
+                rows += len(request.rows)
+        return batch
+
+    async def _run(self, batch: list[_Queued]) -> None:
+        start = now_ns()
+        try:
+            rows = np.concatenate([request.rows for request in batch]) if len(batch) > 1 else batch[0].rows
+            outputs, (input_ns, infer_ns, output_ns) = await execute(self.device, rows)
+        except Exception as error:  # the dataplane records the failures
+            for request in batch:
+                self._settle(request, error=error)
+            return
+        finally:
+            self.in_flight.release()
+            self.running -= len(batch)
+            self._note_if_idle()
+        self.stats.record_execution(len(rows), input_ns, infer_ns, output_ns)
+        offset = 0
+        for request in batch:
+            count = len(request.rows)
+            completion = Completion(
+                outputs[offset : offset + count], start - request.arrival, input_ns, infer_ns, output_ns
+            )
+            self._settle(request, completion)
+            offset += count
+
+    def _settle(self, request: _Queued, completion: Completion | None = None, error: BaseException | None = None):
+        """Resolve a request; with preserve_ordering, only once every earlier request is resolved."""
+
+        def resolve(item: _Queued, result: Completion | None, failure: BaseException | None) -> None:
+            if item.future.done():
+                return
+            if failure is not None:
+                item.future.set_exception(failure)
+            else:
+                item.future.set_result(result)
+
+        if not self.preserve_ordering:
+            resolve(request, completion, error)
+        else:
+            self.done[request.sequence] = (request, completion, error)
+            while self.released in self.done:
+                resolve(*self.done.pop(self.released))
+                self.released += 1
+        self._note_if_idle()
+
+    def _note_if_idle(self) -> None:
+        if self._closing and not self.pending and not self.done:
+            self._idle.set()
+
+    async def close(self) -> None:
+        """Refuse new requests, run every queued and running one to its answer, then stop batching."""
+        self._closing = True
+        if self.pending or self.done:
+            await self._idle.wait()
+        self.loop_task.cancel()

@@ -1,0 +1,78 @@
+"""gRPC wire ↔ the dataplane's dataclasses: ModelInferRequest to InferRequest, InferResponse back
+to ModelInferResponse, and protobuf parameter maps to Python values.
+
+Tensor bytes stay views into the received message (faast.grpc_wire); an input the wire got wrong
+carries its error, which the dataplane raises where Triton reports it.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+from . import tensors
+from .dataplane import InferRequest, InferResponse, InputTensor, RequestedOutput
+from .errors import InvalidArgument
+from .grpc_wire import WireInferRequest
+from .protocol import service
+from .shared_memory import region_from_parameters
+
+
+def parameters(message_map: Mapping[str, Any]) -> dict[str, Any]:
+    """map<string, InferParameter> (or LogSettings' SettingValue) → {name: python value}."""
+    result = {}
+    for key, value in message_map.items():
+        choice = value.WhichOneof("parameter_choice")
+        result[key] = getattr(value, choice) if choice else None
+    return result
+
+
+def infer_request(wire: WireInferRequest) -> InferRequest:
+    """raw_input_contents holds one entry per input that does not come from shared memory, in order."""
+    message, raw = wire.message, wire.raw
+    model = message.model_name
+    inputs, raw_index = [], 0
+    for tensor in message.inputs:
+        entry = InputTensor(
+            tensor.name,
+            tensor.datatype,
+            tuple(tensor.shape),
+            shared_memory=region_from_parameters(parameters(tensor.parameters), tensor.name),
+        )
+        try:
+            if entry.shared_memory is not None:
+                if tensor.HasField("contents"):
+                    raise InvalidArgument(
+                        f"unexpected 'content' provided when using shared memory for input tensor "
+                        f"'{tensor.name}' for model '{model}'"
+                    )
+            elif raw:
+                if tensor.HasField("contents"):
+                    raise InvalidArgument(
+                        f"contents field must not be specified when using raw_input_contents "
+                        f"for '{tensor.name}' for model '{model}'"
+                    )
+                if raw_index >= len(raw):
+                    raise InvalidArgument(
+                        f"unable to find data for input tensor '{tensor.name}' for model '{model}' in request."
+                    )
+                entry.data = raw[raw_index]
+            else:
+                entry.data = tensors.contents_to_raw(tensor.name, model, tensor.datatype, tensor.contents)
+        except InvalidArgument as error:
+            entry.error = error
+        raw_index += entry.shared_memory is None
+        inputs.append(entry)
+    outputs = [
+        RequestedOutput(o.name, region_from_parameters(parameters(o.parameters), o.name)) for o in message.outputs
+    ]
+    return InferRequest(model, message.model_version, message.id, inputs, outputs, parameters(message.parameters))
+
+
+def infer_response(response: InferResponse) -> service.ModelInferResponse:
+    message = service.ModelInferResponse(
+        model_name=response.model_name, model_version=response.model_version, id=response.id
+    )
+    for tensor in response.outputs:
+        message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        # An output written to shared memory keeps an empty entry, so indices still match outputs.
+        message.raw_output_contents.append(b"" if tensor.data is None else tensors.to_raw(tensor.data, tensor.datatype))
+    return message
