@@ -17,12 +17,10 @@ BOARDS = {
     "u250": {
         "platform": "xilinx_u250_gen3x16_xdma_4_1_202210_1",
         "placement": [("DDR[0]", "SLR0"), ("DDR[1]", "SLR1"), ("DDR[2]", "SLR2"), ("DDR[3]", "SLR3")],
-        "served": "xclbin",
     },
     "aws-f1": {
         "platform": "xilinx_aws-vu9p-f1_shell-v04261818_201920_3",
         "placement": [("DDR[0]", "SLR0"), ("DDR[1]", "SLR1"), ("DDR[3]", "SLR2"), ("DDR[2]", "SLR1")],
-        "served": "awsxclbin",  # XRT on F1 loads the AFI through this wrapper
     },
 }
 DEFAULT_COMPUTE_UNITS = {"u250": 4, "aws-f1": 2}
