@@ -15,9 +15,9 @@
 
 namespace {
 
-// ap_fixed quantization modes, in host/fixed.py's QUANTIZATION order.
+// ap_fixed quantization modes, in host/modes.py's QUANTIZATION order.
 enum Quantization { TRN, TRN_ZERO, RND, RND_ZERO, RND_INF, RND_MIN_INF, RND_CONV };
-// ap_fixed overflow modes, in host/fixed.py's OVERFLOW order.
+// ap_fixed overflow modes, in host/modes.py's OVERFLOW order.
 enum Overflow { WRAP, SAT, SAT_ZERO, SAT_SYM };
 
 constexpr int64_t CHUNK = 2048;  // values per pass: the passes below stay in the L1 cache and vectorize

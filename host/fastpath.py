@@ -1,17 +1,27 @@
 """numpy-facing wrappers of fastpath.cpp, the host's compiled loops (built by setup.py at install).
 
 The emulator's take float32, float64 or int64 mantissas and write float32 or float64 ones; the
-caller proves every value exact in them (host/emulator.py's bounds). `wrapped_bits` packs inputs.
+caller proves every value exact in them (host/emulator/exact.py's bounds). `wrapped_bits` packs
+inputs. The library loads on first use: a faast installed without it still imports, and preparing a
+compiled call says how to build it (a DeviceError) instead of every import failing with an OSError.
 """
 
+from __future__ import annotations
+
 import ctypes
+import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
-from .fixed import OVERFLOW, QUANTIZATION
+from .modes import OVERFLOW, QUANTIZATION
 
-_LIBRARY = ctypes.CDLL(str(Path(__file__).with_name("libfastpath.so")))
+if TYPE_CHECKING:
+    from .fixed import FixedType
+
+_LIBRARY_PATH = Path(__file__).with_name("libfastpath.so")
 _CODES = {
     np.dtype(np.float32): "f32",
     np.dtype(np.float64): "f64",
@@ -22,45 +32,67 @@ _CODES = {
     np.dtype(np.uint64): "u64",
 }
 _INT, _DOUBLE, _POINTER = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
-for _in in ("f32", "f64", "i64"):
-    for _out in ("f32", "f64"):
-        getattr(_LIBRARY, f"requantize_{_in}_{_out}").argtypes = [
-            _POINTER,
-            _POINTER,
-            _POINTER,
-            _POINTER,
-            _POINTER,
-            _INT,
-            _INT,
-            _POINTER,
-            _DOUBLE,
-            ctypes.c_int,
-            ctypes.c_int,
-            _DOUBLE,
-            _DOUBLE,
-            ctypes.c_int,
-        ]
-        getattr(_LIBRARY, f"windows_{_in}_{_out}").argtypes = [_POINTER, _POINTER] + [_INT] * 12
-        getattr(_LIBRARY, f"convolve_{_in}_{_out}").argtypes = [_POINTER, _POINTER, _POINTER] + [_INT] * 11
-for _in in ("f32", "f64"):
-    for _lane in ("u8", "u16", "u32", "u64"):
-        getattr(_LIBRARY, f"wrapped_bits_{_in}_{_lane}").argtypes = [
-            _POINTER,
-            _POINTER,
-            _INT,
-            _DOUBLE,
-            ctypes.c_int,
-            ctypes.c_int,
-        ]
 
 
-_FUNCTIONS = {}
+@functools.cache
+def _library() -> ctypes.CDLL:
+    """libfastpath.so with its functions' signatures, loaded once; a DeviceError naming the fix when
+    it is missing or cannot be loaded (not cached: a reinstall is picked up)."""
+    if not _LIBRARY_PATH.exists():
+        _missing(f"faast's compiled loops {_LIBRARY_PATH} are missing")
+    try:
+        library = ctypes.CDLL(str(_LIBRARY_PATH))
+    except OSError as error:
+        _missing(f"faast's compiled loops {_LIBRARY_PATH} cannot be loaded ({error})")
+    for source in ("f32", "f64", "i64"):
+        for out in ("f32", "f64"):
+            getattr(library, f"requantize_{source}_{out}").argtypes = [
+                _POINTER,
+                _POINTER,
+                _POINTER,
+                _POINTER,
+                _POINTER,
+                _INT,
+                _INT,
+                _POINTER,
+                _DOUBLE,
+                ctypes.c_int,
+                ctypes.c_int,
+                _DOUBLE,
+                _DOUBLE,
+                ctypes.c_int,
+            ]
+            getattr(library, f"windows_{source}_{out}").argtypes = [_POINTER, _POINTER] + [_INT] * 12
+            getattr(library, f"convolve_{source}_{out}").argtypes = [_POINTER, _POINTER, _POINTER] + [_INT] * 11
+    for source in ("f32", "f64"):
+        for lane in ("u8", "u16", "u32", "u64"):
+            getattr(library, f"wrapped_bits_{source}_{lane}").argtypes = [
+                _POINTER,
+                _POINTER,
+                _INT,
+                _DOUBLE,
+                ctypes.c_int,
+                ctypes.c_int,
+            ]
+    return library
 
 
-def _function(name, source, out):
+def _missing(problem: str) -> NoReturn:
+    # Imported here: device imports packing, which imports fixed, which imports this module.
+    from .device import DeviceError
+
+    raise DeviceError(
+        f"{problem}: reinstall faast with `pip install .`, which builds libfastpath.so with g++"
+    ) from None
+
+
+_FUNCTIONS: dict[tuple[str, np.dtype, np.dtype], Callable[..., Any]] = {}
+
+
+def _function(name: str, source: np.ndarray, out: np.ndarray) -> Callable[..., Any]:
     key = (name, source.dtype, out.dtype)
     if key not in _FUNCTIONS:
-        _FUNCTIONS[key] = getattr(_LIBRARY, f"{name}_{_CODES[source.dtype]}_{_CODES[out.dtype]}")
+        _FUNCTIONS[key] = getattr(_library(), f"{name}_{_CODES[source.dtype]}_{_CODES[out.dtype]}")
     return _FUNCTIONS[key]
 
 
@@ -69,7 +101,17 @@ class Requantize:
     to `fixed` as C++ does (kept exact without one), over `features` values per row (the last axis;
     scales and offset per feature; no addend: 0). Prepared once per emulator step."""
 
-    def __init__(self, features, offset, prescale=1.0, scale=None, relu=False, fixed=None, addend_scale=None):
+    def __init__(
+        self,
+        features: int,
+        offset,
+        prescale: float = 1.0,
+        scale=None,
+        relu: bool = False,
+        fixed: FixedType | None = None,
+        addend_scale=None,
+    ):
+        _library()  # a missing library fails where the emulator prepares its steps (device open), not mid-run
         self.features = features
         # Parameters as C pointers once (the arrays kept alive here): the emulator calls this for
         # every step of every chunk, where microseconds of argument handling add up.
@@ -82,7 +124,7 @@ class Requantize:
             low = -fixed.highest if fixed.overflow == "SAT_SYM" and fixed.signed else fixed.lowest
             self.mode[1:5] = QUANTIZATION.index(fixed.quantization), OVERFLOW.index(fixed.overflow), low, fixed.highest
 
-    def __call__(self, values, out, addend=None):
+    def __call__(self, values: np.ndarray, out: np.ndarray, addend: np.ndarray | None = None) -> np.ndarray:
         """Writes `out` (C-contiguous, values' shape; may be values itself) and returns it; an addend
         has values' shape and dtype."""
         if not values.flags.c_contiguous:
@@ -112,7 +154,7 @@ def _per_feature(parameter, count):
     return np.ascontiguousarray(np.broadcast_to(np.asarray(parameter, np.float64), (count,)))
 
 
-def wrapped_bits(values, fixed, out):
+def wrapped_bits(values: np.ndarray, fixed: FixedType, out: np.ndarray) -> np.ndarray:
     """Floats (float32 or float64) → `out` (unsigned lanes of at least fixed.width bits): the bit
     patterns of a wrapping type of up to 62 bits, as C++ assignment gives (FixedType.to_bits)."""
     values = np.ascontiguousarray(values)
@@ -142,13 +184,14 @@ class Convolve:
     """image [n, h, w, c] → [n, out_h, out_w, filters]: the exact sums of a convolution with integer
     weights [size_h · size_w · c, filters], computed in float64 without copying windows."""
 
-    def __init__(self, weights, size, stride, pads):
+    def __init__(self, weights: np.ndarray, size, stride, pads):
+        _library()
         self.filters = weights.shape[1]
         self.weights = np.zeros((len(weights), -(-self.filters // 8) * 8))  # 8-filter blocks
         self.weights[:, : self.filters] = weights
         self.size, self.stride, self.pads = size, stride, pads
 
-    def __call__(self, image, dtype):
+    def __call__(self, image: np.ndarray, dtype) -> np.ndarray:
         if any(p for pair in self.pads for p in pair):
             image = windows(image, (1, 1), (1, 1), self.pads, image.dtype if image.dtype != np.int64 else np.float64)
         image = np.ascontiguousarray(image)
@@ -168,7 +211,7 @@ class Convolve:
         return out
 
 
-def windows(image, size, stride, pads, dtype):
+def windows(image: np.ndarray, size, stride, pads, dtype) -> np.ndarray:
     """image [n, h, w, c] → [n, out_h, out_w, size_h * size_w * c] in `dtype`: each output pixel's
     window (rows, then columns, then channels), zeros in the padding."""
     image = np.ascontiguousarray(image)

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .fastpath import wrapped_bits
+from .modes import OVERFLOW, QUANTIZATION
+
 _TYPE = re.compile(
     r"^(?:ap_)?(u?)(fixed|int)<\s*(\d+)\s*(?:,\s*(-?\d+))?\s*(?:,\s*(\w+))?\s*(?:,\s*(\w+))?"
     r"\s*(?:,\s*(\d+))?\s*>$"
 )
-QUANTIZATION = ("TRN", "TRN_ZERO", "RND", "RND_ZERO", "RND_INF", "RND_MIN_INF", "RND_CONV")
-OVERFLOW = ("WRAP", "SAT", "SAT_ZERO", "SAT_SYM")
 FLOAT_EXACT = 2.0**52  # float64 mantissas below this are integers and sums of them are exact
 SINGLE_EXACT = 2.0**23  # the same for float32, with room for WRAP's offset arithmetic
 INT_EXACT = 2.0**62
@@ -120,8 +121,6 @@ class FixedType:
         bits) take a compiled pass (fastpath.wrapped_bits)."""
         values = np.asarray(values)
         if self.overflow == "WRAP" and self.width <= 62:
-            from .fastpath import wrapped_bits  # it imports this module
-
             if values.dtype not in (np.float32, np.float64):
                 values = values.astype(np.float64)
             return wrapped_bits(values, self, np.empty(values.shape, np.uint64) if out is None else out)
