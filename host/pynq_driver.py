@@ -2,7 +2,7 @@
 
 Each `<top>_N` IP of the downloaded overlay is one compute unit; buffers are pynq.allocate()'d in
 the bank the CU's ports connect to. Untested on hardware here: the tests drive this code against a
-recording stand-in of pynq (tests/recording_pynq.py).
+recording stand-in of pynq (tests/support/recording_pynq.py).
 """
 
 import time

@@ -2,7 +2,7 @@
 
 pyxrt ships with XRT (not on PyPI). One compute unit per kernel instance per card; each buffer is
 an XRT buffer object in the CU's memory bank. Untested on hardware here: the tests drive this code
-against a recording stand-in of pyxrt (tests/recording_pyxrt.py).
+against a recording stand-in of pyxrt (tests/support/recording_pyxrt.py).
 """
 
 from .device import ComputeUnit, Device, DeviceBuffer, DeviceError, board, import_vendor
