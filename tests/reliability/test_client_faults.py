@@ -8,7 +8,6 @@ import http.client
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import struct
@@ -22,7 +21,7 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import Server
+from support import Server, facile_with_config
 from tritonclient.grpc import service_pb2
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -271,6 +270,7 @@ def target(model_repository, tmp_path_factory):
     running.stop()
 
 
+@pytest.mark.slow  # many misbehaving clients, leaks measured
 def test_misbehaving_clients_neither_starve_others_nor_leak(target):
     expected = _grpc_outputs(target.client, ROWS)
     _grpc_outputs(target.client, BIG)  # every size once, so the allocator's high-water mark is part of the baseline
@@ -318,15 +318,11 @@ def test_misbehaving_clients_neither_starve_others_nor_leak(target):
 def slow_batching(model_repository, tmp_path):
     """facile whose dynamic batcher waits QUEUE_DELAY_S for more rows, so small requests are certainly
     still in the server when SIGTERM arrives."""
-    repository = tmp_path / "repository"
-    shutil.copytree(model_repository / "facile", repository / "facile")
-    config = repository / "facile" / "config.pbtxt"
-    text = config.read_text()
-    assert "max_queue_delay_microseconds: 100\n" in text
-    config.write_text(
-        text.replace(
-            "max_queue_delay_microseconds: 100\n", f"max_queue_delay_microseconds: {int(QUEUE_DELAY_S * 1e6)}\n"
-        )
+    repository = facile_with_config(
+        model_repository,
+        tmp_path,
+        "max_queue_delay_microseconds: 100\n",
+        f"max_queue_delay_microseconds: {int(QUEUE_DELAY_S * 1e6)}\n",
     )
     running = Server(repository, tmp_path / "serve.log", "--exit-timeout-secs", str(EXIT_TIMEOUT_S))
     yield running

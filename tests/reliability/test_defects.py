@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.utils.shared_memory as shm
-from conftest import Server
+from support import Server
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
@@ -243,6 +243,7 @@ def test_every_streamed_request_gets_one_reply_and_the_stream_ends(explicit):
     assert sorted(reply.infer_response.id for reply in replies if not reply.error_message) == ["good", "good"]
 
 
+@pytest.mark.slow  # gigabyte requests, memory measured
 def test_rejected_huge_requests_give_their_memory_back(explicit):
     """Three rejected 1.9 GiB requests: RSS ends within 200 MB of where it started."""
     size = int(1.9 * GIB)
@@ -270,6 +271,7 @@ def test_rejected_huge_requests_give_their_memory_back(explicit):
     assert _rss_mb(explicit.process.pid) <= before + 200, (before, _rss_mb(explicit.process.pid))
 
 
+@pytest.mark.slow  # a stress loop
 def test_load_unload_and_infer_of_one_model_concurrently(explicit):
     """Reloads swap the model in only once loaded, so traffic never notices them; unloads refuse
     new requests cleanly and finish the ones they took."""

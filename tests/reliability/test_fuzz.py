@@ -20,8 +20,8 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import Server
 from google.protobuf import text_format
+from support import Server
 from tritonclient.grpc import service_pb2
 
 SEED = 1313
@@ -711,6 +711,7 @@ def _still_serving(server, sandbox, files_before):
     return problems
 
 
+@pytest.mark.slow  # thousands of fuzzed requests
 def test_grpc_fuzz_gets_only_allowed_statuses_and_changes_nothing(fuzzed, sandbox, region):
     rng = random.Random(SEED)
     files_before = sandbox.files()

@@ -9,7 +9,6 @@ import asyncio
 import itertools
 import json
 import re
-import shutil
 import statistics
 import time
 import urllib.request
@@ -20,7 +19,7 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import Server
+from support import Server, facile_with_config
 from tritonclient.grpc import service_pb2
 
 GRPC_CLIENTS = 200
@@ -304,24 +303,22 @@ def unchanged(model_repository, tmp_path):
 @pytest.fixture
 def queue_limited(model_repository, tmp_path):
     """facile with a queue of QUEUE_LIMIT requests: beyond it requests are refused, never lost."""
-    repository = tmp_path / "repository"
-    shutil.copytree(model_repository / "facile", repository / "facile")
-    config = repository / "facile" / "config.pbtxt"
-    text = config.read_text()
-    assert "dynamic_batching {" in text
-    config.write_text(
-        text.replace(
-            "dynamic_batching {", f"dynamic_batching {{\n  default_queue_policy {{ max_queue_size: {QUEUE_LIMIT} }}"
-        )
+    repository = facile_with_config(
+        model_repository,
+        tmp_path,
+        "dynamic_batching {",
+        f"dynamic_batching {{\n  default_queue_policy {{ max_queue_size: {QUEUE_LIMIT} }}",
     )
     running = Server(repository, tmp_path / "serve.log")
     yield running
     running.stop()
 
 
+@pytest.mark.slow  # sustained overload
 def test_every_request_under_overload_succeeds_with_the_outputs_at_rest(unchanged, workload):
     _run_overload(unchanged, workload, LOAD_SECONDS, Tally())
 
 
+@pytest.mark.slow  # sustained overload
 def test_a_full_queue_refuses_requests_and_loses_none(queue_limited, workload):
     _run_overload(queue_limited, workload, LOAD_SECONDS / 2, Tally(allowed_rejection=REJECTION))

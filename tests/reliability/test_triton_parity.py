@@ -11,9 +11,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import Server
-from triton_reference import MODEL, start_triton
+from reliability.triton_reference import MODEL, start_triton
+from support import Server
 from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+# slow: starts a real tritonserver (and creates its venv when missing)
+pytestmark = pytest.mark.slow
 
 MALFORMED_JSON = (
     "Triton answers a malformed JSON field with HTTP 500 in its JSON library's words; a client "

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import BIN, PYTHON, ROOT
+from support import BIN, HLS4ML_TRACE, PYTHON, ROOT
 
 from faast.host import fastpath
 from faast.host.device import open_device
@@ -104,6 +104,7 @@ def test_facile_emulator_equals_csim(model_repository, facile_inputs):
     assert len(np.unique(outputs)) > 1000  # not a constant answer
 
 
+@pytest.mark.slow  # builds with hls4ml, compiles the C simulation
 def test_narrow_facile_emulator_equals_csim(tmp_path, facile_inputs):
     kernel = tmp_path / "facile_narrow"
     shutil.copytree(ROOT / "kernels" / "facile", kernel)
@@ -117,6 +118,7 @@ def test_narrow_facile_emulator_equals_csim(tmp_path, facile_inputs):
     assert len(np.unique(outputs)) > 100
 
 
+@pytest.mark.slow  # builds with hls4ml, compiles the C simulation
 def test_sigmoid_emulator_equals_csim(tmp_path, facile_inputs):
     """hls4ml's table sigmoid after FACILE's output, narrowed to wrap into [-8, 8): every table entry
     and both clamped ends are reached."""
@@ -181,6 +183,7 @@ def _images(count, seed):
         ("io_parallel", "Latency", "legacy"),
     ],
 )
+@pytest.mark.slow  # builds with hls4ml, compiles the C simulation
 def test_cnn_emulator_equals_csim(tmp_path, io_type, strategy, softmax):
     _, version_dir = _cnn(tmp_path, io_type, strategy, softmax)
     layers = json.loads((version_dir / "kernel.json").read_text())["layers"]
@@ -189,6 +192,7 @@ def test_cnn_emulator_equals_csim(tmp_path, io_type, strategy, softmax):
     assert len(np.unique(outputs, axis=0)) > 500
 
 
+@pytest.mark.slow  # builds with hls4ml, compiles the C simulation
 def test_cnn_layers_equal_hls4ml_trace(tmp_path):
     """Layer by layer, the emulator's values equal hls4ml's own C simulation trace."""
     kernel, version_dir = _cnn(tmp_path, "io_stream")
@@ -197,7 +201,7 @@ def test_cnn_layers_equal_hls4ml_trace(tmp_path):
     subprocess.run(
         [
             *PYTHON,
-            ROOT / "tests" / "hls4ml_trace.py",
+            HLS4ML_TRACE,
             kernel,
             tmp_path / "trace_project",
             tmp_path / "x.npy",

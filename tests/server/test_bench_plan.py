@@ -4,9 +4,11 @@ import json
 import re
 import subprocess
 
-from conftest import BIN
+import pytest
+from support import BIN
 
 
+@pytest.mark.slow  # load generation at three concurrencies
 def test_bench_quick_writes_sane_json_and_plots(server, tmp_path):
     out = tmp_path / "bench"
     run = subprocess.run(
@@ -55,6 +57,7 @@ def test_plan_reproduces_the_protodune_example():
     assert "4 feed 270" in run.stdout  # and the ~270 processes at which their 4-GPU server saturated
 
 
+@pytest.mark.slow  # load generation
 def test_plan_on_live_statistics_and_bench_data(server, tmp_path):
     test_bench_quick_writes_sane_json_and_plots(server, tmp_path)
     out = tmp_path / "plan"

@@ -1,6 +1,6 @@
 """The FPGA path without an FPGA: the generated Vitis project, the kernel top the C simulation
 compiles, and the xrt and pynq drivers' choreography against RECORDING STAND-INS of pyxrt and pynq
-(tests/recording_pyxrt.py, tests/recording_pynq.py). No hardware result is claimed anywhere."""
+(tests/support/recording_pyxrt.py, tests/support/recording_pynq.py). No hardware result is claimed anywhere."""
 
 import importlib
 import json
@@ -11,10 +11,8 @@ import sys
 
 import numpy as np
 import pytest
-import recording_pynq
-import recording_pyxrt
 import tritonclient.grpc as grpcclient
-from conftest import Server
+from support import Server, recording_pynq, recording_pyxrt
 from tritonclient.utils import InferenceServerException
 
 from faast.host.csim import CsimDevice
@@ -250,6 +248,7 @@ def test_server_stays_up_when_a_model_device_cannot_open(model_repository, tmp_p
     assert "failed to load model 'facile_card'" in (tmp_path / "serve.log").read_text()
 
 
+@pytest.mark.slow  # 280,000 rows through the C simulation
 def test_concurrent_runs_larger_than_the_buffer_pools_complete_in_order(version_dir):
     """More executions than buffer sets, from several threads at once: no deadlock, nothing mixed up."""
     from concurrent.futures import ThreadPoolExecutor

@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from support import ROOT
+
+# slow: installs and runs perf_analyzer
+pytestmark = pytest.mark.slow
 
 COMMON = [
     "--concurrency-range",

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import Server
+from support import Server
 from tritonclient.utils import InferenceServerException
 
 CLIENTS = 64

@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from recording_pyxrt import load_kernel
+
+from .recording_pyxrt import load_kernel
 
 CALLS = []
 XrtArgument = collections.namedtuple("XrtArgument", ["name", "index", "type", "mem"])

@@ -5,7 +5,8 @@ import re
 import shutil
 import subprocess
 
-from conftest import BIN, ROOT
+import pytest
+from support import BIN, ROOT
 
 
 def validate(kernel, out, *extra):
@@ -18,6 +19,7 @@ def validate(kernel, out, *extra):
     )
 
 
+@pytest.mark.slow  # TensorFlow models and hls4ml's trace (compiles a C simulation)
 def test_validate_facile_passes_and_served_kernel_is_bit_exact(server, tmp_path):
     out = tmp_path / "report"
     run = validate(ROOT / "kernels" / "facile", out, "--url", server.url)
@@ -38,6 +40,7 @@ def test_validate_facile_passes_and_served_kernel_is_bit_exact(server, tmp_path)
     assert '<img src="physics.png">' in (out / "report.html").read_text()
 
 
+@pytest.mark.slow  # builds with hls4ml, TensorFlow models and hls4ml's trace (compiles a C simulation)
 def test_validate_fails_a_too_narrow_layer_and_names_it(tmp_path):
     kernel = tmp_path / "facile_narrow"  # test-only variant: bn3's result squeezed into ap_fixed<8,2>
     shutil.copytree(ROOT / "kernels" / "facile", kernel, ignore=shutil.ignore_patterns("__pycache__"))

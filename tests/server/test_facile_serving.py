@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import hls4ml_predict
+from support import hls4ml_predict
 from tritonclient.utils import InferenceServerException
 
 BATCHES = (1, 333, 1000, 16000, 40000)  # 40000 spans several kernel executions and CUs
@@ -16,6 +16,7 @@ def infer(client, rows, model="facile"):
     return result.as_numpy("output")
 
 
+@pytest.mark.slow  # hls4ml compiles its C simulation
 def test_outputs_equal_hls4ml_predict_bit_for_bit(server, model_repository, facile_inputs, tmp_path):
     features, energy = facile_inputs
     served = []

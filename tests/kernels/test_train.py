@@ -4,9 +4,11 @@ import shutil
 import subprocess
 
 import h5py
-from conftest import BIN, ROOT
+import pytest
+from support import BIN, ROOT
 
 
+@pytest.mark.slow  # trains
 def test_faast_train_writes_weights_with_progress(tmp_path):
     kernel = tmp_path / "facile"
     shutil.copytree(ROOT / "kernels" / "facile", kernel, ignore=shutil.ignore_patterns("__pycache__"))

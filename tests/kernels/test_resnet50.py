@@ -8,12 +8,15 @@ import subprocess
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import BIN, PYTHON, ROOT, Server
+from support import BIN, HLS4ML_TRACE, PYTHON, ROOT, Server
 
 from faast.host.device import open_device
 from faast.kernels.spec import KernelSpec
 
 KERNEL = ROOT / "kernels" / "resnet50"
+
+# slow: builds ResNet-50 with hls4ml (both variants), compiles and runs its C simulation, validates
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,7 @@ def test_resnet50_layers_equal_hls4ml_trace(resnet_repository, tmp_path):
     subprocess.run(
         [
             *PYTHON,
-            ROOT / "tests" / "hls4ml_trace.py",
+            HLS4ML_TRACE,
             KERNEL,
             tmp_path / "trace_project",
             tmp_path / "x.npy",

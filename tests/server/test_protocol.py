@@ -14,7 +14,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcclient_aio
 import tritonclient.utils.shared_memory as shm
-from conftest import Server
+from support import Server
 from tritonclient.utils import InferenceServerException
 
 

@@ -6,7 +6,7 @@ import subprocess
 
 import tritonclient.grpc.model_config_pb2 as triton_model_config
 import tritonclient.grpc.service_pb2 as triton_service
-from conftest import PYTHON
+from support import PYTHON
 
 # Runs in a child process: our messages and tritonclient's share full names, and one process's
 # protobuf descriptor pool must not hold both.

@@ -1,0 +1,15 @@
+"""Helpers shared by the test packages; tests/ is on sys.path through pytest's `pythonpath` setting
+(pyproject.toml), so test modules write `from support import Server`. Fixtures live in conftest.py.
+
+- paths: ROOT (the repository), BIN (the installed `faast`), PYTHON (this interpreter, -P)
+- server: Server (a real `faast serve` on free loopback ports), free_port, facile_with_config (a
+  repository with one edit to facile's config.pbtxt)
+- hls4ml_reference: hls4ml_predict and HLS4ML_TRACE, hls4ml's own answers from child processes (scripts/)
+- recording_pyxrt, recording_pynq: RECORDING STAND-INS of pyxrt and pynq (import them as submodules)
+"""
+
+from .hls4ml_reference import HLS4ML_TRACE, hls4ml_predict
+from .paths import BIN, PYTHON, ROOT
+from .server import Server, facile_with_config, free_port
+
+__all__ = ["BIN", "HLS4ML_TRACE", "PYTHON", "ROOT", "Server", "facile_with_config", "free_port", "hls4ml_predict"]
