@@ -7,16 +7,18 @@ errors to gRPC status codes; no inference semantics live here.
 import asyncio
 import functools
 import logging
+from collections.abc import Sequence
 
 import grpc
 
 from . import grpc_converters as converters
-from . import memory
+from . import memory, security
 from .dataplane import DataPlane
 from .errors import InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented, fault_message
 from .grpc_wire import Undecodable, decode_infer_request, tolerant
 from .handlers import Handlers
 from .protocol import health, service
+from .security import Restrictions
 
 log = logging.getLogger("faast.grpc")
 
@@ -42,17 +44,21 @@ def _answer(method_name, error):
     return grpc.StatusCode.INTERNAL, fault_message(error)
 
 
-def _unary(method, response_type):
+def _unary(method, response_type, header=None):
     """`method` answering an undecodable request, a typed error or a fault with a status, never
-    UNKNOWN. The status is set on the context and an empty response returned, rather than
-    context.abort(): grpc keeps the exception abort raises, and with it the traceback's frames and
-    the request they hold (gigabytes, for a rejected large request), alive after the call."""
+    UNKNOWN; with `header` (a restricted group's (key, value)), a call without it is answered as
+    Triton answers it, after the decoding check as in Triton. The status is set on the context and
+    an empty response returned, rather than context.abort(): grpc keeps the exception abort raises,
+    and with it the traceback's frames and the request they hold (gigabytes, for a rejected large
+    request), alive after the call."""
 
     @functools.wraps(method)
     async def handle(request, context):
         try:
             if isinstance(request, Undecodable):
                 code, details = grpc.StatusCode.INTERNAL, UNPARSABLE
+            elif header is not None and not security.metadata_allows(context.invocation_metadata(), header):
+                code, details = grpc.StatusCode.UNAVAILABLE, security.grpc_restricted_message(header[0])
             else:
                 try:
                     return await method(request, context)
@@ -67,19 +73,40 @@ def _unary(method, response_type):
     return handle
 
 
-def method_handlers(servicer, service_descriptor, module):
+def _restricted_stream(method, header):
+    """A streaming `method` that, like Triton, ends the whole stream without reading a request when
+    the call lacks the restricted group's `header`."""
+
+    @functools.wraps(method)
+    async def handle(request_iterator, context):
+        if not security.metadata_allows(context.invocation_metadata(), header):
+            context.set_code(grpc.StatusCode.UNAVAILABLE)
+            context.set_details(security.grpc_restricted_message(header[0]))
+            return
+        async for reply in method(request_iterator, context):
+            yield reply
+
+    return handle
+
+
+def method_handlers(servicer, service_descriptor, module, restrictions: Restrictions | None = None):
     """A generic handler for every method of `service_descriptor`, calling `servicer`'s method of the
-    same name with tolerantly parsed requests (module: the generated *_pb2 holding the messages)."""
+    same name with tolerantly parsed requests (module: the generated *_pb2 holding the messages), and
+    only for calls carrying the header of the method's group where `restrictions` restrict it."""
     handlers = {}
     for method in service_descriptor.methods:
         request_type = getattr(module, method.input_type.name)
         response_type = getattr(module, method.output_type.name)
         parse = tolerant(decode_infer_request if request_type is service.ModelInferRequest else request_type.FromString)
         implementation = getattr(servicer, method.name)
+        group = security.grpc_group(service_descriptor.full_name, method.name)  # every method has one
+        header = restrictions.grpc_header(group) if restrictions else None
         if method.client_streaming:  # ModelStreamInfer answers each request itself
             make = grpc.stream_stream_rpc_method_handler
+            if header is not None:
+                implementation = _restricted_stream(implementation, header)
         else:
-            make, implementation = grpc.unary_unary_rpc_method_handler, _unary(implementation, response_type)
+            make, implementation = grpc.unary_unary_rpc_method_handler, _unary(implementation, response_type, header)
         handlers[method.name] = make(
             implementation, request_deserializer=parse, response_serializer=response_type.SerializeToString
         )
@@ -226,19 +253,36 @@ class HealthService:
         return health.HealthCheckResponse(status=status)
 
 
-def create_server(dataplane: DataPlane, handlers: Handlers, address: str) -> grpc.aio.Server:
-    """A gRPC server (not yet started) listening on `address` with Triton's services."""
-    server = grpc.aio.server(options=MESSAGE_LIMIT_OPTIONS)
+def create_server(
+    dataplane: DataPlane,
+    handlers: Handlers,
+    address: str,
+    credentials: grpc.ServerCredentials | None = None,
+    restrictions: Restrictions | None = None,
+    options: Sequence[tuple[str, int]] = (),
+) -> grpc.aio.Server:
+    """A gRPC server (not yet started) listening on `address` with Triton's services: over TLS with
+    `credentials` (faast.security.grpc_credentials), and serving the groups `restrictions` restrict
+    only to calls with their header. `options` are gRPC channel arguments (keepalive, compression,
+    reuse-port) from tritonserver's flags; a port is not shared unless they say so, as in tritonserver."""
+    merged = dict(MESSAGE_LIMIT_OPTIONS) | {"grpc.so_reuseport": 0} | dict(options)
+    server = grpc.aio.server(options=list(merged.items()))
     server.add_generic_rpc_handlers(
         [
             method_handlers(
                 InferenceService(dataplane, handlers),
                 service.DESCRIPTOR.services_by_name["GRPCInferenceService"],
                 service,
+                restrictions,
             ),
-            method_handlers(HealthService(dataplane), health.DESCRIPTOR.services_by_name["Health"], health),
+            method_handlers(
+                HealthService(dataplane), health.DESCRIPTOR.services_by_name["Health"], health, restrictions
+            ),
         ]
     )
-    if server.add_insecure_port(address) == 0:
-        raise OSError(f"cannot listen for gRPC on {address}")
+    if credentials is None:
+        if server.add_insecure_port(address) == 0:
+            raise OSError(f"cannot listen for gRPC on {address}")
+    elif server.add_secure_port(address, credentials) == 0:
+        raise OSError(f"cannot listen for gRPC over TLS on {address} (is the key the certificate's?)")
     return server

@@ -11,12 +11,13 @@ from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry
 
 from . import http_converters as converters
-from . import memory
+from . import memory, security
 from .dataplane import DataPlane
 from .errors import InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented, fault_message
 from .grpc_server import NO_CUDA
 from .handlers import Handlers
 from .metrics import render
+from .security import Restrictions
 
 log = logging.getLogger("faast.http")
 HTTP_STATUS = {InvalidArgument: 400, NotFound: 404, Unavailable: 503, Unimplemented: 501, Internal: 500}
@@ -54,16 +55,44 @@ async def _errors_as_json(request, handler):
         return _json_response({"error": fault_message(error)}, status=500)
 
 
-class HttpFrontend:
-    """The routes of Triton's HTTP server over the dataplane and the handlers, and /metrics."""
+def _restricted(restrictions: Restrictions):
+    """A middleware serving the groups `restrictions` restrict only to requests with their header,
+    checked before anything else of the request, as Triton does (a wrong method gets the 403 too).
+    The group comes from the path as the router sees it (percent-decoded but for %2F and %25), so a
+    request reaches a handler only through the check of that handler's group."""
 
-    def __init__(self, dataplane: DataPlane, handlers: Handlers, metrics: CollectorRegistry):
+    @web.middleware
+    async def check(request, handler):
+        header = restrictions.http_header(security.http_group(request.rel_url.path_safe))
+        if header is not None and request.headers.get(header[0]) != header[1]:
+            message = security.http_restricted_message(header[0])
+            return _json_response({"error": message}, status=403, content_type="text/plain")  # as Triton
+        return await handler(request)
+
+    return check
+
+
+class HttpFrontend:
+    """The routes of Triton's HTTP server over the dataplane and the handlers, and /metrics; the
+    groups of routes `restrictions` restrict (--http-restricted-api) only for requests with their header."""
+
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        handlers: Handlers,
+        metrics: CollectorRegistry,
+        restrictions: Restrictions | None = None,
+    ):
         self.dataplane = dataplane
         self.handlers = handlers
         self.metrics = metrics
+        self.restrictions = restrictions
 
     def application(self, with_metrics=False, with_api=True):
-        app = web.Application(client_max_size=2**31 - 1, middlewares=[_errors_as_json])
+        middlewares = [_errors_as_json]
+        if with_api and self.restrictions:
+            middlewares.append(_restricted(self.restrictions))
+        app = web.Application(client_max_size=2**31 - 1, middlewares=middlewares)
         routes = []
         if with_api:
             routes += [
@@ -98,6 +127,11 @@ class HttpFrontend:
                     web.get(prefix + "/trace/setting", self.trace),
                     web.post(prefix + "/trace/setting", self.trace),
                 ]
+            unclassified = [route.path for route in routes if security.http_group(route.path) is None]
+            if unclassified:  # a route the restricted-API check would not know
+                raise RuntimeError(
+                    f"routes in no restricted-API group (faast.security.HTTP_PATH_GROUPS): {unclassified}"
+                )
         if with_metrics:
             routes.append(web.get("/metrics", self.render_metrics))
         app.add_routes(routes)
