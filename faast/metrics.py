@@ -1,90 +1,359 @@
-"""Prometheus metrics with Triton's names and labels, so existing Grafana dashboards work, plus
-faast's own device metrics. Values are read from the models' statistics at scrape time."""
+"""/metrics as Triton 2.51 exports it, so Grafana dashboards and alerts built for Triton work
+unchanged: the same family names (counters without prometheus_client's `_total` suffix), TYPE
+lines, HELP strings and labels (`model`, `version`; `reason` on failures; `quantile` on summaries),
+the latency summaries of `--metrics-config summary_latencies=true`, and the CPU and memory gauges
+read from /proc. Beside them, faast's own device metrics (faast_device_info,
+faast_kernel_executions, faast_kernel_busy_us, faast_batch_fill_ratio).
 
-from prometheus_client import generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+Values are read from each model's ModelStatistics (one short copy under its lock) and its device's
+usage at scrape time. The exposition is written here, in the Prometheus text format 0.0.4, because
+prometheus_client's writer names every counter `NAME_total`, which Triton's families are not.
+`registry_for` still returns a prometheus_client CollectorRegistry holding a custom collector, so
+the families can be read with `registry.collect()` like any other.
+"""
+
+import math
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from prometheus_client.core import Metric
 from prometheus_client.registry import CollectorRegistry
 
-LABELS = ["model", "version"]
-FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
+from .statistics import SUMMARY_SERIES, LatencySnapshot, SummaryWindow, record_latencies
+
+LABELS = ("model", "version")
+# Triton's failure reasons, in the order its /metrics lists them (failure_reasons.h).
+FAILURE_REASONS = ("OTHER", "BACKEND", "CANCELED", "REJECTED")
+# Triton's summary quantiles, (quantile, allowed rank error) (metric_model_reporter.h).
+DEFAULT_QUANTILES: tuple[tuple[float, float], ...] = (
+    (0.5, 0.05),
+    (0.9, 0.01),
+    (0.95, 0.001),
+    (0.99, 0.001),
+    (0.999, 0.001),
+)
+
+# Help strings exactly as tritonserver 2.51 prints them (its own wording, typos and all).
+_CACHED = "(includes cached requests)"
+_NOT_CACHED = "(does not include cached requests)"
+SUCCESS = ("nv_inference_request_success", "Number of successful inference requests, all batch sizes")
+FAILURE = ("nv_inference_request_failure", "Number of failed inference requests, all batch sizes")
+COUNT = ("nv_inference_count", f"Number of inferences performed {_NOT_CACHED}")
+EXEC_COUNT = ("nv_inference_exec_count", f"Number of model executions performed {_NOT_CACHED}")
+# Cumulative latency counters (counter_latencies, on by default), in SUMMARY_SERIES order.
+DURATION_COUNTERS = (
+    ("nv_inference_request_duration_us", f"Cumulative inference request duration in microseconds {_CACHED}"),
+    ("nv_inference_queue_duration_us", f"Cumulative inference queuing duration in microseconds {_CACHED}"),
+    ("nv_inference_compute_input_duration_us", f"Cumulative compute input duration in microseconds {_NOT_CACHED}"),
+    (
+        "nv_inference_compute_infer_duration_us",
+        f"Cumulative compute inference duration in microseconds {_NOT_CACHED}",
+    ),
+    (
+        "nv_inference_compute_output_duration_us",
+        f"Cumulative inference compute output duration in microseconds {_NOT_CACHED}",
+    ),
+)
+PENDING = (
+    "nv_inference_pending_request_count",
+    "Instantaneous number of pending requests awaiting execution per-model.",
+)
+CPU_UTILIZATION = ("nv_cpu_utilization", "CPU utilization rate [0.0 - 1.0]")
+CPU_MEMORY_TOTAL = ("nv_cpu_memory_total_bytes", "CPU total memory (RAM), in bytes")
+CPU_MEMORY_USED = ("nv_cpu_memory_used_bytes", "CPU used memory (RAM), in bytes")
+# Latency summaries (summary_latencies), in SUMMARY_SERIES order; Triton reuses the counters' help
+# for the compute summaries.
+SUMMARIES = (
+    ("nv_inference_request_summary_us", f"Summary of inference request duration in microseconds {_CACHED}"),
+    ("nv_inference_queue_summary_us", f"Summary of inference queuing duration in microseconds {_CACHED}"),
+    ("nv_inference_compute_input_summary_us", DURATION_COUNTERS[2][1]),
+    ("nv_inference_compute_infer_summary_us", DURATION_COUNTERS[3][1]),
+    ("nv_inference_compute_output_summary_us", DURATION_COUNTERS[4][1]),
+)
+assert len(DURATION_COUNTERS) == len(SUMMARIES) == len(SUMMARY_SERIES)
+
+DEVICE_INFO = ("faast_device_info", "The device serving each model (value 1)")
+KERNEL_EXECUTIONS = ("faast_kernel_executions", "Kernel executions on the device's compute units")
+KERNEL_BUSY = ("faast_kernel_busy_us", "Time compute units spent executing the kernel, microseconds")
+BATCH_FILL = ("faast_batch_fill_ratio", "Mean rows per kernel execution over the kernel's rows per execution")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """What /metrics exports. The first three are tritonserver's `--metrics-config` settings
+    (parse_metrics_config); `cpu_metrics` is `--allow-cpu-metrics` and `interval_ms` is
+    `--metrics-interval-ms` (how often the CPU gauges are refreshed, at most every interval_ms/2,
+    as Triton's poller does)."""
+
+    counter_latencies: bool = True  # the nv_inference_*_duration_us counters
+    summary_latencies: bool = False  # the nv_inference_*_summary_us summaries
+    summary_quantiles: tuple[tuple[float, float], ...] = DEFAULT_QUANTILES  # (quantile, error)
+    cpu_metrics: bool = True
+    interval_ms: int = 2000
+
+
+def _boolean(key: str, value: str) -> bool:
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"--metrics-config {key} must be true or false, got '{value}'")
+
+
+def _quantiles(value: str) -> tuple[tuple[float, float], ...]:
+    """Triton's `summary_quantiles=<quantile>:<error>,...`; an empty value keeps the defaults."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        quantile, colon, error = item.partition(":")
+        if not colon:
+            raise ValueError(
+                f"--metrics-config summary_quantiles: invalid option [{item}]. No ':' delimiter found. "
+                "Expected format is <quantile>:<error>"
+            )
+        try:
+            pair = (float(quantile), float(error))
+        except ValueError:
+            raise ValueError(f"--metrics-config summary_quantiles: invalid option [{item}]: not numbers") from None
+        if not (0.0 <= pair[0] <= 1.0 and 0.0 <= pair[1] <= 1.0):
+            raise ValueError(
+                f"--metrics-config summary_quantiles: invalid option [{item}]: quantile and error must be in [0, 1]"
+            )
+        pairs.append(pair)
+    return tuple(pairs) or DEFAULT_QUANTILES
+
+
+_SETTINGS = {
+    "counter_latencies": _boolean,
+    "summary_latencies": _boolean,
+    "summary_quantiles": lambda key, value: _quantiles(value),
+}
+
+
+def parse_metrics_config(options: Iterable[str]) -> MetricsConfig:
+    """A MetricsConfig from tritonserver's repeatable `--metrics-config <setting>=<value>` values
+    (counter_latencies, summary_latencies, summary_quantiles; a later one overrides an earlier one).
+    Raises ValueError naming what is wrong: an option without '=', an unknown setting, a bad value."""
+    values: dict[str, Any] = {}
+    for option in options:
+        key, equals, value = option.partition("=")
+        if not equals:
+            raise ValueError(f"--metrics-config option format is '<setting>=<value>'. Got {option}")
+        if "," in key:
+            raise ValueError(f"--metrics-config option format is '<setting>=<value>'. Got {option}")
+        key = key.strip()
+        if key not in _SETTINGS:
+            raise ValueError(f"unknown --metrics-config setting '{key}'; faast knows {', '.join(sorted(_SETTINGS))}")
+        values[key] = _SETTINGS[key](key, value.strip())
+    return MetricsConfig(**values)
+
+
+class CpuSampler:
+    """Triton's CPU gauges from /proc: utilization over the time since the previous reading (busy
+    over busy + idle jiffies of /proc/stat's aggregate line), memory total and used (MemTotal,
+    MemTotal - MemAvailable of /proc/meminfo). Read at a scrape, at most every interval_ms / 2 (the
+    last values otherwise), so scrapes stay cheap; what cannot be read is 0, as Triton sets it."""
+
+    def __init__(self, interval_ms: int = 2000):
+        self.min_age_s = interval_ms / 2000
+        self._cpu = self._read_cpu()  # the baseline, as Triton takes it when metrics start
+        self._read_at: float | None = None
+        self._values = (0.0, 0, 0)
+
+    @staticmethod
+    def _read_cpu() -> tuple[int, int] | None:
+        """(busy, idle) jiffies since boot."""
+        try:
+            with open("/proc/stat") as f:
+                line = f.readline()
+            if not line.startswith("cpu "):
+                return None
+            fields = [int(v) for v in line.split()[1:9]]
+            fields += [0] * (8 - len(fields))
+            user, nice, system, idle, iowait, irq, softirq, steal = fields
+            return user + nice + system + irq + softirq + steal, idle + iowait
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _read_memory() -> tuple[int, int]:
+        """(total, used) bytes."""
+        info = {}
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    name, _, rest = line.partition(":")
+                    if name in ("MemTotal", "MemAvailable"):
+                        info[name] = int(rest.split()[0]) * 1024
+        except (OSError, ValueError, IndexError):
+            return 0, 0
+        if len(info) < 2 or info["MemAvailable"] > info["MemTotal"]:
+            return 0, 0
+        return info["MemTotal"], info["MemTotal"] - info["MemAvailable"]
+
+    def values(self) -> tuple[float, int, int]:
+        """(utilization [0, 1], memory total bytes, memory used bytes)."""
+        now = time.monotonic()
+        if self._read_at is not None and now - self._read_at < self.min_age_s:
+            return self._values
+        self._read_at = now
+        utilization = 0.0
+        cpu = self._read_cpu()
+        if cpu is not None:
+            if self._cpu is not None:
+                busy, idle = max(cpu[0] - self._cpu[0], 0), max(cpu[1] - self._cpu[1], 0)
+                utilization = busy / (busy + idle) if busy + idle else self._values[0]
+            self._cpu = cpu
+        self._values = (utilization, *self._read_memory())
+        return self._values
+
+
+def _family(name_help: tuple[str, str], typ: str) -> Metric:
+    return Metric(name_help[0], name_help[1], typ)
+
+
+def _quantile_values(latencies: LatencySnapshot, quantiles: Iterable[float]) -> list[list[float]]:
+    """Per series, the value of each quantile over the window's kept requests, as prometheus-cpp's
+    CKMS estimator answers it: the observation of rank floor(q * n) (at least the first); NaN when
+    the window holds none."""
+    quantiles = list(quantiles)
+    width = len(SUMMARY_SERIES)
+    if not latencies.samples:
+        return [[math.nan] * len(quantiles) for _ in range(width)]
+    rows = np.concatenate([np.frombuffer(r, np.int64).reshape(-1, width) for r, _ in latencies.samples])
+    weights = np.concatenate([np.full(len(r) // width, w, np.int64) for r, w in latencies.samples])
+    total = int(weights.sum())
+    ranks = np.array([max(1, math.floor(q * total)) for q in quantiles])
+    result: list[list[float]] = []
+    for column in range(width):
+        order = np.argsort(rows[:, column], kind="stable")
+        cumulative = np.cumsum(weights[order])
+        at = np.minimum(np.searchsorted(cumulative, ranks), len(order) - 1)
+        result.append([int(v) for v in rows[order[at], column]])  # observations: integer us
+    return result
 
 
 class RepositoryCollector:
-    def __init__(self, repository):
+    """The families of every loaded model, in the order Triton lists them, then faast's own."""
+
+    def __init__(self, repository: Any, config: MetricsConfig | None = None):
         self.repository = repository
+        self.config = config if config is not None else MetricsConfig()
+        self.cpu = CpuSampler(self.config.interval_ms) if self.config.cpu_metrics else None
 
-    def collect(self):
-        def counter(name, documentation, labels=LABELS):
-            return CounterMetricFamily(name, documentation, labels=labels)
-
-        success = counter("nv_inference_request_success", "Number of successful inference requests, all batch sizes")
-        failure = counter(
-            "nv_inference_request_failure", "Number of failed inference requests, all batch sizes", LABELS + ["reason"]
-        )
-        count = counter("nv_inference_count", "Number of inferences performed (does not include cached requests)")
-        executions = counter("nv_inference_exec_count", "Number of model executions performed")
-        durations = {
-            key: counter(f"nv_inference_{key}_duration_us", f"Cumulative {text} duration in microseconds")
-            for key, text in (
-                ("request", "inference request"),
-                ("queue", "inference queuing"),
-                ("compute_input", "compute input"),
-                ("compute_infer", "compute inference"),
-                ("compute_output", "compute output"),
-            )
-        }
-        pending = GaugeMetricFamily(
-            "nv_inference_pending_request_count",
-            "Instantaneous number of pending requests awaiting execution per-model.",
-            labels=LABELS,
-        )
-        device = GaugeMetricFamily(
-            "faast_device_info", "The device serving each model (value 1)", labels=LABELS + ["device"]
-        )
-        kernel_executions = counter("faast_kernel_executions", "Kernel executions on the device's compute units")
-        kernel_busy = counter("faast_kernel_busy_us", "Time compute units spent executing the kernel, microseconds")
-        fill = GaugeMetricFamily(
-            "faast_batch_fill_ratio",
-            "Mean rows per kernel execution over the kernel's rows per execution",
-            labels=LABELS,
-        )
+    def collect(self) -> Iterator[Metric]:
+        config = self.config
+        success, failure = _family(SUCCESS, "counter"), _family(FAILURE, "counter")
+        count, executions = _family(COUNT, "counter"), _family(EXEC_COUNT, "counter")
+        durations = [_family(d, "counter") for d in DURATION_COUNTERS]
+        pending = _family(PENDING, "gauge")
+        summaries = [_family(s, "summary") for s in SUMMARIES]
+        device = _family(DEVICE_INFO, "gauge")
+        kernel_executions = _family(KERNEL_EXECUTIONS, "counter")
+        kernel_busy = _family(KERNEL_BUSY, "counter")
+        fill = _family(BATCH_FILL, "gauge")
+        quantiles = [q for q, _ in config.summary_quantiles]
         for model in list(self.repository.models.values()):
-            labels = [model.name, model.version]
-            stats = model.stats
-            success.add_metric(labels, stats.success.count)
+            labels = {"model": model.name, "version": str(model.version)}
+            stats = model.stats.snapshot()
+            success.add_sample(success.name, labels, stats.success_count)
             for reason in FAILURE_REASONS:
-                failure.add_metric(labels + [reason], stats.failures.get(reason, 0))
-            count.add_metric(labels, stats.inference_count)
-            executions.add_metric(labels, stats.execution_count)
-            durations["request"].add_metric(labels, (stats.success.ns + stats.fail.ns) / 1000)
-            for key in ("queue", "compute_input", "compute_infer", "compute_output"):
-                durations[key].add_metric(labels, getattr(stats, key).ns / 1000)
-            pending.add_metric(labels, model.scheduler.pending)
-            device.add_metric(labels + [model.device.kind], 1)
+                failure.add_sample(
+                    failure.name,
+                    {"model": model.name, "reason": reason, "version": str(model.version)},
+                    stats.failures.get(reason, 0),
+                )
+            count.add_sample(count.name, labels, stats.inference_count)
+            executions.add_sample(executions.name, labels, stats.execution_count)
+            totals_ns = (
+                stats.success_ns,
+                stats.queue_ns,
+                stats.compute_input_ns,
+                stats.compute_infer_ns,
+                stats.compute_output_ns,
+            )
+            for family, ns in zip(durations, totals_ns, strict=True):
+                family.add_sample(family.name, labels, ns // 1000)
+            pending.add_sample(pending.name, labels, model.scheduler.pending)
+            if config.summary_latencies:
+                latencies = stats.latencies or LatencySnapshot(0, (0,) * len(SUMMARY_SERIES), ())
+                values = _quantile_values(latencies, quantiles)
+                for i, family in enumerate(summaries):
+                    family.add_sample(family.name + "_count", labels, latencies.count)
+                    family.add_sample(family.name + "_sum", labels, latencies.sums[i])
+                    for quantile, value in zip(quantiles, values[i], strict=True):
+                        family.add_sample(family.name, {**labels, "quantile": _number(quantile)}, value)
+            device.add_sample(device.name, {**labels, "device": model.device.kind}, 1.0)
             runs, rows, busy_ns = model.device.usage()
-            kernel_executions.add_metric(labels, runs)
-            kernel_busy.add_metric(labels, busy_ns / 1000)
+            kernel_executions.add_sample(kernel_executions.name, labels, runs)
+            kernel_busy.add_sample(kernel_busy.name, labels, busy_ns / 1000)
             capacity = model.device.kernel.layout.rows_per_execution
-            fill.add_metric(labels, rows / runs / capacity if runs else 0.0)
-        yield from (
-            success,
-            failure,
-            count,
-            executions,
-            *durations.values(),
-            pending,
-            device,
-            kernel_executions,
-            kernel_busy,
-            fill,
-        )
+            fill.add_sample(fill.name, labels, rows / runs / capacity if runs else 0.0)
+        yield from (success, failure, count, executions)
+        if config.counter_latencies:
+            yield from durations
+        yield pending
+        if self.cpu is not None:
+            utilization, memory_total, memory_used = self.cpu.values()
+            for name_help, value in (
+                (CPU_UTILIZATION, utilization),
+                (CPU_MEMORY_TOTAL, memory_total),
+                (CPU_MEMORY_USED, memory_used),
+            ):
+                gauge = _family(name_help, "gauge")
+                gauge.add_sample(gauge.name, {}, value)
+                yield gauge
+        if config.summary_latencies:
+            yield from summaries
+        yield from (device, kernel_executions, kernel_busy, fill)
 
 
-def registry_for(repository):
-    registry = CollectorRegistry()
-    registry.register(RepositoryCollector(repository))
+def registry_for(repository: Any, config: MetricsConfig | None = None) -> CollectorRegistry:
+    """The registry /metrics renders for `repository` (its models as they are at each scrape).
+    Turns the models' per-request latency observations on exactly when `config` asks for summaries
+    (a process-wide setting, as Triton's metrics configuration is)."""
+    config = config if config is not None else MetricsConfig()
+    record_latencies(SummaryWindow() if config.summary_latencies else None)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RepositoryCollector(repository, config))
     return registry
 
 
-def render(registry):
-    return generate_latest(registry)
+def _number(value: float) -> str:
+    """A sample value: integers (counts, microseconds, bytes) as integers, as Triton writes them;
+    NaN and infinities in the text format's spelling; other floats with Python's shortest
+    round-trip digits (1.0 stays 1.0, as prometheus_client wrote faast's own gauges)."""
+    if isinstance(value, int):
+        return str(int(value))
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def _label_order(item: tuple[str, str]) -> tuple[bool, str]:
+    """Labels sorted by name, `quantile` last: how prometheus-cpp (Triton) orders them."""
+    return item[0] == "quantile", item[0]
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text exposition (format 0.0.4) of `registry`'s families, written as Triton's
+    prometheus-cpp writes it: each family's `# HELP` and `# TYPE` under its own name and its samples
+    under theirs, with no suffix added (a counter stays `nv_inference_count`)."""
+    lines = []
+    for family in registry.collect():
+        typ = "untyped" if family.type == "unknown" else family.type
+        documentation = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        lines.append(f"# HELP {family.name} {documentation}\n# TYPE {family.name} {typ}\n")
+        for sample in family.samples:
+            labels = ",".join(
+                f'{key}="{_escape_label(str(value))}"' for key, value in sorted(sample.labels.items(), key=_label_order)
+            )
+            lines.append(f"{sample.name}{{{labels}}}" if labels else sample.name)
+            lines.append(f" {_number(sample.value)}\n")
+    return "".join(lines).encode()

@@ -1,0 +1,133 @@
+"""A real tritonserver 2.51 with its metrics service on, and /metrics scrapes parsed into families,
+for comparing faast's /metrics with Triton's (tests/server/test_metrics.py).
+
+Triton is the one tests/reliability/triton_reference.py builds (its venv, its stand-in FACILE
+Python-backend model); only the command line differs: metrics on a free loopback port, and any
+`--metrics-config` options.
+"""
+
+import os
+import re
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reliability.triton_reference import VENV, ensure_triton_venv, write_repository
+
+from .server import free_port
+
+
+def start_triton_with_metrics(workdir, *metrics_config, timeout=120):
+    """tritonserver serving the stand-in FACILE from workdir/repository (explicit mode, facile
+    loaded) with metrics on loopback and `--metrics-config OPTION` for each of metrics_config; returns
+    once facile is ready: (process, http_url, metrics_url). Stop it with terminate() and wait()."""
+    server_dir, libdir = ensure_triton_venv()
+    repository = write_repository(Path(workdir) / "repository")
+    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
+    log = Path(workdir) / "triton.log"
+    options = [arg for option in metrics_config for arg in ("--metrics-config", option)]
+    process = subprocess.Popen(
+        [
+            server_dir / "bin" / "tritonserver",
+            "--model-repository",
+            repository,
+            "--model-control-mode",
+            "explicit",
+            "--load-model",
+            "facile",
+            "--backend-directory",
+            server_dir / "backends",
+            "--grpc-address",
+            "127.0.0.1",
+            "--grpc-port",
+            str(grpc_port),
+            "--http-address",
+            "127.0.0.1",
+            "--http-port",
+            str(http_port),
+            "--metrics-address",
+            "127.0.0.1",
+            "--metrics-port",
+            str(metrics_port),
+            *options,
+            "--exit-timeout-secs",
+            "5",
+        ],
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+        env=os.environ | {"LD_LIBRARY_PATH": libdir, "PATH": f"{VENV / 'bin'}:{os.environ['PATH']}"},
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"tritonserver exited: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/models/facile/ready", timeout=2):
+                return process, f"127.0.0.1:{http_port}", f"127.0.0.1:{metrics_port}"
+        except OSError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise TimeoutError(f"tritonserver not ready in {timeout} s: {log.read_text()[-3000:]}") from None
+        time.sleep(0.3)
+
+
+def scrape(metrics_url):
+    """The text of http://metrics_url/metrics."""
+    with urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=10) as answer:
+        return answer.read().decode()
+
+
+@dataclass
+class Family:
+    """One family as the exposition text writes it (no parser's renaming)."""
+
+    name: str
+    type: str = ""
+    help: str = ""
+    samples: list = field(default_factory=list)  # (sample name, {label: value}, value text)
+
+    @property
+    def label_names(self):
+        """The label names of its samples, `quantile` included (summaries)."""
+        return {label for _, labels, _ in self.samples for label in labels}
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def families(text):
+    """{family name: Family} of an exposition: HELP and TYPE lines name a family; a sample belongs
+    to the family of its name or, for `_count`/`_sum` of a summary, of its stem."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            _, kind, name, *rest = line.split(" ", 3)
+            family = found.setdefault(name, Family(name))
+            if kind == "HELP":
+                family.help = rest[0] if rest else ""
+            else:
+                family.type = rest[0]
+        elif line and not line.startswith("#"):
+            match = _SAMPLE.match(line)
+            assert match, f"not a sample line: {line!r}"
+            name, labels, value = match.groups()
+            stem = re.sub(r"_(count|sum)$", "", name)
+            owner = name if name in found else stem
+            assert owner in found, f"sample {name} comes before its family's TYPE line"
+            found[owner].samples.append((name, dict(_LABEL.findall(labels or "")), value))
+    return found
+
+
+def sample_value(family, **labels):
+    """The value of the one sample of `family` (a Family) named as the family with `labels` among its labels."""
+    values = [
+        float(value)
+        for name, have, value in family.samples
+        if name == family.name and all(have.get(k) == v for k, v in labels.items())
+    ]
+    assert len(values) == 1, f"{family.name}{labels}: {len(values)} samples"
+    return values[0]
