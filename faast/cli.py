@@ -5,11 +5,14 @@ import asyncio
 import logging
 import signal
 import sys
+from dataclasses import replace
+from typing import Any
 
 log = logging.getLogger("faast")
 
 
-async def _serve(args):
+async def _serve(options, log_settings, wired):
+    """Serve until SIGINT or SIGTERM. `options`: tritonserver_flags.ServeOptions."""
     from .dataplane import DataPlane
     from .grpc_server import create_server
     from .handlers import Handlers, RepositoryHandlers, TraceHandlers
@@ -17,47 +20,85 @@ async def _serve(args):
     from .metrics import registry_for
     from .repository import ModelRepository
     from .shared_memory import SharedMemoryManager
-    from .trace_log import LogSettings, TraceSettings, parse_trace_config
+    from .trace_log import TraceSettings, parse_trace_config
 
-    trace = TraceSettings(parse_trace_config(args.trace_config))
-    repository = ModelRepository(args.model_repository, args.model_control_mode, args.load_model)
-    await repository.start()
-    shared_memory = SharedMemoryManager()
-    dataplane = DataPlane(repository, shared_memory, trace, strict_readiness=args.strict_readiness)
-    handlers = Handlers(
-        RepositoryHandlers(repository), shared_memory, TraceHandlers(trace, repository), LogSettings(args.log_verbose)
+    if options.ignored:
+        log.warning("ignored, as they mean nothing to faast: %s", ", ".join(f"--{name}" for name in options.ignored))
+    trace = TraceSettings(parse_trace_config(options.trace_config))
+    repository = ModelRepository(
+        options.model_repository,
+        options.model_control_mode,
+        options.load_model,
+        load_threads=options.model_load_thread_count,
+        load_retries=options.model_load_retry_count,
+        auto_complete=options.auto_complete,
     )
+    problems = await repository.start()
+    missing = [problem for problem in problems if problem.startswith("failed to stat file")]
+    if problems and (options.exit_on_error or (missing and options.exit_on_error is None)):
+        # --exit-on-error: any failure ends faast; by default only a missing repository does
+        await repository.close()
+        sys.stderr.write(f"error: creating server: Internal - {(missing or ['failed to load all models'])[0]}\n")
+        raise SystemExit(1)
+    if problems:
+        log.error("Internal: %s", (missing or ["failed to load all models"])[0])
+    shared_memory = SharedMemoryManager()
+    identity: dict[str, Any] = {} if options.id is None else {"server_id": options.id}
+    dataplane = DataPlane(repository, shared_memory, trace, strict_readiness=options.strict_readiness, **identity)
+    handlers = Handlers(RepositoryHandlers(repository), shared_memory, TraceHandlers(trace, repository), log_settings)
+    grpc_address, http_address, metrics_address = options.addresses()
     grpc_server, runners = None, []
-    if args.allow_grpc:
-        address = f"{args.host}:{args.grpc_port}"
-        grpc_server = create_server(dataplane, handlers, address)
-        await grpc_server.start()
-        log.info("Started GRPCInferenceService at %s", address)
-    frontend = HttpFrontend(dataplane, handlers, registry_for(repository))
-    if args.allow_http:
-        runners.append(await start_http(frontend.application(), args.host, args.http_port))
-        log.info("Started HTTPService at %s:%d", args.host, args.http_port)
-    if args.allow_metrics:
-        runners.append(
-            await start_http(frontend.application(with_metrics=True, with_api=False), args.host, args.metrics_port)
-        )
-        log.info("Started Metrics Service at %s:%d", args.host, args.metrics_port)
+    try:
+        if options.allow_grpc:
+            address = f"{grpc_address}:{options.grpc_port}"
+            try:
+                grpc_server = create_server(dataplane, handlers, address, **wired["grpc"])
+                await grpc_server.start()
+            except Exception as error:
+                raise _StartFailure(f"failed to start GRPC service: {error}") from error
+            log.info("Started GRPCInferenceService at %s", address)
+        frontend = HttpFrontend(dataplane, handlers, registry_for(repository, *wired["metrics"]), **wired["http"])
+        if options.allow_http:
+            try:
+                runners.append(await start_http(frontend.application(), http_address, options.http_port))
+            except Exception as error:
+                raise _StartFailure(f"failed to start HTTP service: {error}") from error
+            log.info("Started HTTPService at %s:%d", http_address, options.http_port)
+        if options.allow_metrics:
+            metrics_app = frontend.application(with_metrics=True, with_api=False)
+            try:
+                runners.append(await start_http(metrics_app, metrics_address, options.metrics_port))
+            except Exception as error:
+                raise _StartFailure(f"failed to start Metrics service: {error}") from error
+            log.info("Started Metrics Service at %s:%d", metrics_address, options.metrics_port)
+    except _StartFailure as failure:
+        log.error("%s", failure)
+        await _stop(grpc_server, runners, repository, shared_memory, trace, grace=0)
+        raise SystemExit(1) from None
     dataplane.ready = True
     polling = None
-    if args.model_control_mode == "poll":
-        polling = asyncio.ensure_future(repository.poll_forever(args.repository_poll_secs))
+    if options.model_control_mode == "poll":
+        polling = asyncio.ensure_future(repository.poll_forever(options.repository_poll_secs))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutting down: finishing in-flight requests (up to %s s)", args.exit_timeout_secs)
+    log.info("shutting down: finishing in-flight requests (up to %s s)", options.exit_timeout_secs)
     dataplane.ready = False
     if polling:
         polling.cancel()
+    await _stop(grpc_server, runners, repository, shared_memory, trace, grace=options.exit_timeout_secs)
+
+
+class _StartFailure(Exception):
+    """A transport could not start (its port taken, its certificate unreadable): tritonserver exits."""
+
+
+async def _stop(grpc_server, runners, repository, shared_memory, trace, grace):
     if grpc_server:
-        await grpc_server.stop(grace=args.exit_timeout_secs)
+        await grpc_server.stop(grace=grace)
     for runner in runners:
         await runner.cleanup()
     await repository.close()
@@ -66,8 +107,70 @@ async def _serve(args):
         trace.writer.flush()
 
 
-def serve(args):
-    asyncio.run(_serve(args))
+def _wired(options) -> dict[str, Any]:
+    """Keyword arguments for create_server ("grpc") and HttpFrontend ("http"), and the extra
+    arguments of registry_for ("metrics"), from the flags those modules read. Only flags given are
+    passed on. A bad value ends faast as tritonserver ends on one ("Bad option")."""
+    from .tritonserver_flags import bad_option
+
+    wired: dict[str, Any] = {"grpc": {}, "http": {}, "metrics": ()}
+    flag = ""
+    try:
+        if options.grpc_restricted_protocol or options.http_restricted_api:
+            from .security import parse_restrictions
+
+            if options.grpc_restricted_protocol:
+                flag = "grpc-restricted-protocol"
+                wired["grpc"]["restrictions"] = parse_restrictions(options.grpc_restricted_protocol)
+            if options.http_restricted_api:
+                flag = "http-restricted-api"
+                wired["http"]["restrictions"] = parse_restrictions(options.http_restricted_api, "http")
+        if options.grpc_use_ssl or options.grpc_use_ssl_mutual:
+            from .security import grpc_credentials
+
+            flag = "grpc-use-ssl-mutual" if options.grpc_use_ssl_mutual else "grpc-use-ssl"
+            wired["grpc"]["credentials"] = grpc_credentials(
+                options.grpc_server_cert, options.grpc_server_key, options.grpc_root_cert, options.grpc_use_ssl_mutual
+            )
+        if {"metrics-config", "allow-cpu-metrics", "metrics-interval-ms"} & set(options.given):
+            from .metrics import parse_metrics_config
+
+            flag = "metrics-config"
+            config = parse_metrics_config(options.metrics_config)
+            config = replace(
+                config, cpu_metrics=options.allow_cpu_metrics, interval_ms=int(options.metrics_interval_ms)
+            )
+            wired["metrics"] = (config,)
+    except (ValueError, OSError) as error:
+        bad_option(flag, str(error))
+    if options.grpc_server_options():
+        wired["grpc"]["options"] = options.grpc_server_options()
+    return wired
+
+
+def serve(options):
+    """`faast serve`: `options` from tritonserver_flags.parse."""
+    from .trace_log import LogSettings
+    from .tritonserver_flags import log_handler
+
+    wired = _wired(options)  # the flags other modules read: a bad value is refused before anything starts
+    if not options.model_repository:
+        sys.stderr.write("error: creating server: Invalid argument - --model-repository must be specified\n")
+        raise SystemExit(1)
+    log_settings = LogSettings(options.log_verbose)
+    log_settings.values.update(
+        log_file=options.log_file,
+        log_info=options.log_info,
+        log_warning=options.log_warning,
+        log_error=options.log_error,
+        log_format=options.log_format,
+    )
+    handler, problem = log_handler(log_settings.values, options.log_file)
+    logging.getLogger().handlers[:] = [handler]
+    log_settings.update({})  # the root logger's level, from the settings
+    if problem:
+        log.warning("%s", problem)
+    asyncio.run(_serve(options, log_settings, wired))
 
 
 def build(args):
@@ -100,70 +203,17 @@ def plan(args):
     run(args)
 
 
-def _boolean(text):
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, not '{text}'")
-
-
-def _trace_option(text):
-    from .trace_log import parse_trace_config
-
-    try:
-        parse_trace_config([text])
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
-
-
 def parser():
-    from .repository import MODES
 
     top = argparse.ArgumentParser(prog="faast", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("serve", help="serve a Triton model repository over Triton's gRPC and HTTP protocols")
-    p.add_argument("--model-repository", required=True)
-    p.add_argument("--grpc-port", type=int, default=8001)
-    p.add_argument("--http-port", type=int, default=8000)
-    p.add_argument("--metrics-port", type=int, default=8002)
-    p.add_argument("--allow-grpc", type=_boolean, default=True)
-    p.add_argument("--allow-http", type=_boolean, default=True)
-    p.add_argument("--allow-metrics", type=_boolean, default=True)
-    p.add_argument("--host", default="0.0.0.0", help="address to listen on")
-    p.add_argument("--model-control-mode", choices=MODES, default="none")
-    p.add_argument(
-        "--load-model",
-        action="append",
-        default=[],
-        help="with explicit control: a model to load at startup (repeatable; * for all)",
+    commands.add_parser(
+        "serve",
+        help="serve Triton model repositories over Triton's gRPC and HTTP protocols; takes tritonserver's "
+        "command line (faast serve --help)",
+        add_help=False,
     )
-    p.add_argument("--repository-poll-secs", type=float, default=15.0)
-    p.add_argument(
-        "--strict-readiness",
-        type=_boolean,
-        default=True,
-        help="ServerReady only while every model is ready (default true)",
-    )
-    p.add_argument(
-        "--exit-timeout-secs",
-        type=float,
-        default=30.0,
-        help="on SIGTERM, how long in-flight requests may take to finish",
-    )
-    p.add_argument("--log-verbose", type=int, default=0)
-    p.add_argument(
-        "--trace-config",
-        action="append",
-        default=[],
-        type=_trace_option,
-        metavar="[triton,]KEY=VALUE",
-        help="request tracing, as tritonserver takes it: file=PATH (only settable here), level=TIMESTAMPS, "
-        "rate=N, count=N, log-frequency=N (repeatable)",
-    )
-    p.set_defaults(run=serve)
 
     p = commands.add_parser("build", help="convert a kernel folder with hls4ml into a model-repository entry")
     p.add_argument("kernel", help="kernel folder, e.g. kernels/facile")
@@ -218,13 +268,14 @@ def parser():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:  # tritonserver's command line, read as tritonserver reads it
+        from .tritonserver_flags import parse
+
+        serve(parse(argv[1:]))
+        return
     args = parser().parse_args(argv)
-    verbose = getattr(args, "log_verbose", 0)
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.run(args)
 
 

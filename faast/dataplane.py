@@ -96,11 +96,13 @@ class DataPlane:
         shared_memory: SharedMemoryManager,
         trace: TraceSettings,
         strict_readiness: bool = True,
+        server_id: str = "faast",
     ):
         self.repository = repository
         self.shared_memory = shared_memory
         self.trace = trace
         self.strict_readiness = strict_readiness
+        self.server_id = server_id  # ServerMetadata's name (tritonserver's --id)
         self.ready = False  # set once the transports listen, cleared on shutdown
 
     def server_ready(self) -> bool:
@@ -108,7 +110,7 @@ class DataPlane:
         return self.ready and (not self.strict_readiness or self.repository.all_ready())
 
     def server_metadata(self) -> service.ServerMetadataResponse:
-        return service.ServerMetadataResponse(name="faast", version=__version__, extensions=EXTENSIONS)
+        return service.ServerMetadataResponse(name=self.server_id, version=__version__, extensions=EXTENSIONS)
 
     def model_ready(self, name: str, version: str = "") -> bool:
         return self.repository.is_ready(name, version)
