@@ -83,9 +83,10 @@ def write_repository(directory):
     return Path(directory)
 
 
-def start_triton(workdir, timeout=120):
+def start_triton(workdir, *options, metrics_port=None, timeout=120):
     """tritonserver on loopback serving the stand-in FACILE from workdir/repository, explicit mode with
-    facile loaded; returns once facile is ready: (process, grpc_url, http_url). Its log: workdir/triton.log."""
+    facile loaded, with tritonserver's `options` added (and metrics on `metrics_port`, else none);
+    returns once facile is ready: (process, grpc_url, http_url). Its log: workdir/triton.log."""
     server_dir, libdir = ensure_triton_venv()
     repository = write_repository(Path(workdir) / "repository")
     grpc_port, http_port = _free_port(), _free_port()
@@ -109,10 +110,11 @@ def start_triton(workdir, timeout=120):
             "127.0.0.1",
             "--http-port",
             str(http_port),
-            "--allow-metrics",
-            "false",
+            *(["--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port)] if metrics_port else []),
+            *([] if metrics_port else ["--allow-metrics", "false"]),
             "--exit-timeout-secs",
             "5",
+            *options,
         ],
         stdout=open(log, "w"),
         stderr=subprocess.STDOUT,

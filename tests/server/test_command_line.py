@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from support import BIN, PYTHON, Server, free_port
+from support import BIN, Server, free_port
 from tritonclient.utils import InferenceServerException
 
 from faast.tritonserver_flags import FLAGS, IGNORED, parse
@@ -398,20 +398,7 @@ def test_load_threads_and_retries_accepted(model_repository, tmp_path):
         server.stop()
 
 
-def _takes(function, parameter):
-    """Whether faast's `function` ("module.name" or "module.Class.__init__") takes `parameter`; asked in a
-    child process, as faast's protocol modules cannot be imported beside tritonclient's."""
-    module, _, name = function.partition(".")
-    code = (
-        f"import functools, inspect, faast.{module} as m; "
-        f"print({parameter!r} in inspect.signature(functools.reduce(getattr, {name!r}.split('.'), m)).parameters)"
-    )
-    return subprocess.run([*PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "True"
-
-
 def test_server_id(model_repository, tmp_path):
-    if not _takes("dataplane.DataPlane.__init__", "server_id"):
-        pytest.skip("DataPlane takes no server_id yet")
     server = Server(model_repository, tmp_path / "serve.log", "--id=fallback")
     try:
         assert server.client.get_server_metadata().name == "fallback"
@@ -420,8 +407,6 @@ def test_server_id(model_repository, tmp_path):
 
 
 def test_grpc_options(model_repository, tmp_path):
-    if not _takes("grpc_server.create_server", "options"):
-        pytest.skip("create_server takes no gRPC server options yet")
     server = Server(
         model_repository, tmp_path / "serve.log", "--grpc-keepalive-time=10000", "--grpc-keepalive-timeout", "5000",
         "--grpc-keepalive-permit-without-calls=1", "--grpc-http2-max-pings-without-data=0",

@@ -9,7 +9,6 @@ parsed beside it), `[faast-serve]` passes the same flags to `faast serve` itself
 
 import http.client
 import json
-import os
 import subprocess
 import textwrap
 import time
@@ -638,58 +637,13 @@ def test_grpc_credentials(certificates, tmp_path):
 # ------------------------------------------------------------------------- against a real Triton
 
 
+@pytest.mark.slow  # starts a real Triton (and builds its venv when missing)
 def test_restricted_answers_equal_a_real_tritonserver(restricted, tmp_path):
-    """The same restricted calls to a live tritonserver 2.51 (only where tests/.venv-triton exists)
-    and to faast answer the same."""
+    """The same restricted calls to a live tritonserver 2.51 and to faast answer the same."""
     from reliability import triton_reference
 
-    if not (triton_reference.VENV / "bin" / "python").exists():
-        pytest.skip("no tests/.venv-triton with tritonserver 2.51 (tests/reliability/triton_reference.py makes it)")
-    server_dir, libdir = triton_reference.ensure_triton_venv()
-    repository = triton_reference.write_repository(tmp_path / "repository")
-    grpc_port, http_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [
-            server_dir / "bin" / "tritonserver",
-            "--model-repository",
-            repository,
-            "--model-control-mode",
-            "explicit",
-            "--load-model",
-            "facile",
-            "--backend-directory",
-            server_dir / "backends",
-            "--grpc-address",
-            "127.0.0.1",
-            "--grpc-port",
-            str(grpc_port),
-            "--http-address",
-            "127.0.0.1",
-            "--http-port",
-            str(http_port),
-            "--allow-metrics",
-            "false",
-            "--exit-timeout-secs",
-            "5",
-            *RESTRICTED,
-        ],  # fmt: skip
-        stdout=open(tmp_path / "triton.log", "w"),
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-        env=os.environ | {"LD_LIBRARY_PATH": libdir, "PATH": f"{triton_reference.VENV / 'bin'}:{os.environ['PATH']}"},
-    )
+    process, triton_grpc, triton_http = triton_reference.start_triton(tmp_path, *RESTRICTED)
     try:
-        triton_grpc, triton_http = f"127.0.0.1:{grpc_port}", f"127.0.0.1:{http_port}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, (tmp_path / "triton.log").read_text()[-3000:]
-            try:
-                if _http(triton_http, "GET", "/v2/models/facile/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "tritonserver not ready"
-            time.sleep(0.3)
 
         def answers(grpc_url, http_url):
             key = "triton-grpc-protocol-admin-key"

@@ -6,15 +6,11 @@ Python-backend model); only the command line differs: metrics on a free loopback
 `--metrics-config` options.
 """
 
-import os
 import re
-import subprocess
-import time
 import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from reliability.triton_reference import VENV, ensure_triton_venv, write_repository
+from reliability.triton_reference import start_triton
 
 from .server import free_port
 
@@ -23,55 +19,10 @@ def start_triton_with_metrics(workdir, *metrics_config, timeout=120):
     """tritonserver serving the stand-in FACILE from workdir/repository (explicit mode, facile
     loaded) with metrics on loopback and `--metrics-config OPTION` for each of metrics_config; returns
     once facile is ready: (process, http_url, metrics_url). Stop it with terminate() and wait()."""
-    server_dir, libdir = ensure_triton_venv()
-    repository = write_repository(Path(workdir) / "repository")
-    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
-    log = Path(workdir) / "triton.log"
+    metrics_port = free_port()
     options = [arg for option in metrics_config for arg in ("--metrics-config", option)]
-    process = subprocess.Popen(
-        [
-            server_dir / "bin" / "tritonserver",
-            "--model-repository",
-            repository,
-            "--model-control-mode",
-            "explicit",
-            "--load-model",
-            "facile",
-            "--backend-directory",
-            server_dir / "backends",
-            "--grpc-address",
-            "127.0.0.1",
-            "--grpc-port",
-            str(grpc_port),
-            "--http-address",
-            "127.0.0.1",
-            "--http-port",
-            str(http_port),
-            "--metrics-address",
-            "127.0.0.1",
-            "--metrics-port",
-            str(metrics_port),
-            *options,
-            "--exit-timeout-secs",
-            "5",
-        ],
-        stdout=open(log, "w"),
-        stderr=subprocess.STDOUT,
-        cwd=workdir,
-        env=os.environ | {"LD_LIBRARY_PATH": libdir, "PATH": f"{VENV / 'bin'}:{os.environ['PATH']}"},
-    )
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"tritonserver exited: {log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/models/facile/ready", timeout=2):
-                return process, f"127.0.0.1:{http_port}", f"127.0.0.1:{metrics_port}"
-        except OSError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise TimeoutError(f"tritonserver not ready in {timeout} s: {log.read_text()[-3000:]}") from None
-        time.sleep(0.3)
+    process, _, http_url = start_triton(workdir, *options, metrics_port=metrics_port, timeout=timeout)
+    return process, http_url, f"127.0.0.1:{metrics_port}"
 
 
 def scrape(metrics_url):
