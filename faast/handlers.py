@@ -37,11 +37,16 @@ class TraceHandlers:
         self._trace = trace
         self._repository = repository
 
-    def update(self, model_name: str, updates: dict[str, list[str]]) -> dict[str, list[str]]:
-        """Apply `updates` (none: only read) and return the settings in force for `model_name` (""
-        for the global ones). A model's settings need the model loaded (Triton's status and wording)."""
+    def check_model(self, model_name: str) -> None:
+        """A model's settings need the model loaded (Triton's status and wording); Triton checks
+        this before it reads the request's settings."""
         if model_name and not self._repository.is_ready(model_name):
             raise InvalidArgument(f"Request for unknown model : {model_name}")
+
+    def update(self, model_name: str, updates: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Apply `updates` (none: only read) and return the settings in force for `model_name` (""
+        for the global ones)."""
+        self.check_model(model_name)
         return self._trace.update(model_name, updates)
 
 

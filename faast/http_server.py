@@ -220,6 +220,7 @@ class HttpFrontend:
 
     async def trace(self, request):
         model = request.match_info.get("model", "")
+        self.handlers.trace.check_model(model)  # before the body, as Triton
         updates = {}
         if request.method == "POST":
             body = converters.json_object(converters.parse_json(await request.read()), "the trace setting request")
