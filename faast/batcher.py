@@ -96,7 +96,18 @@ class DynamicBatcher(Scheduler):
         self.queues[level].append(request)
         self.queued_rows += len(rows)
         self.wakeup.set()
-        return await request.future
+        try:
+            return await request.future
+        except asyncio.CancelledError:  # the client gave up (gRPC cancel or deadline): never computed
+            self._withdraw(level, request)
+            raise
+
+    def _withdraw(self, level: int, request: _Queued) -> None:
+        """Drop a cancelled request from its queue; one already taken into a batch just goes unanswered."""
+        if request in self.queues[level]:
+            self.queues[level].remove(request)
+            self.queued_rows -= len(request.rows)
+            self._settle(request)  # with preserve_ordering, the requests after it are not held for it
 
     def _target(self) -> bool:
         """Rows worth dispatching without waiting longer: a preferred size, else the capacity."""

@@ -146,41 +146,42 @@ class InferenceService:
 
     async def ModelStreamInfer(self, request_iterator, context):
         """Requests are served concurrently; each gets exactly one reply, a response or an
-        error_message, sent as it is ready. An error never closes the stream; the stream ends once
-        the client has finished sending and every request has its reply."""
-        replies: asyncio.Queue[service.ModelStreamInferResponse | None] = asyncio.Queue()
+        error_message with the request's id, and replies follow the order of the requests, as
+        Triton answers a model that is not decoupled. An error never closes the stream; the stream
+        ends once the client has finished sending and every request has its reply."""
+        replies: asyncio.Queue[asyncio.Task | None] = asyncio.Queue()  # one per request, in request order
 
-        async def serve(request):
+        async def serve(request) -> service.ModelStreamInferResponse:
             try:
                 if isinstance(request, Undecodable):
                     raise Internal(UNPARSABLE)
                 response = await self.dataplane.infer(converters.infer_request(request))
                 reply = service.ModelStreamInferResponse(infer_response=converters.infer_response(response))
+                reply.infer_response.parameters["triton_final_response"].bool_param = True
             except Exception as error:
                 reply = service.ModelStreamInferResponse(error_message=_answer("ModelStreamInfer", error)[1])
                 if not isinstance(request, Undecodable):
                     reply.infer_response.id = request.message.id
-                    reply.infer_response.model_name = request.message.model_name
             memory.after_request(request.nbytes)
-            await replies.put(reply)
+            return reply
 
         async def read_all():
-            running = set()
             try:
                 async for request in request_iterator:
-                    task = asyncio.ensure_future(serve(request))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
+                    await replies.put(asyncio.ensure_future(serve(request)))
             finally:
-                await asyncio.gather(*running, return_exceptions=True)
                 await replies.put(None)
 
         reader = asyncio.ensure_future(read_all())
         try:
             while (reply := await replies.get()) is not None:
-                yield reply
+                yield await reply
         finally:
             reader.cancel()
+            while not replies.empty():  # the client went away: what is still running is not answered
+                task = replies.get_nowait()
+                if task is not None:
+                    task.cancel()
 
     async def RepositoryIndex(self, request, context):
         response = service.RepositoryIndexResponse()

@@ -11,7 +11,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry
 
 from . import http_converters as converters
-from . import memory, security
+from . import http_encoding, memory, security
 from .dataplane import DataPlane
 from .errors import InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented, fault_message
 from .grpc_server import NO_CUDA
@@ -34,14 +34,23 @@ def _error(error):
     return _json_response({"error": str(error)}, status=HTTP_STATUS[type(error)])
 
 
+async def _body(request) -> bytes:
+    """The request's body, decoded from its Content-Encoding (faast.http_encoding)."""
+    return await http_encoding.decode(await request.read(), request.headers.get("Content-Encoding"))
+
+
 @web.middleware
 async def _errors_as_json(request, handler):
     """Every failure is a JSON {"error": ...} answer: typed errors with their status, aiohttp's own
     (unknown route, wrong method) with theirs, and anything unexpected as a logged 500."""
     try:
         return await handler(request)
-    except RequestPayloadError as error:  # a body that cannot be read, e.g. undecodable Content-Encoding
+    except RequestPayloadError as error:  # a body that cannot be read, e.g. cut short
         return _error(InvalidArgument(f"unable to read the request body: {error}"))
+    except http_encoding.UnsupportedEncoding:
+        return _json_response({"error": http_encoding.UNSUPPORTED}, status=501, content_type="text/plain")  # as Triton
+    except http_encoding.UndecodableBody as error:
+        return _error(InvalidArgument(str(error)))
     except converters.HeaderSizeError as error:
         return _json_response({"error": str(error)}, status=400, content_type="text/plain")
     except InferenceError as error:
@@ -165,7 +174,7 @@ class HttpFrontend:
         return _json_response(converters.message_to_json(stats) or {"model_stats": []})
 
     async def repository_index(self, request):
-        body = await request.read()
+        body = await _body(request)
         ready = (
             converters.json_field(
                 converters.json_object(converters.parse_json(body), "the request"), "ready", bool, "the request", False
@@ -179,7 +188,7 @@ class HttpFrontend:
         )
 
     async def load(self, request):
-        body = await request.read()
+        body = await _body(request)
         options = converters.json_object(converters.parse_json(body), "the request") if body else {}
         parameters = converters.json_field(options, "parameters", dict, "the request", {})
         await self.handlers.repository.load(request.match_info["model"], parameters)
@@ -196,7 +205,7 @@ class HttpFrontend:
         )
 
     async def shm_register(self, request):
-        body = converters.json_object(converters.parse_json(await request.read()), "the request")
+        body = converters.json_object(converters.parse_json(await _body(request)), "the request")
         what = "the registration"
         if "key" not in body:
             raise InvalidArgument("Shared memory register request has no 'key' field")
@@ -223,21 +232,21 @@ class HttpFrontend:
         self.handlers.trace.check_model(model)  # before the body, as Triton
         updates = {}
         if request.method == "POST":
-            body = converters.json_object(converters.parse_json(await request.read()), "the trace setting request")
+            body = converters.json_object(converters.parse_json(await _body(request)), "the trace setting request")
             updates = {key: converters.trace_values(key, value) for key, value in body.items()}
         settings = self.handlers.trace.update(model, updates)
         return _json_response({key: values if key == "trace_level" else values[0] for key, values in settings.items()})
 
     async def logging(self, request):
         updates = (
-            converters.json_object(converters.parse_json(await request.read()), "the log setting request")
+            converters.json_object(converters.parse_json(await _body(request)), "the log setting request")
             if request.method == "POST"
             else {}
         )
         return _json_response(self.handlers.logging.update(updates))
 
     async def infer(self, request):
-        body = await request.read()
+        body = await _body(request)
         try:
             return await self._infer(request, body)
         finally:
@@ -254,12 +263,14 @@ class HttpFrontend:
         header, blobs = converters.infer_response(
             response, binary_outputs, binary_default and not infer_request.outputs
         )
-        if not blobs:
-            return web.Response(body=header, content_type="application/json")
+        headers = {converters.HEADER_LENGTH: str(len(header))} if blobs else {}
+        body = header + b"".join(blobs) if blobs else header
+        encoding = http_encoding.response_encoding(request.headers.get("Accept-Encoding"))
+        if encoding is not None:  # as Triton: infer responses only; the header length counts uncompressed bytes
+            body = await http_encoding.encode(body, encoding)
+            headers["Content-Encoding"] = encoding
         return web.Response(
-            body=header + b"".join(blobs),
-            content_type="application/octet-stream",
-            headers={converters.HEADER_LENGTH: str(len(header))},
+            body=body, content_type="application/octet-stream" if blobs else "application/json", headers=headers
         )
 
     async def render_metrics(self, request):
@@ -267,7 +278,7 @@ class HttpFrontend:
 
 
 async def start_http(app, host, port):
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, auto_decompress=False)  # faast.http_encoding decodes
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -44,6 +44,8 @@ class Scheduler(ABC):
 
         `parameters` are the request's checked parameters (priority, timeout). Raises Unavailable
         when the scheduler is closing or its queue refuses the request, Internal when the device fails.
+        Cancelling the awaiting task (the client cancelled, or its deadline passed) takes a request
+        that is still queued out of the queue, so it is never computed.
         """
 
     @property

@@ -151,7 +151,7 @@ class ModelStatistics:
         self._lock = threading.Lock()
         self.success = Duration()
         self.fail = Duration()
-        self.failures = defaultdict(int)  # reason (REJECTED, BACKEND, OTHER) -> count
+        self.failures = defaultdict(int)  # reason (REJECTED, CANCELED, BACKEND, OTHER) -> count
         self.queue = Duration()
         self.compute_input = Duration()
         self.compute_infer = Duration()
