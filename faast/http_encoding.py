@@ -67,10 +67,10 @@ async def decode(data: bytes, content_encoding: str | None, limit: int = MAX_DEC
 
 
 def response_encoding(accept_encoding: str | None) -> str | None:
-    """The encoding of an infer response for this Accept-Encoding: gzip if the client takes it, else
-    deflate, else none, as Triton chooses (quality values are not weighed)."""
-    offered = {part.split(";")[0].strip().lower() for part in (accept_encoding or "").split(",")}
-    return next((encoding for encoding in ("gzip", "deflate") if encoding in offered), None)
+    """The encoding of an infer response for this Accept-Encoding: the first of gzip and deflate
+    the client lists, else none, as Triton chooses (quality values are not weighed)."""
+    offered = [part.split(";")[0].strip().lower() for part in (accept_encoding or "").split(",")]
+    return next((encoding for encoding in offered if encoding in ("gzip", "deflate")), None)
 
 
 async def encode(body: bytes, encoding: str) -> bytes:

@@ -19,7 +19,6 @@ from support import Server, facile_with_config
 from tritonclient.utils import InferenceServerException
 
 
-
 def _input(rows, module=grpcclient):
     tensor = module.InferInput("input", list(rows.shape), "FP32")
     tensor.set_data_from_numpy(rows)
@@ -166,7 +165,9 @@ def _post(server, body, headers):
 
 def test_http_response_encoding_follows_accept_encoding(server):
     body = json.dumps({"inputs": [{"name": "input", "shape": [1, 15], "datatype": "FP32", "data": [1.0] * 15}]})
-    answers = {accept: _post(server, body, {"Accept-Encoding": accept}) for accept in ("gzip, deflate", "deflate", "br")}
+    answers = {
+        accept: _post(server, body, {"Accept-Encoding": accept}) for accept in ("gzip, deflate", "deflate", "br")
+    }
     status, encoding, data = answers["gzip, deflate"]
     assert (status, encoding) == (200, "gzip") and json.loads(gzip.decompress(data))["outputs"]
     assert answers["deflate"][:2] == (200, "deflate")
