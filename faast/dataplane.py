@@ -7,6 +7,7 @@ Shared-memory tensors are read and written here, in one place. Everything else a
 (repository, shared-memory registration, trace and log settings) goes through faast.handlers.
 """
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,7 +119,8 @@ class DataPlane:
     def model_metadata(self, name: str, version: str = "") -> service.ModelMetadataResponse:
         model = self.repository.get(name, version)
         batch = [-1] if model.max_batch_size > 0 else []
-        meta = service.ModelMetadataResponse(name=model.name, versions=[model.version], platform="faast")
+        versions = [loaded.version for loaded in self.repository.versions(name)] if not version else [model.version]
+        meta = service.ModelMetadataResponse(name=model.name, versions=versions, platform="faast")
         for spec, target in ((model.inputs, meta.inputs), (model.outputs, meta.outputs)):
             for tensor in spec:
                 target.add(name=tensor.name, datatype=tensor.datatype, shape=batch + list(tensor.dims))
@@ -130,7 +132,10 @@ class DataPlane:
     def model_statistics(self, name: str = "", version: str = "") -> service.ModelStatisticsResponse:
         if name and not self.repository.is_ready(name):
             raise InvalidArgument(f"requested model '{name}' is not available")
-        models = [self.repository.get(name, version)] if name else self.repository.models.values()
+        if name:
+            models = [self.repository.get(name, version)] if version else self.repository.versions(name)
+        else:
+            models = list(self.repository.served())
         return service.ModelStatisticsResponse(model_stats=[m.stats.to_proto(m.name, m.version) for m in models])
 
     @staticmethod
@@ -157,6 +162,9 @@ class DataPlane:
             rows = self._kernel_rows(model, request)
             done = await model.scheduler.submit(rows, request.parameters)
             response = self._response(model, request, done.outputs)
+        except asyncio.CancelledError:  # the client cancelled, or its deadline passed
+            model.stats.record_failure(time.perf_counter_ns() - arrival, "CANCELED")
+            raise
         except Exception as error:
             reason = FAILURE_REASONS.get(type(error), "BACKEND")
             model.stats.record_failure(time.perf_counter_ns() - arrival, reason)

@@ -75,7 +75,7 @@ SUMMARIES = (
 )
 assert len(DURATION_COUNTERS) == len(SUMMARIES) == len(SUMMARY_SERIES)
 
-DEVICE_INFO = ("faast_device_info", "The device serving each model (value 1)")
+DEVICE_INFO = ("faast_device_info", "The device serving each model and its compute units (value 1)")
 KERNEL_EXECUTIONS = ("faast_kernel_executions", "Kernel executions on the device's compute units")
 KERNEL_BUSY = ("faast_kernel_busy_us", "Time compute units spent executing the kernel, microseconds")
 BATCH_FILL = ("faast_batch_fill_ratio", "Mean rows per kernel execution over the kernel's rows per execution")
@@ -253,7 +253,7 @@ class RepositoryCollector:
         kernel_busy = _family(KERNEL_BUSY, "counter")
         fill = _family(BATCH_FILL, "gauge")
         quantiles = [q for q, _ in config.summary_quantiles]
-        for model in list(self.repository.models.values()):
+        for model in self.repository.served():
             labels = {"model": model.name, "version": str(model.version)}
             stats = model.stats.snapshot()
             success.add_sample(success.name, labels, stats.success_count)
@@ -283,7 +283,8 @@ class RepositoryCollector:
                     family.add_sample(family.name + "_sum", labels, latencies.sums[i])
                     for quantile, value in zip(quantiles, values[i], strict=True):
                         family.add_sample(family.name, {**labels, "quantile": _number(quantile)}, value)
-            device.add_sample(device.name, {**labels, "device": model.device.kind}, 1.0)
+            units = str(len(model.device.compute_units))
+            device.add_sample(device.name, {**labels, "device": model.device.kind, "compute_units": units}, 1.0)
             runs, rows, busy_ns = model.device.usage()
             kernel_executions.add_sample(kernel_executions.name, labels, runs)
             kernel_busy.add_sample(kernel_busy.name, labels, busy_ns / 1000)

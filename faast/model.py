@@ -1,6 +1,7 @@
 """One served model: its Triton configuration and the device that runs its kernel."""
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from .scheduler import DirectScheduler, Scheduler
 from .statistics import ModelStatistics
 from .tensors import NUMPY, config_to_datatype
 
+log = logging.getLogger("faast.model")
 # Integer wire types a model may declare for its input: the kernel's fixed-point bit patterns.
 RAW_INPUT_TYPES = ("INT8", "UINT8", "INT16", "UINT16", "INT32", "UINT32")
 
@@ -48,11 +50,11 @@ class ServedModel:
         self.scheduler = _scheduler(config, device, self.stats)
 
     @classmethod
-    async def load(cls, model_dir, config=None):
-        """Load the newest numeric version folder of `model_dir` on the device its config names
-        (`config`, when given, instead of config.pbtxt). Opening the device runs in a worker thread,
-        so a slow load (a C simulation's dlopen, a card's xclbin) never stalls requests."""
-        version, config, device = await asyncio.to_thread(_open, model_dir, config)
+    async def load(cls, model_dir, version, config):
+        """Load version folder `version` of `model_dir` with model configuration `config` on the device
+        it names, and run its warmup samples. Opening the device runs in a worker thread, so a slow
+        load (a C simulation's dlopen, a card's xclbin) never stalls requests."""
+        device = await asyncio.to_thread(_open, Path(model_dir) / version, config)
         return cls(config, version, device)
 
     async def close(self):
@@ -70,22 +72,89 @@ def _scheduler(config: mc.ModelConfig, device: Device, stats: ModelStatistics) -
     return DirectScheduler(config.name, device, stats)
 
 
-def _open(model_dir, config):
-    """(version, config, device) of `model_dir`; blocking."""
-    config = config if config is not None else read_config(model_dir)
-    if not config.name:
-        config.name = Path(model_dir).name
-    versions = sorted(int(p.name) for p in Path(model_dir).iterdir() if p.is_dir() and p.name.isdigit())
-    if not versions:
+def versions_to_load(model_dir, config: mc.ModelConfig) -> list[str]:
+    """The version folders config.pbtxt's version_policy serves, oldest first: the newest one
+    (Triton's default, latest with one version), the newest N, all, or the ones it names."""
+    found = sorted(int(p.name) for p in Path(model_dir).iterdir() if p.is_dir() and p.name.isdigit() and int(p.name))
+    policy = config.version_policy
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "all":
+        chosen = found
+    elif choice == "specific":
+        missing = sorted(set(policy.specific.versions) - set(found))
+        if missing:
+            raise DeviceError(f"version_policy of '{config.name}' names versions {missing} that {model_dir} lacks")
+        chosen = sorted(set(policy.specific.versions))
+    else:
+        chosen = found[-max(policy.latest.num_versions, 1) :] if found else []
+    if not chosen:
         raise DeviceError(f"model '{config.name}' has no version folder in {model_dir}")
+    return [str(version) for version in chosen]
+
+
+def instances(config: mc.ModelConfig) -> int | None:
+    """Compute units instance_group asks for (summed over its groups); None leaves the device's own
+    number (every core for the emulator, every CU of the xclbin for a card)."""
+    for group in config.instance_group:
+        if group.kind == mc.ModelInstanceGroup.KIND_GPU:
+            raise DeviceError(
+                f"instance_group of '{config.name}' asks for KIND_GPU: faast runs kernels on FPGAs and CPU cores; "
+                "use KIND_CPU or KIND_AUTO"
+            )
+    count = sum(group.count for group in config.instance_group)
+    return count or None
+
+
+def _open(version_dir: Path, config: mc.ModelConfig) -> Device:
+    """The device of one version, checked against `config` and warmed up; blocking."""
     kind = config.parameters["device"].string_value if "device" in config.parameters else "auto"
-    device = open_device(kind, Path(model_dir) / str(versions[-1]))
+    device = open_device(kind, version_dir, instances(config))
     try:
         _check_kernel_fits(config, device.kernel)
-    except DeviceError:
+        _warm_up(config, device, version_dir.parent)
+    except Exception:
         device.close()
         raise
-    return str(versions[-1]), config, device
+    return device
+
+
+def _warm_up(config: mc.ModelConfig, device: Device, model_dir: Path) -> None:
+    """Run config.pbtxt's model_warmup samples (zeros, random data or a file from the model's
+    warmup/ folder), each `count` times, before the model takes requests, as Triton does."""
+    (spec,) = _tensors(config.input)
+    for sample in config.model_warmup:
+        extra = set(sample.inputs) - {spec.name}
+        if extra or spec.name not in sample.inputs:
+            raise DeviceError(
+                f"warmup sample '{sample.name}' of '{config.name}' must give exactly input '{spec.name}'"
+                + (f", not {sorted(extra)}" if extra else "")
+            )
+        given = sample.inputs[spec.name]
+        datatype = config_to_datatype(mc.DataType.Name(given.data_type))
+        if datatype != spec.datatype or tuple(given.dims) != spec.dims:
+            raise DeviceError(
+                f"warmup sample '{sample.name}' of '{config.name}': input '{spec.name}' must be {spec.datatype} "
+                f"{list(spec.dims)}, not {datatype} {list(given.dims)}"
+            )
+        shape = (max(sample.batch_size, 1), *spec.dims)
+        dtype = NUMPY[datatype]
+        source = given.WhichOneof("input_data_type")
+        if source == "input_data_file":
+            path = model_dir / "warmup" / given.input_data_file
+            data = np.fromfile(path, dtype)
+            if data.size != int(np.prod(shape)):
+                raise DeviceError(
+                    f"warmup sample '{sample.name}' of '{config.name}': {path} holds {data.size} values, "
+                    f"not the {int(np.prod(shape))} of {list(shape)}"
+                )
+            rows = data.reshape(shape)
+        elif source == "random_data":
+            rows = np.random.default_rng().random(shape).astype(dtype)
+        else:
+            rows = np.zeros(shape, dtype)
+        for _ in range(max(sample.count, 1)):
+            device.run(rows.reshape(len(rows), -1))
+        log.info("model '%s': warmup sample '%s' ran %d time(s)", config.name, sample.name, max(sample.count, 1))
 
 
 def _check_kernel_fits(config, kernel):

@@ -14,21 +14,36 @@ launchers wait for.
 """
 
 import asyncio
+import base64
+import binascii
 import logging
 import os
 import re
-from collections.abc import Iterable
-from pathlib import Path
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path, PurePosixPath
 
 from google.protobuf import json_format
 
 from .errors import Internal, InvalidArgument, NotFound, Unavailable, Unimplemented
-from .model import ServedModel, read_config
+from .model import ServedModel, read_config, versions_to_load
 from .protocol import model_config as mc
+from .repository_agents import run_agents
 
 log = logging.getLogger("faast.repository")
 MODES = ("none", "poll", "explicit")
 NOT_UNIQUE = "model appears in two or more repositories"  # the reason RepositoryIndex gives
+# Files a LoadModel request may not send: code the server would run (a C simulation, an FPGA image).
+CODE_SUFFIXES = (".so", ".xclbin", ".awsxclbin")
+
+
+class VersionLoadError(Exception):
+    """One version of a model failed to load; the message is the cause's."""
+
+    def __init__(self, version: str, cause: Exception):
+        super().__init__(str(cause))
+        self.version = version
 
 
 class ModelRepository:
@@ -52,7 +67,8 @@ class ModelRepository:
         self.startup_models = list(startup_models)
         self.load_retries = load_retries
         self.auto_complete = auto_complete
-        self.models: dict[str, ServedModel] = {}
+        self.models: dict[str, dict[str, ServedModel]] = {}  # name -> version -> model, oldest version first
+        self._sent: dict[str, Path] = {}  # name -> folder holding the files its last LoadModel sent
         self.failed: dict[str, str] = {}  # name -> why it is not loaded
         self._stamps: dict[str, int] = {}  # name -> config.pbtxt mtime at the last load attempt, for polling
         self._locks: dict[str, asyncio.Lock] = {}  # name -> lock: one load or unload of a model at a time
@@ -115,64 +131,134 @@ class ModelRepository:
             raise Internal(f"failed to load '{name}', failed to poll from model repository")
         return folders[0]
 
-    async def _load(self, name, config=None):
-        """Load `name` (with `config` instead of its config.pbtxt, when given). The new model takes
-        requests only once it loaded; the one it replaces finishes what it took, then closes. On
-        failure a model already loaded keeps serving. Returns None, or why the load failed."""
+    async def _load(self, name, config=None, files=None):
+        """Load the versions of `name` its version_policy serves (with `config` instead of its
+        config.pbtxt, and from `files` instead of its folder, when given). The new versions take
+        requests only once every one of them loaded; the ones they replace finish what they took,
+        then close. On failure what is loaded keeps serving. Returns None, or why the load failed."""
         async with self._locks.setdefault(name, asyncio.Lock()):
-            model_dir = self._folder(name)
-            self._stamps[name] = (model_dir / "config.pbtxt").stat().st_mtime_ns  # polling retries after a change
-            version = _latest_version(model_dir)
-            if version is not None:
-                log.info("loading: %s:%s", name, version)
-            model, failure = None, None
+            model_dir = files if files is not None else self._folder(name)
+            if files is None:
+                self._stamps[name] = (model_dir / "config.pbtxt").stat().st_mtime_ns  # polling retries after a change
+            loaded, failure = None, None
             async with self._load_slots:  # at most --model-load-thread-count loads at once
                 for _attempt in range(self.load_retries + 1):
                     try:
-                        model = await ServedModel.load(model_dir, config)
+                        loaded = await self._load_versions(name, model_dir, config)
                         break
                     except Exception as error:  # a broken model must not take the others down
                         failure = error
-            if model is None:
+            if loaded is None:
+                if files is not None:
+                    shutil.rmtree(files, ignore_errors=True)
                 if name not in self.models:
                     self.failed[name] = str(failure)
-                where = f"'{name}'" if version is None else f"'{name}' version {version}"
+                where = f"'{name}' version {failure.version}" if isinstance(failure, VersionLoadError) else f"'{name}'"
                 log.error("failed to load %s: Internal: %s", where, failure)
                 log.info("failed to load model '%s'", name)
                 return str(failure)
             self.failed.pop(name, None)
-            previous, self.models[name] = self.models.get(name), model
-            log.info("loaded model '%s' version %s on device '%s'", name, model.version, model.device.kind)
+            previous, self.models[name] = self.models.get(name, {}), loaded
+            for model in loaded.values():
+                log.info("loaded model '%s' version %s on device '%s'", name, model.version, model.device.kind)
             log.info("successfully loaded '%s'", name)
-            if previous is not None:
-                await previous.close()
+            for model in previous.values():
+                await model.close()
+            self._forget_sent(name, keep=files)
             return None
+
+    async def _load_versions(self, name, model_dir: Path, config) -> dict[str, ServedModel]:
+        """Every version of `name` that its version_policy serves, loaded; all or none."""
+        config = config if config is not None else read_config(model_dir)
+        config.name = config.name or name
+        await asyncio.to_thread(run_agents, config, model_dir)
+        loaded: dict[str, ServedModel] = {}
+        try:
+            for version in versions_to_load(model_dir, config):
+                log.info("loading: %s:%s", name, version)
+                copy = mc.ModelConfig()
+                copy.CopyFrom(config)
+                try:
+                    loaded[version] = await ServedModel.load(model_dir, version, copy)
+                except Exception as error:
+                    raise VersionLoadError(version, error) from error
+        except BaseException:
+            for model in loaded.values():
+                await model.close()
+            raise
+        return loaded
+
+    def _forget_sent(self, name, keep=None):
+        """Delete the folder of files an earlier LoadModel sent for `name`, unless it is `keep`."""
+        sent = self._sent.pop(name, None)
+        if sent is not None and sent != keep:
+            shutil.rmtree(sent, ignore_errors=True)
+        if keep is not None:
+            self._sent[name] = keep
 
     async def _unload(self, name):
         async with self._locks.setdefault(name, asyncio.Lock()):
-            model = self.models.pop(name, None)
+            versions = self.models.pop(name, {})
             self._stamps.pop(name, None)
-            if model is not None:
+            for model in versions.values():
                 await model.close()
                 log.info("successfully unloaded '%s' version %s", name, model.version)
+            self._forget_sent(name)
 
     async def load(self, name, parameters=None):
-        """RepositoryModelLoad: (re)load `name`; parameters as Triton takes them ("config": a JSON
-        model configuration used instead of config.pbtxt). "file:" parameters are refused: they
-        would let a client send code (a kernel library) that the server then loads."""
+        """RepositoryModelLoad: (re)load `name`; parameters as Triton takes them: "config", a JSON
+        model configuration used instead of config.pbtxt, and with it "file:<version>/<name>" entries
+        whose contents make up the model's folder instead of the repository's. Sent files are data
+        the emulator reads (kernel.json, weights.npz): code (a C simulation, an xclbin) is refused,
+        so a client can never make the server run code it sent."""
         self._refuse_unless_explicit()
-        config = self._config_override(name, parameters or {})
-        failure = await self._load(name, config)
+        parameters = parameters or {}
+        config = self._config_override(name, parameters)
+        files = self._write_sent_files(name, parameters, config)
+        failure = await self._load(name, config, files)
         if failure is not None:
             raise Internal(f"load failed for model '{name}': {failure}")
 
+    @staticmethod
+    def _write_sent_files(name, parameters, config) -> Path | None:
+        """The "file:" parameters written into a new folder (None without any)."""
+        sent = {key[len("file:") :]: value for key, value in parameters.items() if key.startswith("file:")}
+        if not sent:
+            return None
+        for relative in sent:
+            path = PurePosixPath(relative)
+            if path.suffix in CODE_SUFFIXES:
+                raise Unimplemented(
+                    f"failed to load '{name}': 'file:{relative}' is code; faast loads code only from its model "
+                    "repository, a client may send data files (kernel.json, weights.npz)"
+                )
+            if path.is_absolute() or ".." in path.parts or len(path.parts) < 2 or not path.parts[0].isdigit():
+                raise InvalidArgument(
+                    f"failed to load '{name}': 'file:{relative}' must name a file inside a version folder, "
+                    "e.g. file:1/kernel.json"
+                )
+        if config is None:  # Triton's answer; the log says why
+            log.error("failed to load '%s': 'file:' parameters come with a 'config' parameter", name)
+            raise Internal(f"failed to load '{name}', failed to poll from model repository")
+        folder = Path(tempfile.mkdtemp(prefix=f"faast-{name}-"))
+        try:
+            for relative, content in sent.items():
+                if isinstance(content, str):  # HTTP sends the contents base64-encoded
+                    try:
+                        content = base64.b64decode(content, validate=True)
+                    except binascii.Error:
+                        raise InvalidArgument(f"failed to load '{name}': 'file:{relative}' is not base64") from None
+                if not isinstance(content, bytes):
+                    raise InvalidArgument(f"failed to load '{name}': 'file:{relative}' must carry bytes")
+                target = folder / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return folder
+
     def _config_override(self, name, parameters):
-        files = [key for key in parameters if key.startswith("file:")]
-        if files:
-            raise Unimplemented(
-                f"failed to load '{name}': faast loads models only from its model repository; "
-                f"'file:' parameters ({', '.join(files)}) are not supported"
-            )
         if "config" not in parameters:
             return None
         text = parameters["config"]
@@ -238,52 +324,59 @@ class ModelRepository:
         rows = []
         not_unique = set(self.not_unique())
         for name in sorted(set(self.available()) | not_unique):
-            model = self.models.get(name)
+            versions = self.models.get(name)
             if name in not_unique:
                 if not ready_only:
                     rows.append((name, "", "UNAVAILABLE", NOT_UNIQUE))
-            elif model is not None:
-                rows.append((name, model.version, "READY", ""))
+            elif versions:
+                rows.extend((name, version, "READY", "") for version in versions)
             elif not ready_only:
                 reason = self.failed.get(name, "")
                 rows.append((name, "", "UNAVAILABLE" if reason else "", reason))
         return rows
 
     def get(self, name, version=""):
-        model = self.models.get(name)
-        if model is None and name in self.failed:
+        """The loaded model `name` at `version` ("": its newest loaded version), or Triton's error."""
+        versions = self.models.get(name)
+        if not versions and name in self.failed:
             raise NotFound(
                 f"Request for unknown model: '{name}' has no available versions (failed to load: {self.failed[name]})"
             )
-        if model is None:
+        if not versions:
             raise NotFound(f"Request for unknown model: '{name}' is not found")
-        if version and not re.fullmatch(r"-?[0-9]+", version):
+        if not version:
+            return versions[next(reversed(versions))]
+        if not re.fullmatch(r"-?[0-9]+", version):
             raise InvalidArgument(
                 f"failed to get model version from specified version string '{version}' "
                 "(details: stol), version should be an integral value > 0"
             )
-        if version and int(version) < 0:
+        if int(version) < 0:
             raise InvalidArgument(
                 f"invalid model version specified '{version}' , version should be an integral value > 0"
             )
-        if version and int(version) != int(model.version):
+        model = versions.get(str(int(version)))
+        if model is None:
             raise NotFound(f"Request for unknown model: '{name}' version {version} is not found")
         return model
+
+    def versions(self, name) -> list[ServedModel]:
+        """Every loaded version of `name`, oldest first (none when it is not loaded)."""
+        return list(self.models.get(name, {}).values())
+
+    def served(self) -> Iterator[ServedModel]:
+        """Every loaded version of every model."""
+        for versions in list(self.models.values()):
+            yield from list(versions.values())
 
     def all_ready(self):
         """No model failed to load (models a client unloaded on purpose do not count)."""
         return all(reason == "unloaded" for reason in self.failed.values())
 
     def is_ready(self, name, version=""):
-        model = self.models.get(name)
-        return model is not None and (not version or version == model.version)
+        versions = self.models.get(name)
+        return versions is not None and (not version or version in versions)
 
     async def close(self):
         for name in list(self.models):
             await self._unload(name)
-
-
-def _latest_version(model_dir):
-    """The version a load of `model_dir` serves: its newest numeric folder (None without one)."""
-    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
-    return str(max(versions)) if versions else None

@@ -271,27 +271,29 @@ def _driver(kind):
     return importlib.import_module(f"{__package__}.{DRIVERS[kind]}").DRIVER
 
 
-def open_device(kind, folder) -> Device:
+def open_device(kind, folder, compute_units: int | None = None) -> Device:
     """Open device `kind` (auto, emulator, csim, xrt, pynq) on the kernel built into `folder`.
 
     auto prefers a card, then the emulator (exact, fast), then the C simulation (exact, slow), and
-    logs why it chose what it chose.
+    logs why it chose what it chose. `compute_units` (config.pbtxt's instance_group count) is how
+    many the emulator and the C simulation run, one per worker thread; None: one per core. A card
+    has the compute units its xclbin was built with, whatever the count says.
     """
     kernel = KernelDescription.read(folder)
     if kind != "auto":
-        return _driver(kind)(kernel)
+        return _make(kind, kernel, compute_units)
     reasons = []
     if kernel.xclbins():
         for hardware in HARDWARE:
             available, reason = _driver(hardware).available()
             if available:
                 log.info("device auto for '%s': %s, because %s", kernel.name, hardware, reason)
-                return _driver(hardware)(kernel)
+                return _make(hardware, kernel, compute_units)
             reasons.append(f"{hardware}: {reason}")
     else:
         reasons.append(f"{folder} holds no xclbin")
     try:
-        device = _driver("emulator")(kernel)
+        device = _make("emulator", kernel, compute_units)
     except DeviceError as error:
         log.info(
             "device auto for '%s': C simulation, because no card is usable (%s) and the emulator cannot "
@@ -300,6 +302,21 @@ def open_device(kind, folder) -> Device:
             "; ".join(reasons),
             error,
         )
-        return _driver("csim")(kernel)
+        return _make("csim", kernel, compute_units)
     log.info("device auto for '%s': emulator, because no card is usable (%s)", kernel.name, "; ".join(reasons))
     return device
+
+
+def _make(kind, kernel, compute_units):
+    if kind in HARDWARE:
+        device = _driver(kind)(kernel)
+        if compute_units is not None and compute_units != len(device.compute_units):
+            log.warning(
+                "kernel '%s': instance_group asks for %d compute units, the xclbin has %d: all %d serve",
+                kernel.name,
+                compute_units,
+                len(device.compute_units),
+                len(device.compute_units),
+            )
+        return device
+    return _driver(kind)(kernel, compute_units)

@@ -1,7 +1,8 @@
 """`faast build KERNEL --out REPO [--target csim|u250|aws-f1]`: a kernel folder → a Triton
 model-repository entry.
 
-    REPO/<name>/config.pbtxt          Triton model configuration (tensor names, batch size, device)
+    REPO/<name>/config.pbtxt          Triton model configuration (tensor names, batch size, device,
+                                      the checksum agent's MD5 of every file faast serves from 1/)
     REPO/<name>/1/kernel.json         the kernel's description: tensors, layers with their types and
                                       attributes, buffer layout
     REPO/<name>/1/weights.npz         every weight's integer mantissas as the C simulation loads them
@@ -23,6 +24,7 @@ from pathlib import Path
 from google.protobuf import json_format, text_format
 
 from faast.protocol import model_config as mc
+from faast.repository_agents import add_checksums
 
 from . import vitis
 from .spec import KernelSpec
@@ -73,7 +75,10 @@ def build(kernel_dir, repository, target="csim", variant=None):
     print("compiling the C simulation of the kernel top", flush=True)
     compile_csim(version_dir, description["project"])
     device = spec.serving["device"] if target == "csim" else "auto"
-    (version_dir.parent / "config.pbtxt").write_text(text_format.MessageToString(model_config(spec, device)))
+    config = model_config(spec, device)
+    served = [path for path in version_dir.iterdir() if path.is_file()]  # what a load reads: pinned
+    add_checksums(config, version_dir.parent, served)
+    (version_dir.parent / "config.pbtxt").write_text(text_format.MessageToString(config))
     print(f"wrote {version_dir.parent} (target {target})")
 
 
@@ -115,7 +120,6 @@ def model_config(spec, device):
     config = mc.ModelConfig(name=spec.name, backend="faast", max_batch_size=serving["max_batch_size"])
     for tensor, target in ((serving["input"], config.input), (serving["output"], config.output)):
         target.add(name=tensor["name"], data_type=mc.DataType.Value("TYPE_" + tensor["datatype"]), dims=tensor["dims"])
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
     config.parameters["device"].string_value = device
     if "dynamic_batching" in serving:
         json_format.ParseDict(serving["dynamic_batching"], config.dynamic_batching)

@@ -144,7 +144,7 @@ NOT_EXPORTED = {  # Triton families faast does not export, and why
     "nv_pinned_memory_pool_used_bytes": "faast has no CUDA pinned memory pool",
 }
 FAAST_FAMILIES = {  # faast's own device metrics, beside Triton's
-    "faast_device_info": ("gauge", frozenset({"model", "version", "device"})),
+    "faast_device_info": ("gauge", frozenset({"model", "version", "device", "compute_units"})),
     "faast_kernel_executions": ("counter", MV),
     "faast_kernel_busy_us": ("counter", MV),
     "faast_batch_fill_ratio": ("gauge", MV),
@@ -217,6 +217,7 @@ def _assert_families_as_triton(found, expected):
 class FakeDevice:
     kind = "emulator"
     kernel = SimpleNamespace(layout=SimpleNamespace(rows_per_execution=16))
+    compute_units = ["emulator0", "emulator1"]
 
     def usage(self):
         return 3, 21, 5000
@@ -227,7 +228,7 @@ def _fake_repository():
     model = SimpleNamespace(
         name="facile", version="1", stats=ModelStatistics(), scheduler=SimpleNamespace(pending=2), device=FakeDevice()
     )
-    return SimpleNamespace(models={"facile": model}), model.stats
+    return SimpleNamespace(served=lambda: iter([model])), model.stats
 
 
 # ---- --metrics-config ------------------------------------------------------------------------
@@ -378,7 +379,7 @@ def test_latency_window_is_bounded_and_slides():
 
 def test_label_values_are_escaped():
     repository, _ = _fake_repository()
-    repository.models["facile"].name = 'fa"ce\\ile\n'
+    next(repository.served()).name = 'fa"ce\\ile\n'
     text = render(registry_for(repository)).decode()
     parsed = {f.name: f for f in _assert_valid_exposition(text)}
     assert parsed["nv_inference_count"].samples[0].labels["model"] == 'fa"ce\\ile\n'
