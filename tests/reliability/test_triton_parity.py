@@ -4,9 +4,11 @@ match — gRPC status code and details, HTTP status, content type and error body
 in DIFFERENCES, with the reason faast deliberately answers otherwise (there the answers must differ,
 so the table cannot go stale). triton_observed.md records what Triton answered."""
 
+import gzip
 import http.client
 import json
 import os
+import zlib
 from pathlib import Path
 
 import grpc
@@ -24,9 +26,9 @@ MALFORMED_JSON = (
 )
 DIFFERENCES = {
     "http_deep_nesting": "tritonserver 2.51 dies on it (SIGSEGV in its JSON parser); faast must answer and live on",
-    "load_file_with_config": "faast refuses file: uploads: a client must not place code the server loads",
-    "load_file_without_config": (
-        "faast refuses every file: parameter first, saying so; Triton only says 'failed to poll'"
+    "load_file_with_config": (
+        "faast serves sent files only as its own kernels' data (kernel.json, weights.npz); a Python "
+        "backend's model.py is nothing faast runs, so that load fails (INTERNAL, with the reason)"
     ),
     "model_name_nul": "Triton cuts the name at the NUL (a C string) and serves 'facile'; a name is the whole string",
     "shm_key_nul": (
@@ -65,6 +67,10 @@ DIFFERENCES = {
         "Triton echoes the name still percent-encoded; faast names the decoded name it refused (same status)"
     ),
     "load_config_not_json": "faast adds to Triton's message why the 'config' parameter was refused (same status)",
+    "http_gzip_garbage": (
+        "Triton takes a body that does not inflate as an empty binary input 'raw_input' and answers a byte "
+        "size mismatch; faast says the body is not valid gzip (same status)"
+    ),
     "http_header_length_text": (
         "Triton reads a non-numeric header length as 0 and takes the whole body as one raw input "
         "'raw_input'; faast refuses the header"
@@ -793,6 +799,81 @@ def statistics_unknown_model(target):
 def http_statistics_unknown_model(target):
     """HTTP GET /v2/models/nope/stats."""
     return target.http("GET", "/v2/models/nope/stats")
+
+
+# k. Streams and compression.
+
+
+def _stream_reply(reply):
+    response = reply.infer_response
+    final = {key: value.bool_param for key, value in response.parameters.items()}
+    return [response.id, response.model_name, response.model_version, reply.error_message, len(response.outputs), final]
+
+
+def _stream_request(request_id, rows=1, datatype="FP32", model_name="facile"):
+    return service_pb2.ModelInferRequest(
+        model_name=model_name,
+        id=request_id,
+        inputs=[_input((rows, 15), datatype)],
+        raw_input_contents=[bytes(60 * rows)],
+    )
+
+
+@case
+def stream_order_and_ids(target):
+    """ModelStreamInfer: "big" (20000 rows), "wrong" (INT32), "small" (1 row), "nope" (unknown model)."""
+    requests = [
+        _stream_request("big", 20000),
+        _stream_request("wrong", datatype="INT32"),
+        _stream_request("small"),
+        _stream_request("nope", model_name="nope"),
+    ]
+    try:
+        replies = [_stream_reply(reply) for reply in target.stub.ModelStreamInfer(iter(requests), timeout=60)]
+    except grpc.RpcError as error:
+        return {"grpc": error.code().name, "details": error.details()}
+    return {"grpc": "OK", "replies": replies}
+
+
+def _compressed_infer(target, encoding, body, accept=None):
+    headers = {"Content-Encoding": encoding} | ({"Accept-Encoding": accept} if accept else {})
+
+    def summary(response, content):
+        used = response.getheader("Content-Encoding")
+        decoded = {"gzip": gzip.decompress, "deflate": zlib.decompress}.get(used, bytes)(content)
+        return [used, _http_outputs(response, decoded)]
+
+    return target.http("POST", "/v2/models/facile/infer", body, headers, summary=summary)
+
+
+@case
+def http_gzip_request_and_response(target):
+    """HTTP infer, body gzip-compressed, Accept-Encoding: gzip."""
+    return _compressed_infer(target, "gzip", gzip.compress(json.dumps(ONE_ROW).encode()), "gzip")
+
+
+@case
+def http_deflate_request_and_response(target):
+    """HTTP infer, body deflate-compressed (zlib), Accept-Encoding: deflate."""
+    return _compressed_infer(target, "deflate", zlib.compress(json.dumps(ONE_ROW).encode()), "deflate")
+
+
+@case
+def http_accept_gzip_and_deflate(target):
+    """HTTP infer, plain body, Accept-Encoding: deflate, gzip."""
+    return _compressed_infer(target, "identity", json.dumps(ONE_ROW).encode(), "deflate, gzip")
+
+
+@case
+def http_unsupported_encoding(target):
+    """HTTP infer, Content-Encoding: br."""
+    return _compressed_infer(target, "br", json.dumps(ONE_ROW).encode())
+
+
+@case
+def http_gzip_garbage(target):
+    """HTTP infer, Content-Encoding: gzip, a body that is not gzip."""
+    return _compressed_infer(target, "gzip", b"not gzip at all")
 
 
 @pytest.fixture(scope="module", autouse=True)
