@@ -17,6 +17,7 @@ import numpy as np
 from faast.host.device import Device
 
 from .errors import Unavailable
+from .precise_timer import PreciseTimer
 from .protocol import model_config as mc
 from .scheduler import Completion, Scheduler, execute, now_ns, unloading
 from .statistics import ModelStatistics
@@ -61,6 +62,7 @@ class DynamicBatcher(Scheduler):
         self.done: dict[int, tuple[_Queued, Completion | None, BaseException | None]] = {}
         self.running = 0
         self.wakeup = asyncio.Event()
+        self.timer = PreciseTimer(asyncio.get_running_loop(), self.wakeup.set)
         self._closing = False
         self._idle = asyncio.Event()
         self.in_flight = asyncio.Semaphore(device.max_in_flight)
@@ -81,8 +83,9 @@ class DynamicBatcher(Scheduler):
         if policy.max_queue_size and len(self.queues[level]) >= policy.max_queue_size:
             raise Unavailable("Exceeds maximum queue size")
         timeout_us = policy.default_timeout_microseconds
-        if policy.allow_timeout_override and "timeout" in parameters:
-            timeout_us = parameters["timeout"]
+        asked = parameters.get("timeout", 0)
+        if policy.allow_timeout_override and asked > 0 and (not timeout_us or asked < timeout_us):
+            timeout_us = asked  # a request may shorten the policy's timeout, never lengthen it (Triton)
         arrival = now_ns()
         request = _Queued(
             rows,
@@ -109,58 +112,66 @@ class DynamicBatcher(Scheduler):
             self.queued_rows -= len(request.rows)
             self._settle(request)  # with preserve_ordering, the requests after it are not held for it
 
-    def _target(self) -> bool:
-        """Rows worth dispatching without waiting longer: a preferred size, else the capacity."""
-        if self.preferred:
-            return self.queued_rows >= self.preferred[-1] or self.queued_rows in self.preferred
-        return self.queued_rows >= self.capacity
-
     async def _loop(self) -> None:
         while True:
-            while not any(self.queues.values()):
+            await self.in_flight.acquire()  # a free slot first: meanwhile rows gather (and can leave) here
+            while not (batch := self._take(now_ns())):
                 self.wakeup.clear()
+                oldest = min((q[0].arrival for q in self.queues.values() if q), default=None)
+                if oldest is not None:
+                    self.timer.arm(oldest + self.max_delay_ns)  # wake at the delay, to the microsecond
                 await self.wakeup.wait()
-            oldest = min(q[0].arrival for q in self.queues.values() if q)
-            while not self._target():
-                left = (oldest + self.max_delay_ns - now_ns()) / 1e9
-                if left <= 0:
-                    break
-                self.wakeup.clear()
-                try:
-                    await asyncio.wait_for(self.wakeup.wait(), left)
-                except TimeoutError:
-                    break
-            await self.in_flight.acquire()
-            batch = self._take()
-            if batch:
-                self.running += len(batch)  # counted from here: close() must not miss a batch not yet started
-                asyncio.get_running_loop().create_task(self._run(batch))
-            else:
-                self.in_flight.release()
+            self.running += len(batch)  # counted from here: close() must not miss a batch not yet started
+            asyncio.get_running_loop().create_task(self._run(batch))
 
-    def _take(self) -> list[_Queued]:
-        """Requests for one execution: by priority, first come first served, up to the capacity."""
-        now, rows = now_ns(), 0
-        batch: list[_Queued] = []
-        limit = self.capacity
-        if self.preferred and self.queued_rows < self.capacity:
-            limit = max((size for size in self.preferred if size <= self.queued_rows), default=self.capacity)
+    def _ordered(self, now: int) -> list[tuple[int, _Queued]]:
+        """(level, request) in the order Triton serves them: by priority level, first come first
+        served, a DELAY request past its timeout after every request of its level still in time.
+        Requests past a REJECT timeout are answered "Request timeout expired" on the way."""
+        order: list[tuple[int, _Queued]] = []
         for level in sorted(self.queues):
-            waiting = self.queues[level]
-            while waiting:
-                request = waiting[0]
-                if request.deadline and now > request.deadline and request.reject_on_timeout:
-                    waiting.pop(0)
+            waiting, delayed = [], []
+            for request in self.queues[level]:
+                late = request.deadline and now > request.deadline
+                if late and request.reject_on_timeout:
                     self.queued_rows -= len(request.rows)
                     self._settle(request, error=Unavailable("Request timeout expired"))
-                    continue
-                if batch and rows + len(request.rows) > limit:
-                    return batch
-                waiting.pop(0)
-                self.queued_rows -= len(request.rows)
-                batch.append(request)
-                rows += len(request.rows)
-        return batch
+                elif late:
+                    delayed.append(request)
+                else:
+                    waiting.append(request)
+            self.queues[level] = waiting + delayed
+            order += [(level, request) for request in self.queues[level]]
+        return order
+
+    def _take(self, now: int) -> list[_Queued]:
+        """Requests for one execution if one should start now, as Triton's dynamic batcher decides:
+        the largest preferred batch the queue forms, at once; without one, a batch that fills the
+        capacity; and once the oldest request has waited max_queue_delay, whatever is queued (up to
+        the capacity, a larger request alone). Empty: wait. Taken requests leave their queues."""
+        order = self._ordered(now)
+        if not order:
+            return []
+        batch: list[tuple[int, _Queued]] = []
+        rows, best, full = 0, 0, False
+        for level, request in order:
+            if batch and rows + len(request.rows) > self.capacity:
+                full = True
+                break
+            batch.append((level, request))
+            rows += len(request.rows)
+            if rows in self.preferred:
+                best = len(batch)
+        full = full or rows >= self.capacity
+        expired = now >= min(request.arrival for _, request in order) + self.max_delay_ns
+        if best and not expired:
+            batch = batch[:best]
+        elif not (full or expired):
+            return []
+        for level, request in batch:
+            self.queues[level].remove(request)
+            self.queued_rows -= len(request.rows)
+        return [request for _, request in batch]
 
     async def _run(self, batch: list[_Queued]) -> None:
         start = now_ns()
@@ -215,3 +226,4 @@ class DynamicBatcher(Scheduler):
         if self.pending or self.done:
             await self._idle.wait()
         self.loop_task.cancel()
+        self.timer.close()

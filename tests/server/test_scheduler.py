@@ -257,12 +257,6 @@ def test_reaching_capacity_dispatches_without_waiting_the_delay():
     run_batcher(device, batching(max_queue_delay_microseconds=LONG_DELAY_US), 8, body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(AssertionError, pytest.fail.Exception),
-    reason="BUG: _target() only fires when queued_rows equals a preferred size; 5 rows arriving at once "
-    "hold a formable preferred batch of 4 for the whole max_queue_delay (Triton sends it at once)",
-)
 def test_formable_preferred_batch_is_sent_at_once_when_rows_jump_past_it():
     device = FakeDevice()
     delay_s = 0.3
@@ -284,12 +278,6 @@ def test_formable_preferred_batch_is_sent_at_once_when_rows_jump_past_it():
     run_batcher(device, config, 16, body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(AssertionError, pytest.fail.Exception),
-    reason="BUG: when max_queue_delay expires with preferred sizes, _take() cuts the batch to the largest "
-    "preferred size <= queued rows (here 4, so only the 3-row request fits) instead of sending the batch as is",
-)
 def test_expired_delay_sends_the_batch_as_is_even_if_not_a_preferred_size():
     device = FakeDevice()
 
@@ -303,12 +291,6 @@ def test_expired_delay_sends_the_batch_as_is_even_if_not_a_preferred_size():
     run_batcher(device, batching(preferred_batch_size=[4, 8], max_queue_delay_microseconds=20_000), 16, body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(AssertionError, pytest.fail.Exception),
-    reason="BUG: with preferred sizes and at least `capacity` rows queued, _take() fills the capacity (16, not "
-    "a preferred size) instead of the largest preferred batch it can form (8)",
-)
 def test_full_queue_sends_the_largest_preferred_batch():
     device = FakeDevice(max_in_flight=1)
 
@@ -487,12 +469,6 @@ def test_timeout_parameter_is_ignored_without_allow_timeout_override():
     run_batcher(device, batching(default_queue_policy=policy), 8, body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(AssertionError, pytest.fail.Exception),
-    reason="BUG: allow_timeout_override lets a request's 'timeout' raise the policy's default timeout; "
-    "Triton only lets a request set a timeout less than the default ('may not increase the timeout')",
-)
 def test_timeout_override_cannot_increase_the_default_timeout():
     device = FakeDevice(max_in_flight=1)
     gate = device.hold(0)
@@ -543,12 +519,6 @@ def test_delay_timeout_still_executes_and_answers_the_request():
     run_batcher(device, config, 8, body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(AssertionError, pytest.fail.Exception),
-    reason="BUG: a timed-out DELAY request keeps its place in the queue; Triton delays it until every "
-    "request of its level that has not timed out is processed",
-)
 def test_delayed_request_goes_after_requests_that_have_not_timed_out():
     device = FakeDevice(max_in_flight=1)
     gate = device.hold(0)
