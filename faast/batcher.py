@@ -23,7 +23,7 @@ from .scheduler import Completion, Scheduler, execute, now_ns, unloading
 from .statistics import ModelStatistics
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: queues find, and drop, this very request
 class _Queued:
     rows: np.ndarray
     future: asyncio.Future

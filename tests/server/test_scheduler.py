@@ -563,6 +563,32 @@ def test_delayed_request_goes_after_requests_that_have_not_timed_out():
     run_batcher(device, batching(default_queue_policy=policy), 1, body)
 
 
+@pytest.mark.parametrize("preserve_ordering", [False, True])
+def test_a_cancelled_request_leaves_the_queue_and_never_runs(preserve_ordering):
+    """A gRPC cancel or deadline cancels the awaiting task: the request leaves the queue wherever it
+    stands in it, the others run and are answered (in order, with preserve_ordering)."""
+    device = FakeDevice(max_in_flight=1)
+    gate = device.hold(0)
+
+    async def body(batcher, stats):
+        first, first_rows = await running_first(batcher, device)
+        queued = [rows_of(1), rows_of(2), rows_of(1)]
+        tasks = [submit(batcher, rows) for rows in queued]
+        await until(lambda: batcher.pending == 4, "three queued requests")
+        tasks[1].cancel()
+        await until(lambda: batcher.pending == 3, "the cancelled request to leave the queue")
+        gate.set()
+        check_answer(await first, first_rows)
+        for index in (0, 2):
+            check_answer(await tasks[index], queued[index])
+        with pytest.raises(asyncio.CancelledError):
+            await tasks[1]
+        assert device.executions == [1, 2]  # the two requests left, merged; never the cancelled one's 2 rows
+        np.testing.assert_array_equal(device.inputs[1], np.concatenate([queued[0], queued[2]]))
+
+    run_batcher(device, batching(preserve_ordering=preserve_ordering), 8, body)
+
+
 def test_max_queue_size_refuses_the_request_beyond_it_at_once():
     device = FakeDevice(max_in_flight=1)
     gate = device.hold(0)
