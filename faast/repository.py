@@ -70,7 +70,7 @@ class ModelRepository:
         self.models: dict[str, dict[str, ServedModel]] = {}  # name -> version -> model, oldest version first
         self._sent: dict[str, Path] = {}  # name -> folder holding the files its last LoadModel sent
         self.failed: dict[str, str] = {}  # name -> why it is not loaded
-        self._stamps: dict[str, int] = {}  # name -> config.pbtxt mtime at the last load attempt, for polling
+        self._stamps: dict[str, tuple] = {}  # name -> _stamp() at the last load attempt, for polling
         self._locks: dict[str, asyncio.Lock] = {}  # name -> lock: one load or unload of a model at a time
         self._load_slots = asyncio.Semaphore(max(load_threads, 1))
         self._not_unique: set[str] = set()  # names in two or more repositories at the last poll
@@ -139,7 +139,7 @@ class ModelRepository:
         async with self._locks.setdefault(name, asyncio.Lock()):
             model_dir = files if files is not None else self._folder(name)
             if files is None:
-                self._stamps[name] = (model_dir / "config.pbtxt").stat().st_mtime_ns  # polling retries after a change
+                self._stamps[name] = _stamp(model_dir)  # polling retries after a change
             loaded, failure = None, None
             async with self._load_slots:  # at most --model-load-thread-count loads at once
                 for _attempt in range(self.load_retries + 1):
@@ -312,8 +312,7 @@ class ModelRepository:
             del self._stamps[name]
             self.failed.pop(name, None)
         for name in sorted(present):
-            stamp = (scanned[name][0] / "config.pbtxt").stat().st_mtime_ns
-            if self._stamps.get(name) != stamp:  # new, changed, or changed since a failed attempt
+            if self._stamps.get(name) != _stamp(scanned[name][0]):  # new, changed, or changed since a failed attempt
                 try:
                     await self._load(name)
                 except Internal as error:  # removed while being polled
@@ -380,3 +379,9 @@ class ModelRepository:
     async def close(self):
         for name in list(self.models):
             await self._unload(name)
+
+
+def _stamp(model_dir: Path) -> tuple:
+    """What polling compares to see a model changed: its config.pbtxt's mtime and its version folders."""
+    versions = sorted(p.name for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    return (model_dir / "config.pbtxt").stat().st_mtime_ns, tuple(versions)

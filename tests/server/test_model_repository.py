@@ -5,6 +5,7 @@ versions served side by side, model_warmup, instance_group mapped onto compute u
 import json
 import re
 import shutil
+import time
 import urllib.request
 
 import numpy as np
@@ -235,5 +236,28 @@ def test_load_model_with_files_serves_what_was_sent(model_repository, facile_inp
         with pytest.raises(InferenceServerException, match="inside a version folder"):
             server.client.load_model("facile", config=json.dumps(config), files={"file:../x/kernel.json": b"{}"})
         assert server.client.get_model_config("facile").config.max_batch_size == 16  # still the last good load
+    finally:
+        server.stop()
+
+
+def test_polling_serves_a_new_version_folder(model_repository, facile_inputs, tmp_path):
+    """--model-control-mode=poll sees a version folder moved in, as Triton does, and serves it in
+    place of the older one (the default version_policy: the newest)."""
+    repository = _copy(model_repository, tmp_path)
+    server = Server(repository, tmp_path / "serve.log", "--model-control-mode", "poll", "--repository-poll-secs", "0.3")
+    try:
+        rows = facile_inputs[0][:16]
+        one = _infer(server.client, rows)
+        staging = tmp_path / "staging"
+        staging.mkdir()
+        shutil.copytree(repository / "facile", staging / "facile")
+        _add_version_2(staging / "facile")
+        (staging / "facile" / "2").rename(repository / "facile" / "2")
+        deadline = time.monotonic() + 20
+        while not server.client.is_model_ready("facile", "2"):
+            assert time.monotonic() < deadline, "version 2 was never loaded"
+            time.sleep(0.2)
+        assert not server.client.is_model_ready("facile", "1")
+        assert not np.array_equal(_bits(_infer(server.client, rows)), _bits(one))
     finally:
         server.stop()
