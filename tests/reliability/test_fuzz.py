@@ -940,14 +940,14 @@ def _binary_infer(rng):
 def _encoded_infer(rng):
     """The reference infer body under a Content-Encoding: compressed right, garbage, or not at all."""
     body = json.dumps(_valid_infer_body()).encode()
-    # Left out, open (both answered by aiohttp's HTTP parser before any faast code runs): "br" and
-    # "zstd" are refused as a text/plain 400, and a compressed body cut short is never answered.
-    encoding = rng.choice(["gzip", "deflate", "gzip", "deflate", "identity", "gzip, deflate", "x-nope"])
+    encoding = rng.choice(["gzip", "deflate", "gzip", "deflate", "identity", "gzip, deflate", "x-nope", "br", "zstd"])
     compress = {"gzip": gzip.compress, "deflate": zlib.compress}.get(encoding)
     data = compress(body) if compress else body
-    damage = rng.choice(["none", "none", "garbage"])
+    damage = rng.choice(["none", "none", "garbage", "cut"])
     if damage == "garbage":
         data = _random_bytes(rng, 100)
+    elif damage == "cut":
+        data = data[: len(data) // 2]
     intact = compress is not None and damage == "none"
     return data, {"Content-Encoding": encoding, "Content-Type": "application/json"}, intact
 
@@ -1186,7 +1186,7 @@ def _is_reference_answer(status, body, reference):
 def _http_problem(method, path, response, body, forbidden):
     """Why an HTTP answer breaks the rules, or None: errors are JSON {"error": ...} (but "not ready"
     is an empty 400, as in Triton); a fault or a non-JSON 500 never happens; text/plain only where
-    Triton uses it (400, 404, 405)."""
+    Triton uses it (400, 404, 405, and 501 for an unsupported Content-Encoding)."""
     status, content_type = response.status, (response.getheader("Content-Type") or "").split(";")[0]
     if forbidden and status < 300:
         return f"{status}: accepted a request that reaches outside the server"
@@ -1204,7 +1204,7 @@ def _http_problem(method, path, response, body, forbidden):
         return f"{status} {content_type} whose body is no JSON {{'error': ...}}: {body[:200]!r}"
     if not isinstance(error, str) or error.startswith(FAULT):
         return f"{status} server fault: {str(error)[:300]!r}"
-    if content_type != "application/json" and not (content_type == "text/plain" and status in (400, 404, 405)):
+    if content_type != "application/json" and not (content_type == "text/plain" and status in (400, 404, 405, 501)):
         return f"{status} error as {content_type!r}: {body[:200]!r}"
     return None
 
