@@ -76,9 +76,9 @@ async def _serve(options, log_settings, wired):
         await _stop(grpc_server, runners, repository, shared_memory, trace, grace=0)
         raise SystemExit(1) from None
     dataplane.ready = True
-    polling = None
+    watching = [asyncio.ensure_future(repository.watch_devices())]  # cards that vanish and come back
     if options.model_control_mode == "poll":
-        polling = asyncio.ensure_future(repository.poll_forever(options.repository_poll_secs))
+        watching.append(asyncio.ensure_future(repository.poll_forever(options.repository_poll_secs)))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -87,8 +87,8 @@ async def _serve(options, log_settings, wired):
     await stop.wait()
     log.info("shutting down: finishing in-flight requests (up to %s s)", options.exit_timeout_secs)
     dataplane.ready = False
-    if polling:
-        polling.cancel()
+    for task in watching:
+        task.cancel()
     await _stop(grpc_server, runners, repository, shared_memory, trace, grace=options.exit_timeout_secs)
 
 
@@ -179,6 +179,12 @@ def build(args):
     build_kernel(args.kernel, args.out, target=args.target, variant=args.variant)
 
 
+def devices(args):
+    from .devices import run
+
+    run(args)
+
+
 def train(args):
     from faast.kernels.train import train as train_kernel
 
@@ -226,6 +232,10 @@ def parser():
     )
     p.add_argument("--variant", help="build kernel.toml's [variants.NAME] (e.g. resnet50's full)")
     p.set_defaults(run=build)
+
+    p = commands.add_parser("devices", help="the cards XRT and PYNQ see, a repository's xclbins, what runs where")
+    p.add_argument("repository", nargs="?", help="model repository to place (default: list the cards only)")
+    p.set_defaults(run=devices)
 
     p = commands.add_parser("train", help="quantization-aware training of a kernel folder's model")
     p.add_argument("kernel")

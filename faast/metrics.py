@@ -3,7 +3,8 @@ unchanged: the same family names (counters without prometheus_client's `_total` 
 lines, HELP strings and labels (`model`, `version`; `reason` on failures; `quantile` on summaries),
 the latency summaries of `--metrics-config summary_latencies=true`, and the CPU and memory gauges
 read from /proc. Beside them, faast's own device metrics (faast_device_info,
-faast_kernel_executions, faast_kernel_busy_us, faast_batch_fill_ratio).
+faast_kernel_executions, faast_kernel_busy_us, faast_batch_fill_ratio,
+faast_compute_units_out_of_rotation).
 
 Values are read from each model's ModelStatistics (one short copy under its lock) and its device's
 usage at scrape time. The exposition is written here, in the Prometheus text format 0.0.4, because
@@ -79,6 +80,7 @@ DEVICE_INFO = ("faast_device_info", "The device serving each model and its compu
 KERNEL_EXECUTIONS = ("faast_kernel_executions", "Kernel executions on the device's compute units")
 KERNEL_BUSY = ("faast_kernel_busy_us", "Time compute units spent executing the kernel, microseconds")
 BATCH_FILL = ("faast_batch_fill_ratio", "Mean rows per kernel execution over the kernel's rows per execution")
+OUT_OF_ROTATION = ("faast_compute_units_out_of_rotation", "Compute units taken out of rotation after a fault")
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,7 @@ class RepositoryCollector:
         kernel_executions = _family(KERNEL_EXECUTIONS, "counter")
         kernel_busy = _family(KERNEL_BUSY, "counter")
         fill = _family(BATCH_FILL, "gauge")
+        out_of_rotation = _family(OUT_OF_ROTATION, "gauge")
         quantiles = [q for q, _ in config.summary_quantiles]
         for model in self.repository.served():
             labels = {"model": model.name, "version": str(model.version)}
@@ -290,6 +293,7 @@ class RepositoryCollector:
             kernel_busy.add_sample(kernel_busy.name, labels, busy_ns / 1000)
             capacity = model.device.kernel.layout.rows_per_execution
             fill.add_sample(fill.name, labels, rows / runs / capacity if runs else 0.0)
+            out_of_rotation.add_sample(out_of_rotation.name, labels, len(model.device.out_of_rotation()))
         yield from (success, failure, count, executions)
         if config.counter_latencies:
             yield from durations
@@ -306,7 +310,7 @@ class RepositoryCollector:
                 yield gauge
         if config.summary_latencies:
             yield from summaries
-        yield from (device, kernel_executions, kernel_busy, fill)
+        yield from (device, kernel_executions, kernel_busy, fill, out_of_rotation)
 
 
 def registry_for(repository: Any, config: MetricsConfig | None = None) -> CollectorRegistry:

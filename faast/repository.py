@@ -34,6 +34,7 @@ from .repository_agents import run_agents
 log = logging.getLogger("faast.repository")
 MODES = ("none", "poll", "explicit")
 NOT_UNIQUE = "model appears in two or more repositories"  # the reason RepositoryIndex gives
+DEVICE_CHECK_SECONDS = 2.0  # how often cards taken out of rotation are tried again
 # Files a LoadModel request may not send: code the server would run (a C simulation, an FPGA image).
 CODE_SUFFIXES = (".so", ".xclbin", ".awsxclbin")
 
@@ -328,7 +329,9 @@ class ModelRepository:
                 if not ready_only:
                     rows.append((name, "", "UNAVAILABLE", NOT_UNIQUE))
             elif versions:
-                rows.extend((name, version, "READY", "") for version in versions)
+                for version, model in versions.items():
+                    healthy, why = model.device.health()
+                    rows.append((name, version, "READY", "") if healthy else (name, version, "UNAVAILABLE", why))
             elif not ready_only:
                 reason = self.failed.get(name, "")
                 rows.append((name, "", "UNAVAILABLE" if reason else "", reason))
@@ -369,12 +372,34 @@ class ModelRepository:
             yield from list(versions.values())
 
     def all_ready(self):
-        """No model failed to load (models a client unloaded on purpose do not count)."""
-        return all(reason == "unloaded" for reason in self.failed.values())
+        """No model failed to load (models a client unloaded on purpose do not count), and every
+        loaded one has a compute unit in rotation."""
+        return all(reason == "unloaded" for reason in self.failed.values()) and all(
+            model.device.health()[0] for model in self.served()
+        )
 
     def is_ready(self, name, version=""):
-        versions = self.models.get(name)
-        return versions is not None and (not version or version in versions)
+        """Loaded (at `version`, or any version) on a device with a compute unit in rotation."""
+        versions = self.models.get(name, {})
+        chosen = [versions[version]] if version in versions else [] if version else list(versions.values())
+        return any(model.device.health()[0] for model in chosen)
+
+    async def watch_devices(self, seconds=DEVICE_CHECK_SECONDS):
+        """Every `seconds`, put back into rotation the compute units whose card works again, and log
+        each model version that stops or starts being ready because of its device."""
+        unready: dict[int, str] = {}
+        while True:
+            await asyncio.sleep(seconds)
+            for model in self.served():
+                await asyncio.to_thread(model.device.recover)
+                healthy, why = model.device.health()
+                key = id(model)
+                if not healthy and key not in unready:
+                    unready[key] = why
+                    log.error("model '%s' version %s is not ready: %s", model.name, model.version, why)
+                elif healthy and key in unready:
+                    del unready[key]
+                    log.info("model '%s' version %s is ready again: %s", model.name, model.version, why)
 
     async def close(self):
         for name in list(self.models):

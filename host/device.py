@@ -6,6 +6,10 @@ runs the current one. A batch is split into executions (spread over the CUs, at 
 `rows_per_execution` rows each), dealt round robin over the CUs, and reassembled in order.
 Drivers provide only what is vendor-specific: opening CUs, allocating buffers, and one blocking
 execute (sync in, start, wait, sync out).
+
+A compute unit whose execution faults (times out, errors, its card is gone) is taken out of
+rotation and that execution is retried once on another unit, so the request still gets exactly one
+answer; the device stays usable while one unit works (`health`).
 """
 
 import collections
@@ -14,6 +18,7 @@ import itertools
 import json
 import logging
 import queue
+import threading
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,6 +36,10 @@ MIN_ROWS_PER_EXECUTION = 256  # below this, one CU is faster than several
 
 class DeviceError(RuntimeError):
     """The device cannot be opened or a kernel execution failed; the message says why."""
+
+
+class ComputeUnitFault(DeviceError):
+    """One compute unit failed (timed out, errored, or its card vanished): it leaves the rotation."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +118,12 @@ class ComputeUnit(ABC):
 
     @abstractmethod
     def execute(self, inputs: DeviceBuffer, outputs: DeviceBuffer, rows, in_bytes, out_bytes):
-        """Sync `in_bytes` of inputs to the device, run the kernel on `rows`, wait, sync outputs back."""
+        """Sync `in_bytes` of inputs to the device, run the kernel on `rows`, wait, sync outputs back.
+        Raises ComputeUnitFault when this unit (or its card) fails rather than the request."""
+
+    def recovered(self) -> bool:
+        """Whether a unit taken out of rotation works again (its card is back); drivers override it."""
+        return False
 
 
 @dataclass
@@ -127,19 +141,24 @@ class _BufferPool:
     def __init__(self, cu, layout):
         self.cu = cu
         self.layout = layout
-        capacity = layout.rows_per_execution
         self.free: queue.Queue[tuple[DeviceBuffer, DeviceBuffer]] = queue.Queue()
-        for _ in range(BUFFERS_PER_CU):
-            self.free.put((cu.allocate(layout.input.nbytes(capacity)), cu.allocate(layout.output.nbytes(capacity))))
+        self.allocate_buffers()
         self.worker = ThreadPoolExecutor(1, thread_name_prefix=f"cu-{cu.name}")
         self.executions = 0
         self.rows = 0
         self.busy_ns = 0
+        self.fault: str | None = None  # why this CU is out of rotation; None while it serves
 
     def _execute(self, inputs, outputs, rows, in_bytes, out_bytes):
+        if self.fault is not None:  # queued before the unit left the rotation: fail over without waiting
+            raise ComputeUnitFault(f"compute unit {self.cu.name} is out of rotation: {self.fault}")
         begin = time.perf_counter_ns()
         try:
             self.cu.execute(inputs, outputs, rows, in_bytes, out_bytes)
+        except ComputeUnitFault as fault:  # out at once, before this worker starts the next queued run
+            self.fault = str(fault)
+            log.warning("compute unit %s taken out of rotation: %s", self.cu.name, fault)
+            raise
         finally:
             self.busy_ns += time.perf_counter_ns() - begin
             self.executions += 1
@@ -170,6 +189,20 @@ class _BufferPool:
         finally:
             self.free.put(buffers)
 
+    def allocate_buffers(self):
+        """Fresh buffer sets: at start, and after the CU was reopened on a card that came back (the old
+        ones died with it)."""
+        while not self.free.empty():
+            self.free.get_nowait()
+        capacity = self.layout.rows_per_execution
+        for _ in range(BUFFERS_PER_CU):
+            self.free.put(
+                (
+                    self.cu.allocate(self.layout.input.nbytes(capacity)),
+                    self.cu.allocate(self.layout.output.nbytes(capacity)),
+                )
+            )
+
     def close(self):
         self.worker.shutdown()
 
@@ -187,6 +220,7 @@ class Device:
         self.compute_units = list(compute_units)
         self._pools = [_BufferPool(cu, kernel.layout) for cu in self.compute_units]
         self._next = itertools.cycle(self._pools)
+        self._rotation = threading.Lock()
 
     def run(self, rows: np.ndarray, timings: Timings | None = None) -> np.ndarray:
         """float32 [n, input_size] (or the input type's integer bit patterns) → float32 [n, output_size];
@@ -204,14 +238,14 @@ class Device:
         # Spread a batch over all CUs, but never beyond one execution's capacity.
         spread = -(-len(rows) // len(self._pools))
         step = min(self.kernel.layout.rows_per_execution, max(MIN_ROWS_PER_EXECUTION, spread))
-        pending: collections.deque[tuple[_BufferPool, Future, int, tuple[DeviceBuffer, DeviceBuffer]]] = (
+        pending: collections.deque[tuple[_BufferPool, Future, np.ndarray, tuple[DeviceBuffer, DeviceBuffer]]] = (
             collections.deque()
         )
-        results = []
+        results: list[np.ndarray | ComputeUnitFault] = []
         try:
             for start in range(0, len(rows), step):
                 chunk = rows[start : start + step]
-                pool = next(self._next)
+                pool = self._next_pool()
                 while True:
                     try:
                         buffers = pool.free.get_nowait()
@@ -221,16 +255,72 @@ class Device:
                             buffers = pool.free.get()
                             break
                         results.append(self._finish(pending.popleft(), timings))
-                pending.append((pool, pool.start(chunk, buffers, timings), len(chunk), buffers))
+                pending.append((pool, pool.start(chunk, buffers, timings), chunk, buffers))
             while pending:
                 results.append(self._finish(pending.popleft(), timings))
         finally:
-            for pool, run, count, buffers in pending:  # after an error: wait, then free the buffers
+            for pool, run, chunk, buffers in pending:  # after an error: wait, then free the buffers
                 try:
-                    pool.finish(run, count, buffers, timings)
+                    pool.finish(run, len(chunk), buffers, timings)
                 except Exception:
                     pass
-        return np.concatenate(results) if results else np.empty((0, self.kernel.output_size), np.float32)
+        # Executions whose CU faulted run again now, when this call holds no buffers (so it cannot
+        # deadlock on its own), each once, on a unit still in rotation.
+        outputs = [self._retry(item, timings) if isinstance(item, ComputeUnitFault) else item for item in results]
+        return np.concatenate(outputs) if outputs else np.empty((0, self.kernel.output_size), np.float32)
+
+    def _next_pool(self):
+        """The next compute unit in rotation, round robin."""
+        with self._rotation:
+            for _ in range(len(self._pools)):
+                pool = next(self._next)
+                if pool.fault is None:
+                    return pool
+        raise DeviceError(f"no compute unit of '{self.kernel.name}' is in rotation: {self.health()[1]}")
+
+    def _finish(self, item, timings):
+        """An execution's outputs; a ComputeUnitFault (carrying the rows) when its CU failed."""
+        pool, run, chunk, buffers = item
+        try:
+            return pool.finish(run, len(chunk), buffers, timings)
+        except ComputeUnitFault as fault:
+            fault.rows = chunk  # type: ignore[attr-defined]
+            return fault
+
+    def _retry(self, fault, timings):
+        pool = self._next_pool()
+        log.info("retrying %d rows of '%s' on %s after: %s", len(fault.rows), self.kernel.name, pool.cu.name, fault)
+        buffers = pool.free.get()
+        run = pool.start(fault.rows, buffers, timings)
+        try:
+            return pool.finish(run, len(fault.rows), buffers, timings)
+        except ComputeUnitFault as second:
+            raise DeviceError(f"{fault}; the retry on {pool.cu.name} failed too: {second}") from None
+
+    def out_of_rotation(self) -> list[tuple[str, str]]:
+        """(compute unit, why) for every unit taken out of rotation."""
+        return [(pool.cu.name, pool.fault) for pool in self._pools if pool.fault is not None]
+
+    def health(self) -> tuple[bool, str]:
+        """(whether at least one compute unit serves, why): what the model's readiness should follow."""
+        out = self.out_of_rotation()
+        serving = len(self._pools) - len(out)
+        reasons = "; ".join(f"{name}: {why}" for name, why in out)
+        if serving:
+            return True, f"{serving} of {len(self._pools)} compute units in rotation" + (f" ({reasons})" if out else "")
+        return False, f"every compute unit is out of rotation ({reasons})"
+
+    def recover(self) -> list[str]:
+        """Put back into rotation the units whose driver says they work again; returns their names."""
+        recovered = []
+        for pool in self._pools:
+            if pool.fault is not None and pool.cu.recovered():
+                pool.allocate_buffers()
+                with self._rotation:
+                    pool.fault = None
+                log.info("compute unit %s of '%s' back in rotation", pool.cu.name, self.kernel.name)
+                recovered.append(pool.cu.name)
+        return recovered
 
     @property
     def max_in_flight(self) -> int:
@@ -250,11 +340,6 @@ class Device:
             sum(p.rows for p in self._pools),
             sum(p.busy_ns for p in self._pools),
         )
-
-    @staticmethod
-    def _finish(item, timings):
-        pool, run, count, buffers = item
-        return pool.finish(run, count, buffers, timings)
 
     def close(self):
         for pool in self._pools:

@@ -1,26 +1,37 @@
 """PYNQ device: Alveo cards and AWS F1 through PYNQ 3.0.1, the last release that drives them.
 
 Each `<top>_N` IP of the downloaded overlay is one compute unit; buffers are pynq.allocate()'d in
-the bank the CU's ports connect to. Untested on hardware here: the tests drive this code against a
-recording stand-in of pynq (tests/support/recording_pynq.py).
+the memory the CU's ports connect to, which PYNQ names without brackets (DDR[0] → overlay.DDR0).
+A run's ErtWaitHandle completes only when its `wait()` pumps the device's events, so the driver
+waits in a helper thread it can give up on; only the bytes a run uses are synced (PYNQ syncs a
+slice's own range). Untested on hardware here: the tests drive this code against a recording
+stand-in of pynq (tests/support/recording_pynq.py) whose surface is checked against pynq 3.0.1.
 """
 
-import time
+import re
+import threading
 
 import numpy as np
 
-from .device import ComputeUnit, Device, DeviceBuffer, DeviceError, board, import_vendor
+from .device import ComputeUnit, ComputeUnitFault, Device, DeviceBuffer, DeviceError, board, import_vendor
 from .xrt_driver import KERNEL_TIMEOUT_MS
+
+UNSAFE_IN_MEMORY_NAME = re.compile("[^A-Za-z0-9_]")  # what PYNQ strips from a memory's name
 
 
 def _pynq():
     return import_vendor("pynq", "device 'pynq' needs PYNQ 3.0.1 (pip install pynq==3.0.1) and XRT")
 
 
+def memory_attribute(name):
+    """The overlay attribute PYNQ gives memory `name` (DDR[0] → DDR0, bank1 → bank1)."""
+    return UNSAFE_IN_MEMORY_NAME.sub("", name)
+
+
 class PynqComputeUnit(ComputeUnit):
     def __init__(self, pynq, overlay, ip, name):
         self.pynq = pynq
-        self.bank = getattr(overlay, ip.args["in"].mem)
+        self.bank = getattr(overlay, memory_attribute(ip.args["in"].mem))
         self.ip = ip
         self.name = name
 
@@ -29,14 +40,20 @@ class PynqComputeUnit(ComputeUnit):
         return DeviceBuffer(buffer.view(np.ndarray), buffer)
 
     def execute(self, inputs, outputs, rows, in_bytes, out_bytes):
-        inputs.handle.sync_to_device()
-        handle = self.ip.start(inputs.handle, outputs.handle, rows)
-        deadline = time.monotonic() + KERNEL_TIMEOUT_MS / 1000
-        while not handle.done:
-            if time.monotonic() > deadline:
-                raise DeviceError(f"kernel {self.name} did not complete within {KERNEL_TIMEOUT_MS} ms")
-            time.sleep(0.0001)
-        outputs.handle.sync_from_device()
+        try:
+            inputs.handle[:in_bytes].sync_to_device()
+            handle = self.ip.start(inputs.handle, outputs.handle, rows)
+        except RuntimeError as error:
+            raise ComputeUnitFault(f"kernel {self.name} could not start: {error}") from None
+        waiter = threading.Thread(target=handle.wait, name=f"wait-{self.name}", daemon=True)
+        waiter.start()
+        waiter.join(KERNEL_TIMEOUT_MS / 1000)
+        if waiter.is_alive():  # the thread stays blocked in PYNQ; the CU leaves the rotation
+            raise ComputeUnitFault(f"kernel {self.name} did not complete within {KERNEL_TIMEOUT_MS} ms")
+        try:
+            outputs.handle[:out_bytes].sync_from_device()
+        except RuntimeError as error:
+            raise ComputeUnitFault(f"kernel {self.name}: reading outputs failed: {error}") from None
 
 
 class PynqDevice(Device):

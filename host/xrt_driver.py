@@ -1,38 +1,105 @@
 """XRT device: Alveo cards (U250, AWS F1) through XRT's own Python binding, `pyxrt`.
 
 pyxrt ships with XRT (not on PyPI). One compute unit per kernel instance per card; each buffer is
-an XRT buffer object in the CU's memory bank. Untested on hardware here: the tests drive this code
-against a recording stand-in of pyxrt (tests/support/recording_pyxrt.py).
+an XRT buffer object in the CU's memory bank. The driver uses only names pyxrt binds in every XRT
+release from 2022.1 on (the table in tests/host/pyxrt_surface.json): no `enumerate_devices` (2022.1
+lacks it), no xclbin CU listing (pyxrt binds none) — the CU names are the ones `faast build` wrote
+into the connectivity config and kernel.json. Untested on hardware here: the tests drive this code
+against a recording stand-in that exposes exactly that surface (tests/support/recording_pyxrt.py).
 """
 
-from .device import ComputeUnit, Device, DeviceBuffer, DeviceError, board, import_vendor
+import time
+
+import numpy as np
+
+from .device import ComputeUnit, ComputeUnitFault, Device, DeviceBuffer, DeviceError, board, import_vendor, log
 
 KERNEL_TIMEOUT_MS = 10_000
+POLL_S = 0.0002  # run.state() polling period: time.sleep releases the GIL, pyxrt's run.wait() does not
+MAX_CARDS = 64
 
 
 def _pyxrt():
     return import_vendor("pyxrt", "device 'xrt' needs XRT's Python binding pyxrt (source /opt/xilinx/xrt/setup.sh)")
 
 
+def cards(pyxrt):
+    """(index, device) of every card XRT opens; pyxrt 2022.1 has no enumerate_devices, so probe by index."""
+    found = []
+    for index in range(MAX_CARDS):
+        try:
+            found.append((index, pyxrt.device(index)))
+        except RuntimeError:
+            break
+    return found
+
+
+def compute_unit_names(kernel, platform_board):
+    """The CU instance names `faast build` gave this board's connectivity config (nk=top:N:top_1.…)."""
+    count = kernel.raw.get("compute_units", {}).get(platform_board, 0)
+    return [f"{kernel.top}_{i}" for i in range(1, count + 1)]
+
+
 class XrtComputeUnit(ComputeUnit):
-    def __init__(self, pyxrt, device, kernel, name):
+    def __init__(self, pyxrt, index, device, image, instance):
         self.pyxrt = pyxrt
+        self.index = index
+        self.image = image
+        self.instance = instance  # "top:{top_N}"
+        self.name = f"card{index}/{instance.split('{')[-1].rstrip('}')}"
+        self.lost = False  # XRT refused the card itself: worth reopening when it comes back
+        self.open(device)
+        states = pyxrt.ert_cmd_state
+        self.finished = {
+            states.ERT_CMD_STATE_COMPLETED,
+            states.ERT_CMD_STATE_ERROR,
+            states.ERT_CMD_STATE_ABORT,
+            states.ERT_CMD_STATE_TIMEOUT,
+            states.ERT_CMD_STATE_NORESPONSE,
+            states.ERT_CMD_STATE_SKERROR,
+            states.ERT_CMD_STATE_SKCRASHED,
+        }
+
+    def open(self, device):
+        """Load the xclbin on `device` and open this CU there (at start, and when the card comes back)."""
+        uuid = device.load_xclbin(self.image)
+        self.kernel = self.pyxrt.kernel(device, uuid, self.instance, self.pyxrt.kernel.shared)
         self.device = device
-        self.kernel = kernel
-        self.name = name
+
+    def recovered(self):
+        if not self.lost:
+            return False  # a CU that hung on a working card stays out: XRT binds no way to reset it
+        try:
+            self.open(self.pyxrt.device(self.index))
+        except RuntimeError:
+            return False
+        self.lost = False
+        return True
 
     def allocate(self, nbytes):
         bo = self.pyxrt.bo(self.device, nbytes, self.pyxrt.bo.normal, self.kernel.group_id(0))
-        return DeviceBuffer(bo.map(), bo)
+        return DeviceBuffer(np.frombuffer(bo.map(), np.uint8), bo)  # map() is a memoryview of the buffer
 
     def execute(self, inputs, outputs, rows, in_bytes, out_bytes):
         sync = self.pyxrt.xclBOSyncDirection
-        inputs.handle.sync(sync.XCL_BO_SYNC_BO_TO_DEVICE, in_bytes, 0)
-        run = self.kernel(inputs.handle, outputs.handle, rows)
-        state = run.wait(KERNEL_TIMEOUT_MS)
+        try:
+            inputs.handle.sync(sync.XCL_BO_SYNC_BO_TO_DEVICE, in_bytes, 0)
+            run = self.kernel(inputs.handle, outputs.handle, rows)
+        except RuntimeError as error:  # XRT raises when the card is gone or the CU refuses the run
+            self.lost = True
+            raise ComputeUnitFault(f"kernel {self.name} could not start: {error}") from None
+        deadline = time.monotonic() + KERNEL_TIMEOUT_MS / 1000
+        while (state := run.state()) not in self.finished:
+            if time.monotonic() > deadline:
+                raise ComputeUnitFault(f"kernel {self.name} did not complete within {KERNEL_TIMEOUT_MS} ms")
+            time.sleep(POLL_S)
         if state != self.pyxrt.ert_cmd_state.ERT_CMD_STATE_COMPLETED:
-            raise DeviceError(f"kernel {self.name} did not complete within {KERNEL_TIMEOUT_MS} ms (state {state})")
-        outputs.handle.sync(sync.XCL_BO_SYNC_BO_FROM_DEVICE, out_bytes, 0)
+            raise ComputeUnitFault(f"kernel {self.name} ended in state {state}")
+        try:
+            outputs.handle.sync(sync.XCL_BO_SYNC_BO_FROM_DEVICE, out_bytes, 0)
+        except RuntimeError as error:
+            self.lost = True
+            raise ComputeUnitFault(f"kernel {self.name}: reading outputs failed: {error}") from None
 
 
 class XrtDevice(Device):
@@ -43,27 +110,30 @@ class XrtDevice(Device):
         xclbin = kernel.xclbin()
         image = pyxrt.xclbin(str(xclbin))
         platform = image.get_xsa_name()
-        count = len(pyxrt.enumerate_devices())
-        if count == 0:
-            raise DeviceError("device 'xrt' found no Alveo card")
-        cu_names = [
-            cu.get_name().split(":")[-1]
-            for k in image.get_kernels()
-            if k.get_name() == kernel.top
-            for cu in k.get_cus()
-        ]
+        if kernel.top not in [k.get_name() for k in image.get_kernels()]:
+            raise DeviceError(f"{xclbin.name} holds no kernel {kernel.top}")
+        cu_names = compute_unit_names(kernel, board(platform))
         if not cu_names:
-            raise DeviceError(f"{xclbin.name} holds no compute unit of kernel {kernel.top}")
+            raise DeviceError(f"kernel.json names no compute unit for platform {platform}")
+        found = cards(pyxrt)
+        if not found:
+            raise DeviceError("device 'xrt' found no Alveo card")
+        shells = {index: device.get_info(pyxrt.xrt_info_device.name) for index, device in found}
+        matching = [(index, device) for index, device in found if board(shells[index]) == board(platform)]
+        if not matching:
+            cards_seen = ", ".join(f"card {index} is {shell}" for index, shell in shells.items())
+            raise DeviceError(f"{xclbin.name} is built for platform {platform}, but no card matches ({cards_seen})")
+        for index in sorted(set(shells) - {index for index, _ in matching}):
+            log.info(
+                "device 'xrt' leaves card %d (%s) alone: %s is for %s", index, shells[index], xclbin.name, platform
+            )
         compute_units = []
-        for index in range(count):
-            device = pyxrt.device(index)
-            card = device.get_info(pyxrt.xrt_info_device.name)
-            if board(platform) != board(card):
-                raise DeviceError(f"{xclbin.name} is built for platform {platform}, but card {index} is {card}")
-            uuid = device.load_xclbin(image)
+        for index, device in matching:
             for name in cu_names:
-                instance = pyxrt.kernel(device, uuid, f"{kernel.top}:{{{name}}}", pyxrt.kernel.cu_access_mode.shared)
-                compute_units.append(XrtComputeUnit(pyxrt, device, instance, f"card{index}/{name}"))
+                try:
+                    compute_units.append(XrtComputeUnit(pyxrt, index, device, image, f"{kernel.top}:{{{name}}}"))
+                except RuntimeError as error:
+                    raise DeviceError(f"{xclbin.name} on card {index} has no compute unit {name}: {error}") from None
         super().__init__(kernel, compute_units)
 
     @staticmethod
@@ -72,7 +142,7 @@ class XrtDevice(Device):
             pyxrt = _pyxrt()
         except DeviceError as error:
             return False, str(error)
-        count = len(pyxrt.enumerate_devices())
+        count = len(cards(pyxrt))
         return count > 0, f"XRT lists {count} card(s)"
 
 

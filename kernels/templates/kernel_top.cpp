@@ -3,7 +3,8 @@
 // The host packs each tensor element's fixed-point bit pattern into ${in_lane_bits}-bit lanes of
 // 512-bit words (${in_lanes} inputs per word), row after row with no gaps; outputs come back the
 // same way in ${out_lane_bits}-bit lanes. DATAFLOW overlaps reading words, running the network and
-// writing words. The C simulation compiles this very file, so csim and the card share the layout.
+// writing words; the row loop is pipelined at one row per cycle. The C simulation compiles this very
+// file, so csim and the card share the layout.
 #include "ap_int.h"
 #include "hls_stream.h"
 
@@ -63,8 +64,14 @@ static void run_rows(hls::stream<word_t> &in_words, hls::stream<word_t> &out_wor
     word_t out_word = 0;
     int out_lane = 0;
     for (int row = 0; row < rows; ++row) {
+#if !${io_stream}
+        // One row per cycle, as FaaST does: the lane loops below unroll under the pipeline.
+#pragma HLS PIPELINE II=1
+#endif
         in_elem_t x[N_IN];
         out_elem_t y[N_OUT];
+#pragma HLS ARRAY_PARTITION variable=x complete
+#pragma HLS ARRAY_PARTITION variable=y complete
         for (int i = 0; i < N_IN; ++i) {
             if (in_lane == IN_LANES) {
                 in_word = in_words.read();

@@ -13,15 +13,13 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from support import Server, recording_pynq, recording_pyxrt
+from support.cards import U250_PLATFORM, U250_SHELL, facile_rows, fake_xclbin
 from tritonclient.utils import InferenceServerException
 
 from faast.host.csim import CsimDevice
 from faast.host.device import DeviceError, KernelDescription, open_device
 from faast.host.pynq_driver import PynqDevice
 from faast.host.xrt_driver import XrtDevice
-
-U250_SHELL = "xilinx_u250_gen3x16_xdma_shell_4_1"
-U250_PLATFORM = "xilinx_u250_gen3x16_xdma_4_1_202210_1"
 
 
 @pytest.fixture
@@ -32,22 +30,10 @@ def version_dir(model_repository, tmp_path):
     return copy
 
 
-def fake_xclbin(version_dir, platform=U250_PLATFORM, cus=4):
-    kernel = KernelDescription.read(version_dir)
-    spec = {
-        "platform": platform,
-        "kernel": kernel.top,
-        "cus": [f"{kernel.top}_{i}" for i in range(1, cus + 1)],
-        "library": str(version_dir / "csim.so"),
-        "weights": str(version_dir / "hls4ml/firmware/weights"),
-    }
-    (version_dir / "facile.xclbin").write_text(json.dumps(spec))
-
-
 @pytest.fixture
 def standin_modules(monkeypatch):
-    monkeypatch.setitem(sys.modules, "pyxrt", recording_pyxrt)
-    monkeypatch.setitem(sys.modules, "pynq", recording_pynq)
+    monkeypatch.setitem(sys.modules, "pyxrt", recording_pyxrt.module())
+    monkeypatch.setitem(sys.modules, "pynq", recording_pynq.module())
 
 
 def test_vitis_makefile_lists_compile_link_and_afi_steps(model_repository):
@@ -97,11 +83,6 @@ def test_kernel_description_has_the_buffer_layout(model_repository):
     assert kernel["compute_units"] == {"u250": 4, "aws-f1": 2}
 
 
-def _rows(n, seed=0):
-    rng = np.random.default_rng(seed)
-    return (rng.normal(0, 40, (n, 15)) * (rng.random((n, 15)) < 0.5)).astype(np.float32)
-
-
 def test_xrt_driver_choreography_on_recording_standin(version_dir, standin_modules):
     fake_xclbin(version_dir)
     recording_pyxrt.install([{"name": U250_SHELL}, {"name": U250_SHELL}])
@@ -110,8 +91,9 @@ def test_xrt_driver_choreography_on_recording_standin(version_dir, standin_modul
     buffers = [call for call in recording_pyxrt.CALLS if call[0] == "bo"]
     assert len(buffers) == 8 * 2 * 2  # 8 CUs x two buffer sets x (inputs, outputs)
     assert {call[3] for call in buffers} == {0, 1, 2, 3}  # each CU's buffers in its own bank
+    assert ("kernel", 0, "facile_top:{facile_top_1}", sys.modules["pyxrt"].kernel.shared) in recording_pyxrt.CALLS
 
-    rows = _rows(40000)
+    rows = facile_rows(40000)
     recording_pyxrt.CALLS.clear()
     served = device.run(rows)
     csim = CsimDevice(KernelDescription.read(version_dir))
@@ -137,9 +119,9 @@ def test_pynq_driver_choreography_on_recording_standin(version_dir, standin_modu
     device = PynqDevice(KernelDescription.read(version_dir))
     assert [cu.name for cu in device.compute_units] == ["card0/facile_top_1", "card0/facile_top_2"]
     targets = [call[2] for call in recording_pynq.CALLS if call[0] == "allocate"]
-    assert targets.count(f"memory bank0 of {U250_SHELL}") == 4 and len(targets) == 8
+    assert targets.count("DDR[0]") == 4 and targets.count("DDR[1]") == 4 and len(targets) == 8
 
-    rows = _rows(20000, seed=1)
+    rows = facile_rows(20000, seed=1)
     recording_pynq.CALLS.clear()
     served = device.run(rows)
     csim = CsimDevice(KernelDescription.read(version_dir))
@@ -147,9 +129,12 @@ def test_pynq_driver_choreography_on_recording_standin(version_dir, standin_modu
     calls = recording_pynq.CALLS
     starts = [call for call in calls if call[0] == "start"]
     assert sorted((c[2], c[5]) for c in starts) == [("facile_top_1", 10000), ("facile_top_2", 10000)]
-    for start in starts:
+    layout = KernelDescription.read(version_dir).layout
+    for start in starts:  # only the bytes the run uses go each way: 10000 rows, not the 16384-row buffer
         at = calls.index(start)
-        assert ("sync_to_device", start[3]) in calls[:at] and ("sync_from_device", start[4]) in calls[at:]
+        assert ("flush", start[3], 0, layout.input.nbytes(10000)) in calls[:at]
+        assert ("invalidate", start[4], 0, layout.output.nbytes(10000)) in calls[at:]
+        assert ("wait",) in calls[at:]  # the ErtWaitHandle was pumped, not polled
     device.close()
     csim.close()
 
@@ -170,12 +155,15 @@ def test_driver_errors_are_clear(version_dir, standin_modules, monkeypatch):
         PynqDevice(kernel)
 
     monkeypatch.setattr("faast.host.xrt_driver.KERNEL_TIMEOUT_MS", 50)
-    recording_pyxrt.install([{"name": U250_SHELL, "hang": True}])
+    recording_pyxrt.install([{"name": U250_SHELL, "hang": {f"facile_top_{i}" for i in range(1, 5)}}])
     device = XrtDevice(kernel)
-    with pytest.raises(DeviceError, match="did not complete within 50 ms"):
-        device.run(_rows(10))
+    with pytest.raises(DeviceError, match="did not complete within 50 ms; the retry on card0/facile_top_2 failed"):
+        device.run(facile_rows(10))
     with pytest.raises(DeviceError, match="did not complete"):  # buffers came back: it fails again, cleanly
-        device.run(_rows(10))
+        device.run(facile_rows(10))
+    with pytest.raises(DeviceError, match="no compute unit of 'facile' is in rotation"):
+        device.run(facile_rows(10))
+    assert device.health()[0] is False
     device.close()
 
     monkeypatch.delitem(sys.modules, "pyxrt")
@@ -235,7 +223,7 @@ def test_server_stays_up_when_a_model_device_cannot_open(model_repository, tmp_p
         assert client.is_server_live() and not client.is_server_ready()  # strict readiness, as Triton
         assert client.is_model_ready("facile") and not client.is_model_ready("facile_card")
         tensor = grpcclient.InferInput("input", [3, 15], "FP32")
-        tensor.set_data_from_numpy(_rows(3))
+        tensor.set_data_from_numpy(facile_rows(3))
         with pytest.raises(InferenceServerException) as caught:
             client.infer("facile_card", [tensor])
         assert caught.value.status() == "StatusCode.NOT_FOUND"
@@ -256,7 +244,7 @@ def test_concurrent_runs_larger_than_the_buffer_pools_complete_in_order(version_
     from faast.host.device import Timings
 
     device = CsimDevice(KernelDescription.read(version_dir))
-    batches = [_rows(70000, seed=s) for s in range(2)]  # 70000 rows = 5 executions of 16384 or fewer
+    batches = [facile_rows(70000, seed=s) for s in range(2)]  # 70000 rows = 5 executions of 16384 or fewer
     expected = [np.concatenate([device.run(b[i : i + 5000]) for i in range(0, len(b), 5000)]) for b in batches]
     timings = [Timings() for _ in batches]
     with ThreadPoolExecutor(2) as pool:

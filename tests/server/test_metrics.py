@@ -148,6 +148,7 @@ FAAST_FAMILIES = {  # faast's own device metrics, beside Triton's
     "faast_kernel_executions": ("counter", MV),
     "faast_kernel_busy_us": ("counter", MV),
     "faast_batch_fill_ratio": ("gauge", MV),
+    "faast_compute_units_out_of_rotation": ("gauge", MV),
 }
 BATCHES = (1, 4, 16)  # the successful requests both servers get, rows each
 
@@ -221,6 +222,9 @@ class FakeDevice:
 
     def usage(self):
         return 3, 21, 5000
+
+    def out_of_rotation(self):
+        return [("card0/facile_top_2", "kernel did not complete")]
 
 
 def _fake_repository():
@@ -297,6 +301,7 @@ def test_exposition_in_process_has_tritons_families_and_values():
     assert sample_value(found["faast_kernel_executions"]) == 3
     assert sample_value(found["faast_kernel_busy_us"]) == 5
     assert sample_value(found["faast_batch_fill_ratio"]) == 21 / 3 / 16
+    assert sample_value(found["faast_compute_units_out_of_rotation"]) == 1
 
 
 def test_summaries_in_process_as_triton_computes_them():

@@ -1,0 +1,139 @@
+"""`faast devices [REPOSITORY]`: the first command on a card host. It lists the cards XRT and PYNQ
+see (name, board, shell), the xclbins in a model repository and the platforms they were built for,
+and which device each model version would run on, and why — the choice `faast serve` makes with
+device auto, or the failure it would log, without loading anything."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import text_format
+
+from faast.host import xrt_driver
+from faast.host.device import HARDWARE, DeviceError, KernelDescription, board, import_vendor
+
+from .protocol import model_config as mc
+
+
+@dataclass(frozen=True)
+class Card:
+    vendor: str  # xrt or pynq: the driver that sees it
+    index: int
+    shell: str
+    detail: str = ""
+
+    @property
+    def board(self):
+        return board(self.shell)
+
+
+def find_cards() -> tuple[dict[str, list[Card]], dict[str, str]]:
+    """The cards each driver sees, and for a driver that cannot look, why."""
+    found: dict[str, list[Card]] = {vendor: [] for vendor in HARDWARE}
+    problems = {}
+    try:
+        pyxrt = import_vendor("pyxrt", "XRT's Python binding pyxrt is not importable (source /opt/xilinx/xrt/setup.sh)")
+        for index, device in xrt_driver.cards(pyxrt):
+            shell = device.get_info(pyxrt.xrt_info_device.name)
+            found["xrt"].append(Card("xrt", index, shell, f"bdf {device.get_info(pyxrt.xrt_info_device.bdf)}"))
+    except DeviceError as error:
+        problems["xrt"] = str(error)
+    try:
+        pynq = import_vendor("pynq", "PYNQ is not installed (pip install pynq==3.0.1)")
+        found["pynq"] = [Card("pynq", index, card.name) for index, card in enumerate(pynq.Device.devices)]
+    except DeviceError as error:
+        problems["pynq"] = str(error)
+    return found, problems
+
+
+@dataclass(frozen=True)
+class Version:
+    model: str
+    version: str
+    folder: Path
+    device: str  # config.pbtxt's parameters["device"], auto when absent
+    xclbins: list[tuple[Path, str]]  # (image, the platform it was built for)
+    problem: str = ""  # why this version cannot be served at all
+
+
+def _xclbin_platform(path):
+    try:
+        pyxrt = import_vendor("pyxrt", "")
+    except DeviceError:
+        return "unknown (reading an xclbin needs pyxrt)"
+    return pyxrt.xclbin(str(path)).get_xsa_name()
+
+
+def find_versions(repository) -> list[Version]:
+    """Every numbered version folder of every model in `repository`, with its xclbins' platforms."""
+    versions = []
+    for config_path in sorted(Path(repository).glob("*/config.pbtxt")):
+        config = text_format.Parse(config_path.read_text(), mc.ModelConfig())
+        device = config.parameters["device"].string_value if "device" in config.parameters else "auto"
+        model = config.name or config_path.parent.name
+        for folder in sorted(p for p in config_path.parent.iterdir() if p.is_dir() and p.name.isdigit()):
+            try:
+                kernel = KernelDescription.read(folder)
+            except DeviceError as error:
+                versions.append(Version(model, folder.name, folder, device, [], str(error)))
+                continue
+            images = [(image, _xclbin_platform(image)) for image in kernel.xclbins()]
+            versions.append(Version(model, folder.name, folder, device, images))
+    return versions
+
+
+def placement(version: Version, cards: dict[str, list[Card]], problems: dict[str, str]) -> tuple[str, str]:
+    """(device, why) for one version, as open_device would choose; device 'none' when it cannot load."""
+    if version.problem:
+        return "none", version.problem
+    if version.device in ("emulator", "csim"):
+        return version.device, "its config.pbtxt asks for it"
+    if not version.xclbins:
+        why = f"{version.folder} holds no xclbin (build one with `make` in its vitis/ folder)"
+        return ("emulator", why) if version.device == "auto" else ("none", f"device '{version.device}': {why}")
+    image, platform = version.xclbins[0]
+    vendors = HARDWARE if version.device == "auto" else [version.device]
+    reasons = []
+    for vendor in vendors:
+        if not cards[vendor]:
+            reasons.append(f"{vendor}: {problems.get(vendor, 'no card')}")
+            continue
+        matching = [card for card in cards[vendor] if card.board == board(platform)]
+        seen = ", ".join(f"card{card.index} {card.shell}" for card in cards[vendor])
+        if not matching:  # auto stops at the first driver with cards: the model fails to load
+            return "none", f"{vendor}: {image.name} is built for {platform}, but no card matches ({seen})"
+        on = ", ".join(f"card{card.index}" for card in matching)
+        return vendor, f"{image.name} is built for {platform} ({board(platform)}), as {on} ({seen})"
+    if version.device != "auto":
+        return "none", "; ".join(reasons)
+    return "emulator", f"no card is usable ({'; '.join(reasons)})"
+
+
+def report(repository=None) -> str:
+    cards, problems = find_cards()
+    lines = ["Cards"]
+    for vendor in HARDWARE:
+        if cards[vendor]:
+            for card in cards[vendor]:
+                detail = f", {card.detail}" if card.detail else ""
+                lines.append(f"  {vendor} card{card.index}: {card.shell} (board {card.board}{detail})")
+        else:
+            lines.append(f"  {vendor}: no card ({problems.get(vendor, 'none listed')})")
+    if repository is None:
+        return "\n".join(lines) + "\n"
+    versions = find_versions(repository)
+    lines += ["", f"Repository {repository}"]
+    for version in versions:
+        name = f"{version.model}/{version.version}"
+        if not version.xclbins:
+            lines.append(f"  {name}: no xclbin" + (f" ({version.problem})" if version.problem else ""))
+        for image, platform in version.xclbins:
+            lines.append(f"  {name}: {image.name} for {platform} (board {board(platform)})")
+    lines += ["", "Placement (device auto unless config.pbtxt names one)"]
+    for version in versions:
+        device, why = placement(version, cards, problems)
+        lines.append(f"  {version.model}/{version.version} -> {device}: {why}")
+    return "\n".join(lines) + "\n"
+
+
+def run(args):
+    print(report(args.repository), end="")

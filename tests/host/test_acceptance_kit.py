@@ -1,0 +1,32 @@
+"""The hardware acceptance kit (bench/hardware.sh) end to end in its dry mode: the real `faast build`,
+`faast devices`, `faast serve` and `faast bench`, with the recording stand-ins of pyxrt and pynq in
+place of XRT and a card. It proves the kit runs; it says nothing about hardware, and says so."""
+
+import json
+import subprocess
+
+import pytest
+from support import ROOT
+
+
+@pytest.mark.slow  # builds FACILE, serves it and benches it: about a minute
+def test_the_dry_run_goes_end_to_end_on_stand_in_cards(tmp_path):
+    out = tmp_path / "hardware"
+    run = subprocess.run(
+        [ROOT / "bench" / "hardware.sh", "--board", "u250", "--dry-run", "--out", out],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert (out / "DRY_RUN").read_text().startswith("DRY RUN on stand-in cards")
+    assert "facile/1 -> xrt: facile.xclbin is built for xilinx_u250" in (out / "devices.txt").read_text()
+    assert "device auto for 'facile': xrt" in (out / "serve.log").read_text()
+    exact = json.loads((out / "exact_facile.json").read_text())
+    assert exact == {"model": "facile", "rows": 4096, "mismatched_rows": 0, "reference": "emulator"}
+    bench = json.loads((out / "bench_facile" / "bench.json").read_text())
+    assert [level["concurrency"] for level in bench["levels"]] == [1, 2]
+    assert all(level["throughput_infer_per_s"] > 0 for level in bench["levels"])
+    report = (out / "hardware.md").read_text()
+    assert report.startswith("# faast hardware acceptance (DRY RUN on stand-in cards: not a hardware result)")
+    assert "FaaST Table I, FACILE on u250 at batch 16000: 86000000 inf/s." in report

@@ -1,0 +1,231 @@
+"""Card faults through the drivers, on the recording stand-ins of pyxrt and pynq (no hardware): a
+compute unit that hangs leaves the rotation and its rows are retried once elsewhere; a card that
+vanishes takes its units out and the device keeps serving on the others, or reports why it cannot;
+a card that comes back is reopened. Every call answers exactly once, with the C simulation's bits."""
+
+import json
+import logging
+import shutil
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from support import ROOT, Server, recording_pynq, recording_pyxrt
+from support.cards import U250_SHELL, facile_rows, fake_xclbin
+from tritonclient.utils import InferenceServerException
+
+from faast.host.csim import CsimDevice
+from faast.host.device import DeviceError, KernelDescription
+from faast.host.pynq_driver import PynqDevice
+from faast.host.xrt_driver import XrtDevice
+
+TIMEOUT_MS = 1000  # the stand-in card runs the C simulation: ~0.1 ms a row, a few hundred rows a run
+
+
+@pytest.fixture
+def version_dir(model_repository, tmp_path):
+    copy = tmp_path / "facile" / "1"
+    shutil.copytree(model_repository / "facile" / "1", copy)
+    fake_xclbin(copy)
+    return copy
+
+
+@pytest.fixture
+def standins(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyxrt", recording_pyxrt.module())
+    monkeypatch.setitem(sys.modules, "pynq", recording_pynq.module())
+    monkeypatch.setattr("faast.host.xrt_driver.KERNEL_TIMEOUT_MS", TIMEOUT_MS)
+    monkeypatch.setattr("faast.host.pynq_driver.KERNEL_TIMEOUT_MS", TIMEOUT_MS)
+
+
+@pytest.fixture
+def expected(version_dir):
+    """The C simulation's answers for a batch, bit for bit."""
+    csim = CsimDevice(KernelDescription.read(version_dir))
+    yield lambda rows: csim.run(rows).view(np.uint32)
+    csim.close()
+
+
+def _starts(calls):
+    return [call for call in calls if call[0] == "start"]
+
+
+def test_a_hung_unit_leaves_the_rotation_and_its_rows_are_retried_once(version_dir, standins, expected, caplog):
+    caplog.set_level(logging.INFO, logger="faast.host")
+    recording_pyxrt.install([{"name": U250_SHELL, "hang": {"facile_top_2"}}])
+    device = XrtDevice(KernelDescription.read(version_dir))
+    rows = facile_rows(2000)
+    assert np.array_equal(device.run(rows).view(np.uint32), expected(rows))
+    starts = _starts(recording_pyxrt.CALLS)
+    assert len(starts) == 5  # 4 executions of 500 rows, and one retry of the hung one's rows
+    assert [s[2] for s in starts].count("facile_top:{facile_top_2}") == 1
+    assert device.out_of_rotation() == [
+        ("card0/facile_top_2", f"kernel card0/facile_top_2 did not complete within {TIMEOUT_MS} ms")
+    ]
+    assert "compute unit card0/facile_top_2 taken out of rotation: kernel card0/facile_top_2 did not" in caplog.text
+    assert device.health() == (
+        True,
+        f"3 of 4 compute units in rotation (card0/facile_top_2: kernel card0/facile_top_2 did not complete "
+        f"within {TIMEOUT_MS} ms)",
+    )
+
+    recording_pyxrt.CALLS.clear()
+    assert np.array_equal(device.run(rows).view(np.uint32), expected(rows))
+    assert "facile_top:{facile_top_2}" not in [s[2] for s in _starts(recording_pyxrt.CALLS)]
+    assert device.recover() == []  # a unit that hung on a present card stays out: XRT cannot reset it
+    device.close()
+
+
+def test_concurrent_calls_each_get_exactly_one_answer_while_a_unit_hangs(version_dir, standins, expected):
+    recording_pyxrt.install([{"name": U250_SHELL, "hang": {"facile_top_1"}}])
+    device = XrtDevice(KernelDescription.read(version_dir))
+    batches = [facile_rows(1000 + 250 * i, seed=i) for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(device.run, batches))
+    assert len(answers) == len(batches)
+    for batch, answer in zip(batches, answers, strict=True):
+        assert np.array_equal(answer.view(np.uint32), expected(batch))
+    hung = [s for s in _starts(recording_pyxrt.CALLS) if s[2] == "facile_top:{facile_top_1}"]
+    assert len(hung) == 1  # taken out at its first timeout, never started again
+    device.close()
+
+
+def test_a_vanished_card_leaves_the_others_serving_and_comes_back(version_dir, standins, expected, caplog):
+    caplog.set_level(logging.INFO, logger="faast.host")
+    recording_pyxrt.install([{"name": U250_SHELL}, {"name": U250_SHELL}])
+    device = XrtDevice(KernelDescription.read(version_dir))
+    rows = facile_rows(4000, seed=3)
+
+    recording_pyxrt.CARDS[1]["present"] = False
+    assert np.array_equal(device.run(rows).view(np.uint32), expected(rows))
+    assert [name for name, _ in device.out_of_rotation()] == [f"card1/facile_top_{i}" for i in range(1, 5)]
+    assert all("device is gone" in why for _, why in device.out_of_rotation())
+    assert device.health()[0] is True
+
+    recording_pyxrt.CARDS[0]["present"] = False
+    with pytest.raises(DeviceError, match="device is gone"):
+        device.run(rows)
+    ready, reason = device.health()
+    assert not ready and reason.startswith("every compute unit is out of rotation (card0/facile_top_")
+    with pytest.raises(DeviceError, match="no compute unit of 'facile' is in rotation"):
+        device.run(rows)  # refused at once: nothing is started on a card that is gone
+    assert device.recover() == []  # still gone
+
+    for card in recording_pyxrt.CARDS:
+        card["present"] = True
+    recording_pyxrt.CALLS.clear()
+    assert device.recover() == [f"card{c}/facile_top_{i}" for c in (0, 1) for i in range(1, 5)]
+    assert [c[1:] for c in recording_pyxrt.CALLS if c[0] == "load_xclbin"].count((0, "facile.xclbin")) == 4
+    assert len([c for c in recording_pyxrt.CALLS if c[0] == "bo"]) == 8 * 2 * 2  # fresh buffers on the new handles
+    assert device.health() == (True, "8 of 8 compute units in rotation")
+    assert np.array_equal(device.run(rows).view(np.uint32), expected(rows))
+    assert "compute unit card1/facile_top_4 of 'facile' back in rotation" in caplog.text
+    device.close()
+
+
+def test_pynq_a_hung_unit_is_given_up_on_and_its_rows_retried(version_dir, standins, expected):
+    fake_xclbin(version_dir, cus=2)
+    recording_pynq.install([{"name": U250_SHELL, "hang": {"facile_top_1"}}])
+    device = PynqDevice(KernelDescription.read(version_dir))
+    rows = facile_rows(1000, seed=5)
+    assert np.array_equal(device.run(rows).view(np.uint32), expected(rows))
+    assert device.out_of_rotation() == [
+        ("card0/facile_top_1", f"kernel card0/facile_top_1 did not complete within {TIMEOUT_MS} ms")
+    ]
+    assert [s[2] for s in _starts(recording_pynq.CALLS)].count("facile_top_2") == 2  # its own rows, then the retry
+    device.close()
+
+
+@pytest.mark.slow  # a real server; the hung unit costs the driver's own 10 s timeout
+def test_served_requests_each_get_exactly_one_reply_while_a_unit_hangs(model_repository, tmp_path, monkeypatch):
+    repository = tmp_path / "repository"
+    shutil.copytree(model_repository / "facile", repository / "facile")
+    version = repository / "facile" / "1"
+    fake_xclbin(version)
+    (tmp_path / "cards.json").write_text(json.dumps([{"name": U250_SHELL, "hang": ["facile_top_3"]}]))
+    monkeypatch.setenv("FAAST_STANDIN_CARDS", str(tmp_path / "cards.json"))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "tests" / "support" / "standin_site"))
+    server = Server(repository, tmp_path / "serve.log")
+    batches = [facile_rows(200 + 50 * i, seed=i) for i in range(12)]
+
+    def infer(rows):
+        tensor = grpcclient.InferInput("input", list(rows.shape), "FP32")
+        tensor.set_data_from_numpy(rows)
+        with grpcclient.InferenceServerClient(server.url) as client:
+            return client.infer("facile", [tensor]).as_numpy("output")
+
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            replies = list(pool.map(infer, batches))
+    finally:
+        server.stop()
+    log = (tmp_path / "serve.log").read_text()
+    assert "device auto for 'facile': xrt" in log
+    assert "compute unit card0/facile_top_3 taken out of rotation" in log
+    csim = CsimDevice(KernelDescription.read(version))
+    assert len(replies) == len(batches)
+    for rows, reply in zip(batches, replies, strict=True):
+        assert np.array_equal(reply.view(np.uint32), csim.run(rows).view(np.uint32))
+    csim.close()
+
+
+@pytest.mark.slow  # a real server on a stand-in card, and an emulator model beside it
+def test_a_served_model_is_not_ready_while_its_card_is_gone_and_ready_once_it_is_back(
+    model_repository, tmp_path, monkeypatch
+):
+    repository = tmp_path / "repository"
+    shutil.copytree(model_repository / "facile", repository / "facile")
+    fake_xclbin(repository / "facile" / "1")
+    shutil.copytree(model_repository / "facile", repository / "cpu")
+    config = repository / "cpu" / "config.pbtxt"
+    config.write_text(config.read_text().replace('name: "facile"', 'name: "cpu"').replace('"auto"', '"emulator"'))
+    cards = tmp_path / "cards.json"
+    cards.write_text(json.dumps([{"name": U250_SHELL}]))
+    monkeypatch.setenv("FAAST_STANDIN_CARDS", str(cards))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "tests" / "support" / "standin_site"))
+    server = Server(repository, tmp_path / "serve.log")
+    rows = facile_rows(300, seed=9)
+    tensor = grpcclient.InferInput("input", list(rows.shape), "FP32")
+    tensor.set_data_from_numpy(rows)
+    client = server.client
+
+    def until(condition, what):
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.2)
+
+    try:
+        expected = client.infer("facile", [tensor]).as_numpy("output")
+        cards.write_text(json.dumps([{"name": U250_SHELL, "present": False}]))
+        time.sleep(0.5)  # the stand-in follows the file
+        errors = 0
+        for _ in range(8):  # faults show on the units a request reaches; each request gets one reply
+            try:
+                reply = client.infer("facile", [tensor]).as_numpy("output")
+                assert np.array_equal(reply.view(np.uint32), expected.view(np.uint32))
+            except InferenceServerException as error:
+                assert "device is gone" in str(error) or "in rotation" in str(error), error
+                errors += 1
+        assert errors
+        until(lambda: not client.is_model_ready("facile"), "facile never became not ready")
+        index = {m.name: m for m in client.get_model_repository_index().models}
+        assert index["facile"].state == "UNAVAILABLE" and "out of rotation" in index["facile"].reason
+        assert client.is_model_ready("cpu") and not client.is_server_ready()
+        assert np.array_equal(client.infer("cpu", [tensor]).as_numpy("output"), expected)  # others serve
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).read()
+        assert b'faast_compute_units_out_of_rotation{model="facile",version="1"} 4' in metrics
+
+        cards.write_text(json.dumps([{"name": U250_SHELL, "present": True}]))
+        until(lambda: client.is_model_ready("facile"), "facile never came back")
+        assert client.is_server_ready()
+        reply = client.infer("facile", [tensor]).as_numpy("output")
+        assert np.array_equal(reply.view(np.uint32), expected.view(np.uint32))
+    finally:
+        server.stop()
+    log = (tmp_path / "serve.log").read_text()
+    assert "compute unit card0/facile_top_1 of 'facile' back in rotation" in log
