@@ -111,6 +111,9 @@ class DeviceBuffer:
 
 class ComputeUnit(ABC):
     name: str
+    # Runs that may be under way on this unit at once. A card's CU queues a second run in its command
+    # queue while the first computes, so two let one run's transfers overlap the other's compute.
+    overlapping_runs = 1
 
     @abstractmethod
     def allocate(self, nbytes) -> DeviceBuffer:
@@ -143,16 +146,22 @@ class _BufferPool:
         self.layout = layout
         self.free: queue.Queue[tuple[DeviceBuffer, DeviceBuffer]] = queue.Queue()
         self.allocate_buffers()
-        self.worker = ThreadPoolExecutor(1, thread_name_prefix=f"cu-{cu.name}")
+        self.worker = ThreadPoolExecutor(min(cu.overlapping_runs, BUFFERS_PER_CU), thread_name_prefix=f"cu-{cu.name}")
         self.executions = 0
         self.rows = 0
-        self.busy_ns = 0
+        self.busy_ns = 0  # time with at least one run under way (overlapping runs counted once)
+        self._running = 0
+        self._busy_since = 0
+        self._count = threading.Lock()
         self.fault: str | None = None  # why this CU is out of rotation; None while it serves
 
     def _execute(self, inputs, outputs, rows, in_bytes, out_bytes):
         if self.fault is not None:  # queued before the unit left the rotation: fail over without waiting
             raise ComputeUnitFault(f"compute unit {self.cu.name} is out of rotation: {self.fault}")
-        begin = time.perf_counter_ns()
+        with self._count:
+            self._running += 1
+            if self._running == 1:
+                self._busy_since = time.perf_counter_ns()
         try:
             self.cu.execute(inputs, outputs, rows, in_bytes, out_bytes)
         except ComputeUnitFault as fault:  # out at once, before this worker starts the next queued run
@@ -160,9 +169,12 @@ class _BufferPool:
             log.warning("compute unit %s taken out of rotation: %s", self.cu.name, fault)
             raise
         finally:
-            self.busy_ns += time.perf_counter_ns() - begin
-            self.executions += 1
-            self.rows += rows
+            with self._count:
+                self._running -= 1
+                if not self._running:
+                    self.busy_ns += time.perf_counter_ns() - self._busy_since
+                self.executions += 1
+                self.rows += rows
 
     def start(self, rows, buffers, timings):
         """Pack `rows` into `buffers` (taken from `free`) and queue the kernel run on this CU."""

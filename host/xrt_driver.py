@@ -41,6 +41,8 @@ def compute_unit_names(kernel, platform_board):
 
 
 class XrtComputeUnit(ComputeUnit):
+    overlapping_runs = 2  # the next run's input transfer overlaps this one's compute (ERT queues the start)
+
     def __init__(self, pyxrt, index, device, image, instance):
         self.pyxrt = pyxrt
         self.index = index

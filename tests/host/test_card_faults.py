@@ -21,7 +21,7 @@ from tritonclient.utils import InferenceServerException
 from faast.host.csim import CsimDevice
 from faast.host.device import DeviceError, KernelDescription
 from faast.host.pynq_driver import PynqDevice
-from faast.host.xrt_driver import XrtDevice
+from faast.host.xrt_driver import XrtComputeUnit, XrtDevice
 
 TIMEOUT_MS = 1000  # the stand-in card runs the C simulation: ~0.1 ms a row, a few hundred rows a run
 
@@ -90,7 +90,9 @@ def test_concurrent_calls_each_get_exactly_one_answer_while_a_unit_hangs(version
     for batch, answer in zip(batches, answers, strict=True):
         assert np.array_equal(answer.view(np.uint32), expected(batch))
     hung = [s for s in _starts(recording_pyxrt.CALLS) if s[2] == "facile_top:{facile_top_1}"]
-    assert len(hung) == 1  # taken out at its first timeout, never started again
+    # Taken out at its first timeout, never started again: the runs already queued on it (one more
+    # than the first, with overlapping transfers) fail over with the first.
+    assert len(hung) <= XrtComputeUnit.overlapping_runs
     device.close()
 
 

@@ -113,6 +113,32 @@ def test_xrt_driver_choreography_on_recording_standin(version_dir, standin_modul
     csim.close()
 
 
+def test_xrt_transfers_overlap_the_compute_unit_running(version_dir, standin_modules):
+    """One CU, two executions: the second one's inputs reach the card (and its start is queued)
+    while the first still computes; the stand-in's CU runs its queued commands one at a time."""
+    description = json.loads((version_dir / "kernel.json").read_text())
+    description["compute_units"]["u250"] = 1
+    (version_dir / "kernel.json").write_text(json.dumps(description))
+    fake_xclbin(version_dir, cus=1)
+    recording_pyxrt.install([{"name": U250_SHELL}])
+    device = XrtDevice(KernelDescription.read(version_dir))
+    rows = facile_rows(2 * 16384, seed=4)  # two full executions (~0.5 s each on the stand-in's csim)
+    recording_pyxrt.CALLS.clear()
+    served = device.run(rows)
+    csim = CsimDevice(KernelDescription.read(version_dir))
+    assert np.array_equal(served.view(np.uint32), csim.run(rows).view(np.uint32))
+    calls = [call for call in recording_pyxrt.CALLS if call[0] in ("sync", "start", "done")]
+    first_start, second_start = [call for call in calls if call[0] == "start"]
+    first_done = next(call for call in calls if call[0] == "done")
+    second_upload = next(c for c in calls if c[:2] == ("sync", "to_device") and c[2] == second_start[3])
+    assert calls.index(second_upload) < calls.index(first_done)  # transfer during the first run
+    assert calls.index(second_start) < calls.index(first_done)  # queued behind it on the card
+    _, _, busy_ns = device.usage()
+    device.close()
+    csim.close()
+    assert busy_ns > 0
+
+
 def test_pynq_driver_choreography_on_recording_standin(version_dir, standin_modules):
     fake_xclbin(version_dir, cus=2)
     recording_pynq.install([{"name": U250_SHELL}])

@@ -227,7 +227,14 @@ def module():
             cu = cu.strip("{}")
             if top != spec["kernel"] or (cu and cu not in spec["cus"]):
                 raise RuntimeError(f"No compute units matching '{name}'")
-            _STATE[self] = {"device": dev, "name": name, "cu": cu, "top": load_kernel(spec), "spec": spec}
+            _STATE[self] = {
+                "device": dev,
+                "name": name,
+                "cu": cu,
+                "top": load_kernel(spec),
+                "spec": spec,
+                "queue": threading.Lock(),
+            }
 
         def group_id(self, argument):
             state = _state(self)
@@ -246,7 +253,9 @@ def module():
                 return execution
 
             def execute():
-                state["top"](_state(inputs)["device"].ctypes.data, _state(outputs)["device"].ctypes.data, rows)
+                with state["queue"]:  # a CU runs its queued commands one at a time, as the card's ERT does
+                    state["top"](_state(inputs)["device"].ctypes.data, _state(outputs)["device"].ctypes.data, rows)
+                    CALLS.append(("done", state["name"], id(inputs)))
                 _STATE[execution]["state"] = states.ERT_CMD_STATE_COMPLETED
                 done.set()
 
