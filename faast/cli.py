@@ -257,6 +257,9 @@ def parser():
     p.add_argument("--duration", type=float, default=5.0, help="seconds measured per level")
     p.add_argument("--processes", type=int, help="client processes (default: one per core)")
     p.add_argument("--shared-memory", action="store_true", help="pass tensors through system shared memory")
+    p.add_argument(
+        "--replicas", help="comma-separated HOST:PORT of the servers behind the balancer at url: summed statistics"
+    )
     p.add_argument("--quick", action="store_true", help="concurrency up to 4, 2 s per level")
     p.add_argument("--label", help="legend label in the plots")
     p.add_argument("--out", default="bench_out")
@@ -267,8 +270,9 @@ def parser():
     p.add_argument("--p", type=float, required=True, help="fraction of t_cpu that is offloaded")
     p.add_argument("--t-acc", type=float, help="s of accelerator time per event (or measure with --url)")
     p.add_argument("--t-latency", type=float, default=0.0, help="s per event added by transmission and travel")
-    p.add_argument("--n-acc", type=int, default=1, help="number of accelerators (servers)")
-    p.add_argument("--url", help="measure t_acc from this server's ModelStatistics (gRPC HOST:PORT)")
+    p.add_argument("--n-acc", type=int, help="number of accelerators (servers); default: --replicas' count, or 1")
+    p.add_argument("--url", help="measure t_acc from this server's ModelStatistics (gRPC HOST:PORT), or a balancer's")
+    p.add_argument("--replicas", help="comma-separated HOST:PORT of the servers behind --url: t_acc from all of them")
     p.add_argument("--model", default="facile")
     p.add_argument("--requests-per-event", type=float, default=1.0)
     p.add_argument("--bench", help="faast bench JSON: plot predicted vs measured latency against clients")

@@ -128,7 +128,16 @@ def _statistics(url, model):
     }
 
 
-def measure(url, model, batch, concurrency, duration, shared_memory=False, processes=None):
+def replica_statistics(urls, model):
+    """Statistics of each server behind a balancer (asked directly: through the balancer, a
+    statistics call reaches one replica) and their sum."""
+    each = [_statistics(url, model) for url in urls]
+    return each, {key: sum(stats[key] for stats in each) for key in each[0]}
+
+
+def measure(url, model, batch, concurrency, duration, shared_memory=False, processes=None, replicas=None):
+    """One concurrency level against url; with replicas (the servers behind a balancer at url), the
+    server-side numbers are summed over them and each one's share of the requests is reported."""
     io = _model_io(url, model)
     processes = max(1, min(concurrency, processes or os.cpu_count() or 1))
     share = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
@@ -158,9 +167,9 @@ def measure(url, model, batch, concurrency, duration, shared_memory=False, proce
     for worker in workers:
         worker.start()
     time.sleep(max(0.0, start_at - time.time()))
-    before = _statistics(url, model)
+    each_before, before = replica_statistics(replicas or [url], model)
     gathered = [results.get() for _ in workers]
-    after = _statistics(url, model)
+    each_after, after = replica_statistics(replicas or [url], model)
     for worker in workers:
         worker.join()
     latencies = np.array([x for lat, _ in gathered for x in lat]) * 1000
@@ -187,6 +196,11 @@ def measure(url, model, batch, concurrency, duration, shared_memory=False, proce
         },
         "server_executions": after["executions"] - before["executions"],
     }
+    if replicas:
+        level["replica_requests"] = {
+            replica: done["count"] - started["count"]
+            for replica, started, done in zip(replicas, each_before, each_after, strict=True)
+        }
     if errors:
         level["first_error"] = errors[0]
     return level
@@ -201,6 +215,7 @@ def run(args):
         levels, duration = [c for c in levels if c <= 4] or [1], min(duration, 2.0)
     report = {
         "url": args.url,
+        "replicas": _replica_urls(args),
         "model": args.model,
         "batch": args.batch,
         "machine": _machine(),
@@ -209,7 +224,16 @@ def run(args):
     }
     for concurrency in tqdm(levels, desc=f"bench {args.model} batch {args.batch}", unit="level"):
         report["levels"].append(
-            measure(args.url, args.model, args.batch, concurrency, duration, args.shared_memory, args.processes)
+            measure(
+                args.url,
+                args.model,
+                args.batch,
+                concurrency,
+                duration,
+                args.shared_memory,
+                args.processes,
+                _replica_urls(args),
+            )
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -222,6 +246,10 @@ def run(args):
             f"{level['errors']} errors"
         )
     return report
+
+
+def _replica_urls(args):
+    return [url for url in (getattr(args, "replicas", None) or "").split(",") if url]
 
 
 def _machine():

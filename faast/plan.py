@@ -35,35 +35,34 @@ class Plan:
         return (1 - self.p) * self.t_cpu + self.t_acc * (1 + excess) + self.t_latency
 
 
-def accelerator_seconds_per_event(url, model, requests_per_event):
-    """Mean server compute time per request (input + infer + output) from ModelStatistics, times the
-    requests one event sends."""
-    import grpc
+def accelerator_seconds_per_event(urls, model, requests_per_event):
+    """Mean server compute time per request (input + infer + output) from ModelStatistics, over every
+    server in urls (the replicas behind a balancer, each asked directly), times the requests one
+    event sends."""
+    from .loadgen import replica_statistics
 
-    from .protocol import service, service_grpc
-
-    with grpc.insecure_channel(url) as channel:
-        stats = (
-            service_grpc.GRPCInferenceServiceStub(channel)
-            .ModelStatistics(service.ModelStatisticsRequest(name=model))
-            .model_stats[0]
-            .inference_stats
-        )
-    if stats.success.count == 0:
-        raise ValueError(f"model '{model}' at {url} has served no request yet: nothing to measure")
-    compute_ns = stats.compute_input.ns + stats.compute_infer.ns + stats.compute_output.ns
-    return compute_ns / stats.success.count / 1e9 * requests_per_event
+    _, stats = replica_statistics(urls, model)
+    if stats["count"] == 0:
+        raise ValueError(f"model '{model}' at {', '.join(urls)} has served no request yet: nothing to measure")
+    compute_ns = stats["compute_input"] + stats["compute_infer"] + stats["compute_output"]
+    return compute_ns / stats["count"] / 1e9 * requests_per_event
 
 
 def run(args):
     t_acc = args.t_acc
     source = "given"
-    if args.url:
-        t_acc = accelerator_seconds_per_event(args.url, args.model, args.requests_per_event)
-        source = f"measured at {args.url} ({args.model}, {args.requests_per_event} request(s) per event)"
+    replicas = [url for url in (args.replicas or "").split(",") if url]
+    n_acc = args.n_acc or len(replicas) or 1
+    if replicas and n_acc != len(replicas):
+        raise SystemExit(f"--n-acc {n_acc} but --replicas names {len(replicas)} servers")
+    if args.url or replicas:
+        measured_at = replicas or [args.url]
+        t_acc = accelerator_seconds_per_event(measured_at, args.model, args.requests_per_event)
+        where = f"{len(replicas)} replicas behind {args.url}" if replicas and args.url else ", ".join(measured_at)
+        source = f"measured at {where} ({args.model}, {args.requests_per_event} request(s) per event)"
     if t_acc is None:
-        raise SystemExit("give --t-acc, or --url and --model to measure it")
-    plan = Plan(args.t_cpu, args.p, t_acc, args.t_latency, args.n_acc)
+        raise SystemExit("give --t-acc, or --url (or --replicas) and --model to measure it")
+    plan = Plan(args.t_cpu, args.p, t_acc, args.t_latency, n_acc)
     result = asdict(plan) | {
         "t_acc_source": source,
         "t_ideal": plan.t_ideal,

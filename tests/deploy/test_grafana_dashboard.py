@@ -1,0 +1,150 @@
+"""Every query of deploy/grafana/faast.json answers with data from a real Prometheus (Debian's)
+scraping two live faast replicas, and every series and label it names is on a live /metrics: a
+dashboard that names a series faast does not export would show nothing and pass a syntax check."""
+
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from support import ROOT, Server, free_port
+from support.triton_metrics import families, scrape
+
+# slow: a second replica and a Prometheus that scrapes them for a few seconds
+pytestmark = pytest.mark.slow
+
+DASHBOARD = ROOT / "deploy" / "grafana" / "faast.json"
+# Added by the scrape (the ServiceMonitor's target labels), not by faast's /metrics.
+TARGET_LABELS = {"pod", "namespace", "instance", "job"}
+SCRAPE_SECONDS = 1
+
+
+def _queries(dashboard):
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            yield panel["title"], target["expr"]
+
+
+def _grafana_variables_filled(expr):
+    """What Grafana sends Prometheus: $__rate_interval as at least four scrapes, $model as "all"."""
+    return expr.replace("$__rate_interval", f"{4 * SCRAPE_SECONDS}s").replace("$model", ".*")
+
+
+_FUNCTIONS_AND_KEYWORDS = {
+    "sum", "avg", "rate", "clamp_min", "by", "without", "on", "ignoring", "max", "min",
+}  # fmt: skip
+
+
+def _series_and_labels(expr):
+    """{series name: label names it is grouped or matched by} of a PromQL expression."""
+    found: dict[str, set[str]] = {}
+    grouping = set()
+    for labels in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr):
+        grouping |= {label.strip() for label in labels.split(",") if label.strip()}
+    no_groupings = re.sub(r"\b(?:by|without)\s*\([^)]*\)", " ", expr)
+    for name, matchers in re.findall(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{[^}]*\})?", no_groupings):
+        if name in _FUNCTIONS_AND_KEYWORDS:  # numbers and durations (1e-9, 4s) never match: a name follows no digit
+            continue
+        found.setdefault(name, set()).update(re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*=~?", matchers or ""))
+    for labels in found.values():
+        labels |= grouping
+    return found
+
+
+@pytest.fixture(scope="module")
+def scraped_replicas(server, model_repository, tmp_path_factory, facile_inputs):
+    """Two live replicas that have served FACILE, scraped by Prometheus every second as pods a and b."""
+    prometheus = shutil.which("prometheus") or shutil.which("prometheus", path="/usr/bin:/usr/sbin")
+    assert prometheus, "prometheus is not installed: apt-get install prometheus (the README's test command does)"
+    folder = tmp_path_factory.mktemp("prometheus")
+    second = Server(model_repository, folder / "replica-b.log")
+    replicas = {"replica-a": server, "replica-b": second}
+    jobs = [
+        {"targets": [f"127.0.0.1:{replica.metrics_port}"], "labels": {"pod": pod, "namespace": "physics"}}
+        for pod, replica in replicas.items()
+    ]
+    config = {
+        "global": {"scrape_interval": f"{SCRAPE_SECONDS}s", "evaluation_interval": f"{SCRAPE_SECONDS}s"},
+        "scrape_configs": [{"job_name": "faast", "static_configs": jobs}],
+    }
+    (folder / "prometheus.yml").write_text(json.dumps(config))  # YAML is a superset of JSON
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=open(folder / "prometheus.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        features = facile_inputs[0][:256].astype(np.float32)
+        deadline = time.monotonic() + 12 * SCRAPE_SECONDS
+        while time.monotonic() < deadline:  # traffic across several scrapes, so every rate has two points
+            for replica in replicas.values():
+                tensor = grpcclient.InferInput("input", list(features.shape), "FP32")
+                tensor.set_data_from_numpy(features)
+                replica.client.infer("facile", [tensor])
+            time.sleep(0.1)
+        yield f"127.0.0.1:{port}", replicas
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        second.stop()
+
+
+def _query(prometheus, expr):
+    url = f"http://{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        reply = json.load(answer)
+    assert reply["status"] == "success", reply
+    return reply["data"]["result"]
+
+
+def test_the_dashboard_has_the_panels_the_issue_asks_for():
+    titles = " ".join(title.lower() for title, _ in _queries(json.loads(DASHBOARD.read_text())))
+    for wanted in ("throughput", "queue", "compute", "batch fill", "kernel busy", "failures by reason"):
+        assert wanted in titles
+    for _, expr in _queries(json.loads(DASHBOARD.read_text())):
+        assert "by (pod" in expr, f"not per replica: {expr}"
+
+
+def test_every_series_and_label_the_dashboard_queries_is_on_a_live_metrics(scraped_replicas):
+    _, replicas = scraped_replicas
+    exported = families(scrape(f"127.0.0.1:{replicas['replica-a'].metrics_port}"))
+    dashboard = json.loads(DASHBOARD.read_text())
+    queried: dict[str, set[str]] = {}
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":  # label_values(SERIES, LABEL)
+            name, label = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", variable["query"]).groups()
+            queried.setdefault(name, set()).add(label)
+    for _, expr in _queries(dashboard):
+        for name, labels in _series_and_labels(_grafana_variables_filled(expr)).items():
+            queried.setdefault(name, set()).update(labels)
+    assert len(queried) >= 15, queried
+    for name, labels in queried.items():
+        assert name in exported, f"{name} is not on /metrics"
+        assert exported[name].samples, f"{name} has no sample"
+        missing = labels - TARGET_LABELS - exported[name].label_names
+        assert not missing, f"{name} has no label {missing}"
+
+
+def test_every_dashboard_query_answers_per_replica_from_a_real_prometheus(scraped_replicas):
+    prometheus, replicas = scraped_replicas
+    deadline = time.monotonic() + 30
+    while not _query(prometheus, 'up{job="faast"} == 1') or len(_query(prometheus, 'up{job="faast"} == 1')) < 2:
+        assert time.monotonic() < deadline, "Prometheus never scraped both replicas"
+        time.sleep(SCRAPE_SECONDS)
+    for title, expr in _queries(json.loads(DASHBOARD.read_text())):
+        result = _query(prometheus, _grafana_variables_filled(expr))
+        assert {series["metric"].get("pod") for series in result} == set(replicas), f"{title}: {expr} -> {result}"
+        if "Throughput" in title or "Requests/s" in title:
+            assert all(float(series["value"][1]) > 0 for series in result), f"{title}: {result}"
