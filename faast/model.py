@@ -72,10 +72,15 @@ def _scheduler(config: mc.ModelConfig, device: Device, stats: ModelStatistics) -
     return DirectScheduler(config.name, device, stats)
 
 
+def version_folders(model_dir) -> list[int]:
+    """The versions `model_dir` holds: its folders named by a positive number, in order."""
+    return sorted(int(p.name) for p in Path(model_dir).iterdir() if p.is_dir() and p.name.isdigit() and int(p.name))
+
+
 def versions_to_load(model_dir, config: mc.ModelConfig) -> list[str]:
     """The version folders config.pbtxt's version_policy serves, oldest first: the newest one
     (Triton's default, latest with one version), the newest N, all, or the ones it names."""
-    found = sorted(int(p.name) for p in Path(model_dir).iterdir() if p.is_dir() and p.name.isdigit() and int(p.name))
+    found = version_folders(model_dir)
     policy = config.version_policy
     choice = policy.WhichOneof("policy_choice")
     if choice == "all":

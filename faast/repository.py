@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from google.protobuf import json_format
 
 from .errors import Internal, InvalidArgument, NotFound, Unavailable, Unimplemented
-from .model import ServedModel, read_config, versions_to_load
+from .model import ServedModel, read_config, version_folders, versions_to_load
 from .protocol import model_config as mc
 from .repository_agents import run_agents
 
@@ -408,5 +408,4 @@ class ModelRepository:
 
 def _stamp(model_dir: Path) -> tuple:
     """What polling compares to see a model changed: its config.pbtxt's mtime and its version folders."""
-    versions = sorted(p.name for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-    return (model_dir / "config.pbtxt").stat().st_mtime_ns, tuple(versions)
+    return (model_dir / "config.pbtxt").stat().st_mtime_ns, tuple(version_folders(model_dir))
