@@ -1,6 +1,7 @@
-"""Compiles protos/*.proto into the faast.protocol package, and host/fastpath.cpp (the emulator's
-compiled loops) into faast/host/libfastpath.so, while building: generated code is never committed,
-and the library is built for the machine that installs it."""
+"""Compiles protos/*.proto into the faast.protocol package, and host/fastpath.cpp with
+host/network_pass.cpp (the emulator's compiled loops and its whole-network pass) into
+faast/host/libfastpath.so, while building: generated code is never committed, and the library is
+built for the machine that installs it (-march=native: its vector instructions)."""
 
 import re
 import subprocess
@@ -31,6 +32,7 @@ class BuildWithGenerated(build_py):
                 "-o",
                 str(library),
                 str(ROOT / "host" / "fastpath.cpp"),
+                str(ROOT / "host" / "network_pass.cpp"),
             ],
             check=True,
         )

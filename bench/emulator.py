@@ -7,7 +7,10 @@ ResNet-50 (kernels/resnet50: 64×64, width 1/8), then measures throughput throug
 (packing included) with the whole process pinned to one CPU (one compute unit) and on every core
 (one compute unit per core), and checks both devices agree bit for bit on the measured rows. The
 full-size ResNet-50 (--variant full) is timed per image on one core (its C simulation on one image:
-~2 minutes). Writes emulator.json and emulator.md, with issue 7's speed targets.
+~2 minutes). FACILE is also measured on the emulator's steps where the compiled network pass covers
+them (before / after), and as an engine: mantissas in, mantissas out, no host runtime, one thread per
+core. Writes emulator.json and emulator.md, with issues 7's and 16's speed targets; --facile-only
+prints FACILE's tables and writes nothing.
 """
 
 import argparse
@@ -17,6 +20,7 @@ import platform
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one compute unit = one core, BLAS included
@@ -25,7 +29,8 @@ import numpy as np  # noqa: E402
 
 from faast.host.csim import CsimDevice  # noqa: E402
 from faast.host.device import KernelDescription  # noqa: E402
-from faast.host.emulator import EmulatorDevice  # noqa: E402
+from faast.host.emulator import EmulatorDevice, load_program  # noqa: E402
+from faast.host.emulator.compiled import NetworkPass  # noqa: E402
 from faast.kernels.spec import KernelSpec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +56,9 @@ def _timed(function, *args):
 
 def measure(name, folder, emulator_rows, csim_rows, work):
     subprocess.run(
-        [Path(sys.executable).parent / "faast", "build", folder, "--out", work], check=True, stdout=subprocess.DEVNULL
+        [Path(sys.executable).parent / "faast", "build", folder, "--out", work, "--replace"],
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     kernel = KernelDescription.read(work / name / "1")
     rng = np.random.default_rng(1)
@@ -65,6 +72,10 @@ def measure(name, folder, emulator_rows, csim_rows, work):
         os.sched_setaffinity(0, ALL_CPUS if units > 1 else {min(ALL_CPUS)})
         emulator, csim = EmulatorDevice(kernel, units), CsimDevice(kernel, units)
         result[f"emulator_{label}"] = rows_per_second(emulator, rows)
+        if isinstance(emulator.compute_units[0].program, NetworkPass):  # before the pass: the steps
+            steps = EmulatorDevice(kernel, units, compiled_pass=False)
+            result[f"emulator_steps_{label}"] = rows_per_second(steps, rows)
+            steps.close()
         result[f"csim_{label}"] = rows_per_second(csim, rows[:csim_rows], repeats=1)
         same = np.array_equal(
             emulator.run(rows[:csim_rows]).view(np.uint32), csim.run(rows[:csim_rows]).view(np.uint32)
@@ -74,6 +85,36 @@ def measure(name, folder, emulator_rows, csim_rows, work):
         emulator.close()
         csim.close()
     os.sched_setaffinity(0, ALL_CPUS)
+    return result
+
+
+def measure_engine(name, folder, count, work):
+    """The emulator as an engine, without the host runtime: input mantissas → output mantissas, in
+    process. The emulator's steps (Program.run) and the compiled network pass on one core; the pass
+    on every core (a thread each, on its share of the rows: the pass holds no GIL). Best of 3."""
+    kernel = KernelDescription.read(work / name / "1")
+    fixed = kernel.layout.input.type
+    rows = fixed.from_bits(fixed.to_bits(_kernel_data(folder, count)))
+    rows = rows.astype(np.int16) if fixed.width <= 16 else rows
+    program = load_program(kernel)
+    network = NetworkPass(program)
+    cores = len(ALL_CPUS)
+    shares = np.array_split(rows, cores)
+
+    def every_core():
+        with ThreadPoolExecutor(cores) as pool:
+            list(pool.map(network.run, shares))
+
+    os.sched_setaffinity(0, {min(ALL_CPUS)})
+    result = {
+        "kernel": name,
+        "cores": cores,
+        "steps_one_core": count / min(_timed(program.run, rows) for _ in range(3)),
+        "pass_one_core": count / min(_timed(network.run, rows) for _ in range(3)),
+    }
+    os.sched_setaffinity(0, ALL_CPUS)
+    result["pass_all_cores"] = count / min(_timed(every_core) for _ in range(3))
+    result["bit_equal"] = bool(np.array_equal(network.run(rows[:20000]), program.run(rows[:20000])))
     return result
 
 
@@ -94,6 +135,7 @@ def measure_full_resnet(work):
             "full",
             "--out",
             work,
+            "--replace",
         ],
         check=True,
         stdout=subprocess.DEVNULL,
@@ -117,6 +159,53 @@ def measure_full_resnet(work):
         "ratio_one_core": csim_seconds / emulator_seconds,
         "bit_equal_one_core": bool(same),
     }
+
+
+def engine_targets(facile, engine):
+    """Issue 16's engine targets: (what, measured, met)."""
+    one, every = engine["pass_one_core"], engine["pass_all_cores"]
+    return [
+        ("FACILE engine (the pass, in process) >= 20M rows/s on one core", f"{one / 1e6:.1f}M rows/s", one >= 20e6),
+        (
+            f"FACILE engine on {engine['cores']} cores >= 1.8x one core",
+            f"{every / one:.2f}x ({every / 1e6:.1f}M rows/s)",
+            every >= 1.8 * one,
+        ),
+        (
+            "FACILE emulator device (host runtime included) >= 20M rows/s on one core",
+            f"{facile['emulator_one_core'] / 1e6:.1f}M rows/s",
+            facile["emulator_one_core"] >= 20e6,
+        ),
+    ]
+
+
+def facile_markdown(facile, engine):
+    """FACILE before (the emulator's steps) and after (the compiled network pass), and issue 16's targets."""
+    lines = [
+        "## FACILE: the compiled network pass",
+        "",
+        "Rows/s, best of 3. Device: through the host runtime (packing included), a compute unit per core. "
+        "Engine: input mantissas to output mantissas in process, a thread per core.",
+        "",
+        "| path | cores | emulator steps | network pass | pass / steps |",
+        "|---|---|---|---|---|",
+    ]
+    for label, cores in (("one_core", 1), ("all_cores", facile["cores"])):
+        steps, network = facile[f"emulator_steps_{label}"], facile[f"emulator_{label}"]
+        lines.append(f"| device | {cores} | {steps:,.0f} | {network:,.0f} | {network / steps:.1f}x |")
+    steps, one = engine["steps_one_core"], engine["pass_one_core"]
+    lines.append(f"| engine | 1 | {steps:,.0f} | {one:,.0f} | {one / steps:.1f}x |")
+    lines.append(f"| engine | {engine['cores']} | | {engine['pass_all_cores']:,.0f} | |")
+    lines += [
+        "",
+        f"Engine bit-equal to the steps: {engine['bit_equal']}.",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
+    for name, value, met in engine_targets(facile, engine):
+        lines.append(f"| {name} | {value} | {'yes' if met else '**no**'} |")
+    return lines
 
 
 def targets(results, full):
@@ -147,7 +236,7 @@ def targets(results, full):
     ]
 
 
-def write_markdown(results, full, path):
+def write_markdown(results, full, engine, path):
     lines = [
         "# Emulator vs C simulation",
         "",
@@ -173,19 +262,26 @@ def write_markdown(results, full, path):
     ]
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {'yes' if met else '**no**'} |" for name, value, met in targets(results, full)]
+    lines += ["", *facile_markdown(results[0], engine)]
     path.write_text("\n".join(lines) + "\n")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--facile-only", action="store_true", help="FACILE's measurements only, printed")
     args = parser.parse_args()
     work = args.out / "work" / "emulator"
     work.mkdir(parents=True, exist_ok=True)
-    results = [measure(name, *spec, work) for name, spec in KERNELS.items()]
+    kernels = {"facile": KERNELS["facile"]} if args.facile_only else KERNELS
+    results = [measure(name, *spec, work) for name, spec in kernels.items()]
+    engine = measure_engine("facile", KERNELS["facile"][0], KERNELS["facile"][1], work)
+    if args.facile_only:
+        print("\n".join(facile_markdown(results[0], engine)))
+        return
     full = measure_full_resnet(work)
-    (args.out / "emulator.json").write_text(json.dumps(results + [full], indent=2) + "\n")
-    write_markdown(results, full, args.out / "emulator.md")
+    (args.out / "emulator.json").write_text(json.dumps(results + [full, engine], indent=2) + "\n")
+    write_markdown(results, full, engine, args.out / "emulator.md")
     print((args.out / "emulator.md").read_text())
 
 

@@ -44,7 +44,10 @@ class ComputeUnitFault(DeviceError):
 
 @dataclass(frozen=True)
 class KernelDescription:
-    """kernel.json, written by `faast build`: tensors, per-layer types, buffer layout, CUs."""
+    """kernel.json, written by `faast build`: tensors, per-layer types, buffer layout, CUs.
+
+    `input_size` and `output_size` count every tensor of their side: a row holds the elements of
+    each input (output) tensor side by side, in kernel.json's order (host/packing.py)."""
 
     folder: Path
     name: str
@@ -62,14 +65,12 @@ class KernelDescription:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
             raise DeviceError(f"{path} is missing: build the kernel with `faast build`") from None
-        if len(raw["inputs"]) != 1 or len(raw["outputs"]) != 1:
-            raise DeviceError(f"kernel '{raw['name']}' has several input or output tensors; faast serves one each")
         return cls(
             folder,
             raw["name"],
             raw["kernel"],
-            raw["inputs"][0]["size"],
-            raw["outputs"][0]["size"],
+            sum(tensor["size"] for tensor in raw["inputs"]),
+            sum(tensor["size"] for tensor in raw["outputs"]),
             BufferLayout.from_description(raw["buffers"]),
             raw,
         )
@@ -235,8 +236,9 @@ class Device:
         self._rotation = threading.Lock()
 
     def run(self, rows: np.ndarray, timings: Timings | None = None) -> np.ndarray:
-        """float32 [n, input_size] (or the input type's integer bit patterns) → float32 [n, output_size];
-        blocking, safe from many threads.
+        """float32 [n, input_size] (or the inputs' integer bit patterns) → [n, output_size], float32
+        (float64 where an output type is wider than float32 holds exactly); blocking, safe from many
+        threads.
 
         Packing and unpacking happen in the calling thread while CUs run other executions. A
         caller never waits for buffers while holding some of its own, so concurrent calls cannot
@@ -279,7 +281,11 @@ class Device:
         # Executions whose CU faulted run again now, when this call holds no buffers (so it cannot
         # deadlock on its own), each once, on a unit still in rotation.
         outputs = [self._retry(item, timings) if isinstance(item, ComputeUnitFault) else item for item in results]
-        return np.concatenate(outputs) if outputs else np.empty((0, self.kernel.output_size), np.float32)
+        return (
+            np.concatenate(outputs)
+            if outputs
+            else np.empty((0, self.kernel.output_size), self.kernel.layout.output.float_dtype)
+        )
 
     def _next_pool(self):
         """The next compute unit in rotation, round robin."""

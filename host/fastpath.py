@@ -1,9 +1,11 @@
-"""numpy-facing wrappers of fastpath.cpp, the host's compiled loops (built by setup.py at install).
+"""numpy-facing wrappers of fastpath.cpp and network_pass.cpp, the host's compiled loops (built by
+setup.py at install into one library).
 
 The emulator's take float32, float64 or int64 mantissas and write float32 or float64 ones; the
-caller proves every value exact in them (host/emulator/exact.py's bounds). `wrapped_bits` packs
-inputs. The library loads on first use: a faast installed without it still imports, and preparing a
-compiled call says how to build it (a DeviceError) instead of every import failing with an OSError.
+caller proves every value exact in them (host/emulator/exact.py's bounds). `Network` runs a whole
+dense network (host/emulator/compiled.py proves its bounds). `wrapped_bits` packs inputs. The
+library loads on first use: a faast installed without it still imports, and preparing a compiled
+call says how to build it (a DeviceError) instead of every import failing with an OSError.
 """
 
 from __future__ import annotations
@@ -74,6 +76,11 @@ def _library() -> ctypes.CDLL:
                 ctypes.c_int,
                 ctypes.c_int,
             ]
+    library.network_create.argtypes = [_POINTER, _INT, _POINTER, _INT, _POINTER]
+    library.network_create.restype = _POINTER
+    library.network_destroy.argtypes = [_POINTER]
+    for rows in ("i16", "i64"):
+        getattr(library, f"network_run_{rows}").argtypes = [_POINTER, _POINTER, _INT, _INT, _POINTER, _INT]
     return library
 
 
@@ -148,6 +155,33 @@ class Requantize:
             *self.mode,
         )
         return out
+
+
+class Network:
+    """A network compiled for network_pass.cpp from host/emulator/compiled.py's description: ops (int64
+    [ops, OP_FIELDS]), tensors (int64 [tensors, 2]: layout, features) and the constants the ops index."""
+
+    def __init__(self, ops: np.ndarray, tensors: np.ndarray, constants: np.ndarray):
+        library = _library()
+        arrays = [np.ascontiguousarray(a, np.int64) for a in (ops, tensors, constants)]
+        self._destroy = library.network_destroy  # kept: __del__ may run while the module is torn down
+        self._run = {np.dtype(np.int16): library.network_run_i16, np.dtype(np.int64): library.network_run_i64}
+        self.handle = library.network_create(
+            arrays[0].ctypes.data, len(ops), arrays[1].ctypes.data, len(tensors), arrays[2].ctypes.data
+        )
+
+    def __call__(self, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """rows (int16 or int64 mantissas [n, inputs], C-contiguous) → out (int64 [n, outputs], C-contiguous)."""
+        if rows.dtype not in self._run or not rows.flags.c_contiguous or rows.ndim != 2:
+            raise ValueError("the network reads C-contiguous int16 or int64 rows")
+        if out.dtype != np.int64 or not out.flags.c_contiguous or out.ndim != 2 or len(out) != len(rows):
+            raise ValueError("the network writes C-contiguous int64 rows, one per input row")
+        self._run[rows.dtype](self.handle, rows.ctypes.data, len(rows), rows.shape[1], out.ctypes.data, out.shape[1])
+        return out
+
+    def __del__(self):
+        if getattr(self, "handle", None):
+            self._destroy(self.handle)
 
 
 def _per_feature(parameter, count):

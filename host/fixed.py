@@ -141,9 +141,9 @@ class FixedType:
             value &= (1 << self.width) - 1
         return value
 
-    def to_float(self, mantissas):
-        """Mantissas → float32, as the C++ cast gives (rounded to nearest)."""
-        return (np.asarray(mantissas, np.float64) * 2.0**-self.fraction).astype(np.float32)
+    def to_float(self, mantissas, dtype=np.float32):
+        """Mantissas → float32 (or `dtype`), as the C++ cast gives (rounded to nearest)."""
+        return (np.asarray(mantissas, np.float64) * 2.0**-self.fraction).astype(dtype)
 
 
 def _round(mantissas, shift, mode):

@@ -1,8 +1,11 @@
 """Host packing, one code path for C simulation and cards: float rows → fixed-point bit patterns →
 lanes of 512-bit words, and output words → float rows. Vectorized with numpy.
 
-Elements are packed row after row with no gaps; lane k of word w holds element w·lanes + k. The
-words are little-endian, so a flat array of lane-sized integers *is* the word buffer.
+A buffer carries one row per kernel input (or output) row: the elements of every tensor of that
+side, in kernel.json's order, each tensor a `Segment` with its own fixed-point type. Elements are
+packed row after row with no gaps, one per lane whatever their tensor (the lane is wide enough for
+the widest type); lane k of word w holds element w·lanes + k. The words are little-endian, so a
+flat array of lane-sized integers *is* the word buffer.
 """
 
 from dataclasses import dataclass
@@ -15,46 +18,99 @@ WORD_BYTES = 64
 
 
 @dataclass(frozen=True)
-class TensorLanes:
+class Segment:
+    """One tensor's elements within a packed row: columns [offset, offset + size) of its type."""
+
     type: FixedType
+    offset: int
+    size: int
+
+    @property
+    def columns(self):
+        return slice(self.offset, self.offset + self.size)
+
+
+@dataclass(frozen=True)
+class TensorLanes:
+    segments: tuple[Segment, ...]
     lane_bits: int
     lanes_per_word: int
     elements_per_row: int
 
     @classmethod
     def from_description(cls, entry):
-        return cls(
-            FixedType.parse(entry["type"]), entry["lane_bits"], entry["lanes_per_word"], entry["elements_per_row"]
-        )
+        tensors = entry.get("tensors") or [{"type": entry["type"], "offset": 0, "size": entry["elements_per_row"]}]
+        segments = tuple(Segment(FixedType.parse(t["type"]), t["offset"], t["size"]) for t in tensors)
+        return cls(segments, entry["lane_bits"], entry["lanes_per_word"], entry["elements_per_row"])
+
+    @property
+    def type(self) -> FixedType:
+        """The fixed-point type of a side with a single tensor (every shipped kernel)."""
+        (segment,) = self.segments
+        return segment.type
 
     @property
     def lane_dtype(self):
         return np.dtype(f"<u{self.lane_bits // 8}")
+
+    @property
+    def float_dtype(self):
+        """float32 when it holds every value of every segment exactly, else float64."""
+        return np.float32 if all(s.type.width <= 24 for s in self.segments) else np.float64
 
     def nbytes(self, rows):
         words = -(-rows * self.elements_per_row // self.lanes_per_word)
         return words * WORD_BYTES
 
     def pack(self, rows, buffer):
-        """Write rows into `buffer` (uint8, at least nbytes(len(rows))); returns the bytes used.
+        """Write rows ([n, elements_per_row]) into `buffer` (uint8, at least nbytes(n)); returns the
+        bytes used.
 
-        Float rows are converted to the type's bit patterns; integer rows already are bit patterns
-        (a client that quantized itself, e.g. INT16 for ap_fixed<16,·>) and are copied as they are.
+        Float rows are converted to each segment's bit patterns; integer rows already are bit patterns
+        (a client that quantized itself, e.g. INT16 for ap_fixed<16,·>) and are masked to their width.
         """
         used = self.nbytes(len(rows))
         lanes = buffer[:used].view(self.lane_dtype)
         count = rows.size
-        if np.issubdtype(rows.dtype, np.integer):
-            mask = (1 << self.type.width) - 1
-            lanes[:count] = rows.reshape(-1).astype(self.lane_dtype) & self.lane_dtype.type(mask)
+        if len(self.segments) == 1:  # the common case: one conversion over the whole flat block
+            self._pack_segment(self.segments[0].type, rows.reshape(-1), lanes[:count])
         else:
-            self.type.to_bits(rows.reshape(-1), out=lanes[:count])
+            grid = lanes[:count].reshape(len(rows), self.elements_per_row)
+            for segment in self.segments:
+                grid[:, segment.columns] = self._pack_segment(
+                    segment.type, rows[:, segment.columns], np.empty((len(rows), segment.size), self.lane_dtype)
+                )
         lanes[count:] = 0
         return used
 
-    def unpack(self, buffer, rows):
+    def _pack_segment(self, fixed, values, out):
+        if np.issubdtype(values.dtype, np.integer):
+            out[...] = values.astype(self.lane_dtype) & self.lane_dtype.type((1 << fixed.width) - 1)
+            return out
+        return fixed.to_bits(values, out=out)
+
+    def mantissas(self, buffer, rows):
+        """The packed rows' mantissas (int64 [rows, elements_per_row]), each segment sign-extended."""
         lanes = buffer[: self.nbytes(rows)].view(self.lane_dtype)[: rows * self.elements_per_row]
-        return self.type.to_float(self.type.from_bits(lanes)).reshape(rows, self.elements_per_row)
+        grid = lanes.reshape(rows, self.elements_per_row)
+        if len(self.segments) == 1:
+            return self.segments[0].type.from_bits(grid)
+        out = np.empty((rows, self.elements_per_row), np.int64)
+        for segment in self.segments:
+            out[:, segment.columns] = segment.type.from_bits(grid[:, segment.columns])
+        return out
+
+    def unpack(self, buffer, rows):
+        """Output rows as floats (float_dtype), each element converted from its segment's type."""
+        lanes = buffer[: self.nbytes(rows)].view(self.lane_dtype)[: rows * self.elements_per_row]
+        if len(self.segments) == 1:
+            fixed = self.segments[0].type
+            return fixed.to_float(fixed.from_bits(lanes), self.float_dtype).reshape(rows, self.elements_per_row)
+        grid = lanes.reshape(rows, self.elements_per_row)
+        out = np.empty((rows, self.elements_per_row), self.float_dtype)
+        for segment in self.segments:
+            out[:, segment.columns] = segment.type.to_float(segment.type.from_bits(grid[:, segment.columns]), out.dtype)
+        return out
 
 
 @dataclass(frozen=True)

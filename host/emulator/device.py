@@ -1,20 +1,24 @@
 """The emulator as a faast Device (host/device.py's DRIVER for `device: "emulator"`): a compute unit
-per CPU core, each with its own Program, so that the host's packing, pools and batching are the
-same as for a card."""
+per CPU core, each with its own Program, or all with one compiled network pass where it covers every
+step (compiled.py), so that the host's packing, pools and batching are the same as for a card."""
 
+import logging
 import os
 
 import numpy as np
 
 from ..device import ComputeUnit, Device, DeviceBuffer, KernelDescription
 from ..packing import TensorLanes
+from .compiled import NetworkPass, NotCovered
 from .program import Program, load_program
+
+log = logging.getLogger("faast.host")
 
 
 class EmulatorComputeUnit(ComputeUnit):
     """One CPU core running the program on the packed buffers, exactly as the card reads and writes them."""
 
-    def __init__(self, program: Program, lanes_in: TensorLanes, lanes_out: TensorLanes, index: int):
+    def __init__(self, program: Program | NetworkPass, lanes_in: TensorLanes, lanes_out: TensorLanes, index: int):
         self.program = program
         self.lanes_in, self.lanes_out = lanes_in, lanes_out
         self.name = f"emulator{index}"
@@ -24,29 +28,45 @@ class EmulatorComputeUnit(ComputeUnit):
 
     def execute(self, inputs, outputs, rows, in_bytes, out_bytes):
         lanes_in, lanes_out = self.lanes_in, self.lanes_out
-        bits = inputs.host.view(lanes_in.lane_dtype)[: rows * lanes_in.elements_per_row]
-        if lanes_in.type.width == lanes_in.lane_bits:  # the lanes are the mantissas (signed: reinterpreted)
-            mantissas = bits.view(bits.dtype.str.replace("u", "i")) if lanes_in.type.signed else bits
+        single = lanes_in.segments[0].type if len(lanes_in.segments) == 1 else None
+        if single is not None and single.width == lanes_in.lane_bits:  # the lanes are the mantissas
+            bits = inputs.host.view(lanes_in.lane_dtype)[: rows * lanes_in.elements_per_row]
+            mantissas = (bits.view(bits.dtype.str.replace("u", "i")) if single.signed else bits).reshape(rows, -1)
         else:
-            mantissas = lanes_in.type.from_bits(bits)
-        mantissas = mantissas.reshape(rows, lanes_in.elements_per_row)
+            mantissas = lanes_in.mantissas(inputs.host, rows)
         result = self.program.run(mantissas)
         out = outputs.host[:out_bytes].view(lanes_out.lane_dtype)
-        mask = (1 << lanes_out.type.width) - 1
-        out[: result.size] = (result.reshape(-1) & mask).astype(lanes_out.lane_dtype)
+        grid = out[: result.size].reshape(result.shape)
+        for segment in lanes_out.segments:
+            mask = (1 << segment.type.width) - 1
+            grid[:, segment.columns] = (result[:, segment.columns] & mask).astype(lanes_out.lane_dtype)
         out[result.size :] = 0
 
 
 class EmulatorDevice(Device):
     kind = "emulator"
 
-    def __init__(self, kernel: KernelDescription, compute_units: int | None = None):
+    def __init__(self, kernel: KernelDescription, compute_units: int | None = None, compiled_pass: bool = True):
+        """compiled_pass=False: the emulator's steps even where the pass covers them (for benchmarks)."""
         layout = kernel.layout
         count = compute_units or os.cpu_count() or 1
-        # A program per compute unit: its steps reuse their output arrays (Scratch).
-        super().__init__(
-            kernel, [EmulatorComputeUnit(load_program(kernel), layout.input, layout.output, i) for i in range(count)]
-        )
+        program = load_program(kernel)
+        network: NetworkPass | None = None
+        why = "not asked for"
+        if compiled_pass:
+            try:
+                network = NetworkPass(program)
+            except NotCovered as uncovered:
+                why = str(uncovered)
+        programs: list[Program | NetworkPass]
+        if network is not None:  # one pass for every compute unit: each run has its own scratch
+            programs = [network] * count
+            log.info("emulator for '%s': the compiled network pass runs every step", kernel.name)
+        else:  # a program per compute unit: its steps reuse their output arrays (Scratch)
+            programs = [program, *(load_program(kernel) for _ in range(count - 1))]
+            log.info("emulator for '%s': the emulator's steps (the compiled network pass: %s)", kernel.name, why)
+        units = [EmulatorComputeUnit(p, layout.input, layout.output, i) for i, p in enumerate(programs)]
+        super().__init__(kernel, units)
 
     @staticmethod
     def available():

@@ -40,13 +40,14 @@ def _top_bits(fixed, mantissas, table_size):
 
 
 def input_layer(program: Program, layer):
+    tensor, kernel_type = program.input_tensor(layer["variables"][0])
     (fixed,) = program.types(layer, "result_t")
-    if fixed != program.input_type:
-        raise Unsupported(f"input layer type {fixed} differs from the input tensor's {program.input_type}")
+    if fixed != kernel_type:
+        raise Unsupported(f"input layer type {fixed} differs from the input tensor's {kernel_type}")
     shape = layer["attributes"]["input_shape"]
-    program.input_shape = tuple(shape)
+    program.input_shapes[tensor] = tuple(shape)
     program.pending[layer["outputs"][0]] = Linear.of(
-        "input", fixed.fraction, np.full(shape[-1:], fixed.lowest), np.full(shape[-1:], fixed.highest)
+        tensor, fixed.fraction, np.full(shape[-1:], fixed.lowest), np.full(shape[-1:], fixed.highest)
     )
 
 
@@ -295,6 +296,26 @@ def merge(program: Program, layer):
     program.cast(total, result, layer["outputs"][0])
 
 
+def concatenate(program: Program, layer):
+    """hls4ml's concatenate: each input assigned element by element into result_t, side by side
+    along the last axis (the emulator's bounds are per last-axis feature)."""
+    (result,) = program.types(layer, "result_t")
+    axis, rank = layer["attributes"]["axis"], len(layer.get("shape", ()))
+    if axis != -1 and axis != rank:  # Keras' axis counts the batch dimension; kernel.json's shape does not
+        raise Unsupported(f"concatenation along axis {axis} of a rank-{rank} tensor (only the last axis is emulated)")
+    names = []
+    for i, name in enumerate(layer["inputs"]):
+        part = f"{layer['name']}.part{i}"
+        program.cast(program.pending[name], result, part)
+        names.append(program.materialized(program.pending[part], part))
+    out = layer["outputs"][0]
+    sources = [value.source for value in names]
+    program.steps.append(lambda tensors: tensors.__setitem__(out, np.concatenate([tensors[s] for s in sources], -1)))
+    program.pending[out] = Linear.of(
+        out, result.fraction, np.concatenate([v.low for v in names]), np.concatenate([v.high for v in names])
+    )
+
+
 def clone(program: Program, layer):
     (result,) = program.types(layer, "result_t")
     for output in layer["outputs"]:
@@ -403,6 +424,7 @@ HANDLERS: dict[str, Callable[[Program, dict], None]] = {  # hls4ml class name â†
     "Activation": activation,
     "BatchNormalization": batch_normalization,
     "Clone": clone,
+    "Concatenate": concatenate,
     "Conv2D": conv2d,
     "Dense": dense,
     "Flatten": reshape,  # a flattening reshape

@@ -6,6 +6,7 @@ enough that a layer's intermediates stay in the CPU cache.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,29 +19,62 @@ STEP_ELEMENTS = 32768  # input values computed together, so a layer's intermedia
 STEP_ROWS = 16  # but at least this many rows: an image network's ~50 steps each cost ~10 µs of Python
 
 
+@dataclass(frozen=True)
+class CastStep:
+    """The step that computes `value` into tensor `name`, assigned to `fixed` (after a ReLU if `relu`)
+    or exact without one; described, so that compiled.py can run a network of them in one pass."""
+
+    value: Linear
+    fixed: FixedType | None
+    relu: bool
+    name: str
+    compute: Callable[[Tensors], np.ndarray]
+
+    def __call__(self, tensors: Tensors) -> None:
+        tensors[self.name] = self.compute(tensors)
+
+
 class Program:
     """kernel.json's layers → steps over named tensors of mantissas; run() executes them. The layer
-    handlers (layers.HANDLERS) build it through types, weight, source, cast and materialized."""
+    handlers (layers.HANDLERS) build it through types, weight, source, cast and materialized.
 
-    input_shape: tuple[int, ...]  # set by the Input layer's handler
+    Kernel input i is tensor "input<i>" (its Input layer's handler sets its shape); run() takes the
+    inputs' mantissas side by side, as the host packs them, and returns the outputs' side by side.
+    """
 
-    def __init__(
-        self, layers: list[dict], weights: dict[str, np.ndarray], input_type: FixedType, output_type: FixedType
-    ):
+    def __init__(self, layers: list[dict], weights: dict[str, np.ndarray], inputs: list[dict], outputs: list[dict]):
         self.steps: list[Callable[[Tensors], None]] = []
+        self.step_layers: list[dict] = []  # the layer whose handler added each step (outputs' steps aside)
         self.weights = weights
         self.pending: dict[str, Linear] = {}  # tensor name → Linear
-        self.input_type = input_type
+        self.inputs = [(tensor["name"], FixedType.parse(tensor["type"]), int(tensor["size"])) for tensor in inputs]
+        self.input_shapes: dict[str, tuple[int, ...]] = {}  # "input<i>" → shape, set by the Input layers
         for layer in layers:
             handler = HANDLERS.get(layer["class"])
             if handler is None:
                 raise Unsupported(f"layer '{layer['name']}' ({layer['class']}) is not supported by the emulator")
             try:
                 handler(self, layer)
+                self.step_layers += [layer] * (len(self.steps) - len(self.step_layers))
             except (KeyError, ValueError) as error:
                 raise Unsupported(f"layer '{layer['name']}' ({layer['class']}): {error}") from None
-        final = self.pending[layers[-1]["outputs"][0]]
-        self.output = self.materialized(final.shifted(output_type.fraction - final.fraction), "output").source
+        produced = {
+            variable: output
+            for layer in layers
+            for variable, output in zip(layer["variables"], layer["outputs"], strict=True)
+        }
+        self.outputs = []
+        for i, tensor in enumerate(outputs):
+            final = self.pending[produced[tensor["name"]]]
+            fraction = FixedType.parse(tensor["type"]).fraction
+            self.outputs.append(self.materialized(final.shifted(fraction - final.fraction), f"output{i}").source)
+
+    def input_tensor(self, name: str) -> tuple[str, FixedType]:
+        """The step tensor ("input<i>") and type of the kernel input an Input layer writes."""
+        for i, (tensor, fixed, _) in enumerate(self.inputs):
+            if tensor == name:
+                return f"input{i}", fixed
+        raise Unsupported(f"input layer '{name}' is none of the kernel's inputs")
 
     # -- building ---------------------------------------------------------------------------------
 
@@ -62,8 +96,7 @@ class Program:
             if fixed.holds(np.min(moved.low), np.max(moved.high)):
                 self.pending[name] = moved
                 return
-        compute = value.compiled(fixed, relu)
-        self.steps.append(lambda tensors: tensors.__setitem__(name, compute(tensors)))
+        self.steps.append(CastStep(value, fixed, relu, name, value.compiled(fixed, relu)))
         shift = value.fraction - fixed.fraction
         factor = 2.0 ** -max(shift, 0) * 2.0 ** max(-shift, 0)
         low, high = np.floor(low * factor), np.ceil(value.high * factor)
@@ -77,20 +110,24 @@ class Program:
         """`value` as a computed tensor (a step when it is still a pending map)."""
         if value.is_identity:
             return value
-        compute = value.compiled()  # Unsupported beyond 62 bits
-        self.steps.append(lambda tensors: tensors.__setitem__(name + ".exact", compute(tensors)))
+        self.steps.append(CastStep(value, None, False, name + ".exact", value.compiled()))  # Unsupported beyond 62 bits
         return Linear.of(name + ".exact", value.fraction, value.low, value.high)
 
-    # -- running ----------------------------------------------------------------------------------
+    # -- running --------------------------------------------------------------------------------
 
-    def _input_tensor(self, mantissas):
-        """Input mantissas as the steps read them: float64 when exact (BLAS-ready)."""
-        exact = np.float64 if self.input_type.width <= 52 else np.int64
-        return mantissas.astype(exact).reshape(-1, *self.input_shape)
+    def _input_tensors(self, mantissas):
+        """The inputs' mantissas (side by side) as the steps read them: float64 when exact (BLAS-ready)."""
+        tensors, offset = {}, 0
+        for i, (_, fixed, size) in enumerate(self.inputs):
+            exact = np.float64 if fixed.width <= 52 else np.int64
+            part = mantissas[:, offset : offset + size] if len(self.inputs) > 1 else mantissas
+            tensors[f"input{i}"] = part.astype(exact).reshape(-1, *self.input_shapes[f"input{i}"])
+            offset += size
+        return tensors
 
     def trace(self, mantissas: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
         """Each named tensor's values (float64 [n, ...]) for the inputs, for per-layer comparisons."""
-        tensors = {"input": self._input_tensor(mantissas)}
+        tensors = self._input_tensors(mantissas.reshape(len(mantissas), -1))
         for step in self.steps:
             step(tensors)
         return {
@@ -100,22 +137,26 @@ class Program:
 
     def run(self, mantissas: np.ndarray) -> np.ndarray:
         """Input mantissas (integers [n, inputs]) → output mantissas (int64 [n, outputs])."""
-        outputs = []
-        rows_per_step = max(STEP_ROWS, STEP_ELEMENTS // int(np.prod(self.input_shape)))
+        results = []
+        elements = sum(int(np.prod(shape)) for shape in self.input_shapes.values())
+        rows_per_step = max(STEP_ROWS, STEP_ELEMENTS // elements)
         for start in range(0, len(mantissas), rows_per_step):
-            tensors = {"input": self._input_tensor(mantissas[start : start + rows_per_step])}
+            chunk = mantissas[start : start + rows_per_step]
+            tensors = self._input_tensors(chunk)
             for step in self.steps:
                 step(tensors)
-            outputs.append(tensors[self.output].reshape(len(tensors["input"]), -1).astype(np.int64))
-        return np.concatenate(outputs) if outputs else np.empty((0, 0), np.int64)
+            outputs = [tensors[name].reshape(len(chunk), -1) for name in self.outputs]
+            results.append(outputs[0].astype(np.int64) if len(outputs) == 1 else np.hstack(outputs).astype(np.int64))
+        return np.concatenate(results) if results else np.empty((0, 0), np.int64)
 
 
 def load_program(kernel: KernelDescription) -> Program:
     """The emulator program of a built kernel; `Unsupported` when it cannot be exact."""
+    if not kernel.raw.get("layers"):
+        raise Unsupported(f"kernel.json of '{kernel.name}' describes no layers (an imported hls4ml project)")
     path = kernel.folder / "weights.npz"
     if not path.exists():
         raise DeviceError(f"{path} is missing: rebuild the model with `faast build`")
     with np.load(path) as archive:
         weights = {name: values.astype(np.int64) for name, values in archive.items()}  # stored narrow
-    layout = kernel.layout
-    return Program(kernel.raw["layers"], weights, layout.input.type, layout.output.type)
+    return Program(kernel.raw["layers"], weights, kernel.raw["inputs"], kernel.raw["outputs"])
