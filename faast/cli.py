@@ -1,4 +1,4 @@
-"""The `faast` command: serve a model repository, build a kernel folder into one, train a kernel."""
+"""The `faast` command: serve a model repository, build a model into one, train and validate kernels."""
 
 import argparse
 import asyncio
@@ -174,9 +174,27 @@ def serve(options):
 
 
 def build(args):
-    from faast.kernels.build import build as build_kernel
+    from faast.kernels.build import BuildError
+    from faast.kernels.build import build as build_model
 
-    build_kernel(args.kernel, args.out, target=args.target, variant=args.variant)
+    try:
+        build_model(
+            args.source,
+            args.out,
+            target=args.target,
+            name=args.name,
+            variant=args.variant,
+            weights=args.weights,
+            hls4ml_config=args.hls4ml_config,
+            max_batch_size=args.max_batch_size,
+            rows_per_execution=args.rows_per_execution,
+            inputs=args.inputs,
+            outputs=args.outputs,
+            replace=args.replace,
+        )
+    except BuildError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 def devices(args):
@@ -221,15 +239,31 @@ def parser():
         add_help=False,
     )
 
-    p = commands.add_parser("build", help="convert a kernel folder with hls4ml into a model-repository entry")
-    p.add_argument("kernel", help="kernel folder, e.g. kernels/facile")
+    p = commands.add_parser(
+        "build", help="convert a model (kernel folder, hls4ml YAML or project, Keras, ONNX) into a repository entry"
+    )
+    p.add_argument(
+        "source",
+        help="kernel folder (e.g. kernels/facile), hls4ml YAML, Keras .h5/.json/.keras or SavedModel folder, "
+        ".onnx, or an hls4ml project directory",
+    )
     p.add_argument("--out", required=True, help="model repository to write into")
+    p.add_argument("--name", help="model name (default: the kernel's, or the file's stem)")
     p.add_argument(
         "--target",
         default="csim",
         choices=["csim", "u250", "aws-f1"],
         help="board the Vitis project defaults to; u250/aws-f1 serve with device auto",
     )
+    p.add_argument("--hls4ml-config", help="YAML or JSON HLSConfig applied over hls4ml's defaults (Keras, ONNX)")
+    p.add_argument("--weights", help="weights .h5 for an architecture .json")
+    p.add_argument(
+        "--max-batch-size", type=int, help="rows per request (default: 64 MiB of FP32 inputs, at most 65536)"
+    )
+    p.add_argument("--rows-per-execution", type=int, help="rows per kernel execution (default: from the kernel's size)")
+    p.add_argument("--inputs", help="comma-separated Triton names for the inputs, in the model's order")
+    p.add_argument("--outputs", help="comma-separated Triton names for the outputs, in the model's order")
+    p.add_argument("--replace", action="store_true", help="overwrite a model of the same name")
     p.add_argument("--variant", help="build kernel.toml's [variants.NAME] (e.g. resnet50's full)")
     p.set_defaults(run=build)
 

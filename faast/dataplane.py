@@ -192,9 +192,10 @@ class DataPlane:
         wanted = request.outputs or [RequestedOutput(o.name) for o in model.outputs]
         outputs = []
         for requested in wanted:
-            spec = next(o for o in model.outputs if o.name == requested.name)
+            output = model.kernel_outputs[requested.name]
+            spec = output.spec
             shape = tuple(batch) + spec.dims
-            data: np.ndarray | None = result.reshape(shape)
+            data: np.ndarray | None = output.answer(result).reshape(shape)
             if requested.shared_memory:
                 region, offset, size = requested.shared_memory
                 raw = tensors.to_raw(data, spec.datatype)
@@ -298,6 +299,13 @@ class DataPlane:
                     f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
                     f"'{model.name}'. Expected {size}, got {len(data)}"
                 )
-        # Kernels have one input tensor (checked when the model loads); its bytes are viewed, not copied.
-        ((tensor, data),) = zip(request.inputs, raw, strict=True)
-        return tensors.from_raw(tensor.datatype, tensor.shape, data).reshape(-1, model.device.kernel.input_size)
+        arrays = {
+            t.name: tensors.from_raw(t.datatype, t.shape, data) for t, data in zip(request.inputs, raw, strict=True)
+        }
+        if len(arrays) == 1:  # one input tensor: the kernel rows view its bytes, no copy
+            (array,) = arrays.values()
+            return array.reshape(-1, model.device.kernel.input_size)
+        # Several: side by side in the kernel's order, whatever order the request named them in.
+        return np.hstack(
+            [arrays[name].reshape(-1, tensor.segment.size) for name, tensor in model.kernel_inputs.items()]
+        )

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import text_format
 
-from faast.host.device import Device, DeviceError, open_device
+from faast.host.device import Device, DeviceError, KernelDescription, open_device
+from faast.host.packing import Segment
 
 from .batcher import DynamicBatcher
 from .protocol import model_config as mc
@@ -17,8 +18,9 @@ from .statistics import ModelStatistics
 from .tensors import NUMPY, config_to_datatype
 
 log = logging.getLogger("faast.model")
-# Integer wire types a model may declare for its input: the kernel's fixed-point bit patterns.
-RAW_INPUT_TYPES = ("INT8", "UINT8", "INT16", "UINT16", "INT32", "UINT32")
+# Integer wire types a model may declare for an input or output: the kernel's fixed-point bit patterns.
+RAW_TYPES = ("INT8", "UINT8", "INT16", "UINT16", "INT32", "UINT32", "INT64", "UINT64")
+FLOAT_OUTPUT_TYPES = ("FP16", "FP32", "FP64")
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,23 @@ class TensorSpec:
     name: str
     datatype: str  # protocol name, e.g. FP32
     dims: tuple  # without the batch dimension
+
+
+@dataclass(frozen=True)
+class KernelTensor:
+    """A configured tensor bound to its kernel tensor: its columns in the kernel's rows and type."""
+
+    spec: TensorSpec
+    segment: Segment
+
+    def answer(self, rows: np.ndarray) -> np.ndarray:
+        """This output's columns of the kernel's float rows in the configured datatype: a float type,
+        or the fixed-point mantissas (the bit patterns, sign-extended) as an integer type."""
+        values = rows[:, self.segment.columns] if rows.shape[1] != self.segment.size else rows
+        if self.spec.datatype in FLOAT_OUTPUT_TYPES:
+            return values.astype(NUMPY[self.spec.datatype], copy=False)
+        mantissas = np.rint(values.astype(np.float64) * 2.0**self.segment.type.fraction)
+        return mantissas.astype(np.int64).astype(NUMPY[self.spec.datatype])
 
 
 def read_config(model_dir):
@@ -46,6 +65,14 @@ class ServedModel:
         self.max_batch_size = config.max_batch_size
         self.inputs = _tensors(config.input)
         self.outputs = _tensors(config.output)
+        layout = device.kernel.layout
+        # config.pbtxt's tensors are the kernel's, in order (checked when the device opened).
+        self.kernel_inputs = {
+            s.name: KernelTensor(s, g) for s, g in zip(self.inputs, layout.input.segments, strict=True)
+        }
+        self.kernel_outputs = {
+            s.name: KernelTensor(s, g) for s, g in zip(self.outputs, layout.output.segments, strict=True)
+        }
         self.stats = ModelStatistics()
         self.scheduler = _scheduler(config, device, self.stats)
 
@@ -126,61 +153,75 @@ def _open(version_dir: Path, config: mc.ModelConfig) -> Device:
 def _warm_up(config: mc.ModelConfig, device: Device, model_dir: Path) -> None:
     """Run config.pbtxt's model_warmup samples (zeros, random data or a file from the model's
     warmup/ folder), each `count` times, before the model takes requests, as Triton does."""
-    (spec,) = _tensors(config.input)
+    specs = _tensors(config.input)
     for sample in config.model_warmup:
-        extra = set(sample.inputs) - {spec.name}
-        if extra or spec.name not in sample.inputs:
+        names = [spec.name for spec in specs]
+        if set(sample.inputs) != set(names):
             raise DeviceError(
-                f"warmup sample '{sample.name}' of '{config.name}' must give exactly input '{spec.name}'"
-                + (f", not {sorted(extra)}" if extra else "")
+                f"warmup sample '{sample.name}' of '{config.name}' must give exactly the inputs {names}, "
+                f"not {sorted(sample.inputs)}"
             )
-        given = sample.inputs[spec.name]
-        datatype = config_to_datatype(mc.DataType.Name(given.data_type))
-        if datatype != spec.datatype or tuple(given.dims) != spec.dims:
-            raise DeviceError(
-                f"warmup sample '{sample.name}' of '{config.name}': input '{spec.name}' must be {spec.datatype} "
-                f"{list(spec.dims)}, not {datatype} {list(given.dims)}"
-            )
-        shape = (max(sample.batch_size, 1), *spec.dims)
-        dtype = NUMPY[datatype]
-        source = given.WhichOneof("input_data_type")
-        if source == "input_data_file":
-            path = model_dir / "warmup" / given.input_data_file
-            data = np.fromfile(path, dtype)
-            if data.size != int(np.prod(shape)):
-                raise DeviceError(
-                    f"warmup sample '{sample.name}' of '{config.name}': {path} holds {data.size} values, "
-                    f"not the {int(np.prod(shape))} of {list(shape)}"
-                )
-            rows = data.reshape(shape)
-        elif source == "random_data":
-            rows = np.random.default_rng().random(shape).astype(dtype)
-        else:
-            rows = np.zeros(shape, dtype)
+        rows = []
+        for spec in specs:
+            rows.append(_warmup_input(config, sample, spec, model_dir).reshape(max(sample.batch_size, 1), -1))
         for _ in range(max(sample.count, 1)):
-            device.run(rows.reshape(len(rows), -1))
+            device.run(rows[0] if len(rows) == 1 else np.hstack(rows))
         log.info("model '%s': warmup sample '%s' ran %d time(s)", config.name, sample.name, max(sample.count, 1))
 
 
-def _check_kernel_fits(config, kernel):
-    """The configured tensors must be the kernel's: one input and one FP32 output of its sizes. The
-    input is FP32, or an integer type wide enough for the kernel's raw fixed-point bit patterns."""
-    if len(config.input) != 1 or len(config.output) != 1:
+def _warmup_input(config, sample, spec: TensorSpec, model_dir: Path) -> np.ndarray:
+    given = sample.inputs[spec.name]
+    datatype = config_to_datatype(mc.DataType.Name(given.data_type))
+    if datatype != spec.datatype or tuple(given.dims) != spec.dims:
         raise DeviceError(
-            f"config.pbtxt of '{config.name}' must declare one input and one output, as kernel '{kernel.name}' has"
+            f"warmup sample '{sample.name}' of '{config.name}': input '{spec.name}' must be {spec.datatype} "
+            f"{list(spec.dims)}, not {datatype} {list(given.dims)}"
         )
-    (tensor_in,), (tensor_out,) = _tensors(config.input), _tensors(config.output)
-    input_bits = kernel.layout.input.type.width
-    fits_bits = tensor_in.datatype in RAW_INPUT_TYPES and NUMPY[tensor_in.datatype].itemsize * 8 >= input_bits
-    if tensor_in.datatype != "FP32" and not fits_bits:
-        raise DeviceError(
-            f"input '{tensor_in.name}' of '{config.name}' must be FP32, or an integer type of at least "
-            f"{input_bits} bits carrying the kernel's {kernel.layout.input.type} bit patterns"
-        )
-    for tensor, size in ((tensor_in, kernel.input_size), (tensor_out, kernel.output_size)):
-        if int(np.prod(tensor.dims)) != size:
+    shape = (max(sample.batch_size, 1), *spec.dims)
+    dtype = NUMPY[datatype]
+    source = given.WhichOneof("input_data_type")
+    if source == "input_data_file":
+        path = model_dir / "warmup" / given.input_data_file
+        data = np.fromfile(path, dtype)
+        if data.size != int(np.prod(shape)):
             raise DeviceError(
-                f"tensor '{tensor.name}' of '{config.name}' must have {size} elements, as kernel '{kernel.name}' has"
+                f"warmup sample '{sample.name}' of '{config.name}': {path} holds {data.size} values, "
+                f"not the {int(np.prod(shape))} of {list(shape)}"
             )
-    if tensor_out.datatype != "FP32":
-        raise DeviceError(f"output '{tensor_out.name}' of '{config.name}' must be FP32")
+        return data.reshape(shape)
+    if source == "random_data":
+        return np.random.default_rng().random(shape).astype(dtype)
+    return np.zeros(shape, dtype)
+
+
+def _check_kernel_fits(config, kernel: KernelDescription):
+    """The configured tensors must be the kernel's, in its order and of its sizes. Inputs are FP32, or
+    integer types wide enough for their fixed-point bit patterns (all inputs alike, as they share the
+    kernel's rows); outputs are FP16, FP32, FP64, or integer types wide enough for their bit patterns."""
+    layout = kernel.layout
+    sides = (
+        ("input", _tensors(config.input), layout.input.segments),
+        ("output", _tensors(config.output), layout.output.segments),
+    )
+    for side, tensors, segments in sides:
+        if len(tensors) != len(segments):
+            raise DeviceError(
+                f"config.pbtxt of '{config.name}' must declare {len(segments)} {side}(s), as kernel "
+                f"'{kernel.name}' has, not {len(tensors)}"
+            )
+        floats = ("FP32",) if side == "input" else FLOAT_OUTPUT_TYPES
+        for tensor, segment in zip(tensors, segments, strict=True):
+            if int(np.prod(tensor.dims)) != segment.size:
+                raise DeviceError(
+                    f"tensor '{tensor.name}' of '{config.name}' must have {segment.size} elements, as kernel "
+                    f"'{kernel.name}' has"
+                )
+            fits_bits = tensor.datatype in RAW_TYPES and NUMPY[tensor.datatype].itemsize * 8 >= segment.type.width
+            if tensor.datatype not in floats and not fits_bits:
+                raise DeviceError(
+                    f"{side} '{tensor.name}' of '{config.name}' must be {' or '.join(floats)}, or an integer type "
+                    f"of at least {segment.type.width} bits carrying the kernel's {segment.type} bit patterns"
+                )
+    raw_inputs = {tensor.datatype in RAW_TYPES for tensor in sides[0][1]}
+    if len(raw_inputs) > 1:
+        raise DeviceError(f"inputs of '{config.name}' must be all FP32 or all integer bit patterns")

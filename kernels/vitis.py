@@ -32,19 +32,30 @@ DEFAULT_COMPUTE_UNITS = {"u250": 4, "aws-f1": 2}
 
 
 def buffer_layout(description, rows_per_execution):
-    """How the host packs one kernel execution's input rows and unpacks its outputs."""
+    """How the host packs one kernel execution's input rows and unpacks its outputs: per side, one
+    lane width for the widest tensor, each tensor's elements at its offset in the row."""
     layout = {"word_bits": WORD_BITS, "rows_per_execution": rows_per_execution}
-    for role, (tensor,) in (("input", description["inputs"]), ("output", description["outputs"])):
-        fixed = FixedType.parse(tensor["type"])
-        lane = lane_bits(fixed.width)
+    for role, tensors in (("input", description["inputs"]), ("output", description["outputs"])):
+        types = [FixedType.parse(tensor["type"]) for tensor in tensors]
+        lane = max(lane_bits(fixed.width) for fixed in types)
+        offsets = [sum(t["size"] for t in tensors[:i]) for i in range(len(tensors))]
         layout[role] = {
-            "type": tensor["type"],
-            "bits": fixed.width,
             "lane_bits": lane,
             "lanes_per_word": WORD_BITS // lane,
-            "elements_per_row": tensor["size"],
+            "elements_per_row": sum(tensor["size"] for tensor in tensors),
+            "tensors": [
+                {
+                    "name": tensor["name"],
+                    "type": tensor["type"],
+                    "bits": fixed.width,
+                    "offset": offset,
+                    "size": tensor["size"],
+                }
+                for tensor, fixed, offset in zip(tensors, types, offsets, strict=True)
+            ],
         }
-    FixedType.parse(layout["input"]["type"]).to_bits([0.0])  # fails early for an unsupported input type
+    for tensor in layout["input"]["tensors"]:
+        FixedType.parse(tensor["type"]).to_bits([0.0])  # fails early for an unsupported input type
     return layout
 
 
@@ -52,21 +63,100 @@ def write_project(vitis_dir, description, compute_units, clock_period_ns, defaul
     vitis_dir.mkdir(parents=True, exist_ok=True)
     project = description["project"]
     buffers = description["buffers"]
+    io_stream = description["io_type"] == "io_stream"
+    inputs, outputs = buffers["input"]["tensors"], buffers["output"]["tensors"]
+    if io_stream and (len(inputs) > 1 or len(outputs) > 1):
+        raise ValueError(f"'{project}' is io_stream with several inputs or outputs: faast serves those io_parallel")
     fill = {
         "project": project,
         "n_in": buffers["input"]["elements_per_row"],
         "n_out": buffers["output"]["elements_per_row"],
-        "in_bits": buffers["input"]["bits"],
         "in_lane_bits": buffers["input"]["lane_bits"],
         "in_lanes": buffers["input"]["lanes_per_word"],
-        "out_bits": buffers["output"]["bits"],
         "out_lane_bits": buffers["output"]["lane_bits"],
-        "io_stream": int(description["io_type"] == "io_stream"),
+        "io_stream": int(io_stream),
+        "network": _network(project, description, io_stream),
+        "unpack_inputs": "\n".join(
+            [
+                *(_unpack(f"x{i}", t) for i, t in enumerate(inputs)),
+                *(_declare(f"y{i}", t) for i, t in enumerate(outputs)),
+            ]
+        ),
+        "pack_outputs": "\n".join(_pack(f"y{i}", t) for i, t in enumerate(outputs)),
+        "arguments": ", ".join([*(f"x{i}" for i in range(len(inputs))), *(f"y{i}" for i in range(len(outputs)))]),
     }
     (vitis_dir / "kernel_top.cpp").write_text(Template((TEMPLATES / "kernel_top.cpp").read_text()).substitute(fill))
     for board, count in compute_units.items():
         (vitis_dir / f"connectivity.{board}.cfg").write_text(_connectivity(project, board, count))
     (vitis_dir / "Makefile").write_text(_makefile(project, clock_period_ns, default_board))
+
+
+def _network(project, description, io_stream):
+    """The element types of every tensor and run_network(x0.., y0..), calling the hls4ml top."""
+    inputs, outputs = description["inputs"], description["outputs"]
+    names = [(f"x{i}", t) for i, t in enumerate(inputs)] + [(f"y{i}", t) for i, t in enumerate(outputs)]
+    if not io_stream:
+        typedefs = "".join(f"typedef {t['type_name']} {n}_t;\n" for n, t in names)
+        parameters = ", ".join(f"{n}_t {n}[{t['size']}]" for n, t in names)
+        return f"{typedefs}\nstatic void run_network({parameters}) {{ {project}({', '.join(n for n, _ in names)}); }}"
+    (_, x), (_, y) = names
+    pixel_in, pixel_out = x["type_name"], y["type_name"]
+    return f"""// io_stream network: one stream element per pixel, holding its channels.
+typedef {pixel_in}::value_type x0_t;
+typedef {pixel_out}::value_type y0_t;
+
+static void run_network(x0_t x0[{x["size"]}], y0_t y0[{y["size"]}]) {{
+    hls::stream<{pixel_in}> in_pixels("in_pixels");
+    hls::stream<{pixel_out}> out_pixels("out_pixels");
+    for (int p = 0; p < {x["size"]} / (int){pixel_in}::size; ++p) {{
+        {pixel_in} pixel;
+        for (int c = 0; c < (int){pixel_in}::size; ++c) {{
+            pixel[c] = x0[p * {pixel_in}::size + c];
+        }}
+        in_pixels.write(pixel);
+    }}
+    {project}(in_pixels, out_pixels);
+    for (int p = 0; p < {y["size"]} / (int){pixel_out}::size; ++p) {{
+        {pixel_out} pixel = out_pixels.read();
+        for (int c = 0; c < (int){pixel_out}::size; ++c) {{
+            y0[p * {pixel_out}::size + c] = pixel[c];
+        }}
+    }}
+}}"""
+
+
+def _declare(name, tensor):
+    """One output tensor of the row, as the network writes it."""
+    return f"""        {name}_t {name}[{tensor["size"]}];
+#pragma HLS ARRAY_PARTITION variable={name} complete"""
+
+
+def _unpack(name, tensor):
+    """One input tensor's elements of the row, read lane by lane from the input words."""
+    return f"""        {name}_t {name}[{tensor["size"]}];
+#pragma HLS ARRAY_PARTITION variable={name} complete
+        for (int i = 0; i < {tensor["size"]}; ++i) {{
+            if (in_lane == IN_LANES) {{
+                in_word = in_words.read();
+                in_lane = 0;
+            }}
+            {name}[i].range({tensor["bits"]} - 1, 0) =
+                in_word.range(in_lane * IN_LANE_BITS + {tensor["bits"]} - 1, in_lane * IN_LANE_BITS);
+            ++in_lane;
+        }}"""
+
+
+def _pack(name, tensor):
+    """One output tensor's elements of the row, written lane by lane into the output words."""
+    return f"""        for (int o = 0; o < {tensor["size"]}; ++o) {{
+            out_word.range(out_lane * OUT_LANE_BITS + {tensor["bits"]} - 1, out_lane * OUT_LANE_BITS) =
+                {name}[o].range({tensor["bits"]} - 1, 0);
+            if (++out_lane == OUT_LANES) {{
+                out_words.write(out_word);
+                out_word = 0;
+                out_lane = 0;
+            }}
+        }}"""
 
 
 def _connectivity(project, board, count):

@@ -73,13 +73,20 @@ def test_kernel_description_has_the_buffer_layout(model_repository):
     buffers = kernel["buffers"]
     assert buffers["word_bits"] == 512 and buffers["rows_per_execution"] == 16384
     assert buffers["input"] == {
-        "type": "fixed<16,9,TRN,WRAP,0>",
-        "bits": 16,
         "lane_bits": 16,
         "lanes_per_word": 32,
         "elements_per_row": 15,
+        "tensors": [
+            {
+                "name": kernel["inputs"][0]["name"],
+                "type": "fixed<16,9,TRN,WRAP,0>",
+                "bits": 16,
+                "offset": 0,
+                "size": 15,
+            }
+        ],
     }
-    assert buffers["output"]["bits"] == 24 and buffers["output"]["lane_bits"] == 32
+    assert buffers["output"]["tensors"][0]["bits"] == 24 and buffers["output"]["lane_bits"] == 32
     assert kernel["compute_units"] == {"u250": 4, "aws-f1": 2}
 
 

@@ -61,7 +61,7 @@ def test_the_csim_include_path_is_the_one_synthesis_refuses(model_repository):
 def test_the_row_loop_is_pipelined_one_row_per_cycle(model_repository):
     top = (model_repository / "facile" / "1" / "vitis" / "kernel_top.cpp").read_text()
     row_loop = top[top.index("for (int row = 0; row < rows; ++row) {") :]
-    body = row_loop[: row_loop.index("run_network(x, y);")]
+    body = row_loop[: row_loop.index("run_network(x0, y0);")]
     assert "#pragma HLS PIPELINE II=1" in body
     assert "#if !0" in body  # FACILE is io_parallel: the pragma is compiled in
 
