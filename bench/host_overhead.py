@@ -208,7 +208,7 @@ def main():
     )
     repository = work / "repository"
     subprocess.run(
-        [Path(sys.executable).parent / "faast", "build", ROOT / "kernels" / "facile", "--out", repository],
+        [Path(sys.executable).parent / "faast", "build", ROOT / "kernels" / "facile", "--out", repository, "--replace"],
         check=True,
         stdout=subprocess.DEVNULL,
     )

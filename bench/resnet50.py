@@ -31,7 +31,7 @@ VARIANTS = {"resnet50": (None, [1, 2, 4, 8, 16]), "resnet50_full": ("full", [1, 
 EXPORT = """
 import json, sys
 from faast.kernels.spec import KernelSpec
-from faast.kernels.validate import dequantize
+from faast.kernels.convert import dequantize
 kernel, variant, out = sys.argv[1], sys.argv[2] or None, sys.argv[3]
 spec = KernelSpec.read(kernel, variant)
 dequantize(spec.model()).export(f"{out}/{spec.name}")
@@ -53,6 +53,7 @@ def setup(work, models):
                 KERNEL,
                 "--out",
                 repository,
+                "--replace",
                 *(["--variant", variant] if variant else []),
             ],
             check=True,

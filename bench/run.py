@@ -63,7 +63,7 @@ def setup(work):
     triton_venv, perf_analyzer = install_tools()
     repository = work / "repository"
     subprocess.run(
-        [Path(sys.executable).parent / "faast", "build", ROOT / "kernels" / "facile", "--out", repository],
+        [Path(sys.executable).parent / "faast", "build", ROOT / "kernels" / "facile", "--out", repository, "--replace"],
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -76,7 +76,7 @@ EXPORT = """
 import sys
 import numpy as np
 from faast.kernels.spec import KernelSpec
-from faast.kernels.validate import dequantize
+from faast.kernels.convert import dequantize
 spec = KernelSpec.read(sys.argv[1])
 model = spec.load_entry("model")()
 model.load_weights(spec.weights_path)

@@ -210,9 +210,20 @@ def train(args):
 
 
 def validate(args):
-    from faast.kernels.validate import validate as validate_kernel
+    from faast.kernels.validate import validate as validate_model
 
-    sys.exit(validate_kernel(args.kernel, data=args.data, url=args.url, out=args.out))
+    sys.exit(
+        validate_model(
+            args.source,
+            data=args.data,
+            url=args.url,
+            out=args.out,
+            task=args.task,
+            name=args.name,
+            weights=args.weights,
+            hls4ml_config=args.hls4ml_config,
+        )
+    )
 
 
 def bench(args):
@@ -276,11 +287,23 @@ def parser():
     p.add_argument("--epochs", type=int, help="override kernel.toml [training] epochs")
     p.add_argument("--samples", type=int, help="override kernel.toml [training] samples")
     p.set_defaults(run=train)
-    p = commands.add_parser("validate", help="compare float, QKeras, C simulation (and a server) with a verdict")
-    p.add_argument("kernel")
-    p.add_argument("--data", help=".npz with arrays x (inputs) and y (truth); default: the kernel's generator")
-    p.add_argument("--url", help="also compare a running faast at HOST:PORT (gRPC) with the C simulation")
+    p = commands.add_parser(
+        "validate", help="build a model and compare float, model, kernel (and a server) with a verdict"
+    )
+    p.add_argument("source", help="anything faast build takes (kernel folder, hls4ml YAML or project, Keras, ONNX)")
+    p.add_argument(
+        "--data",
+        help=".npz: x (or one array per model input, by the model's names) and the truth y; "
+        "default for a kernel folder: its data.py",
+    )
+    p.add_argument(
+        "--task", choices=["regression", "classification"], help="physics checks on y (default: kernel.toml's)"
+    )
+    p.add_argument("--url", help="also compare the model of that name on a running faast at HOST:PORT (gRPC)")
     p.add_argument("--out", default="validation", help="report folder")
+    p.add_argument("--name", help="model name (default: as faast build names it); also the name asked of --url")
+    p.add_argument("--weights", help="weights .h5 for an architecture .json")
+    p.add_argument("--hls4ml-config", help="YAML or JSON HLSConfig applied over hls4ml's defaults (Keras, ONNX)")
     p.set_defaults(run=validate)
 
     p = commands.add_parser("bench", help="load generator for any Triton-protocol server (gRPC)")
