@@ -76,6 +76,8 @@ def build(
         found = identify(source, weights=weights, hls4ml_config=hls4ml_config, variant=variant)
     except SourceError as error:
         raise BuildError(str(error)) from None
+    for given, side in ((inputs, "input"), (outputs, "output")):
+        _check_given_names(given, side)  # before the conversion, which takes a while
     name = name or found.default_name
     if not MODEL_NAME.fullmatch(name):
         raise BuildError(f"'{name}' cannot name a model (letters, digits, '_', '.', '-'): choose one with --name")
@@ -186,19 +188,26 @@ def _max_batch_size(description):
     return max(1, min(65536, REQUEST_BYTES // (4 * sum(t["size"] for t in description["inputs"]))))
 
 
+def _given_names(given):
+    return [n.strip() for n in given.split(",")] if isinstance(given, str) else list(given or [])
+
+
+def _check_given_names(given, side):
+    for chosen in _given_names(given):
+        if not TENSOR_NAME.fullmatch(chosen):
+            raise BuildError(
+                f"'{chosen}' cannot name a Triton tensor: use letters, digits, '_', '.', '-', not starting"
+                " with a digit, '.' or '-'"
+            )
+
+
 def _tensor_names(tensors, given, side):
     """Triton names of the kernel's tensors: `given` (comma-separated, in order), else the model's
-    own names made valid (other characters become '_'); unique, and valid as given."""
+    own names made valid (other characters become '_'); unique."""
     if given:
-        names = [n.strip() for n in given.split(",")] if isinstance(given, str) else list(given)
+        names = _given_names(given)
         if len(names) != len(tensors):
             raise BuildError(f"--{side}s names {len(names)} tensor(s); the model has {len(tensors)} {side}(s)")
-        for chosen in names:
-            if not TENSOR_NAME.fullmatch(chosen):
-                raise BuildError(
-                    f"'{chosen}' cannot name a Triton tensor: use letters, digits, '_', '.', '-', not starting"
-                    " with a digit, '.' or '-'"
-                )
     else:
         names = []
         for tensor in tensors:

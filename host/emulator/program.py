@@ -82,7 +82,13 @@ class Program:
         return [FixedType.parse(layer["types"][name]) for name in names]
 
     def weight(self, layer: dict, key: str) -> np.ndarray:
-        return self.weights[layer["weights"][key]]
+        name = layer["weights"][key]
+        if name not in self.weights:  # the build keeps only fixed-point weights
+            raise Unsupported(
+                f"layer '{layer['name']}' ({layer['class']}): its {key} '{name}' is not fixed-point "
+                "(e.g. quantized_po2 exponents or compressed weights)"
+            )
+        return self.weights[name]
 
     def source(self, layer: dict) -> Linear:
         """The pending map of the layer's (first) input."""
