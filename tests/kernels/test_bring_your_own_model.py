@@ -44,12 +44,15 @@ INPUTS = {
     "hgq2": {"hits": (12, "ap_fixed<9,3>")},
     "qonnx": {"pixels": (6, "ap_fixed<8,4>")},
 }
-QMLP_KEYS = ("qkeras", "yaml", "project")
+QMLP_KEYS = ("qkeras", "config", "yaml", "project")
 # name in the repository -> (the source in the models folder, files its `faast build` names by flag; None: built
 # without --name, as the project's own)
 BUILDS = {
     "qkeras_h5": ("qmlp.h5", {}),
+    "qkeras_savedmodel": ("qmlp_savedmodel", {}),
     "qkeras_json": ("qmlp.json", {"--weights": "qmlp_weights.h5"}),
+    "qkeras_config": ("qmlp.h5", {"--hls4ml-config": "qmlp_overrides.json"}),
+    "qkeras_input": ("qmlp_input.h5", {}),
     "qkeras_yaml": ("qmlp.yml", {}),
     "byo_project": ("byo_project", None),
     "multi_io": ("multi_io.h5", {}),
@@ -252,16 +255,35 @@ def metadata(client, name):
     return tensors("inputs"), tensors("outputs")
 
 
-@pytest.mark.parametrize("name, key", [("qkeras_h5", "qkeras"), ("qkeras_json", "qkeras"), ("qkeras_yaml", "yaml")])
+@pytest.mark.parametrize(
+    "name, key",
+    [
+        ("qkeras_h5", "qkeras"),
+        ("qkeras_savedmodel", "qkeras"),
+        ("qkeras_json", "qkeras"),
+        ("qkeras_config", "config"),
+        ("qkeras_yaml", "yaml"),
+    ],
+)
 def test_qkeras_sources_serve_hls4ml_predict(builds, server, inputs, references, name, key):
-    """A whole-model .h5 and json + weights (hls4ml's default config by layer name) and an hls4ml YAML
-    (its own precisions, reuse factors and strategy): served == hls4ml's predict() of that very source."""
+    """A whole-model .h5, a SavedModel folder and json + weights (hls4ml's default config by layer name), the .h5 with
+    --hls4ml-config (layer settings merged over that config) and an hls4ml YAML (its own precisions, reuse
+    factors and strategy): served == hls4ml's predict() of that very source and configuration."""
     client = served_model(builds, server, name)
     assert metadata(client, name) == ([("features", "FP32", [-1, 10])], [("scores", "FP32", [-1, 4])])
     served = infer(client, name, {"features": inputs[key]["features"]})
     assert list(served) == ["scores"]
     assert_bit_equal(served["scores"], references[f"{key}/scores"], name)
     assert len(np.unique(served["scores"], axis=0)) > 500  # not a constant answer
+
+
+def test_an_input_named_input_keeps_its_name(builds, server, inputs, references):
+    """hls4ml refuses a layer named `input`; faast renames it inside the project only: the served tensor
+    keeps the model's name, and the kernel is qmlp's (the same weights), bit for bit."""
+    client = served_model(builds, server, "qkeras_input")
+    assert metadata(client, "qkeras_input") == ([("input", "FP32", [-1, 10])], [("scores", "FP32", [-1, 4])])
+    served = infer(client, "qkeras_input", {"input": inputs["qkeras"]["features"]})
+    assert_bit_equal(served["scores"], references["qkeras/scores"], "qkeras_input")
 
 
 def test_yaml_precisions_are_honoured(builds, server, inputs, references):

@@ -5,9 +5,12 @@ Usage (run with the tests' interpreter, -P):
   qkeras_models.py models FOLDER
       writes into FOLDER:
         qmlp.h5                   a QKeras MLP (features -> scores) saved whole
+        qmlp_savedmodel/          the same model as a SavedModel folder
         qmlp.json, qmlp_weights.h5  the same model as architecture json + weights
         qmlp.yml                  an hls4ml YAML (KerasJson + KerasH5, paths relative to FOLDER) whose
                                   per-layer precisions, reuse factors and strategy are not hls4ml's defaults
+        qmlp_overrides.json       the same per-layer settings as an HLSConfig mapping, for --hls4ml-config
+        qmlp_input.h5             qmlp with its input layer named `input`, a name hls4ml reserves
         byo_project/              an hls4ml project of the same model with other precisions, written by hls4ml
         multi_io.h5               two inputs (jets, leptons) -> Concatenate -> shared QDense -> two heads
                                   (flavour: 5, energy: 2)
@@ -16,12 +19,14 @@ Usage (run with the tests' interpreter, -P):
   qkeras_models.py predict FOLDER INPUTS.npz REFERENCES.npz
       hls4ml compile() + predict(), in projects written beside REFERENCES.npz, for each model as
       `faast build` is asked to build it: "qkeras" (qmlp.h5 with config_from_keras_model(granularity="name")),
-      "yaml" (qmlp.yml as `hls4ml convert -c` reads it), "project" (byo_project's own predict), "multi_io"
+      "config" (that configuration with qmlp_overrides.json merged over it), "yaml" (qmlp.yml as
+      `hls4ml convert -c` reads it), "project" (byo_project's own predict), "multi_io"
       and "quantizers". INPUTS.npz holds "<model>/<input>" float32 rows; REFERENCES.npz gets
       "<model>/<output>" (float32 predict), "<model>/<output>/double" (predict on float64 inputs) and
       "<model>/<output>/type" (the output's hls4ml precision).
 """
 
+import json
 import os
 import shutil
 import sys
@@ -58,8 +63,8 @@ def _qdense(units, name, kernel_bits=8, kernel_integer=0):
     )
 
 
-def qmlp():
-    features = layers.Input((10,), name="features")
+def qmlp(input_name="features"):
+    features = layers.Input((10,), name=input_name)
     h = _qdense(16, "dense1")(features)
     h = qkeras.QActivation(qkeras.quantized_relu(8, 3), name="relu1")(h)
     h = _qdense(8, "dense2", kernel_bits=6)(h)
@@ -140,6 +145,7 @@ def write_models(folder):
     folder.mkdir(parents=True, exist_ok=True)
     model = qmlp()
     model.save(folder / "qmlp.h5")
+    model.save(folder / "qmlp_savedmodel", save_format="tf")
     (folder / "qmlp.json").write_text(model.to_json())
     model.save_weights(folder / "qmlp_weights.h5")
     yaml_config = {
@@ -157,10 +163,13 @@ def write_models(folder):
         },
     }
     (folder / "qmlp.yml").write_text(yaml.safe_dump(yaml_config, sort_keys=False))
+    # `faast build qmlp.h5 --hls4ml-config qmlp_overrides.json`: the same layer settings as an HLSConfig mapping.
+    (folder / "qmlp_overrides.json").write_text(json.dumps({"LayerName": YAML_LAYERS}))
     config = hls_config(model)
     for layer, types in PROJECT_LAYERS.items():
         config["LayerName"][layer]["Precision"].update(types)
     convert(model, config, folder / "byo_project", project_name="byo_project").write()
+    qmlp(input_name="input").save(folder / "qmlp_input.h5")  # hls4ml reserves the name `input`
     multi_io().save(folder / "multi_io.h5")
     quantizers().save(folder / "quantizers.h5")
     lambda_model().save(folder / "lambda.h5")
@@ -204,6 +213,18 @@ def predict(folder, inputs_path, references_path):
     graph = convert(model, hls_config(model), scratch / "qkeras")
     graph.compile()
     _predict(graph, rows("qkeras", ["features"]), ["scores"], "qkeras", references)
+
+    # --hls4ml-config: hls4ml's per-name configuration with the overrides merged in, key by key.
+    config = hls_config(model)
+    for layer, settings in YAML_LAYERS.items():
+        for key, value in settings.items():
+            if isinstance(value, dict):
+                config["LayerName"][layer][key].update(value)
+            else:
+                config["LayerName"][layer][key] = value
+    graph = convert(model, config, scratch / "config")
+    graph.compile()
+    _predict(graph, rows("config", ["features"]), ["scores"], "config", references)
 
     # What `hls4ml convert -c qmlp.yml` does, run in the YAML's folder as hls4ml resolves its paths: hls4ml
     # 1.3's convert_from_config converts only KerasModel, so a KerasJson + KerasH5 YAML goes to the Keras
