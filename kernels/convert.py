@@ -3,7 +3,7 @@ project with kernel.json (tensors, and every layer's class, wiring, C++ types an
 weights.npz (weight mantissas as the C simulation loads them, activation tables as its initialisers
 fill them): the emulator's input. Or, for validation, the source model's own outputs.
 
-    python -P -m faast.kernels.convert convert SOURCE_JSON PROJECT_DIR NAME [HLS_OVERRIDES_JSON]
+    python -P -m faast.kernels.convert convert SOURCE_JSON PROJECT_DIR NAME
     python -P -m faast.kernels.convert predict SOURCE_JSON INPUTS_NPZ OUT_NPZ
 
 This module runs kernel folders, tf_keras / QKeras models, hls4ml YAMLs and projects of those, and
@@ -44,7 +44,7 @@ from .sources import (
     read_yaml,
     resolved_yaml,
 )
-from .spec import KernelSpec
+from .spec import KernelSpec, merged
 
 DEFAULTS = {"Backend": "Vitis", "IOType": "io_parallel", "Part": "xcu250-figd2104-2L-e", "ClockPeriod": 4}
 RESERVED = "input"  # hls4ml's name for what feeds a graph's Input layers: no layer may take it
@@ -105,17 +105,15 @@ def main(load_world):
         sys.exit(1)
 
 
-def convert(world, source, project_dir, name, overrides_json=None):
+def convert(world, source, project_dir, name):
     project_dir = Path(project_dir)
     if source.kind == "hls4ml-project":
         import_project(world, source, project_dir, name)
         return
-    if overrides_json and source.kind not in ("keras", "keras3", "onnx"):
-        raise SourceError(f"HLSConfig overrides apply to Keras and ONNX models, not to a {source.kind} source")
     if source.kind == "hls4ml-yaml":  # the graph hls4ml's convert_from_config makes of it
         converted = Converted(*world.graph_from_config(yaml_config(source.path, project_dir)))
     else:
-        converted = world.converters[source.kind](source, project_dir, c_name(name), _overrides(source, overrides_json))
+        converted = world.converters[source.kind](source, project_dir, c_name(name), _overrides(source))
     _refuse_streams(converted.graph)
     with hls4ml_refusals():
         converted.graph.write()
@@ -128,12 +126,9 @@ def c_name(name):
     return name if re.match(r"[A-Za-z_]", name) else f"model_{name}"
 
 
-def _overrides(source, overrides_json):
-    """--hls4ml-config (kernels/sources.py: read_hls_overrides) over faast's defaults, and an HLSConfig
-    mapping given as JSON on the command line over that."""
+def _overrides(source):
+    """--hls4ml-config (kernels/sources.py: read_hls_overrides) over faast's defaults."""
     hls, settings = read_hls_overrides(source.hls4ml_config) if source.hls4ml_config else ({}, {})
-    if overrides_json:
-        hls = _merged(hls, json.loads(overrides_json))
     return hls, DEFAULTS | settings
 
 
@@ -182,16 +177,7 @@ def with_overrides(generated, overrides):
             f"--hls4ml-config configures layer '{unknown[0]}', which the model does not have; its layers are"
             f" {', '.join(names)}"
         )
-    return _merged(generated, overrides)
-
-
-def _merged(base, override):
-    merged = dict(base)
-    for key, value in override.items():
-        merged[key] = (
-            _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-        )
-    return merged
+    return merged(generated, overrides)
 
 
 def yaml_config(path, project_dir):

@@ -1,7 +1,7 @@
 """Child process for Keras 3 models (.keras files Keras 3 saved: HGQ2 and plain Keras 3), and hls4ml
 YAMLs and projects of them, with the arguments of kernels/convert.py:
 
-    python -P -m faast.kernels.convert_keras3 convert SOURCE_JSON PROJECT_DIR NAME [HLS_OVERRIDES_JSON]
+    python -P -m faast.kernels.convert_keras3 convert SOURCE_JSON PROJECT_DIR NAME
     python -P -m faast.kernels.convert_keras3 predict SOURCE_JSON INPUTS_NPZ OUT_NPZ
 
 Its process has real Keras 3: no tf_keras aliasing, no TF_USE_LEGACY_KERAS (what kernels/toolchain.py

@@ -30,7 +30,7 @@ class KernelSpec:
         if variant is not None:
             if variant not in variants:
                 raise KeyError(f"{toml} has no variant '{variant}'; it has {sorted(variants) or 'none'}")
-            config = _merged(config, variants[variant])
+            config = merged(config, variants[variant])
         return cls(path, config)
 
     @property
@@ -76,10 +76,9 @@ class KernelSpec:
         return getattr(importlib.import_module(f"{package}.{module_name}"), function)
 
 
-def _merged(base, override):
-    merged = dict(base)
+def merged(base, override):
+    """`override` over `base`, mapping by mapping: a nested table changes only the keys it names."""
+    result = dict(base)
     for key, value in override.items():
-        merged[key] = (
-            _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-        )
-    return merged
+        result[key] = merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return result
