@@ -423,8 +423,8 @@ def layer_table(found, description, version, inputs, workdir, settings):
         graph, _, _ = tf_graph_from_config(config)
     except (ConversionError, SourceError) as error:
         return [], f"the built project's model and configuration do not convert again here: {error}"
-    for layer in graph.get_layers():
-        layer.set_attr("trace", True)
+    for layer in graph.get_layers():  # the model's layers; not the stream clones hls4ml inserts
+        layer.set_attr("trace", layer.class_name != "Clone")
     traced = min(len(next(iter(inputs.values()))), settings["trace_samples"])
     # The kernel's inputs are the model's, in its order (hls4ml takes Keras' input layers in order).
     given = [inputs[t["serving_name"]][:traced] for t in description["inputs"]]
