@@ -74,11 +74,11 @@ def build(
         raise BuildError(f"unknown target '{target}'; choose one of {', '.join(TARGETS)}")
     try:
         found = identify(source, weights=weights, hls4ml_config=hls4ml_config, variant=variant)
+        name = name or found.default_name
     except SourceError as error:
         raise BuildError(str(error)) from None
     for given, side in ((inputs, "input"), (outputs, "output")):
         _check_given_names(given, side)  # before the conversion, which takes a while
-    name = name or found.default_name
     if not MODEL_NAME.fullmatch(name):
         raise BuildError(f"'{name}' cannot name a model (letters, digits, '_', '.', '-'): choose one with --name")
     repository = Path(repository).resolve()

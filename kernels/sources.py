@@ -9,10 +9,11 @@ converts them. Every refusal is a `SourceError` with a one-line message.
 
 import json
 import re
-import tomllib
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from .spec import KernelSpec
 
 KINDS = ("kernel", "hls4ml-yaml", "keras", "keras3", "onnx", "hls4ml-project")
 PROJECT_CONFIG = "hls4ml_config.yml"  # the configuration hls4ml writes into every project
@@ -54,11 +55,13 @@ class Source:
 
     @property
     def default_name(self):
-        """kernel.toml's name, an hls4ml project's ProjectName, else the file's (or folder's) stem;
-        characters Triton names cannot carry become "_"."""
+        """kernel.toml's name (its variant's, when one is built), an hls4ml project's ProjectName, else
+        the file's (or folder's) stem; characters Triton names cannot carry become "_"."""
         if self.kind == "kernel":
-            with (Path(self.path) / "kernel.toml").open("rb") as f:
-                name = tomllib.load(f)["name"]
+            try:
+                name = KernelSpec.read(self.path, self.variant).name
+            except KeyError as error:  # a variant kernel.toml does not have
+                raise SourceError(error.args[0]) from None
         elif self.kind == "hls4ml-project":
             name = read_yaml(Path(self.path) / PROJECT_CONFIG)["ProjectName"]
         else:
