@@ -40,7 +40,7 @@ class KernelTensor:
     def answer(self, rows: np.ndarray) -> np.ndarray:
         """This output's columns of the kernel's float rows in the configured datatype: a float type,
         or the fixed-point mantissas (the bit patterns, sign-extended) as an integer type."""
-        values = rows[:, self.segment.columns] if rows.shape[1] != self.segment.size else rows
+        values = rows[:, self.segment.columns]  # a view
         if self.spec.datatype in FLOAT_OUTPUT_TYPES:
             return values.astype(NUMPY[self.spec.datatype], copy=False)
         mantissas = np.rint(values.astype(np.float64) * 2.0**self.segment.type.fraction)
