@@ -210,12 +210,23 @@ void convolve(const In* image, const double* weights, Out* out, int64_t n, int64
     }
 }
 
+// The low 64 bits of the integer-valued double `x` in two's complement, read from its bits: exact for
+// every |x| >= 2^62 (where a cast to int64 is undefined), and none for NaN and ±inf.
+inline uint64_t low_bits_of_huge(double x) {
+    uint64_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    const int exponent = static_cast<int>((bits >> 52) & 0x7ff);
+    const int shift = exponent - 1075;  // x = mantissa · 2^shift, shift >= 10 here
+    if (exponent == 0x7ff || shift >= 64) return 0;
+    const uint64_t magnitude = ((bits & ((uint64_t(1) << 52) - 1)) | (uint64_t(1) << 52)) << shift;
+    return (bits >> 63) ? uint64_t(0) - magnitude : magnitude;
+}
+
 // Floats → the bit patterns of a wrapping ap_fixed type of `width` <= 62 bits, as C++ assignment gives:
-// value · 2^fraction (`scale`) rounded by the quantization mode, its low `width` bits; beyond 2^62 the
-// exact remainder (fmod), and none for NaN and ±inf. The host packs every input with this.
+// value · 2^fraction (`scale`) rounded by the quantization mode, its low `width` bits (none for NaN
+// and ±inf). The host packs every input with this.
 template <typename In, typename Lane>
 void wrapped_bits(const In* values, Lane* out, int64_t n, double scale, int quantization, int width) {
-    const double span = std::ldexp(1.0, width);
     const uint64_t mask = (uint64_t(1) << width) - 1;
     double x[CHUNK];
     for (int64_t start = 0; start < n; start += CHUNK) {
@@ -224,15 +235,16 @@ void wrapped_bits(const In* values, Lane* out, int64_t n, double scale, int quan
         for (int64_t i = 0; i < count; ++i) x[i] = static_cast<double>(values[start + i]) * scale;
         quantize(x, count, quantization);
         for (int64_t i = 0; i < count; ++i) huge |= !(std::fabs(x[i]) < 0x1p62);  // NaN too
-        if (huge) {
-            for (int64_t i = 0; i < count; ++i) {
-                if (std::fabs(x[i]) < 0x1p62) continue;
-                double rest = std::fmod(x[i], span);
-                x[i] = std::isnan(rest) ? 0.0 : rest;
-            }
+        if (!huge) {
+            for (int64_t i = 0; i < count; ++i)
+                out[start + i] = static_cast<Lane>(static_cast<uint64_t>(static_cast<int64_t>(x[i])) & mask);
+            continue;
         }
-        for (int64_t i = 0; i < count; ++i)
-            out[start + i] = static_cast<Lane>(static_cast<uint64_t>(static_cast<int64_t>(x[i])) & mask);
+        for (int64_t i = 0; i < count; ++i) {
+            uint64_t low = std::fabs(x[i]) < 0x1p62 ? static_cast<uint64_t>(static_cast<int64_t>(x[i]))
+                                                    : low_bits_of_huge(x[i]);
+            out[start + i] = static_cast<Lane>(low & mask);
+        }
     }
 }
 
