@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from dataclasses import replace
@@ -15,12 +16,13 @@ async def _serve(options, log_settings, wired):
     """Serve until SIGINT or SIGTERM. `options`: tritonserver_flags.ServeOptions."""
     from .dataplane import DataPlane
     from .grpc_server import create_server
-    from .handlers import Handlers, RepositoryHandlers, TraceHandlers
+    from .handlers import Handlers, LogHandlers, RepositoryHandlers, SharedMemoryHandlers, TraceHandlers
     from .http_server import HttpFrontend, start_http
-    from .metrics import registry_for
+    from .metrics import MetricsView, model_readings
     from .repository import ModelRepository
     from .shared_memory import SharedMemoryManager
     from .trace_log import TraceSettings, parse_trace_config
+    from .workers import Peers
 
     if options.ignored:
         log.warning("ignored, as they mean nothing to faast: %s", ", ".join(f"--{name}" for name in options.ignored))
@@ -44,8 +46,30 @@ async def _serve(options, log_settings, wired):
         log.error("Internal: %s", (missing or ["failed to load all models"])[0])
     shared_memory = SharedMemoryManager()
     identity: dict[str, Any] = {} if options.id is None else {"server_id": options.id}
-    dataplane = DataPlane(repository, shared_memory, trace, strict_readiness=options.strict_readiness, **identity)
-    handlers = Handlers(RepositoryHandlers(repository), shared_memory, TraceHandlers(trace, repository), log_settings)
+    peers = Peers.of_this_process()
+    dataplane = DataPlane(
+        repository, shared_memory, trace, strict_readiness=options.strict_readiness, peers=peers, **identity
+    )
+    handlers = Handlers(
+        RepositoryHandlers(repository, peers),
+        SharedMemoryHandlers(shared_memory, peers),
+        TraceHandlers(trace, repository, peers),
+        LogHandlers(log_settings, peers),
+    )
+    if peers is not None:  # what the other workers replay and gather here: this process's own state only
+        await peers.serve(
+            {
+                "repository.load": repository.load,
+                "repository.unload": repository.unload,
+                "shared_memory.register": shared_memory.register,
+                "shared_memory.unregister": shared_memory.unregister,
+                "trace.update": trace.update,
+                "logging.update": log_settings.update,
+                "statistics": lambda name, version: dataplane.local_statistics(name, version).SerializeToString(),
+                "metrics.readings": lambda: model_readings(repository),
+            }
+        )
+        log.info("worker %d of %d (pid %d)", peers.index + 1, peers.count, os.getpid())
     grpc_address, http_address, metrics_address = options.addresses()
     grpc_server, runners = None, []
     try:
@@ -57,23 +81,29 @@ async def _serve(options, log_settings, wired):
             except Exception as error:
                 raise _StartFailure(f"failed to start GRPC service: {error}") from error
             log.info("Started GRPCInferenceService at %s", address)
-        frontend = HttpFrontend(dataplane, handlers, registry_for(repository, *wired["metrics"]), **wired["http"])
+        frontend = HttpFrontend(
+            dataplane, handlers, MetricsView(repository, *wired["metrics"], peers=peers), **wired["http"]
+        )
         if options.allow_http:
             try:
-                runners.append(await start_http(frontend.application(), http_address, options.http_port))
+                runners.append(
+                    await start_http(frontend.application(), http_address, options.http_port, options.shares_http_port)
+                )
             except Exception as error:
                 raise _StartFailure(f"failed to start HTTP service: {error}") from error
             log.info("Started HTTPService at %s:%d", http_address, options.http_port)
         if options.allow_metrics:
             metrics_app = frontend.application(with_metrics=True, with_api=False)
             try:
-                runners.append(await start_http(metrics_app, metrics_address, options.metrics_port))
+                runners.append(
+                    await start_http(metrics_app, metrics_address, options.metrics_port, options.workers > 1)
+                )
             except Exception as error:
                 raise _StartFailure(f"failed to start Metrics service: {error}") from error
             log.info("Started Metrics Service at %s:%d", metrics_address, options.metrics_port)
     except _StartFailure as failure:
         log.error("%s", failure)
-        await _stop(grpc_server, runners, repository, shared_memory, trace, grace=0)
+        await _stop(grpc_server, runners, repository, shared_memory, trace, peers, grace=0)
         raise SystemExit(1) from None
     dataplane.ready = True
     watching = [asyncio.ensure_future(repository.watch_devices())]  # cards that vanish and come back
@@ -89,18 +119,20 @@ async def _serve(options, log_settings, wired):
     dataplane.ready = False
     for task in watching:
         task.cancel()
-    await _stop(grpc_server, runners, repository, shared_memory, trace, grace=options.exit_timeout_secs)
+    await _stop(grpc_server, runners, repository, shared_memory, trace, peers, grace=options.exit_timeout_secs)
 
 
 class _StartFailure(Exception):
     """A transport could not start (its port taken, its certificate unreadable): tritonserver exits."""
 
 
-async def _stop(grpc_server, runners, repository, shared_memory, trace, grace):
+async def _stop(grpc_server, runners, repository, shared_memory, trace, peers, grace):
     if grpc_server:
         await grpc_server.stop(grace=grace)
     for runner in runners:
         await runner.cleanup()
+    if peers is not None:
+        await peers.close()
     await repository.close()
     shared_memory.unregister()
     if trace.writer:
@@ -148,10 +180,12 @@ def _wired(options) -> dict[str, Any]:
     return wired
 
 
-def serve(options):
-    """`faast serve`: `options` from tritonserver_flags.parse."""
+def serve(options, argv):
+    """`faast serve`: `options` from tritonserver_flags.parse of `argv` (which --workers' processes
+    are started with)."""
     from .trace_log import LogSettings
     from .tritonserver_flags import log_handler
+    from .workers import Peers, supervise
 
     wired = _wired(options)  # the flags other modules read: a bad value is refused before anything starts
     if not options.model_repository:
@@ -170,6 +204,8 @@ def serve(options):
     log_settings.update({})  # the root logger's level, from the settings
     if problem:
         log.warning("%s", problem)
+    if options.workers > 1 and not Peers.of_this_process():
+        raise SystemExit(supervise(argv, options.workers))
     asyncio.run(_serve(options, log_settings, wired))
 
 
@@ -343,7 +379,7 @@ def main(argv=None):
     if argv[:1] == ["serve"]:  # tritonserver's command line, read as tritonserver reads it
         from .tritonserver_flags import parse
 
-        serve(parse(argv[1:]))
+        serve(parse(argv[1:]), argv[1:])
         return
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -20,7 +20,9 @@ from .model import ServedModel
 from .protocol import service
 from .repository import ModelRepository
 from .shared_memory import SharedMemoryManager, SharedMemoryWindow
+from .statistics import merge_statistics
 from .trace_log import TraceSettings, wall_ns
+from .workers import Peers
 
 # The protocol extensions this server implements (ServerMetadata lists exactly these).
 EXTENSIONS = [
@@ -98,8 +100,10 @@ class DataPlane:
         trace: TraceSettings,
         strict_readiness: bool = True,
         server_id: str = "faast",
+        peers: Peers | None = None,
     ):
         self.repository = repository
+        self.peers = peers  # the other worker processes under --workers
         self.shared_memory = shared_memory
         self.trace = trace
         self.strict_readiness = strict_readiness
@@ -129,7 +133,15 @@ class DataPlane:
     def model_config(self, name: str, version: str = ""):
         return self.repository.get(name, version).config
 
-    def model_statistics(self, name: str = "", version: str = "") -> service.ModelStatisticsResponse:
+    async def model_statistics(self, name: str = "", version: str = "") -> service.ModelStatisticsResponse:
+        """ModelStatistics: this process's, summed with every other worker's under --workers."""
+        local = self.local_statistics(name, version)
+        if self.peers is None:
+            return local
+        others = await self.peers.gather("statistics", name, version)
+        return merge_statistics([local, *(service.ModelStatisticsResponse.FromString(data) for data in others)])
+
+    def local_statistics(self, name: str = "", version: str = "") -> service.ModelStatisticsResponse:
         if name and not self.repository.is_ready(name):
             raise InvalidArgument(f"requested model '{name}' is not available")
         if name:

@@ -139,7 +139,7 @@ class InferenceService:
         return service.ModelConfigResponse(config=self.dataplane.model_config(request.name, request.version))
 
     async def ModelStatistics(self, request, context):
-        return self.dataplane.model_statistics(request.name, request.version)
+        return await self.dataplane.model_statistics(request.name, request.version)
 
     async def ModelInfer(self, request, context):
         return converters.infer_response(await self.dataplane.infer(converters.infer_request(request)))
@@ -208,11 +208,11 @@ class InferenceService:
         return response
 
     async def SystemSharedMemoryRegister(self, request, context):
-        self.handlers.shared_memory.register(request.name, request.key, request.offset, request.byte_size)
+        await self.handlers.shared_memory.register(request.name, request.key, request.offset, request.byte_size)
         return service.SystemSharedMemoryRegisterResponse()
 
     async def SystemSharedMemoryUnregister(self, request, context):
-        self.handlers.shared_memory.unregister(request.name)
+        await self.handlers.shared_memory.unregister(request.name)
         return service.SystemSharedMemoryUnregisterResponse()
 
     async def CudaSharedMemoryStatus(self, request, context):
@@ -226,7 +226,7 @@ class InferenceService:
 
     async def TraceSetting(self, request, context):
         updates = {key: list(value.value) for key, value in request.settings.items()}
-        settings = self.handlers.trace.update(request.model_name, updates)
+        settings = await self.handlers.trace.update(request.model_name, updates)
         response = service.TraceSettingResponse()
         for key, values in settings.items():
             response.settings[key].value.extend(values)
@@ -234,7 +234,7 @@ class InferenceService:
 
     async def LogSettings(self, request, context):
         updates = converters.parameters(request.settings)  # SettingValue shares InferParameter's oneof name
-        settings = self.handlers.logging.update(updates)
+        settings = await self.handlers.logging.update(updates)
         response = service.LogSettingsResponse()
         for key, value in settings.items():
             field = {bool: "bool_param", int: "uint32_param", str: "string_param"}[type(value)]

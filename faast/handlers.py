@@ -1,7 +1,8 @@
 """What a transport serves besides health, metadata and inference: the model repository, shared-memory
 registration, and trace and log settings. faast.cli builds one `Handlers` and gives it to each
 transport, so a transport never reaches into the DataPlane for them; each method carries Triton's
-semantics once, for gRPC and HTTP alike.
+semantics once, for gRPC and HTTP alike. Under `faast serve --workers N` a call that changes state is
+applied here and then replayed on the other workers (faast.workers) before it is answered.
 """
 
 from dataclasses import dataclass
@@ -11,13 +12,15 @@ from .errors import InvalidArgument
 from .repository import ModelRepository
 from .shared_memory import SharedMemoryManager
 from .trace_log import LogSettings, TraceSettings
+from .workers import Peers, replay
 
 
 class RepositoryHandlers:
     """RepositoryIndex, RepositoryModelLoad and RepositoryModelUnload."""
 
-    def __init__(self, repository: ModelRepository):
+    def __init__(self, repository: ModelRepository, peers: Peers | None = None):
         self._repository = repository
+        self._peers = peers
 
     def index(self, ready_only: bool = False) -> list[tuple[str, str, str, str]]:
         """(name, version, state, reason) of every model in the repository."""
@@ -25,17 +28,40 @@ class RepositoryHandlers:
 
     async def load(self, name: str, parameters: dict[str, Any]) -> None:
         await self._repository.load(name, parameters)
+        await replay(self._peers, "repository.load", name, parameters)
 
     async def unload(self, name: str) -> None:
         await self._repository.unload(name)
+        await replay(self._peers, "repository.unload", name)
+
+
+class SharedMemoryHandlers:
+    """System shared-memory status, registration and unregistration."""
+
+    def __init__(self, manager: SharedMemoryManager, peers: Peers | None = None):
+        self._manager = manager
+        self._peers = peers
+
+    def status(self, name: str = "") -> list:
+        return self._manager.status(name)
+
+    async def register(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        self._manager.register(name, key, offset, byte_size)
+        await replay(self._peers, "shared_memory.register", name, key, offset, byte_size)
+
+    async def unregister(self, name: str = "") -> None:
+        """Unregister `name`, or every region when name is empty."""
+        self._manager.unregister(name)
+        await replay(self._peers, "shared_memory.unregister", name)
 
 
 class TraceHandlers:
     """TraceSetting: the global settings, or a loaded model's."""
 
-    def __init__(self, trace: TraceSettings, repository: ModelRepository):
+    def __init__(self, trace: TraceSettings, repository: ModelRepository, peers: Peers | None = None):
         self._trace = trace
         self._repository = repository
+        self._peers = peers
 
     def check_model(self, model_name: str) -> None:
         """A model's settings need the model loaded (Triton's status and wording); Triton checks
@@ -43,16 +69,34 @@ class TraceHandlers:
         if model_name and not self._repository.is_ready(model_name):
             raise InvalidArgument(f"Request for unknown model : {model_name}")
 
-    def update(self, model_name: str, updates: dict[str, list[str]]) -> dict[str, list[str]]:
+    async def update(self, model_name: str, updates: dict[str, list[str]]) -> dict[str, list[str]]:
         """Apply `updates` (none: only read) and return the settings in force for `model_name` (""
         for the global ones)."""
         self.check_model(model_name)
-        return self._trace.update(model_name, updates)
+        settings = self._trace.update(model_name, updates)
+        if updates:
+            await replay(self._peers, "trace.update", model_name, updates)
+        return settings
+
+
+class LogHandlers:
+    """LogSettings."""
+
+    def __init__(self, settings: LogSettings, peers: Peers | None = None):
+        self._settings = settings
+        self._peers = peers
+
+    async def update(self, updates: dict[str, Any]) -> dict[str, Any]:
+        """Apply `updates` (none: only read) and return the settings in force."""
+        settings = self._settings.update(updates)
+        if updates:
+            await replay(self._peers, "logging.update", updates)
+        return settings
 
 
 @dataclass(frozen=True)
 class Handlers:
     repository: RepositoryHandlers
-    shared_memory: SharedMemoryManager  # status, register, unregister
+    shared_memory: SharedMemoryHandlers
     trace: TraceHandlers
-    logging: LogSettings
+    logging: LogHandlers

@@ -8,7 +8,6 @@ import logging
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
-from prometheus_client import CollectorRegistry
 
 from . import http_converters as converters
 from . import http_encoding, memory, security
@@ -16,7 +15,7 @@ from .dataplane import DataPlane
 from .errors import InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented, fault_message
 from .grpc_server import NO_CUDA
 from .handlers import Handlers
-from .metrics import render
+from .metrics import MetricsView
 from .security import Restrictions
 
 log = logging.getLogger("faast.http")
@@ -89,7 +88,7 @@ class HttpFrontend:
         self,
         dataplane: DataPlane,
         handlers: Handlers,
-        metrics: CollectorRegistry,
+        metrics: MetricsView,
         restrictions: Restrictions | None = None,
     ):
         self.dataplane = dataplane
@@ -168,7 +167,7 @@ class HttpFrontend:
         return _json_response(converters.message_to_json(config))
 
     async def statistics(self, request):
-        stats = self.dataplane.model_statistics(
+        stats = await self.dataplane.model_statistics(
             request.match_info.get("model", ""), request.match_info.get("version", "")
         )
         return _json_response(converters.message_to_json(stats) or {"model_stats": []})
@@ -209,7 +208,7 @@ class HttpFrontend:
         what = "the registration"
         if "key" not in body:
             raise InvalidArgument("Shared memory register request has no 'key' field")
-        self.handlers.shared_memory.register(
+        await self.handlers.shared_memory.register(
             request.match_info["region"],
             converters.json_field(body, "key", str, what),
             converters.json_field(body, "offset", int, what, 0),
@@ -218,7 +217,7 @@ class HttpFrontend:
         return web.Response(status=200)
 
     async def shm_unregister(self, request):
-        self.handlers.shared_memory.unregister(request.match_info.get("region", ""))
+        await self.handlers.shared_memory.unregister(request.match_info.get("region", ""))
         return web.Response(status=200)
 
     async def cuda_status(self, request):
@@ -234,7 +233,7 @@ class HttpFrontend:
         if request.method == "POST":
             body = converters.json_object(converters.parse_json(await _body(request)), "the trace setting request")
             updates = {key: converters.trace_values(key, value) for key, value in body.items()}
-        settings = self.handlers.trace.update(model, updates)
+        settings = await self.handlers.trace.update(model, updates)
         return _json_response({key: values if key == "trace_level" else values[0] for key, values in settings.items()})
 
     async def logging(self, request):
@@ -243,7 +242,7 @@ class HttpFrontend:
             if request.method == "POST"
             else {}
         )
-        return _json_response(self.handlers.logging.update(updates))
+        return _json_response(await self.handlers.logging.update(updates))
 
     async def infer(self, request):
         body = await _body(request)
@@ -274,12 +273,13 @@ class HttpFrontend:
         )
 
     async def render_metrics(self, request):
-        return web.Response(body=render(self.metrics), content_type="text/plain")
+        return web.Response(body=await self.metrics.text(), content_type="text/plain")
 
 
-async def start_http(app, host, port):
+async def start_http(app, host, port, reuse_port=False):
+    """Serve `app` on host:port; with `reuse_port` other processes may bind it too (SO_REUSEPORT)."""
     runner = web.AppRunner(app, access_log=None, auto_decompress=False)  # faast.http_encoding decodes
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     await site.start()
     return runner

@@ -6,24 +6,28 @@ read from /proc. Beside them, faast's own device metrics (faast_device_info,
 faast_kernel_executions, faast_kernel_busy_us, faast_batch_fill_ratio,
 faast_compute_units_out_of_rotation).
 
-Values are read from each model's ModelStatistics (one short copy under its lock) and its device's
-usage at scrape time. The exposition is written here, in the Prometheus text format 0.0.4, because
-prometheus_client's writer names every counter `NAME_total`, which Triton's families are not.
-`registry_for` still returns a prometheus_client CollectorRegistry holding a custom collector, so
-the families can be read with `registry.collect()` like any other.
+Values are read at scrape time into ModelReadings: plain, picklable copies of each model's
+ModelStatistics (one short copy under its lock) and its device's usage. With several worker
+processes (faast serve --workers) the worker answering a scrape gathers the others' readings and
+sums them, so /metrics shows one merged view across worker processes. The exposition is written
+here, in the Prometheus text format 0.0.4, because prometheus_client's writer names every counter
+`NAME_total`, which Triton's families are not. `registry_for` still returns a prometheus_client
+CollectorRegistry holding a custom collector, so the families can be read with `registry.collect()`
+like any other.
 """
 
 import math
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 from prometheus_client.core import Metric
 from prometheus_client.registry import CollectorRegistry
 
-from .statistics import SUMMARY_SERIES, LatencySnapshot, SummaryWindow, record_latencies
+from .statistics import SUMMARY_SERIES, LatencySnapshot, StatisticsSnapshot, SummaryWindow, record_latencies
+from .workers import Peers
 
 LABELS = ("model", "version")
 # Triton's failure reasons, in the order its /metrics lists them (failure_reasons.h).
@@ -235,6 +239,91 @@ def _quantile_values(latencies: LatencySnapshot, quantiles: Iterable[float]) -> 
     return result
 
 
+@dataclass(frozen=True)
+class ModelReading:
+    """What /metrics exports of one served model version, read at one scrape. Plain data, so another
+    worker process can receive it (pickled) and merge it with its own (merge_readings)."""
+
+    name: str
+    version: str
+    stats: StatisticsSnapshot
+    pending: int  # requests awaiting execution in the model's scheduler
+    device_kind: str
+    compute_units: int
+    kernel_runs: int  # kernel executions, rows executed and busy ns, summed over the compute units
+    kernel_rows: int
+    kernel_busy_ns: float
+    capacity: int  # the kernel's rows per execution
+    out_of_rotation: int  # compute units taken out of rotation after a fault
+
+
+def _reading(model: Any) -> ModelReading:
+    runs, rows, busy_ns = model.device.usage()
+    return ModelReading(
+        name=model.name,
+        version=str(model.version),
+        stats=model.stats.snapshot(),
+        pending=model.scheduler.pending,
+        device_kind=model.device.kind,
+        compute_units=len(model.device.compute_units),
+        kernel_runs=runs,
+        kernel_rows=rows,
+        kernel_busy_ns=busy_ns,
+        capacity=model.device.kernel.layout.rows_per_execution,
+        out_of_rotation=len(model.device.out_of_rotation()),
+    )
+
+
+def model_readings(repository: Any) -> list[ModelReading]:
+    """The readings of every model version `repository` serves, in its order."""
+    return [_reading(model) for model in repository.served()]
+
+
+# What merge_readings sums; the rest (device_kind, capacity) is the same in every worker.
+_SUMMED_STATS = tuple(f.name for f in fields(StatisticsSnapshot) if f.name not in ("failures", "latencies"))
+_SUMMED_READING = ("pending", "compute_units", "kernel_runs", "kernel_rows", "kernel_busy_ns", "out_of_rotation")
+
+
+def _merged(readings: list[ModelReading]) -> ModelReading:
+    """One model version's readings from several workers as one: counts, durations and usage summed;
+    the latency windows' kept requests pooled, so quantiles are over every worker's requests."""
+    stats = [reading.stats for reading in readings]
+    failures: dict[str, int] = {}
+    for snapshot in stats:
+        for reason, count in snapshot.failures.items():
+            failures[reason] = failures.get(reason, 0) + count
+    windows = [snapshot.latencies for snapshot in stats if snapshot.latencies is not None]
+    latencies = (
+        LatencySnapshot(
+            sum(window.count for window in windows),
+            tuple(sum(series) for series in zip(*(window.sums for window in windows), strict=True)),
+            tuple(sample for window in windows for sample in window.samples),
+        )
+        if windows
+        else None
+    )
+    merged = StatisticsSnapshot(
+        failures=failures,
+        latencies=latencies,
+        **{key: sum(getattr(snapshot, key) for snapshot in stats) for key in _SUMMED_STATS},
+    )
+    return replace(
+        readings[0],
+        stats=merged,
+        **{key: sum(getattr(reading, key) for reading in readings) for key in _SUMMED_READING},
+    )
+
+
+def merge_readings(groups: list[list[ModelReading]]) -> list[ModelReading]:
+    """Several workers' readings (each one model_readings list) as one list: one reading per model
+    version, in the order first seen (groups[0] first)."""
+    by_version: dict[tuple[str, str], list[ModelReading]] = {}
+    for readings in groups:
+        for reading in readings:
+            by_version.setdefault((reading.name, reading.version), []).append(reading)
+    return [_merged(readings) for readings in by_version.values()]
+
+
 class RepositoryCollector:
     """The families of every loaded model, in the order Triton lists them, then faast's own."""
 
@@ -244,6 +333,11 @@ class RepositoryCollector:
         self.cpu = CpuSampler(self.config.interval_ms) if self.config.cpu_metrics else None
 
     def collect(self) -> Iterator[Metric]:
+        return self.families(model_readings(self.repository))
+
+    def families(self, readings: Iterable[ModelReading]) -> Iterator[Metric]:
+        """The families of `readings` (this process's, or every worker's merged), and the CPU gauges
+        of this machine."""
         config = self.config
         success, failure = _family(SUCCESS, "counter"), _family(FAILURE, "counter")
         count, executions = _family(COUNT, "counter"), _family(EXEC_COUNT, "counter")
@@ -256,14 +350,14 @@ class RepositoryCollector:
         fill = _family(BATCH_FILL, "gauge")
         out_of_rotation = _family(OUT_OF_ROTATION, "gauge")
         quantiles = [q for q, _ in config.summary_quantiles]
-        for model in self.repository.served():
-            labels = {"model": model.name, "version": str(model.version)}
-            stats = model.stats.snapshot()
+        for reading in readings:
+            labels = {"model": reading.name, "version": reading.version}
+            stats = reading.stats
             success.add_sample(success.name, labels, stats.success_count)
             for reason in FAILURE_REASONS:
                 failure.add_sample(
                     failure.name,
-                    {"model": model.name, "reason": reason, "version": str(model.version)},
+                    {"model": reading.name, "reason": reason, "version": reading.version},
                     stats.failures.get(reason, 0),
                 )
             count.add_sample(count.name, labels, stats.inference_count)
@@ -277,7 +371,7 @@ class RepositoryCollector:
             )
             for family, ns in zip(durations, totals_ns, strict=True):
                 family.add_sample(family.name, labels, ns // 1000)
-            pending.add_sample(pending.name, labels, model.scheduler.pending)
+            pending.add_sample(pending.name, labels, reading.pending)
             if config.summary_latencies:
                 latencies = stats.latencies or LatencySnapshot(0, (0,) * len(SUMMARY_SERIES), ())
                 values = _quantile_values(latencies, quantiles)
@@ -286,14 +380,13 @@ class RepositoryCollector:
                     family.add_sample(family.name + "_sum", labels, latencies.sums[i])
                     for quantile, value in zip(quantiles, values[i], strict=True):
                         family.add_sample(family.name, {**labels, "quantile": _number(quantile)}, value)
-            units = str(len(model.device.compute_units))
-            device.add_sample(device.name, {**labels, "device": model.device.kind, "compute_units": units}, 1.0)
-            runs, rows, busy_ns = model.device.usage()
+            device_labels = {**labels, "device": reading.device_kind, "compute_units": str(reading.compute_units)}
+            device.add_sample(device.name, device_labels, 1.0)
+            runs, rows = reading.kernel_runs, reading.kernel_rows
             kernel_executions.add_sample(kernel_executions.name, labels, runs)
-            kernel_busy.add_sample(kernel_busy.name, labels, busy_ns / 1000)
-            capacity = model.device.kernel.layout.rows_per_execution
-            fill.add_sample(fill.name, labels, rows / runs / capacity if runs else 0.0)
-            out_of_rotation.add_sample(out_of_rotation.name, labels, len(model.device.out_of_rotation()))
+            kernel_busy.add_sample(kernel_busy.name, labels, reading.kernel_busy_ns / 1000)
+            fill.add_sample(fill.name, labels, rows / runs / reading.capacity if runs else 0.0)
+            out_of_rotation.add_sample(out_of_rotation.name, labels, reading.out_of_rotation)
         yield from (success, failure, count, executions)
         if config.counter_latencies:
             yield from durations
@@ -313,15 +406,36 @@ class RepositoryCollector:
         yield from (device, kernel_executions, kernel_busy, fill, out_of_rotation)
 
 
-def registry_for(repository: Any, config: MetricsConfig | None = None) -> CollectorRegistry:
-    """The registry /metrics renders for `repository` (its models as they are at each scrape).
-    Turns the models' per-request latency observations on exactly when `config` asks for summaries
-    (a process-wide setting, as Triton's metrics configuration is)."""
+def _collector(repository: Any, config: MetricsConfig | None) -> RepositoryCollector:
+    """The collector of `repository` (its models as they are at each scrape). Turns the models'
+    per-request latency observations on exactly when `config` asks for summaries (a process-wide
+    setting, as Triton's metrics configuration is)."""
     config = config if config is not None else MetricsConfig()
     record_latencies(SummaryWindow() if config.summary_latencies else None)
+    return RepositoryCollector(repository, config)
+
+
+def registry_for(repository: Any, config: MetricsConfig | None = None) -> CollectorRegistry:
+    """A registry holding `repository`'s collector (see _collector), for `registry.collect()`."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RepositoryCollector(repository, config))
+    registry.register(_collector(repository, config))
     return registry
+
+
+class MetricsView:
+    """What the /metrics route renders: this process's models, merged with the other workers'
+    readings (their "metrics.readings") when there are `peers`, so every worker answers a scrape
+    with the whole server's counts."""
+
+    def __init__(self, repository: Any, config: MetricsConfig | None = None, *, peers: Peers | None = None):
+        self.collector = _collector(repository, config)
+        self.peers = peers
+
+    async def text(self) -> bytes:
+        readings = model_readings(self.collector.repository)
+        if self.peers is not None:
+            readings = merge_readings([readings, *await self.peers.gather("metrics.readings")])
+        return render_families(self.collector.families(readings))
 
 
 def _number(value: float) -> str:
@@ -346,12 +460,12 @@ def _escape_label(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-def render(registry: CollectorRegistry) -> bytes:
-    """The Prometheus text exposition (format 0.0.4) of `registry`'s families, written as Triton's
+def render_families(families: Iterable[Metric]) -> bytes:
+    """The Prometheus text exposition (format 0.0.4) of `families`, written as Triton's
     prometheus-cpp writes it: each family's `# HELP` and `# TYPE` under its own name and its samples
     under theirs, with no suffix added (a counter stays `nv_inference_count`)."""
     lines = []
-    for family in registry.collect():
+    for family in families:
         typ = "untyped" if family.type == "unknown" else family.type
         documentation = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
         lines.append(f"# HELP {family.name} {documentation}\n# TYPE {family.name} {typ}\n")
@@ -362,3 +476,8 @@ def render(registry: CollectorRegistry) -> bytes:
             lines.append(f"{sample.name}{{{labels}}}" if labels else sample.name)
             lines.append(f" {_number(sample.value)}\n")
     return "".join(lines).encode()
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The exposition of `registry`'s families (render_families)."""
+    return render_families(registry.collect())

@@ -240,3 +240,33 @@ class ModelStatistics:
                     compute_output=duration(batch.compute_output),
                 )
         return stats
+
+
+def merge_statistics(responses: list[service.ModelStatisticsResponse]) -> service.ModelStatisticsResponse:
+    """One ModelStatisticsResponse from several processes' (faast serve --workers): per model
+    version, in first-seen order, every count and duration summed, and the latest last_inference."""
+    merged: dict[tuple[str, str], service.ModelStatistics] = {}
+    for response in responses:
+        for stats in response.model_stats:
+            into = merged.setdefault(
+                (stats.name, stats.version), service.ModelStatistics(name=stats.name, version=stats.version)
+            )
+            into.last_inference = max(into.last_inference, stats.last_inference)
+            into.inference_count += stats.inference_count
+            into.execution_count += stats.execution_count
+            for key in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
+                _add(getattr(into.inference_stats, key), getattr(stats.inference_stats, key))
+            batches = {batch.batch_size: batch for batch in into.batch_stats}
+            for batch in stats.batch_stats:
+                if batch.batch_size not in batches:
+                    batches[batch.batch_size] = into.batch_stats.add(batch_size=batch.batch_size)
+                for key in ("compute_input", "compute_infer", "compute_output"):
+                    _add(getattr(batches[batch.batch_size], key), getattr(batch, key))
+    for into in merged.values():
+        into.batch_stats.sort(key=lambda batch: batch.batch_size)
+    return service.ModelStatisticsResponse(model_stats=list(merged.values()))
+
+
+def _add(into: service.StatisticDuration, other: service.StatisticDuration) -> None:
+    into.count += other.count
+    into.ns += other.ns

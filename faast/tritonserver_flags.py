@@ -119,7 +119,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("allow-http", "boolean", IMPLEMENTED, "serve HTTP/REST (default true)"),
     Flag("http-address", "string", IMPLEMENTED, "HTTP address (default --host)"),
     Flag("http-port", "integer", IMPLEMENTED, "HTTP port (default 8000)"),
-    Flag("reuse-http-port", "boolean", IGNORED, "faast does not share its HTTP port"),
+    Flag("reuse-http-port", "boolean", IMPLEMENTED, "let other processes bind the HTTP port too (SO_REUSEPORT)"),
     Flag("http-header-forward-pattern", "string", IGNORED, "faast forwards no headers as request parameters"),
     Flag("http-thread-count", "integer", IGNORED, "faast serves HTTP from its event loop, without a thread pool"),
     Flag(
@@ -318,6 +318,13 @@ FLAGS: tuple[Flag, ...] = (
     ),
     # faast's own
     Flag("host", "string", IMPLEMENTED, "faast's: the default address of all three services (default 0.0.0.0)"),
+    Flag(
+        "workers",
+        "integer",
+        IMPLEMENTED,
+        "faast's: server processes sharing the ports, each with its share of the cores (default 1); "
+        "see ARCHITECTURE.md",
+    ),
 )
 HELP = Flag("help", None, IMPLEMENTED, "print this usage")
 BY_NAME = {flag.name: flag for flag in (HELP, *FLAGS)}
@@ -369,6 +376,8 @@ class ServeOptions:
     metrics_config: list[str] = field(default_factory=list)
     trace_config: list[str] = field(default_factory=list)
     host: str = "0.0.0.0"
+    workers: int = 1
+    reuse_http_port: bool = False
     given: list[str] = field(default_factory=list)  # every flag given, in order, once each
     values: dict[str, Any] = field(default_factory=dict)  # the value of every other (ignored) flag
 
@@ -387,9 +396,17 @@ class ServeOptions:
         http = self.http_address or self.host
         return self.grpc_address or self.host, http, self.metrics_address or http
 
+    @property
+    def shares_http_port(self) -> bool:
+        """Whether other processes may bind the HTTP port: --reuse-http-port, or several --workers."""
+        return self.reuse_http_port or self.workers > 1
+
     def grpc_server_options(self) -> list[tuple[str, int]]:
-        """gRPC server options (channel arguments) of the flags given, compression included."""
+        """gRPC server options (channel arguments) of the flags given, compression included; several
+        --workers share the port."""
         options = list(self.grpc_options.items())
+        if self.workers > 1:
+            options.append(("grpc.so_reuseport", 1))
         if "grpc-infer-response-compression-level" in self.given:
             level = GRPC_COMPRESSION_LEVELS[self.grpc_infer_response_compression_level]
             options.append(("grpc.default_compression_level", level))
@@ -444,6 +461,8 @@ def _apply(options: ServeOptions, flag: Flag, text: str | None) -> None:
         value = CONVERTERS[flag.kind](text)
         if flag.choices and value not in flag.choices:
             raise BadOption(f"invalid argument for --{flag.name}")
+        if flag.name == "workers" and value < 1:
+            raise BadOption(f"--workers must be at least 1. Got {text}")
     if flag.name == "trace-config" or flag.template != "{}":
         value = flag.template.format(value)
         _check_trace(value)

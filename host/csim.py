@@ -6,11 +6,10 @@ parallel.
 """
 
 import ctypes
-import os
 
 import numpy as np
 
-from .device import ComputeUnit, Device, DeviceBuffer, DeviceError
+from .device import ComputeUnit, Device, DeviceBuffer, DeviceError, cores_of_this_process
 
 
 class CsimComputeUnit(ComputeUnit):
@@ -44,7 +43,7 @@ class CsimDevice(Device):
         top.restype = None
         self._lib = lib
         # io_stream firmware keeps its line buffers and counters in static variables: one caller at a time.
-        units = 1 if kernel.raw.get("io_type") == "io_stream" else compute_units or os.cpu_count() or 1
+        units = 1 if kernel.raw.get("io_type") == "io_stream" else compute_units or cores_of_this_process()
         super().__init__(kernel, [CsimComputeUnit(top, i) for i in range(units)])
         self.run(np.zeros((1, kernel.input_size), np.float32))  # loads the weights before concurrent calls
 

@@ -17,6 +17,7 @@ import importlib
 import itertools
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -374,12 +375,18 @@ def _driver(kind):
     return importlib.import_module(f"{__package__}.{DRIVERS[kind]}").DRIVER
 
 
+def cores_of_this_process() -> int:
+    """The compute units the emulator and the C simulation run when config.pbtxt names no count: the
+    machine's cores, shared out among `faast serve --workers` processes (which set FAAST_WORKERS)."""
+    return max(1, (os.cpu_count() or 1) // int(os.environ.get("FAAST_WORKERS", "1")))
+
+
 def open_device(kind, folder, compute_units: int | None = None) -> Device:
     """Open device `kind` (auto, emulator, csim, xrt, pynq) on the kernel built into `folder`.
 
     auto prefers a card, then the emulator (exact, fast), then the C simulation (exact, slow), and
     logs why it chose what it chose. `compute_units` (config.pbtxt's instance_group count) is how
-    many the emulator and the C simulation run, one per worker thread; None: one per core. A card
+    many the emulator and the C simulation run, one per worker thread; None: cores_of_this_process(). A card
     has the compute units its xclbin was built with, whatever the count says.
     """
     kernel = KernelDescription.read(folder)

@@ -3,11 +3,10 @@ per CPU core, each with its own Program, or all with one compiled network pass w
 step (compiled.py), so that the host's packing, pools and batching are the same as for a card."""
 
 import logging
-import os
 
 import numpy as np
 
-from ..device import ComputeUnit, Device, DeviceBuffer, KernelDescription
+from ..device import ComputeUnit, Device, DeviceBuffer, KernelDescription, cores_of_this_process
 from ..packing import TensorLanes
 from .compiled import NetworkPass, NotCovered
 from .program import Program, load_program
@@ -49,7 +48,7 @@ class EmulatorDevice(Device):
     def __init__(self, kernel: KernelDescription, compute_units: int | None = None, compiled_pass: bool = True):
         """compiled_pass=False: the emulator's steps even where the pass covers them (for benchmarks)."""
         layout = kernel.layout
-        count = compute_units or os.cpu_count() or 1
+        count = compute_units or cores_of_this_process()
         program = load_program(kernel)
         network: NetworkPass | None = None
         why = "not asked for"

@@ -40,8 +40,11 @@ by validation (wrong shape, datatype): faast's dataplane counts it as OTHER, whi
 below checks as faast's behaviour.
 """
 
+import asyncio
+import contextlib
 import importlib
 import math
+import pickle
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -156,8 +159,8 @@ BATCHES = (1, 4, 16)  # the successful requests both servers get, rows each
 def _import_faast_protocol() -> None:
     """faast.protocol and tritonclient.grpc (which the suite's conftest imports) both register a
     grpc_service.proto in protobuf's default descriptor pool, and the pool refuses the second one.
-    When tritonclient came first, load faast.protocol into a private pool: these tests only need
-    faast.statistics, which builds no message here."""
+    When tritonclient came first, load faast.protocol into a private pool: the messages these tests
+    build (the configs of a repository loaded in process) need only faast.protocol's own classes."""
     if "faast.protocol" in sys.modules:
         return
     try:
@@ -171,8 +174,22 @@ def _import_faast_protocol() -> None:
 
 _import_faast_protocol()
 
-from faast.metrics import MetricsConfig, parse_metrics_config, registry_for, render  # noqa: E402
+from faast.dataplane import DataPlane, InferRequest, InputTensor  # noqa: E402
+from faast.errors import InvalidArgument  # noqa: E402
+from faast.metrics import (  # noqa: E402
+    MetricsConfig,
+    MetricsView,
+    merge_readings,
+    model_readings,
+    parse_metrics_config,
+    registry_for,
+    render,
+    render_families,
+)
+from faast.repository import ModelRepository  # noqa: E402
+from faast.shared_memory import SharedMemoryManager  # noqa: E402
 from faast.statistics import LatencySamples, ModelStatistics, SummaryWindow, record_latencies  # noqa: E402
+from faast.trace_log import TraceSettings, parse_trace_config  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -388,6 +405,149 @@ def test_label_values_are_escaped():
     text = render(registry_for(repository)).decode()
     parsed = {f.name: f for f in _assert_valid_exposition(text)}
     assert parsed["nv_inference_count"].samples[0].labels["model"] == 'fa"ce\\ile\n'
+
+
+# ---- one view over several worker processes (faast serve --workers) ------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _loaded(model_repository):
+    """The built FACILE repository loaded in this process, as one worker serves it, and a function
+    sending one request of `rows` (of `features` values) through its dataplane."""
+    repository = ModelRepository(model_repository)
+    assert await repository.start() == []
+    dataplane = DataPlane(repository, SharedMemoryManager(), TraceSettings(parse_trace_config([])))
+    dataplane.ready = True
+
+    async def send(rows, features=15):
+        data = np.random.default_rng(rows).random((rows, features), dtype=np.float32).tobytes()
+        await dataplane.infer(InferRequest("facile", inputs=[InputTensor("input", "FP32", (rows, features), data)]))
+
+    try:
+        yield repository, send
+    finally:
+        await repository.close()
+
+
+def _counts(family):
+    return [float(v) for n, _, v in family.samples if n.endswith("_count")]
+
+
+def test_merged_readings_sum_the_workers_and_pool_their_latency_windows(model_repository):
+    """Two workers' readings (one repository read before and after more requests, sent pickled as a
+    peer sends them) merge into one reading whose counts are the sums and whose quantiles are over
+    both workers' kept requests."""
+
+    async def scenario():
+        async with _loaded(model_repository) as (repository, send):
+            view = MetricsView(repository, MetricsConfig(summary_latencies=True))
+            for rows in BATCHES:
+                await send(rows)
+            with pytest.raises(InvalidArgument):
+                await send(2, features=14)
+            first = model_readings(repository)
+            for rows in (2, 3):
+                await send(rows)
+            second = pickle.loads(pickle.dumps(model_readings(repository)))
+            return view.collector, first, second
+
+    collector, first, second = asyncio.run(scenario())
+    merged = merge_readings([first, second])
+    assert [(r.name, r.version) for r in merged] == [("facile", "1")]
+    texts = [render_families(collector.families(readings)).decode() for readings in (first, second, merged)]
+    _assert_valid_exposition(texts[2])
+    one, two, both = (families(text) for text in texts)
+    assert sample_value(one["nv_inference_count"]) == sum(BATCHES)
+    assert sample_value(two["nv_inference_count"]) == sum(BATCHES) + 5
+    for name in (
+        "nv_inference_request_success",
+        "nv_inference_count",
+        "nv_inference_exec_count",
+        "nv_inference_pending_request_count",
+        "faast_kernel_executions",
+        "faast_compute_units_out_of_rotation",
+    ):
+        assert sample_value(both[name]) == sample_value(one[name]) + sample_value(two[name]), name
+    assert sample_value(both["nv_inference_request_failure"], reason="OTHER") == 2
+    assert sample_value(both["nv_inference_request_failure"], reason="BACKEND") == 0
+    # Nanoseconds are summed, then truncated to microseconds once.
+    (a,), (b,) = first, second
+    assert sample_value(both["nv_inference_queue_duration_us"]) == (a.stats.queue_ns + b.stats.queue_ns) // 1000
+    assert sample_value(both["faast_kernel_busy_us"]) == pytest.approx((a.kernel_busy_ns + b.kernel_busy_ns) / 1000)
+    # The fill ratio of the summed rows and executions, not a sum of ratios.
+    fill = (a.kernel_rows + b.kernel_rows) / (a.kernel_runs + b.kernel_runs) / a.capacity
+    assert sample_value(both["faast_batch_fill_ratio"]) == pytest.approx(fill)
+    ((_, device, _),) = both["faast_device_info"].samples
+    assert device["compute_units"] == str(a.compute_units + b.compute_units)
+    # Pending requests and faulted compute units (none in the idle repository above) are summed too.
+    (single,) = model_readings(_fake_repository()[0])
+    (doubled,) = merge_readings([[single], [single]])
+    assert single.pending > 0 and single.out_of_rotation > 0
+    assert (doubled.pending, doubled.out_of_rotation) == (2 * single.pending, 2 * single.out_of_rotation)
+    # Latency summaries: counts and sums added; each quantile the observation of rank floor(q * n)
+    # over both windows' requests together (each kept request stands for itself at these rates).
+    request = both["nv_inference_request_summary_us"]
+    assert _counts(request) == [len(BATCHES) + len(BATCHES) + 2]
+    windows = [reading.stats.latencies for reading in (a, b)]
+    assert all(weight == 1 for window in windows for _, weight in window.samples)
+    observed = np.sort(
+        np.concatenate([np.frombuffer(rows, np.int64).reshape(-1, 5)[:, 0] for w in windows for rows, _ in w.samples])
+    )
+    assert len(observed) == len(BATCHES) * 2 + 2
+    for quantile in QUANTILES:
+        rank = max(1, math.floor(float(quantile) * len(observed)))
+        assert sample_value(request, quantile=quantile) == observed[rank - 1], quantile
+
+
+def test_metrics_view_adds_the_other_workers_readings(model_repository):
+    """With peers, /metrics is this worker's readings plus what gather("metrics.readings") returns:
+    here a second worker that served the same requests, so every count doubles; the CPU gauges stay
+    this machine's."""
+
+    class Peers:
+        def __init__(self, answer):
+            self.answer, self.asked = answer, []
+
+        async def gather(self, operation, *args):
+            self.asked.append((operation, args))
+            return [pickle.loads(pickle.dumps(self.answer()))]
+
+    async def scenario():
+        async with _loaded(model_repository) as (repository, send):
+            peers = Peers(lambda: model_readings(repository))
+            alone, together = MetricsView(repository), MetricsView(repository, peers=peers)
+            for rows in BATCHES:
+                await send(rows)
+            texts = [(await view.text()).decode() for view in (alone, together)]
+            return texts, render(registry_for(repository)).decode(), peers.asked
+
+    (alone_text, together_text), registry_text, asked = asyncio.run(scenario())
+    assert asked == [("metrics.readings", ())]
+    local_only = [line for line in alone_text.splitlines() if not line.startswith("nv_cpu_")]
+    assert local_only == [line for line in registry_text.splitlines() if not line.startswith("nv_cpu_")]
+    _assert_valid_exposition(together_text)
+    alone, together = families(alone_text), families(together_text)
+    assert list(alone) == list(together)
+    assert sample_value(alone["nv_inference_count"]) == sum(BATCHES)
+    for name, family in alone.items():
+        doubled = family.type == "counter" or name == "nv_inference_pending_request_count"
+        if name.startswith("nv_cpu_") or not doubled:
+            continue
+        for (_, labels, value), (_, labels_too, value_too) in zip(family.samples, together[name].samples, strict=True):
+            assert labels == labels_too
+            if name in DURATION_COUNTERS:  # nanoseconds summed, then truncated once
+                assert 2 * float(value) <= float(value_too) <= 2 * float(value) + 1, name
+            else:
+                assert float(value_too) == 2 * float(value), name
+    assert sample_value(together["faast_batch_fill_ratio"]) == sample_value(alone["faast_batch_fill_ratio"])
+    ((_, device, _),) = alone["faast_device_info"].samples
+    ((_, device_too, _),) = together["faast_device_info"].samples
+    assert int(device_too["compute_units"]) == 2 * int(device["compute_units"])
+    for name in ("nv_cpu_utilization", "nv_cpu_memory_total_bytes", "nv_cpu_memory_used_bytes"):
+        mine, merged = alone[name], together[name]
+        assert (merged.type, merged.help, merged.label_names) == (mine.type, mine.help, mine.label_names), name
+    assert sample_value(together["nv_cpu_memory_total_bytes"]) == sample_value(alone["nv_cpu_memory_total_bytes"])
+    assert 0 <= sample_value(together["nv_cpu_utilization"]) <= 1
 
 
 # ---- a real faast serve ------------------------------------------------------------------------
