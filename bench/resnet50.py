@@ -30,6 +30,7 @@ VARIANTS = {"resnet50": (None, [1, 2, 4, 8, 16]), "resnet50_full": ("full", [1, 
 
 EXPORT = """
 import json, sys
+import faast.kernels.toolchain  # QKeras and tf_keras, as the conversion children load them
 from faast.kernels.spec import KernelSpec
 from faast.kernels.convert import dequantize
 kernel, variant, out = sys.argv[1], sys.argv[2] or None, sys.argv[3]

@@ -1,12 +1,14 @@
 """Benchmark faast against a real NVIDIA Triton serving the same FACILE weights, on loopback.
 
-    .venv/bin/python bench/run.py [--quick] [--out bench/results]
+    .venv/bin/python bench/run.py [--quick] [--workers N] [--out bench/results]
 
 Sets up what it needs from the registries (a Triton venv with nvidia-pytriton 0.7.0, the
 perf_analyzer that runs here), builds FACILE for faast (its default device) and exports the same
 weights in float for Triton (a Python model, bench/triton_facile.py). Then drives both servers with
 the same clients — perf_analyzer and `faast bench` — over gRPC, and faast also over system shared
-memory: batch {1, 16000} x concurrency {1, 2, 4, 8, 16, 32, 64} ({1, 2, 4} with --quick). Writes
+memory: batch {1, 16000} x concurrency {1, 2, 4, 8, 16, 32, 64} ({1, 2, 4} with --quick), faast as
+`faast serve --workers N` (default 1). Each perf_analyzer client has its own connection, so the
+connections spread over faast's workers (and Triton gets the same clients). Writes
 results.json, results.md (the table, with the machine, date and the target ratios) and plots.
 """
 
@@ -75,6 +77,7 @@ def setup(work):
 EXPORT = """
 import sys
 import numpy as np
+import faast.kernels.toolchain  # QKeras and tf_keras, as the conversion children load them
 from faast.kernels.spec import KernelSpec
 from faast.kernels.convert import dequantize
 spec = KernelSpec.read(sys.argv[1])
@@ -103,8 +106,9 @@ def wait_ready(url, process, log, models, seconds=600):
     raise TimeoutError(f"{url} not ready: {Path(log).read_text()[-2000:]}")
 
 
-def start_servers(work, triton_venv, repository, triton_script, triton_args, models):
-    """faast serving `repository` and Triton running `triton_script` (in its venv), both on loopback."""
+def start_servers(work, triton_venv, repository, triton_script, triton_args, models, workers=1):
+    """faast serving `repository` (with `workers` processes) and Triton running `triton_script` (in
+    its venv), both on loopback."""
     faast_ports = [free_port() for _ in range(3)]
     triton_ports = [free_port() for _ in range(3)]
     faast = subprocess.Popen(
@@ -121,6 +125,8 @@ def start_servers(work, triton_venv, repository, triton_script, triton_args, mod
             str(faast_ports[1]),
             "--metrics-port",
             str(faast_ports[2]),
+            "--workers",
+            str(workers),
         ],
         stdout=open(work / "faast.log", "w"),
         stderr=subprocess.STDOUT,
@@ -189,7 +195,11 @@ def perf_analyzer(
     if shared_memory:
         command += ["--shared-memory", "system", "--output-shared-memory-size", str(output_bytes * batch)]
     run = subprocess.run(
-        command, capture_output=True, text=True, timeout=1800, env=os.environ | {"LD_LIBRARY_PATH": str(binary / "lib")}
+        command,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env=os.environ | {"LD_LIBRARY_PATH": str(binary / "lib"), "TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT": "1"},
     )
     if run.returncode != 0 or not report.exists():
         return {"error": (run.stdout + run.stderr)[-500:]}
@@ -238,6 +248,7 @@ def faast_bench(url, batch, levels, duration, label, work):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="concurrency 1, 2, 4 and short windows (< 5 min)")
+    parser.add_argument("--workers", type=int, default=1, help="faast serve --workers")
     parser.add_argument("--out", default=str(BENCH / "results"))
     args = parser.parse_args()
     out = Path(args.out)
@@ -245,12 +256,16 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     levels = [1, 2, 4] if args.quick else [1, 2, 4, 8, 16, 32, 64]
     triton_venv, binary, repository, weights = setup(work)
-    servers = start_servers(work, triton_venv, repository, BENCH / "triton_facile.py", [weights], ["facile"])
+    servers = start_servers(
+        work, triton_venv, repository, BENCH / "triton_facile.py", [weights], ["facile"], args.workers
+    )
     results = {
         "machine": f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, {platform.platform()}",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "mode": "quick" if args.quick else "full",
-        "faast_device": "csim (C simulation)",
+        "command": " ".join(["bench/run.py", *sys.argv[1:]]),
+        "faast_device": f"auto (the emulator: the kernel's fixed-point arithmetic, compiled network pass), "
+        f"{args.workers} worker process{'es' if args.workers > 1 else ''}",
         "triton": "tritonserver 2.51 (nvidia-pytriton 0.7.0), Python model, float FACILE, CPU",
         "perf_analyzer": [],
         "faast_bench": [],
