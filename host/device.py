@@ -141,14 +141,17 @@ class Timings:
 
 
 class _BufferPool:
-    """A CU with its buffer sets and one worker thread: at most BUFFERS_PER_CU executions in flight."""
+    """A CU with its buffer sets and its worker threads: at most BUFFERS_PER_CU executions in flight,
+    and at most `overlapping_runs` of them running at once, on a worker or in a caller's thread."""
 
     def __init__(self, cu, layout):
         self.cu = cu
         self.layout = layout
         self.free: queue.Queue[tuple[DeviceBuffer, DeviceBuffer]] = queue.Queue()
         self.allocate_buffers()
-        self.worker = ThreadPoolExecutor(min(cu.overlapping_runs, BUFFERS_PER_CU), thread_name_prefix=f"cu-{cu.name}")
+        runs = min(cu.overlapping_runs, BUFFERS_PER_CU)
+        self.worker = ThreadPoolExecutor(runs, thread_name_prefix=f"cu-{cu.name}")
+        self._runs = threading.Semaphore(runs)
         self.executions = 0
         self.rows = 0
         self.busy_ns = 0  # time with at least one run under way (overlapping runs counted once)
@@ -160,26 +163,29 @@ class _BufferPool:
     def _execute(self, inputs, outputs, rows, in_bytes, out_bytes):
         if self.fault is not None:  # queued before the unit left the rotation: fail over without waiting
             raise ComputeUnitFault(f"compute unit {self.cu.name} is out of rotation: {self.fault}")
-        with self._count:
-            self._running += 1
-            if self._running == 1:
-                self._busy_since = time.perf_counter_ns()
-        try:
-            self.cu.execute(inputs, outputs, rows, in_bytes, out_bytes)
-        except ComputeUnitFault as fault:  # out at once, before this worker starts the next queued run
-            self.fault = str(fault)
-            log.warning("compute unit %s taken out of rotation: %s", self.cu.name, fault)
-            raise
-        finally:
+        with self._runs:
             with self._count:
-                self._running -= 1
-                if not self._running:
-                    self.busy_ns += time.perf_counter_ns() - self._busy_since
-                self.executions += 1
-                self.rows += rows
+                self._running += 1
+                if self._running == 1:
+                    self._busy_since = time.perf_counter_ns()
+            try:
+                self.cu.execute(inputs, outputs, rows, in_bytes, out_bytes)
+            except ComputeUnitFault as fault:  # out at once, before this worker starts the next queued run
+                self.fault = str(fault)
+                log.warning("compute unit %s taken out of rotation: %s", self.cu.name, fault)
+                raise
+            finally:
+                with self._count:
+                    self._running -= 1
+                    if not self._running:
+                        self.busy_ns += time.perf_counter_ns() - self._busy_since
+                    self.executions += 1
+                    self.rows += rows
 
-    def start(self, rows, buffers, timings):
-        """Pack `rows` into `buffers` (taken from `free`) and queue the kernel run on this CU."""
+    def start(self, rows, buffers, timings, inline=False):
+        """Pack `rows` into `buffers` (taken from `free`) and queue the kernel run on this CU; `inline`:
+        run it in this thread, for a call with nothing to overlap it with (a hand-off to the worker
+        thread and back costs more than a small execution)."""
         inputs, outputs = buffers
         begin = time.perf_counter_ns()
         try:
@@ -190,7 +196,15 @@ class _BufferPool:
         timings.pack_ns += time.perf_counter_ns() - begin
         timings.executions += 1
         out_bytes = self.layout.output.nbytes(len(rows))
-        return self.worker.submit(self._execute, inputs, outputs, len(rows), in_bytes, out_bytes)
+        if not inline:
+            return self.worker.submit(self._execute, inputs, outputs, len(rows), in_bytes, out_bytes)
+        run: Future = Future()
+        try:
+            self._execute(inputs, outputs, len(rows), in_bytes, out_bytes)
+            run.set_result(None)
+        except BaseException as error:  # as a worker's Future holds it
+            run.set_exception(error)
+        return run
 
     def finish(self, run, rows, buffers, timings):
         """Wait for a run, unpack its outputs and give its buffers back."""
@@ -241,7 +255,8 @@ class Device:
         (float64 where an output type is wider than float32 holds exactly); blocking, safe from many
         threads.
 
-        Packing and unpacking happen in the calling thread while CUs run other executions. A
+        Packing and unpacking happen in the calling thread while CUs run other executions (a call of
+        one execution runs it in the calling thread too). A
         caller never waits for buffers while holding some of its own, so concurrent calls cannot
         deadlock on each other's buffer sets.
         """
@@ -270,7 +285,8 @@ class Device:
                             buffers = pool.free.get()
                             break
                         results.append(self._finish(pending.popleft(), timings))
-                pending.append((pool, pool.start(chunk, buffers, timings), chunk, buffers))
+                run = pool.start(chunk, buffers, timings, inline=len(chunk) == len(rows))
+                pending.append((pool, run, chunk, buffers))
             while pending:
                 results.append(self._finish(pending.popleft(), timings))
         finally:
