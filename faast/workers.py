@@ -45,9 +45,9 @@ def supervise(argv: list[str], count: int) -> int:
     """Run `count` workers of `faast serve argv` until SIGINT or SIGTERM (forwarded to them) or until
     one of them ends on its own; returns the exit status for the supervisor."""
     folder = tempfile.mkdtemp(prefix="faast-workers-")  # mode 0700: only this user reaches the peers
-    workers = [
+    workers = [  # -P: the installed faast, never a source tree in the working directory
         subprocess.Popen(
-            [sys.executable, "-m", "faast.cli", "serve", *argv],
+            [sys.executable, "-P", "-m", "faast.cli", "serve", *argv],
             env=os.environ | {INDEX: str(index), COUNT: str(count), FOLDER: folder},
         )
         for index in range(count)
