@@ -78,7 +78,7 @@ def kernel_ns_per_row(version_dir, seconds=3.0):
         layout = device.kernel.layout
         rows = np.random.default_rng(1).uniform(0, 50, (BATCH, device.kernel.input_size)).astype(np.float32)
         inputs, outputs = unit.allocate(layout.input.nbytes(BATCH)), unit.allocate(layout.output.nbytes(BATCH))
-        in_bytes, out_bytes = layout.input.pack(rows, inputs.host), layout.output.nbytes(BATCH)
+        in_bytes, out_bytes = layout.input.pack([rows], inputs.host), layout.output.nbytes(BATCH)
         spent, done, wall_end = 0, 0, time.monotonic() + seconds
         while time.monotonic() < wall_end:
             start = time.thread_time_ns()

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from faast.host.device import Device
+from faast.host.device import Device, InputVanished
 
 from .errors import Unavailable
 from .precise_timer import PreciseTimer
@@ -174,19 +174,30 @@ class DynamicBatcher(Scheduler):
         return [request for _, request in batch]
 
     async def _run(self, batch: list[_Queued]) -> None:
-        start = now_ns()
+        """Run a batch's requests as one execution, their rows handed to the device as they came (never
+        concatenated), and answer each with its own outputs. A request whose rows vanished under the
+        read (its client truncated its shared memory) fails alone; the others run again without it."""
+        start, taken = now_ns(), len(batch)
         try:
-            rows = np.concatenate([request.rows for request in batch]) if len(batch) > 1 else batch[0].rows
-            outputs, (input_ns, infer_ns, output_ns) = await execute(self.device, rows)
+            while True:
+                try:
+                    outputs, (input_ns, infer_ns, output_ns) = await execute(
+                        self.device, [request.rows for request in batch]
+                    )
+                    break
+                except InputVanished as vanished:
+                    self._settle(batch.pop(vanished.block), error=vanished)
+                    if not batch:
+                        return
         except Exception as error:  # the dataplane records the failures
             for request in batch:
                 self._settle(request, error=error)
             return
         finally:
             self.in_flight.release()
-            self.running -= len(batch)
+            self.running -= taken
             self._note_if_idle()
-        self.stats.record_execution(len(rows), input_ns, infer_ns, output_ns)
+        self.stats.record_execution(len(outputs), input_ns, infer_ns, output_ns)
         offset = 0
         for request in batch:
             count = len(request.rows)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from faast.host.device import InputVanished
+
 from . import __version__, tensors
 from .errors import InferenceError, InvalidArgument, NotFound, Unavailable
 from .model import ServedModel
@@ -172,7 +174,14 @@ class DataPlane:
         arrival, started = time.perf_counter_ns(), wall_ns()
         try:
             rows = self._kernel_rows(model, request)
-            done = await model.scheduler.submit(rows, request.parameters)
+            try:
+                done = await model.scheduler.submit(rows, request.parameters)
+            except InputVanished:  # only a view of a client's shared memory can vanish: the one input's
+                window = request.inputs[0].shared_memory
+                assert window is not None, "only shared memory is read in place"
+                raise InvalidArgument(
+                    f"shared memory region '{window.region}' was truncated while it was read"
+                ) from None
             response = self._response(model, request, done.outputs)
         except asyncio.CancelledError:  # the client cancelled, or its deadline passed
             model.stats.record_failure(time.perf_counter_ns() - arrival, "CANCELED")
@@ -190,12 +199,14 @@ class DataPlane:
             )
         return response
 
-    def _input_bytes(self, tensor: InputTensor) -> bytes | memoryview:
-        """An input's raw bytes: from the request, or read from the client's shared memory."""
+    def _input_bytes(self, model: ServedModel, tensor: InputTensor) -> bytes | memoryview:
+        """An input's raw bytes: views of the request's, or of the client's shared memory where the
+        kernel packs them in place (else copied from it)."""
         if tensor.error is not None:
             raise tensor.error
         if tensor.shared_memory is not None:
-            return self.shared_memory.read(*tensor.shared_memory)
+            in_place = model.packs_shared_memory_in_place and tensor.datatype == "FP32"
+            return self.shared_memory.read(*tensor.shared_memory, in_place=in_place)
         assert tensor.data is not None, "a converter gives every input its data, a window or an error"
         return tensor.data
 
@@ -210,11 +221,11 @@ class DataPlane:
             data: np.ndarray | None = output.answer(result).reshape(shape)
             if requested.shared_memory:
                 region, offset, size = requested.shared_memory
-                raw = tensors.to_raw(data, spec.datatype)
-                if size < len(raw):
+                raw = np.ascontiguousarray(data, tensors.NUMPY[spec.datatype])  # a copy only if not already
+                if size < raw.nbytes:
                     raise InvalidArgument(
                         f"shared memory size specified with the request for output "
-                        f"'{spec.name}' should be at least {len(raw)} bytes to hold the results"
+                        f"'{spec.name}' should be at least {raw.nbytes} bytes to hold the results"
                     )
                 self.shared_memory.write(region, offset, size, raw)
                 data = None
@@ -235,7 +246,7 @@ class DataPlane:
             unique.setdefault(output.name, output)
         request.outputs = list(unique.values())
         names = list(unique)
-        raw = [self._input_bytes(tensor) for tensor in request.inputs]
+        raw = [self._input_bytes(model, tensor) for tensor in request.inputs]
 
         output_names = [o.name for o in model.outputs]
         for name in names:

@@ -73,6 +73,10 @@ class ServedModel:
         self.kernel_outputs = {
             s.name: KernelTensor(s, g) for s, g in zip(self.outputs, layout.output.segments, strict=True)
         }
+        # Whether an FP32 input in a client's shared memory may reach the kernel as a view of it: the
+        # kernel packs such rows where they lie, under its guard, and nothing reads them before (one
+        # input tensor; several are put side by side by numpy first).
+        self.packs_shared_memory_in_place = len(self.inputs) == 1 and layout.input.packs_in_place
         self.stats = ModelStatistics()
         self.scheduler = _scheduler(config, device, self.stats)
 

@@ -62,8 +62,9 @@ def unloading(model_name: str) -> Unavailable:
     return Unavailable(f"model '{model_name}' is being unloaded")
 
 
-async def execute(device: Device, rows: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """Run rows on the device from a worker thread; returns outputs and (input, infer, output) ns."""
+async def execute(device: Device, rows: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Run rows (or a batch's blocks of rows) on the device from a worker thread; returns outputs and
+    (input, infer, output) ns. InputVanished passes through: it is one request's fault, not the device's."""
     timings = Timings()
     start = now_ns()
     try:

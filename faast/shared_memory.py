@@ -8,16 +8,23 @@ What a client can reach is exactly what shm_open can: a key names one object in 
 leading '/', no other '/'), opened without following links, and only a regular file is accepted
 (a FIFO or device there could block or misbehave). Every access is bounds checked against the
 registered window, and the file's size is checked again before each access (fstat), so a client
-that shrinks its own file gets an error instead of killing the server; reads and writes go through
-pread/pwrite rather than a mapping, so even a file shrunk between that check and the access can
-only give a short read, never SIGBUS.
+that shrinks its own file gets an error instead of killing the server.
+
+A file can still shrink between that check and the access. Copies (pread, pwrite) then only come
+up short. An input the kernel packs straight from the client's memory (`read(..., in_place=True)`)
+is a view of the region's mapping, where an access past the new end raises SIGBUS: only the host's
+packing reads such a view, under the compiled pass's guard (host/fastpath.cpp), which turns the
+fault into an error for that one request. Outputs are written with pwrite, from the result array.
 """
 
+import mmap
 import os
 import stat
 import threading
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from .errors import Internal, InvalidArgument, NotFound
 
@@ -76,6 +83,7 @@ class Region:
     offset: int
     byte_size: int
     fd: int
+    mapping: mmap.mmap  # read-only, from the object's start; views handed out keep it mapped
 
 
 class SharedMemoryManager:
@@ -102,7 +110,12 @@ class SharedMemoryManager:
                 # Triton's words: mmap's refusal of an empty window, and its own size check.
                 why = "unable to process address spaceInvalid argument" if byte_size == 0 else "invalid args"
                 raise InvalidArgument(f"failed to register shared memory region '{name}': {why}")
-            self._regions[name] = Region(name, key, offset, byte_size, fd)
+            try:
+                mapping = mmap.mmap(fd, offset + byte_size, prot=mmap.PROT_READ)
+            except (OSError, OverflowError, ValueError) as error:
+                os.close(fd)
+                raise InvalidArgument(f"failed to register shared memory region '{name}': {error}") from None
+            self._regions[name] = Region(name, key, offset, byte_size, fd, mapping)
 
     def unregister(self, name: str = "") -> None:
         """Unregister `name`, or every region when name is empty."""
@@ -137,17 +150,23 @@ class SharedMemoryManager:
             )
         return region, start
 
-    def read(self, name: str, offset: int, byte_size: int) -> bytes:
+    def read(self, name: str, offset: int, byte_size: int, in_place: bool = False) -> bytes | memoryview:
+        """The window's bytes, copied; with `in_place`, a read-only view of the client's memory when the
+        window starts 8-byte aligned (else a copy). A view is for a caller that reads it only under
+        the packing guard: any other read of it crashes the server if the client truncates the object."""
         with self._lock:
             region, start = self._window(name, offset, byte_size)
+            if in_place and start % 8 == 0:
+                return memoryview(region.mapping)[start : start + byte_size]
             data = os.pread(region.fd, byte_size, start)
         if len(data) != byte_size:
             raise InvalidArgument(f"shared memory region '{name}' was truncated while it was read")
         return data
 
-    def write(self, name: str, offset: int, byte_size: int, data: bytes) -> None:
+    def write(self, name: str, offset: int, byte_size: int, data: np.ndarray) -> None:
+        """Write the C-contiguous array `data`, from where it lies, into the window."""
         with self._lock:
             region, start = self._window(name, offset, byte_size)
-            written = os.pwrite(region.fd, data, start)
-        if written != len(data):
+            written = os.pwrite(region.fd, data.data, start)
+        if written != data.nbytes:
             raise InvalidArgument(f"shared memory region '{name}' was truncated while it was written")

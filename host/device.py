@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .packing import BufferLayout
+from .packing import BufferLayout, UnreadableBlock
 
 log = logging.getLogger("faast.host")
 BUFFERS_PER_CU = 2  # double buffering
@@ -41,6 +41,16 @@ class DeviceError(RuntimeError):
 
 class ComputeUnitFault(DeviceError):
     """One compute unit failed (timed out, errored, or its card vanished): it leaves the rotation."""
+
+
+class InputVanished(Exception):
+    """Block `block` of a run's rows could not be read: it was a view of a client's shared memory, and
+    the client truncated it under the read. The run answers nothing; its other blocks can run again
+    without this one. Not a DeviceError: the device is fine, one request's input is gone."""
+
+    def __init__(self, block: int):
+        super().__init__(f"the rows of block {block} were truncated while they were read")
+        self.block = block
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,41 @@ class ComputeUnit(ABC):
 
 
 @dataclass
+class _Execution:
+    """One execution's share of a run: `rows` rows from row `start` on, as pieces of the run's blocks
+    (piece i a slice of block owners[i]), packed where they lie."""
+
+    start: int
+    rows: int
+    pieces: list[np.ndarray]
+    owners: list[int]
+
+    @property
+    def outputs(self) -> slice:
+        return slice(self.start, self.start + self.rows)
+
+
+def _executions(blocks: list[np.ndarray], step: int):
+    """The run's blocks cut into executions of `step` rows (the last one shorter), in order."""
+    pieces: list[np.ndarray] = []
+    owners: list[int] = []
+    start = filled = 0
+    for owner, block in enumerate(blocks):
+        at = 0
+        while at < len(block):
+            take = min(step - filled, len(block) - at)
+            pieces.append(block[at : at + take])
+            owners.append(owner)
+            at += take
+            filled += take
+            if filled == step:
+                yield _Execution(start, filled, pieces, owners)
+                start, filled, pieces, owners = start + filled, 0, [], []
+    if filled:
+        yield _Execution(start, filled, pieces, owners)
+
+
+@dataclass
 class Timings:
     """Where a run's time went, for statistics: host packing, kernel, host unpacking (ns)."""
 
@@ -182,38 +227,42 @@ class _BufferPool:
                     self.executions += 1
                     self.rows += rows
 
-    def start(self, rows, buffers, timings, inline=False):
-        """Pack `rows` into `buffers` (taken from `free`) and queue the kernel run on this CU; `inline`:
-        run it in this thread, for a call with nothing to overlap it with (a hand-off to the worker
-        thread and back costs more than a small execution)."""
+    def start(self, execution, buffers, timings, inline=False):
+        """Pack an `_Execution`'s pieces into `buffers` (taken from `free`) and queue the kernel run on
+        this CU; `inline`: run it in this thread, for a call with nothing to overlap it with (a hand-off
+        to the worker thread and back costs more than a small execution). InputVanished when a
+        piece's memory went (the buffers are free again)."""
         inputs, outputs = buffers
         begin = time.perf_counter_ns()
         try:
-            in_bytes = self.layout.input.pack(rows, inputs.host)
+            in_bytes = self.layout.input.pack(execution.pieces, inputs.host)
+        except UnreadableBlock as unreadable:
+            self.free.put(buffers)
+            raise InputVanished(execution.owners[unreadable.index]) from None
         except BaseException:
             self.free.put(buffers)
             raise
         timings.pack_ns += time.perf_counter_ns() - begin
         timings.executions += 1
-        out_bytes = self.layout.output.nbytes(len(rows))
+        rows, out_bytes = execution.rows, self.layout.output.nbytes(execution.rows)
         if not inline:
-            return self.worker.submit(self._execute, inputs, outputs, len(rows), in_bytes, out_bytes)
+            return self.worker.submit(self._execute, inputs, outputs, rows, in_bytes, out_bytes)
         run: Future = Future()
         try:
-            self._execute(inputs, outputs, len(rows), in_bytes, out_bytes)
+            self._execute(inputs, outputs, rows, in_bytes, out_bytes)
             run.set_result(None)
         except BaseException as error:  # as a worker's Future holds it
             run.set_exception(error)
         return run
 
-    def finish(self, run, rows, buffers, timings):
-        """Wait for a run, unpack its outputs and give its buffers back."""
+    def finish(self, run, buffers, timings, out):
+        """Wait for a run, unpack its outputs into `out` (its rows of the call's result) and give its
+        buffers back."""
         try:
             run.result()
             begin = time.perf_counter_ns()
-            result = self.layout.output.unpack(buffers[1].host, rows)
+            self.layout.output.unpack(buffers[1].host, len(out), out=out)
             timings.unpack_ns += time.perf_counter_ns() - begin
-            return result
         finally:
             self.free.put(buffers)
 
@@ -250,31 +299,33 @@ class Device:
         self._next = itertools.cycle(self._pools)
         self._rotation = threading.Lock()
 
-    def run(self, rows: np.ndarray, timings: Timings | None = None) -> np.ndarray:
+    def run(self, rows: np.ndarray | list[np.ndarray], timings: Timings | None = None) -> np.ndarray:
         """float32 [n, input_size] (or the inputs' integer bit patterns) → [n, output_size], float32
         (float64 where an output type is wider than float32 holds exactly); blocking, safe from many
         threads.
 
+        `rows` may be a list of such blocks (the requests a batch merged): they are packed where they
+        lie, never concatenated, and their outputs follow one another in the result.
+        InputVanished(i) when block i was a view of a client's shared memory that the client
+        truncated under the read.
+
         Packing and unpacking happen in the calling thread while CUs run other executions (a call of
-        one execution runs it in the calling thread too). A
-        caller never waits for buffers while holding some of its own, so concurrent calls cannot
-        deadlock on each other's buffer sets.
+        one execution runs it in the calling thread too). A caller never waits for buffers while
+        holding some of its own, so concurrent calls cannot deadlock on each other's buffer sets.
         """
         timings = timings if timings is not None else Timings()
-        rows = np.asarray(rows)
-        if not np.issubdtype(rows.dtype, np.integer):
-            rows = rows.astype(np.float32, copy=False)
-        rows = rows.reshape(-1, self.kernel.input_size)
+        blocks = [self._kernel_rows(block) for block in ([rows] if isinstance(rows, np.ndarray) else rows)]
+        total = sum(len(block) for block in blocks)
+        out = np.empty((total, self.kernel.output_size), self.kernel.layout.output.float_dtype)
         # Spread a batch over all CUs, but never beyond one execution's capacity.
-        spread = -(-len(rows) // len(self._pools))
+        spread = -(-total // len(self._pools))
         step = min(self.kernel.layout.rows_per_execution, max(MIN_ROWS_PER_EXECUTION, spread))
-        pending: collections.deque[tuple[_BufferPool, Future, np.ndarray, tuple[DeviceBuffer, DeviceBuffer]]] = (
+        pending: collections.deque[tuple[_BufferPool, Future, _Execution, tuple[DeviceBuffer, DeviceBuffer]]] = (
             collections.deque()
         )
-        results: list[np.ndarray | ComputeUnitFault] = []
+        faults: list[tuple[ComputeUnitFault, _Execution]] = []
         try:
-            for start in range(0, len(rows), step):
-                chunk = rows[start : start + step]
+            for execution in _executions(blocks, step):
                 pool = self._next_pool()
                 while True:
                     try:
@@ -284,25 +335,28 @@ class Device:
                         if not pending:
                             buffers = pool.free.get()
                             break
-                        results.append(self._finish(pending.popleft(), timings))
-                run = pool.start(chunk, buffers, timings, inline=len(chunk) == len(rows))
-                pending.append((pool, run, chunk, buffers))
+                        self._finish(pending.popleft(), out, timings, faults)
+                run = pool.start(execution, buffers, timings, inline=execution.rows == total)
+                pending.append((pool, run, execution, buffers))
             while pending:
-                results.append(self._finish(pending.popleft(), timings))
+                self._finish(pending.popleft(), out, timings, faults)
         finally:
-            for pool, run, chunk, buffers in pending:  # after an error: wait, then free the buffers
+            for pool, run, execution, buffers in pending:  # after an error: wait, then free the buffers
                 try:
-                    pool.finish(run, len(chunk), buffers, timings)
+                    pool.finish(run, buffers, timings, out[execution.outputs])
                 except Exception:
                     pass
         # Executions whose CU faulted run again now, when this call holds no buffers (so it cannot
         # deadlock on its own), each once, on a unit still in rotation.
-        outputs = [self._retry(item, timings) if isinstance(item, ComputeUnitFault) else item for item in results]
-        return (
-            np.concatenate(outputs)
-            if outputs
-            else np.empty((0, self.kernel.output_size), self.kernel.layout.output.float_dtype)
-        )
+        for fault, execution in faults:
+            self._retry(fault, execution, out, timings)
+        return out
+
+    def _kernel_rows(self, block) -> np.ndarray:
+        rows = np.asarray(block)
+        if not np.issubdtype(rows.dtype, np.integer):
+            rows = rows.astype(np.float32, copy=False)
+        return rows.reshape(-1, self.kernel.input_size)
 
     def _next_pool(self):
         """The next compute unit in rotation, round robin."""
@@ -313,22 +367,21 @@ class Device:
                     return pool
         raise DeviceError(f"no compute unit of '{self.kernel.name}' is in rotation: {self.health()[1]}")
 
-    def _finish(self, item, timings):
-        """An execution's outputs; a ComputeUnitFault (carrying the rows) when its CU failed."""
-        pool, run, chunk, buffers = item
+    def _finish(self, item, out, timings, faults):
+        """Unpack an execution's outputs into `out`; a ComputeUnitFault goes to `faults` for a retry."""
+        pool, run, execution, buffers = item
         try:
-            return pool.finish(run, len(chunk), buffers, timings)
+            pool.finish(run, buffers, timings, out[execution.outputs])
         except ComputeUnitFault as fault:
-            fault.rows = chunk  # type: ignore[attr-defined]
-            return fault
+            faults.append((fault, execution))
 
-    def _retry(self, fault, timings):
+    def _retry(self, fault, execution, out, timings):
         pool = self._next_pool()
-        log.info("retrying %d rows of '%s' on %s after: %s", len(fault.rows), self.kernel.name, pool.cu.name, fault)
+        log.info("retrying %d rows of '%s' on %s after: %s", execution.rows, self.kernel.name, pool.cu.name, fault)
         buffers = pool.free.get()
-        run = pool.start(fault.rows, buffers, timings)
+        run = pool.start(execution, buffers, timings)
         try:
-            return pool.finish(run, len(fault.rows), buffers, timings)
+            pool.finish(run, buffers, timings, out[execution.outputs])
         except ComputeUnitFault as second:
             raise DeviceError(f"{fault}; the retry on {pool.cu.name} failed too: {second}") from None
 

@@ -2,12 +2,16 @@
 // file with g++ at install). numpy would pass over a layer's output once per operation (add the
 // offset, scale, round, saturate); these loops do it in one pass, cut convolution windows with
 // their zero padding in one copy, convolve directly where windows are wasteful, and pack inputs.
+// Packing may read a client's shared memory in place, under a guard (below) that survives the client
+// truncating it mid-read.
 //
 // Exactness: every value is an integer mantissa held exactly in a float or double, and the callers
 // guarantee every intermediate stays below 2^52 (2^23 for float), so products, sums and power-of-two
 // scalings here are exact in any order, and rounding happens only where ap_fixed rounds.
 
 #include <algorithm>
+#include <csetjmp>
+#include <csignal>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -248,9 +252,49 @@ void wrapped_bits(const In* values, Lane* out, int64_t n, double scale, int quan
     }
 }
 
+// A client can shrink the shared memory object the host maps while a request reads it; the next
+// access past its new end raises SIGBUS, which would kill the server. Guarded work runs with this
+// thread's jump point set, and the handler jumps back to it: the work reports failure instead.
+// Guarded work must not take locks or allocate (it may stop anywhere). SA_NODEFER keeps SIGBUS
+// unblocked after the jump, so sigsetjmp need not save the mask (a system call per call).
+__attribute__((tls_model("initial-exec"))) thread_local sigjmp_buf* guard_point = nullptr;
+struct sigaction unguarded_action;  // whoever handled SIGBUS before (Python's faulthandler, the default)
+bool guard_installed = false;
+
+void on_bus_error(int, siginfo_t*, void*) {
+    if (guard_point) siglongjmp(*guard_point, 1);
+    // Not a guarded access: restore the previous disposition; the access runs again and faults into it.
+    sigaction(SIGBUS, &unguarded_action, nullptr);
+}
+
+template <typename Work>
+int guarded(Work work) {
+    sigjmp_buf point;
+    if (sigsetjmp(point, 0)) {
+        guard_point = nullptr;
+        return 1;
+    }
+    guard_point = &point;
+    work();
+    guard_point = nullptr;
+    return 0;
+}
+
 }  // namespace
 
 extern "C" {
+
+// Installs the SIGBUS handler guarded work relies on (once per process); 0 on success.
+int guard_install() {
+    if (guard_installed) return 0;
+    struct sigaction action = {};
+    action.sa_sigaction = on_bus_error;
+    action.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+    sigemptyset(&action.sa_mask);
+    if (sigaction(SIGBUS, &action, &unguarded_action) != 0) return -1;
+    guard_installed = true;
+    return 0;
+}
 
 #define REQUANTIZE(NAME, IN, OUT)                                                                           \
     void NAME(const IN* src, const double* scale, const IN* addend, const double* addend_scale, OUT* dst,    \
@@ -281,10 +325,12 @@ BOTH(f32, float)
 BOTH(f64, double)
 BOTH(i64, int64_t)
 
+// Guarded (the values may lie in a client's shared memory): 1 when their mapping shrank under the read,
+// `out` then partly written; else 0.
 #define WRAPPED_BITS(IN_CODE, IN, LANE_CODE, LANE)                                                          \
-    void wrapped_bits_##IN_CODE##_##LANE_CODE(const IN* values, LANE* out, int64_t n, double scale,          \
-                                              int quantization, int width) {                              \
-        wrapped_bits(values, out, n, scale, quantization, width);                                          \
+    int wrapped_bits_##IN_CODE##_##LANE_CODE(const IN* values, LANE* out, int64_t n, double scale,           \
+                                             int quantization, int width) {                               \
+        return guarded([&] { wrapped_bits(values, out, n, scale, quantization, width); });                 \
     }
 #define WRAPPED_BITS_LANES(IN_CODE, IN)                                                                     \
     WRAPPED_BITS(IN_CODE, IN, u8, uint8_t)                                                                  \

@@ -3,9 +3,11 @@ setup.py at install into one library).
 
 The emulator's take float32, float64 or int64 mantissas and write float32 or float64 ones; the
 caller proves every value exact in them (host/emulator/exact.py's bounds). `Network` runs a whole
-dense network (host/emulator/compiled.py proves its bounds). `wrapped_bits` packs inputs. The
-library loads on first use: a faast installed without it still imports, and preparing a compiled
-call says how to build it (a DeviceError) instead of every import failing with an OSError.
+dense network (host/emulator/compiled.py proves its bounds). `wrapped_bits` packs inputs; it
+survives reading a client's shared memory that shrinks under it (SourceVanished instead of the
+SIGBUS that would end the process). The library loads on first use: a faast installed without it
+still imports, and preparing a compiled call says how to build it (a DeviceError) instead of every
+import failing with an OSError.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ _CODES = {
     np.dtype(np.uint64): "u64",
 }
 _INT, _DOUBLE, _POINTER = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
+
+
+class SourceVanished(Exception):
+    """A guarded read hit memory that is gone: the client truncated the shared memory object it lies in."""
 
 
 @functools.cache
@@ -68,14 +74,11 @@ def _library() -> ctypes.CDLL:
             getattr(library, f"convolve_{source}_{out}").argtypes = [_POINTER, _POINTER, _POINTER] + [_INT] * 11
     for source in ("f32", "f64"):
         for lane in ("u8", "u16", "u32", "u64"):
-            getattr(library, f"wrapped_bits_{source}_{lane}").argtypes = [
-                _POINTER,
-                _POINTER,
-                _INT,
-                _DOUBLE,
-                ctypes.c_int,
-                ctypes.c_int,
-            ]
+            function = getattr(library, f"wrapped_bits_{source}_{lane}")
+            function.argtypes = [_POINTER, _POINTER, _INT, _DOUBLE, ctypes.c_int, ctypes.c_int]
+            function.restype = ctypes.c_int
+    if library.guard_install() != 0:
+        _missing(f"faast's compiled loops {_LIBRARY_PATH} could not install their SIGBUS guard")
     library.network_create.argtypes = [_POINTER, _INT, _POINTER, _INT, _POINTER]
     library.network_create.restype = _POINTER
     library.network_destroy.argtypes = [_POINTER]
@@ -190,11 +193,12 @@ def _per_feature(parameter, count):
 
 def wrapped_bits(values: np.ndarray, fixed: FixedType, out: np.ndarray) -> np.ndarray:
     """Floats (float32 or float64) → `out` (unsigned lanes of at least fixed.width bits): the bit
-    patterns of a wrapping type of up to 62 bits, as C++ assignment gives (FixedType.to_bits)."""
+    patterns of a wrapping type of up to 62 bits, as C++ assignment gives (FixedType.to_bits). C-contiguous
+    values are read where they lie, under the guard: SourceVanished if their memory goes."""
     values = np.ascontiguousarray(values)
     if fixed.overflow != "WRAP" or fixed.width > 62 or out.shape != values.shape or not out.flags.c_contiguous:
         raise ValueError("wrapped_bits packs a wrapping type of up to 62 bits into lanes of the values' shape")
-    _function("wrapped_bits", values, out)(
+    vanished = _function("wrapped_bits", values, out)(
         values.ctypes.data,
         out.ctypes.data,
         values.size,
@@ -202,6 +206,8 @@ def wrapped_bits(values: np.ndarray, fixed: FixedType, out: np.ndarray) -> np.nd
         QUANTIZATION.index(fixed.quantization),
         fixed.width,
     )
+    if vanished:
+        raise SourceVanished("the memory being packed was truncated under the read")
     return out
 
 

@@ -141,9 +141,10 @@ class FixedType:
             value &= (1 << self.width) - 1
         return value
 
-    def to_float(self, mantissas, dtype=np.float32):
-        """Mantissas → float32 (or `dtype`), as the C++ cast gives (rounded to nearest)."""
-        return (np.asarray(mantissas, np.float64) * 2.0**-self.fraction).astype(dtype)
+    def to_float(self, mantissas, out):
+        """Mantissas → floats in `out` (float32 or float64), as the C++ cast gives: the exact value in
+        float64, rounded to nearest once."""
+        return np.multiply(mantissas, 2.0**-self.fraction, out=out, dtype=np.float64, casting="unsafe")
 
 
 def _round(mantissas, shift, mode):

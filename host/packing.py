@@ -6,15 +6,28 @@ side, in kernel.json's order, each tensor a `Segment` with its own fixed-point t
 packed row after row with no gaps, one per lane whatever their tensor (the lane is wide enough for
 the widest type); lane k of word w holds element w·lanes + k. The words are little-endian, so a
 flat array of lane-sized integers *is* the word buffer.
+
+Rows come in blocks (one per request a batch merged), packed one after another where they lie: a
+batch is never concatenated first, and a block may be a view of a client's shared memory.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
+from .fastpath import SourceVanished
 from .fixed import FixedType
 
 WORD_BYTES = 64
+
+
+class UnreadableBlock(Exception):
+    """Block `index` of the rows being packed vanished under the read: the client's shared memory it
+    lay in was truncated. Nothing of the other blocks is lost; the caller packs them again without it."""
+
+    def __init__(self, index: int):
+        super().__init__(f"block {index} of the rows was truncated while it was packed")
+        self.index = index
 
 
 @dataclass(frozen=True)
@@ -62,26 +75,41 @@ class TensorLanes:
         words = -(-rows * self.elements_per_row // self.lanes_per_word)
         return words * WORD_BYTES
 
-    def pack(self, rows, buffer):
-        """Write rows ([n, elements_per_row]) into `buffer` (uint8, at least nbytes(n)); returns the
-        bytes used.
+    @property
+    def packs_in_place(self) -> bool:
+        """Whether float32 rows are packed straight from where they lie by the compiled, guarded pass
+        (fastpath.wrapped_bits), so a block may be a view of a client's shared memory. Other layouts
+        read rows with numpy, which a truncated mapping would crash: those rows must be copies."""
+        return len(self.segments) == 1 and self.type.overflow == "WRAP" and self.type.width <= 62
+
+    def pack(self, blocks, buffer):
+        """Write blocks of rows ([n_i, elements_per_row] each) one after another into `buffer` (uint8, at
+        least nbytes(Σ n_i)); returns the bytes used. UnreadableBlock(i) when block i's memory vanished.
 
         Float rows are converted to each segment's bit patterns; integer rows already are bit patterns
         (a client that quantized itself, e.g. INT16 for ap_fixed<16,·>) and are masked to their width.
         """
-        used = self.nbytes(len(rows))
+        used = self.nbytes(sum(len(block) for block in blocks))
         lanes = buffer[:used].view(self.lane_dtype)
-        count = rows.size
-        if len(self.segments) == 1:  # the common case: one conversion over the whole flat block
-            self._pack_segment(self.segments[0].type, rows.reshape(-1), lanes[:count])
-        else:
-            grid = lanes[:count].reshape(len(rows), self.elements_per_row)
-            for segment in self.segments:
-                grid[:, segment.columns] = self._pack_segment(
-                    segment.type, rows[:, segment.columns], np.empty((len(rows), segment.size), self.lane_dtype)
-                )
-        lanes[count:] = 0
+        at = 0
+        for index, block in enumerate(blocks):
+            try:
+                self._pack_rows(block, lanes[at : at + block.size])
+            except SourceVanished:
+                raise UnreadableBlock(index) from None
+            at += block.size
+        lanes[at:] = 0
         return used
+
+    def _pack_rows(self, rows, lanes):
+        if len(self.segments) == 1:  # the common case: one conversion over the whole flat block
+            self._pack_segment(self.segments[0].type, rows.reshape(-1), lanes)
+            return
+        grid = lanes.reshape(len(rows), self.elements_per_row)
+        for segment in self.segments:
+            grid[:, segment.columns] = self._pack_segment(
+                segment.type, rows[:, segment.columns], np.empty((len(rows), segment.size), self.lane_dtype)
+            )
 
     def _pack_segment(self, fixed, values, out):
         if np.issubdtype(values.dtype, np.integer):
@@ -100,16 +128,18 @@ class TensorLanes:
             out[:, segment.columns] = segment.type.from_bits(grid[:, segment.columns])
         return out
 
-    def unpack(self, buffer, rows):
-        """Output rows as floats (float_dtype), each element converted from its segment's type."""
+    def unpack(self, buffer, rows, out=None):
+        """Output rows as floats (float_dtype), each element converted from its segment's type; into
+        `out` ([rows, elements_per_row] of float_dtype, e.g. a batch's slice) when given."""
         lanes = buffer[: self.nbytes(rows)].view(self.lane_dtype)[: rows * self.elements_per_row]
+        grid = lanes.reshape(rows, self.elements_per_row)
+        if out is None:
+            out = np.empty((rows, self.elements_per_row), self.float_dtype)
         if len(self.segments) == 1:
             fixed = self.segments[0].type
-            return fixed.to_float(fixed.from_bits(lanes), self.float_dtype).reshape(rows, self.elements_per_row)
-        grid = lanes.reshape(rows, self.elements_per_row)
-        out = np.empty((rows, self.elements_per_row), self.float_dtype)
+            return fixed.to_float(fixed.from_bits(grid), out=out)
         for segment in self.segments:
-            out[:, segment.columns] = segment.type.to_float(segment.type.from_bits(grid[:, segment.columns]), out.dtype)
+            segment.type.to_float(segment.type.from_bits(grid[:, segment.columns]), out=out[:, segment.columns])
         return out
 
 

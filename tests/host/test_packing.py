@@ -1,10 +1,14 @@
 """Host packing of rows with several tensors: each tensor's elements at their offset, in their own
 fixed-point type, one lane each (tests/host/test_fpga_path.py covers the one-tensor kernels)."""
 
+import mmap
+import os
+
 import numpy as np
+import pytest
 
 from faast.host.fixed import FixedType
-from faast.host.packing import TensorLanes
+from faast.host.packing import TensorLanes, UnreadableBlock
 
 TWO_TENSORS = {
     "lane_bits": 32,
@@ -24,7 +28,7 @@ def test_each_segment_packs_in_its_own_type_and_comes_back():
     rows = np.hstack([rng.normal(0, 6, (37, 2)), rng.uniform(-10, 5000, (37, 3))]).astype(np.float32)
     rows[0] = [np.nan, -np.inf, np.inf, -0.0, 1e30]
     buffer = np.zeros(lanes.nbytes(len(rows)), np.uint8)
-    used = lanes.pack(rows, buffer)
+    used = lanes.pack([rows], buffer)
     assert used == -(-37 * 5 // 16) * 64
     grid = buffer.view("<u4")[: 37 * 5].reshape(37, 5)
     assert np.array_equal(grid[:, :2], a.to_bits(rows[:, :2]))  # segment a: its own type's bit patterns
@@ -35,15 +39,27 @@ def test_each_segment_packs_in_its_own_type_and_comes_back():
     assert np.array_equal(mantissas[:, 2:], b.from_bits(b.to_bits(rows[:, 2:])))
     unpacked = lanes.unpack(buffer, len(rows))
     assert unpacked.dtype == np.float32  # 20 bits fit float32 exactly
-    assert np.array_equal(unpacked[:, :2], a.to_float(mantissas[:, :2]))
-    assert np.array_equal(unpacked[:, 2:], b.to_float(mantissas[:, 2:]))
+    assert np.array_equal(unpacked[:, :2], (mantissas[:, :2] / 2.0**a.fraction).astype(np.float32))
+    assert np.array_equal(unpacked[:, 2:], (mantissas[:, 2:] / 2.0**b.fraction).astype(np.float32))
+    into = np.full((40, 5), -1.0, np.float32)
+    assert lanes.unpack(buffer, len(rows), out=into[3:]) is not None
+    assert np.array_equal(into[3:], unpacked) and (into[:3] == -1).all()  # written in place, nothing else
+
+
+def test_blocks_pack_as_their_concatenation():
+    lanes = TensorLanes.from_description(TWO_TENSORS)
+    rng = np.random.default_rng(8)
+    blocks = [rng.normal(0, 40, (n, 5)).astype(np.float32) for n in (1, 6, 0, 13)]
+    apart, together = (np.zeros(lanes.nbytes(20), np.uint8) for _ in range(2))
+    assert lanes.pack(blocks, apart) == lanes.pack([np.concatenate(blocks)], together)
+    assert np.array_equal(apart, together)
 
 
 def test_integer_rows_are_bit_patterns_masked_to_each_segment():
     lanes = TensorLanes.from_description(TWO_TENSORS)
     rows = np.array([[-1, 0x1FF, -1, 0xFFFFF, 0x123456]], np.int64)
     buffer = np.zeros(lanes.nbytes(1), np.uint8)
-    lanes.pack(rows, buffer)
+    lanes.pack([rows], buffer)
     assert buffer.view("<u4")[:5].tolist() == [0xFF, 0xFF, 0xFFFFF, 0xFFFFF, 0x23456]
 
 
@@ -56,3 +72,38 @@ def test_wide_outputs_unpack_as_float64():
     values = lanes.unpack(buffer, 1)
     assert values.dtype == np.float64
     assert values.tolist() == [[(2**31 - 1) / 2**24, (1 - 2**31) / 2**24]]
+
+
+def test_a_block_truncated_under_the_read_is_named_and_the_process_lives(tmp_path):
+    """A block that views a client's shared memory: the client truncating it makes the pack name that
+    block (the guard in fastpath.cpp catches the SIGBUS), and packing works on afterwards."""
+    lanes = TensorLanes.from_description(
+        {
+            "lane_bits": 16,
+            "lanes_per_word": 32,
+            "elements_per_row": 15,
+            "tensors": [{"type": "fixed<16,9,TRN,WRAP,0>", "offset": 0, "size": 15}],
+        }
+    )
+    assert lanes.packs_in_place
+    path = f"/dev/shm/faast_test_packing_{os.getpid()}"
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        size = 4096 * 15 * 4  # 4096 rows of 15 floats
+        os.ftruncate(descriptor, size)
+        # Not closed here: the views (and the traceback below) keep it mapped; it goes with them.
+        shared = np.frombuffer(mmap.mmap(descriptor, size, prot=mmap.PROT_READ), np.float32).reshape(-1, 15)
+        good = np.arange(15 * 3, dtype=np.float32).reshape(3, 15)
+        buffer = np.zeros(lanes.nbytes(len(shared) + 3), np.uint8)
+        lanes.pack([good, shared], buffer)  # whole: packed in place
+        os.ftruncate(descriptor, 4096)  # the client shrinks its object under the next read
+        with pytest.raises(UnreadableBlock) as caught:
+            lanes.pack([good, shared], buffer)
+        assert caught.value.index == 1
+        reference = np.zeros(lanes.nbytes(3), np.uint8)
+        lanes.pack([good], buffer)
+        lanes.pack([good], reference)
+        assert np.array_equal(buffer[: len(reference)], reference)
+    finally:
+        os.close(descriptor)
+        os.unlink(path)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.utils.shared_memory as shm
-from support import Server
+from support import Server, facile_with_config
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
@@ -122,6 +122,64 @@ def test_a_truncated_region_is_an_error_not_sigbus(explicit):
     finally:
         explicit.client.unregister_system_shared_memory("truncated")
         shm.destroy_shared_memory_region(region)
+
+
+def test_a_region_truncated_while_its_request_waits_fails_alone(model_repository, server, tmp_path):
+    """An FP32 input in shared memory reaches the kernel as a view of the client's memory (no copy).
+    A client that truncates its object after the request was checked, while the batcher holds it,
+    gets Triton's INVALID_ARGUMENT; the server lives, and another client's request in the same
+    execution gets its own answer, bit for bit (the batch ran again without the vanished rows)."""
+    repository = facile_with_config(
+        model_repository, tmp_path, "max_queue_delay_microseconds: 100\n", "max_queue_delay_microseconds: 1500000\n"
+    )
+    held = Server(repository, tmp_path / "serve.log")
+    rows = np.random.default_rng(11).uniform(-3, 80, (4096, 15)).astype(np.float32)
+    other = np.random.default_rng(12).uniform(-3, 80, (700, 15)).astype(np.float32)
+    region = shm.create_shared_memory_region("faast_vanishing", "/faast_vanishing", rows.nbytes)
+    try:
+        shm.set_shared_memory_region(region, [rows])
+        held.client.register_system_shared_memory("vanishing", "/faast_vanishing", rows.nbytes)
+        viewed = grpcclient.InferInput("input", list(rows.shape), "FP32")
+        viewed.set_shared_memory("vanishing", rows.nbytes)
+        assert np.array_equal(held.client.infer("facile", [viewed]).as_numpy("output"), _outputs(server, rows))
+        before = held.client.get_inference_statistics("facile").model_stats[0]
+        answers: dict[str, object] = {}
+
+        def send(name, tensors):
+            client = grpcclient.InferenceServerClient(held.url)  # its own connection
+            try:
+                answers[name] = client.infer("facile", tensors, client_timeout=30).as_numpy("output")
+            except InferenceServerException as error:
+                answers[name] = error
+            finally:
+                client.close()
+
+        plain = grpcclient.InferInput("input", list(other.shape), "FP32")
+        plain.set_data_from_numpy(other)
+        threads = [
+            threading.Thread(target=send, args=("viewed", [viewed])),
+            threading.Thread(target=send, args=("plain", [plain])),
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.7)  # both are checked and queued; the batcher holds them for 1.5 s
+        os.truncate("/dev/shm/faast_vanishing", 0)
+        for thread in threads:
+            thread.join(30)
+        assert isinstance(answers["viewed"], InferenceServerException)
+        assert answers["viewed"].status() == "StatusCode.INVALID_ARGUMENT"
+        assert "shared memory region 'vanishing' was truncated while it was read" in answers["viewed"].message()
+        assert np.array_equal(answers["plain"], _outputs(server, other))
+        after = held.client.get_inference_statistics("facile").model_stats[0]
+        assert after.execution_count - before.execution_count == 1  # one execution: the batch, run again
+        assert after.inference_count - before.inference_count == len(other)
+        assert after.inference_stats.fail.count - before.inference_stats.fail.count == 1
+        assert held.process.poll() is None
+        assert np.array_equal(_outputs(held, other), _outputs(server, other))
+    finally:
+        held.client.unregister_system_shared_memory("vanishing")
+        shm.destroy_shared_memory_region(region)
+        held.stop()
 
 
 def test_settings_cannot_name_files_and_are_validated_when_set(explicit, tmp_path):

@@ -91,7 +91,8 @@ class FakeDevice:
         for gate in self._every_gate:
             gate.set()
 
-    def run(self, rows: np.ndarray, timings: Timings | None = None) -> np.ndarray:
+    def run(self, rows: np.ndarray | list[np.ndarray], timings: Timings | None = None) -> np.ndarray:
+        rows = np.concatenate(rows) if isinstance(rows, list) else rows  # a batch's blocks, in order
         with self._lock:
             index = len(self.inputs)
             self.inputs.append(np.array(rows, copy=True))
