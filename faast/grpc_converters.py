@@ -1,17 +1,20 @@
 """gRPC wire ↔ the dataplane's dataclasses: ModelInferRequest to InferRequest, InferResponse back
 to ModelInferResponse, and protobuf parameter maps to Python values.
 
-Tensor bytes stay views into the received message (faast.grpc_wire); an input the wire got wrong
-carries its error, which the dataplane raises where Triton reports it.
+Tensor bytes stay views into the received message, and output bytes views of the output arrays
+until grpc serializes the response (faast.grpc_wire); an input the wire got wrong carries its
+error, which the dataplane raises where Triton reports it.
 """
 
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from . import tensors
 from .dataplane import InferRequest, InferResponse, InputTensor, RequestedOutput
 from .errors import InvalidArgument
-from .grpc_wire import WireInferRequest
+from .grpc_wire import EncodedMessage, WireInferRequest, encode_infer_response
 from .protocol import service
 from .shared_memory import region_from_parameters
 
@@ -67,12 +70,19 @@ def infer_request(wire: WireInferRequest) -> InferRequest:
     return InferRequest(model, message.model_version, message.id, inputs, outputs, parameters(message.parameters))
 
 
-def infer_response(response: InferResponse) -> service.ModelInferResponse:
+def infer_response(response: InferResponse, streamed: bool = False) -> EncodedMessage:
+    """ModelInferResponse whose raw_output_contents view the output arrays (faast.grpc_wire); a
+    streamed one says it is its request's last, as Triton's do for a model that is not decoupled."""
     message = service.ModelInferResponse(
         model_name=response.model_name, model_version=response.model_version, id=response.id
     )
+    if streamed:
+        message.parameters["triton_final_response"].bool_param = True
+    raw_output_contents = []
     for tensor in response.outputs:
         message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         # An output written to shared memory keeps an empty entry, so indices still match outputs.
-        message.raw_output_contents.append(b"" if tensor.data is None else tensors.to_raw(tensor.data, tensor.datatype))
-    return message
+        raw_output_contents.append(
+            b"" if tensor.data is None else np.ascontiguousarray(tensor.data, tensors.NUMPY[tensor.datatype]).data
+        )
+    return encode_infer_response(message, raw_output_contents)

@@ -15,7 +15,7 @@ from . import grpc_converters as converters
 from . import memory, security
 from .dataplane import DataPlane
 from .errors import InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented, fault_message
-from .grpc_wire import Undecodable, decode_infer_request, tolerant
+from .grpc_wire import EncodedMessage, Undecodable, decode_infer_request, encode_stream_infer_response, tolerant
 from .handlers import Handlers
 from .protocol import health, service
 from .security import Restrictions
@@ -32,6 +32,8 @@ STATUS = {
 # Triton's limits: clients send 16000-row batches and large images in one message.
 MESSAGE_LIMIT_OPTIONS = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1)]
 UNPARSABLE = "Unable to parse request"  # Triton says no more, whatever the bytes were
+# The responses faast.grpc_wire encodes, their tensor bytes uncopied until grpc serializes them.
+ENCODED_RESPONSES = (service.ModelInferResponse, service.ModelStreamInferResponse)
 NO_CUDA = "CUDA shared memory is not supported: faast runs FPGA and CPU kernels, use system shared memory instead"
 
 
@@ -44,7 +46,7 @@ def _answer(method_name, error):
     return grpc.StatusCode.INTERNAL, fault_message(error)
 
 
-def _unary(method, response_type, header=None):
+def _unary(method, empty_response, header=None):
     """`method` answering an undecodable request, a typed error or a fault with a status, never
     UNKNOWN; with `header` (a restricted group's (key, value)), a call without it is answered as
     Triton answers it, after the decoding check as in Triton. The status is set on the context and
@@ -66,7 +68,7 @@ def _unary(method, response_type, header=None):
                     code, details = _answer(method.__name__, error)
             context.set_code(code)
             context.set_details(details)
-            return response_type()
+            return empty_response()
         finally:
             memory.after_request(getattr(request, "nbytes", 0))
 
@@ -97,6 +99,10 @@ def method_handlers(servicer, service_descriptor, module, restrictions: Restrict
     for method in service_descriptor.methods:
         request_type = getattr(module, method.input_type.name)
         response_type = getattr(module, method.output_type.name)
+        if response_type in ENCODED_RESPONSES:
+            empty_response, serialize = EncodedMessage, EncodedMessage.serialize
+        else:
+            empty_response, serialize = response_type, response_type.SerializeToString
         parse = tolerant(decode_infer_request if request_type is service.ModelInferRequest else request_type.FromString)
         implementation = getattr(servicer, method.name)
         group = security.grpc_group(service_descriptor.full_name, method.name)  # every method has one
@@ -106,10 +112,8 @@ def method_handlers(servicer, service_descriptor, module, restrictions: Restrict
             if header is not None:
                 implementation = _restricted_stream(implementation, header)
         else:
-            make, implementation = grpc.unary_unary_rpc_method_handler, _unary(implementation, response_type, header)
-        handlers[method.name] = make(
-            implementation, request_deserializer=parse, response_serializer=response_type.SerializeToString
-        )
+            make, implementation = grpc.unary_unary_rpc_method_handler, _unary(implementation, empty_response, header)
+        handlers[method.name] = make(implementation, request_deserializer=parse, response_serializer=serialize)
     return grpc.method_handlers_generic_handler(service_descriptor.full_name, handlers)
 
 
@@ -151,17 +155,17 @@ class InferenceService:
         ends once the client has finished sending and every request has its reply."""
         replies: asyncio.Queue[asyncio.Task | None] = asyncio.Queue()  # one per request, in request order
 
-        async def serve(request) -> service.ModelStreamInferResponse:
+        async def serve(request) -> EncodedMessage:
             try:
                 if isinstance(request, Undecodable):
                     raise Internal(UNPARSABLE)
                 response = await self.dataplane.infer(converters.infer_request(request))
-                reply = service.ModelStreamInferResponse(infer_response=converters.infer_response(response))
-                reply.infer_response.parameters["triton_final_response"].bool_param = True
+                reply = encode_stream_infer_response(converters.infer_response(response, streamed=True))
             except Exception as error:
-                reply = service.ModelStreamInferResponse(error_message=_answer("ModelStreamInfer", error)[1])
+                error_reply = service.ModelStreamInferResponse(error_message=_answer("ModelStreamInfer", error)[1])
                 if not isinstance(request, Undecodable):
-                    reply.infer_response.id = request.message.id
+                    error_reply.infer_response.id = request.message.id
+                reply = EncodedMessage([error_reply.SerializeToString()])
             memory.after_request(request.nbytes)
             return reply
 
