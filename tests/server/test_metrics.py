@@ -42,20 +42,16 @@ below checks as faast's behaviour.
 
 import asyncio
 import contextlib
-import importlib
 import math
 import pickle
 import subprocess
-import sys
 from types import SimpleNamespace
-from unittest import mock
 
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from google.protobuf import descriptor_pool
 from prometheus_client.parser import text_string_to_metric_families
-from support import BIN, Server
+from support import BIN, Server, import_faast_protocol
 from support.triton_metrics import families, sample_value, scrape, start_triton_with_metrics
 from tritonclient.utils import InferenceServerException
 
@@ -156,23 +152,7 @@ FAAST_FAMILIES = {  # faast's own device metrics, beside Triton's
 BATCHES = (1, 4, 16)  # the successful requests both servers get, rows each
 
 
-def _import_faast_protocol() -> None:
-    """faast.protocol and tritonclient.grpc (which the suite's conftest imports) both register a
-    grpc_service.proto in protobuf's default descriptor pool, and the pool refuses the second one.
-    When tritonclient came first, load faast.protocol into a private pool: the messages these tests
-    build (the configs of a repository loaded in process) need only faast.protocol's own classes."""
-    if "faast.protocol" in sys.modules:
-        return
-    try:
-        descriptor_pool.Default().FindFileByName("grpc_service.proto")
-    except KeyError:
-        return
-    private = descriptor_pool.DescriptorPool()
-    with mock.patch.object(descriptor_pool, "Default", lambda: private):
-        importlib.import_module("faast.protocol")
-
-
-_import_faast_protocol()
+import_faast_protocol()
 
 from faast.dataplane import DataPlane, InferRequest, InputTensor  # noqa: E402
 from faast.errors import InvalidArgument  # noqa: E402

@@ -10,34 +10,14 @@ docs/user_guide/batcher.md).
 """
 
 import asyncio
-import importlib
-import sys
 import threading
 import time
-from unittest import mock
 
 import numpy as np
 import pytest
-from google.protobuf import descriptor_pool
+from support import import_faast_protocol
 
-
-def _import_faast_protocol() -> None:
-    """faast.protocol and tritonclient.grpc (which the suite's conftest imports) both register a
-    grpc_service.proto in protobuf's default descriptor pool, and the pool refuses the second one.
-    When tritonclient came first, load faast.protocol into a private pool: these tests only build
-    config messages, which need no lookups in the default pool."""
-    if "faast.protocol" in sys.modules:
-        return
-    try:
-        descriptor_pool.Default().FindFileByName("grpc_service.proto")
-    except KeyError:
-        return  # nothing registered it: the ordinary import works
-    private = descriptor_pool.DescriptorPool()
-    with mock.patch.object(descriptor_pool, "Default", lambda: private):
-        importlib.import_module("faast.protocol")
-
-
-_import_faast_protocol()
+import_faast_protocol()
 
 from faast.batcher import DynamicBatcher  # noqa: E402
 from faast.errors import Internal, Unavailable  # noqa: E402
