@@ -63,12 +63,15 @@ def unloading(model_name: str) -> Unavailable:
 
 
 async def execute(device: Device, rows: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """Run rows (or a batch's blocks of rows) on the device from a worker thread; returns outputs and
+    """Run rows (or a batch's blocks of rows) on the device from a worker thread, or on the event loop
+    when the device says a run this small is cheaper there (Device.run_small); returns outputs and
     (input, infer, output) ns. InputVanished passes through: it is one request's fault, not the device's."""
     timings = Timings()
     start = now_ns()
     try:
-        outputs = await asyncio.get_running_loop().run_in_executor(None, device.run, rows, timings)
+        outputs = device.run_small(rows, timings)
+        if outputs is None:
+            outputs = await asyncio.get_running_loop().run_in_executor(None, device.run, rows, timings)
     except DeviceError as error:
         raise Internal(f"device '{device.kind}' failed: {error}") from None
     wall = now_ns() - start

@@ -289,6 +289,9 @@ class Device:
     can run here (`available`)."""
 
     kind: str
+    # Runs of at most this many rows are cheaper done by the caller than handed to a worker thread
+    # (run_small): none by default, as a card's run waits on transfers and its kernel.
+    inline_rows = 0
 
     def __init__(self, kernel: KernelDescription, compute_units):
         if not compute_units:
@@ -298,6 +301,18 @@ class Device:
         self._pools = [_BufferPool(cu, kernel.layout) for cu in self.compute_units]
         self._next = itertools.cycle(self._pools)
         self._rotation = threading.Lock()
+        self._calls = 0  # run() calls under way
+        self._calls_lock = threading.Lock()
+
+    def run_small(self, rows: np.ndarray | list[np.ndarray], timings: Timings | None = None) -> np.ndarray | None:
+        """run(rows) done now, in this thread, when the rows are at most `inline_rows` and no other call
+        is under way (so it waits for no buffers and no unit); None otherwise: hand it to a worker
+        thread. An event loop calls this: at batch 1, the hand-off and the wait for the GIL to come
+        back cost more than the run."""
+        blocks = [rows] if isinstance(rows, np.ndarray) else rows
+        if sum(len(block) for block in blocks) > self.inline_rows or self._calls:
+            return None
+        return self.run(rows, timings)
 
     def run(self, rows: np.ndarray | list[np.ndarray], timings: Timings | None = None) -> np.ndarray:
         """float32 [n, input_size] (or the inputs' integer bit patterns) → [n, output_size], float32
@@ -313,7 +328,15 @@ class Device:
         one execution runs it in the calling thread too). A caller never waits for buffers while
         holding some of its own, so concurrent calls cannot deadlock on each other's buffer sets.
         """
-        timings = timings if timings is not None else Timings()
+        with self._calls_lock:
+            self._calls += 1
+        try:
+            return self._run(rows, timings if timings is not None else Timings())
+        finally:
+            with self._calls_lock:
+                self._calls -= 1
+
+    def _run(self, rows: np.ndarray | list[np.ndarray], timings: Timings) -> np.ndarray:
         blocks = [self._kernel_rows(block) for block in ([rows] if isinstance(rows, np.ndarray) else rows)]
         total = sum(len(block) for block in blocks)
         out = np.empty((total, self.kernel.output_size), self.kernel.layout.output.float_dtype)

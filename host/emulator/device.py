@@ -6,7 +6,14 @@ import logging
 
 import numpy as np
 
-from ..device import ComputeUnit, Device, DeviceBuffer, KernelDescription, cores_of_this_process
+from ..device import (
+    MIN_ROWS_PER_EXECUTION,
+    ComputeUnit,
+    Device,
+    DeviceBuffer,
+    KernelDescription,
+    cores_of_this_process,
+)
 from ..packing import TensorLanes
 from .compiled import NetworkPass, NotCovered
 from .program import Program, load_program
@@ -66,6 +73,8 @@ class EmulatorDevice(Device):
             log.info("emulator for '%s': the emulator's steps (the compiled network pass: %s)", kernel.name, why)
         units = [EmulatorComputeUnit(p, layout.input, layout.output, i) for i, p in enumerate(programs)]
         super().__init__(kernel, units)
+        if network is not None:  # a few hundred rows through the pass take tens of microseconds
+            self.inline_rows = MIN_ROWS_PER_EXECUTION
 
     @staticmethod
     def available():

@@ -4,6 +4,7 @@ reach every edge (LSB grid, wrapping and saturating values, ±0, huge values, in
 import json
 import shutil
 import subprocess
+import threading
 
 import numpy as np
 import pytest
@@ -154,6 +155,38 @@ def test_served_emulator_equals_csim(server, model_repository, facile_inputs, ro
         assert_bit_equal(served, csim.run(inputs))
     finally:
         csim.close()
+
+
+def test_small_runs_happen_in_the_callers_thread_only_on_an_idle_device(model_repository, facile_inputs):
+    """The event loop runs a batch of up to inline_rows itself (Device.run_small) when nothing else
+    runs on the device; anything larger, or anything while another call is under way, is handed off."""
+    emulator = open_device("emulator", model_repository / "facile" / "1", 1)
+    try:
+        rows = facile_inputs[0][: emulator.inline_rows + 1].astype(np.float32)
+        assert emulator.inline_rows >= 64
+        small = emulator.run_small([rows[:5], rows[5:40]])
+        assert small is not None and np.array_equal(small, emulator.run(rows[:40]))
+        assert emulator.run_small(rows) is None  # one row too many
+        (unit,) = emulator.compute_units
+        entered, release = threading.Event(), threading.Event()
+        execute = unit.execute
+
+        def held(*args):
+            entered.set()
+            release.wait(30)
+            execute(*args)
+
+        unit.execute = held
+        busy = threading.Thread(target=emulator.run, args=(rows,))
+        busy.start()
+        assert entered.wait(30)
+        assert emulator.run_small(rows[:1]) is None  # a call is under way: not here, not now
+        release.set()
+        busy.join(30)
+        unit.execute = execute
+        assert emulator.run_small(rows[:1]) is not None
+    finally:
+        emulator.close()
 
 
 def _cnn(tmp_path, io_type, strategy="Latency", softmax="stable"):

@@ -34,7 +34,7 @@ DELAY = mc.ModelQueuePolicy.DELAY
 
 
 class FakeDevice:
-    """What a scheduler needs of a `Device`: `kind`, `max_in_flight` and a blocking `run`."""
+    """What a scheduler needs of a `Device`: `kind`, `max_in_flight`, a blocking `run` and `run_small`."""
 
     kind = "fake"
 
@@ -70,6 +70,9 @@ class FakeDevice:
     def release_all(self) -> None:
         for gate in self._every_gate:
             gate.set()
+
+    def run_small(self, rows, timings=None) -> None:
+        return None  # every run goes to a worker thread, where a test can hold it
 
     def run(self, rows: np.ndarray | list[np.ndarray], timings: Timings | None = None) -> np.ndarray:
         rows = np.concatenate(rows) if isinstance(rows, list) else rows  # a batch's blocks, in order
