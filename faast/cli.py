@@ -59,12 +59,7 @@ async def _serve(options, log_settings, wired):
     if peers is not None:  # what the other workers replay and gather here: this process's own state only
         await peers.serve(
             {
-                "repository.load": repository.load,
-                "repository.unload": repository.unload,
-                "shared_memory.register": shared_memory.register,
-                "shared_memory.unregister": shared_memory.unregister,
-                "trace.update": trace.update,
-                "logging.update": log_settings.update,
+                **handlers.local_operations(),
                 "statistics": lambda name, version: dataplane.local_statistics(name, version).SerializeToString(),
                 "metrics.readings": lambda: model_readings(repository),
             }

@@ -2,9 +2,12 @@
 registration, and trace and log settings. faast.cli builds one `Handlers` and gives it to each
 transport, so a transport never reaches into the DataPlane for them; each method carries Triton's
 semantics once, for gRPC and HTTP alike. Under `faast serve --workers N` a call that changes state is
-applied here and then replayed on the other workers (faast.workers) before it is answered.
+applied here and then replayed on the other workers (faast.workers) before it is answered: each
+class names its replayed operations once, for the replay here and for the worker that applies them
+(`local_operations`).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +21,14 @@ from .workers import Peers, replay
 class RepositoryHandlers:
     """RepositoryIndex, RepositoryModelLoad and RepositoryModelUnload."""
 
+    LOAD, UNLOAD = "repository.load", "repository.unload"
+
     def __init__(self, repository: ModelRepository, peers: Peers | None = None):
         self._repository = repository
         self._peers = peers
+
+    def local_operations(self) -> dict[str, Callable[..., Any]]:
+        return {self.LOAD: self._repository.load, self.UNLOAD: self._repository.unload}
 
     def index(self, ready_only: bool = False) -> list[tuple[str, str, str, str]]:
         """(name, version, state, reason) of every model in the repository."""
@@ -28,40 +36,50 @@ class RepositoryHandlers:
 
     async def load(self, name: str, parameters: dict[str, Any]) -> None:
         await self._repository.load(name, parameters)
-        await replay(self._peers, "repository.load", name, parameters)
+        await replay(self._peers, self.LOAD, name, parameters)
 
     async def unload(self, name: str) -> None:
         await self._repository.unload(name)
-        await replay(self._peers, "repository.unload", name)
+        await replay(self._peers, self.UNLOAD, name)
 
 
 class SharedMemoryHandlers:
     """System shared-memory status, registration and unregistration."""
 
+    REGISTER, UNREGISTER = "shared_memory.register", "shared_memory.unregister"
+
     def __init__(self, manager: SharedMemoryManager, peers: Peers | None = None):
         self._manager = manager
         self._peers = peers
+
+    def local_operations(self) -> dict[str, Callable[..., Any]]:
+        return {self.REGISTER: self._manager.register, self.UNREGISTER: self._manager.unregister}
 
     def status(self, name: str = "") -> list:
         return self._manager.status(name)
 
     async def register(self, name: str, key: str, offset: int, byte_size: int) -> None:
         self._manager.register(name, key, offset, byte_size)
-        await replay(self._peers, "shared_memory.register", name, key, offset, byte_size)
+        await replay(self._peers, self.REGISTER, name, key, offset, byte_size)
 
     async def unregister(self, name: str = "") -> None:
         """Unregister `name`, or every region when name is empty."""
         self._manager.unregister(name)
-        await replay(self._peers, "shared_memory.unregister", name)
+        await replay(self._peers, self.UNREGISTER, name)
 
 
 class TraceHandlers:
     """TraceSetting: the global settings, or a loaded model's."""
 
+    UPDATE = "trace.update"
+
     def __init__(self, trace: TraceSettings, repository: ModelRepository, peers: Peers | None = None):
         self._trace = trace
         self._repository = repository
         self._peers = peers
+
+    def local_operations(self) -> dict[str, Callable[..., Any]]:
+        return {self.UPDATE: self._trace.update}
 
     def check_model(self, model_name: str) -> None:
         """A model's settings need the model loaded (Triton's status and wording); Triton checks
@@ -75,22 +93,27 @@ class TraceHandlers:
         self.check_model(model_name)
         settings = self._trace.update(model_name, updates)
         if updates:
-            await replay(self._peers, "trace.update", model_name, updates)
+            await replay(self._peers, self.UPDATE, model_name, updates)
         return settings
 
 
 class LogHandlers:
     """LogSettings."""
 
+    UPDATE = "logging.update"
+
     def __init__(self, settings: LogSettings, peers: Peers | None = None):
         self._settings = settings
         self._peers = peers
+
+    def local_operations(self) -> dict[str, Callable[..., Any]]:
+        return {self.UPDATE: self._settings.update}
 
     async def update(self, updates: dict[str, Any]) -> dict[str, Any]:
         """Apply `updates` (none: only read) and return the settings in force."""
         settings = self._settings.update(updates)
         if updates:
-            await replay(self._peers, "logging.update", updates)
+            await replay(self._peers, self.UPDATE, updates)
         return settings
 
 
@@ -100,3 +123,12 @@ class Handlers:
     shared_memory: SharedMemoryHandlers
     trace: TraceHandlers
     logging: LogHandlers
+
+    def local_operations(self) -> dict[str, Callable[..., Any]]:
+        """What the other workers replay here, each applied to this process's own state only."""
+        return {
+            **self.repository.local_operations(),
+            **self.shared_memory.local_operations(),
+            **self.trace.local_operations(),
+            **self.logging.local_operations(),
+        }
