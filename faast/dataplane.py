@@ -221,7 +221,7 @@ class DataPlane:
             data: np.ndarray | None = output.answer(result).reshape(shape)
             if requested.shared_memory:
                 region, offset, size = requested.shared_memory
-                raw = np.ascontiguousarray(data, tensors.NUMPY[spec.datatype])  # a copy only if not already
+                raw = tensors.wire_array(data, spec.datatype)
                 if size < raw.nbytes:
                     raise InvalidArgument(
                         f"shared memory size specified with the request for output "

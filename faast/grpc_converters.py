@@ -9,8 +9,6 @@ error, which the dataplane raises where Triton reports it.
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from . import tensors
 from .dataplane import InferRequest, InferResponse, InputTensor, RequestedOutput
 from .errors import InvalidArgument
@@ -83,6 +81,6 @@ def infer_response(response: InferResponse, streamed: bool = False) -> EncodedMe
         message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         # An output written to shared memory keeps an empty entry, so indices still match outputs.
         raw_output_contents.append(
-            b"" if tensor.data is None else np.ascontiguousarray(tensor.data, tensors.NUMPY[tensor.datatype]).data
+            b"" if tensor.data is None else tensors.wire_array(tensor.data, tensor.datatype).data
         )
     return encode_infer_response(message, raw_output_contents)

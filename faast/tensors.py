@@ -100,5 +100,11 @@ def contents_to_raw(name, model_name, datatype, contents):
     return np.asarray(values, dtype=dtype).tobytes()
 
 
+def wire_array(array, datatype):
+    """`array` laid out as the wire carries `datatype`: C-contiguous, in its numpy dtype; a copy only
+    when it is not already."""
+    return np.ascontiguousarray(array, dtype=NUMPY[datatype])
+
+
 def to_raw(array, datatype):
-    return np.ascontiguousarray(array, dtype=NUMPY[datatype]).tobytes()
+    return wire_array(array, datatype).tobytes()
