@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from faast.host.device import Device, InputVanished
+from faast.host.device import BlockVanished, Device
 
 from .errors import Unavailable
 from .precise_timer import PreciseTimer
@@ -26,6 +26,7 @@ from .statistics import ModelStatistics
 @dataclass(eq=False)  # compared by identity: queues find, and drop, this very request
 class _Queued:
     rows: np.ndarray
+    into: np.ndarray | None  # where the device unpacks its outputs (the client's shared memory), if anywhere
     future: asyncio.Future
     arrival: int
     deadline: int  # perf_counter ns, 0 for none
@@ -72,7 +73,9 @@ class DynamicBatcher(Scheduler):
     def pending(self) -> int:
         return sum(len(waiting) for waiting in self.queues.values()) + self.running
 
-    async def submit(self, rows: np.ndarray, parameters: dict[str, Any] | None = None) -> Completion:
+    async def submit(
+        self, rows: np.ndarray, parameters: dict[str, Any] | None = None, into: np.ndarray | None = None
+    ) -> Completion:
         if self._closing:
             raise unloading(self.model_name)
         parameters = parameters or {}
@@ -89,6 +92,7 @@ class DynamicBatcher(Scheduler):
         arrival = now_ns()
         request = _Queued(
             rows,
+            into,
             asyncio.get_running_loop().create_future(),
             arrival,
             arrival + timeout_us * 1000 if timeout_us else 0,
@@ -175,17 +179,20 @@ class DynamicBatcher(Scheduler):
 
     async def _run(self, batch: list[_Queued]) -> None:
         """Run a batch's requests as one execution, their rows handed to the device as they came (never
-        concatenated), and answer each with its own outputs. A request whose rows vanished under the
-        read (its client truncated its shared memory) fails alone; the others run again without it."""
+        concatenated), and answer each with its own outputs. A request whose shared memory vanished
+        under the access (its client truncated it) fails alone; the others run again without it."""
         start, taken = now_ns(), len(batch)
         try:
             while True:
+                destinations = [request.into for request in batch]
                 try:
                     outputs, (input_ns, infer_ns, output_ns) = await execute(
-                        self.device, [request.rows for request in batch]
+                        self.device,
+                        [request.rows for request in batch],
+                        None if all(into is None for into in destinations) else destinations,
                     )
                     break
-                except InputVanished as vanished:
+                except BlockVanished as vanished:
                     self._settle(batch.pop(vanished.block), error=vanished)
                     if not batch:
                         return
@@ -197,15 +204,9 @@ class DynamicBatcher(Scheduler):
             self.in_flight.release()
             self.running -= taken
             self._note_if_idle()
-        self.stats.record_execution(len(outputs), input_ns, infer_ns, output_ns)
-        offset = 0
-        for request in batch:
-            count = len(request.rows)
-            completion = Completion(
-                outputs[offset : offset + count], start - request.arrival, input_ns, infer_ns, output_ns
-            )
-            self._settle(request, completion)
-            offset += count
+        self.stats.record_execution(sum(len(rows) for rows in outputs), input_ns, infer_ns, output_ns)
+        for request, rows in zip(batch, outputs, strict=True):
+            self._settle(request, Completion(rows, start - request.arrival, input_ns, infer_ns, output_ns))
 
     def _settle(self, request: _Queued, completion: Completion | None = None, error: BaseException | None = None):
         """Resolve a request; with preserve_ordering, only once every earlier request is resolved."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from faast.host.device import InputVanished
+from faast.host.device import InputVanished, OutputVanished
 
 from . import __version__, tensors
 from .errors import InferenceError, InvalidArgument, NotFound, Unavailable
@@ -174,15 +174,16 @@ class DataPlane:
         arrival, started = time.perf_counter_ns(), wall_ns()
         try:
             rows = self._kernel_rows(model, request)
+            into = self._destination(model, request, len(rows))
             try:
-                done = await model.scheduler.submit(rows, request.parameters)
-            except InputVanished:  # only a view of a client's shared memory can vanish: the one input's
-                window = request.inputs[0].shared_memory
-                assert window is not None, "only shared memory is read in place"
+                done = await model.scheduler.submit(rows, request.parameters, into)
+            except (InputVanished, OutputVanished) as vanished:  # only views of shared memory can vanish
+                tensor = request.inputs[0] if isinstance(vanished, InputVanished) else request.outputs[0]
+                assert tensor.shared_memory is not None, "only shared memory is accessed in place"
                 raise InvalidArgument(
-                    f"shared memory region '{window.region}' was truncated while it was read"
+                    f"shared memory region '{tensor.shared_memory.region}' was truncated while it was {vanished.access}"
                 ) from None
-            response = self._response(model, request, done.outputs)
+            response = self._response(model, request, done.outputs, in_place=into is not None)
         except asyncio.CancelledError:  # the client cancelled, or its deadline passed
             model.stats.record_failure(time.perf_counter_ns() - arrival, "CANCELED")
             raise
@@ -210,7 +211,26 @@ class DataPlane:
         assert tensor.data is not None, "a converter gives every input its data, a window or an error"
         return tensor.data
 
-    def _response(self, model: ServedModel, request: InferRequest, result: np.ndarray) -> InferResponse:
+    def _destination(self, model: ServedModel, request: InferRequest, rows: int) -> np.ndarray | None:
+        """Where the kernel unpacks the request's outputs itself: the client's shared memory, when the
+        request wants the model's one output there, as the kernel's float32 rows, and the window holds
+        them. None otherwise: the answer is written from the result after the run (a window too small
+        is refused then, with Triton's wording)."""
+        if not model.unpacks_shared_memory_in_place or len(request.outputs) != 1:
+            return None
+        window = request.outputs[0].shared_memory
+        shape = (rows, model.device.kernel.output_size)
+        nbytes = shape[0] * shape[1] * np.dtype(np.float32).itemsize
+        if window is None or window.byte_size < nbytes:
+            return None
+        view = self.shared_memory.destination(window.region, window.offset, nbytes)
+        return None if view is None else np.frombuffer(view, np.float32).reshape(shape)
+
+    def _response(
+        self, model: ServedModel, request: InferRequest, result: np.ndarray, in_place: bool = False
+    ) -> InferResponse:
+        """The answer to a request from its result rows; `in_place`: the kernel unpacked them into the
+        client's shared memory already (they are a view of it, which only the guarded unpack may touch)."""
         batch = [len(result)] if model.max_batch_size > 0 else []
         wanted = request.outputs or [RequestedOutput(o.name) for o in model.outputs]
         outputs = []
@@ -218,6 +238,9 @@ class DataPlane:
             output = model.kernel_outputs[requested.name]
             spec = output.spec
             shape = tuple(batch) + spec.dims
+            if in_place:
+                outputs.append(OutputTensor(spec.name, spec.datatype, shape, None))
+                continue
             data: np.ndarray | None = output.answer(result).reshape(shape)
             if requested.shared_memory:
                 region, offset, size = requested.shared_memory

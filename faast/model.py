@@ -77,6 +77,11 @@ class ServedModel:
         # kernel packs such rows where they lie, under its guard, and nothing reads them before (one
         # input tensor; several are put side by side by numpy first).
         self.packs_shared_memory_in_place = len(self.inputs) == 1 and layout.input.packs_in_place
+        # Whether the kernel may unpack an FP32 output straight into a client's shared memory: the one
+        # output, answered as the kernel's float32 rows as they are (no columns to pick, no conversion).
+        self.unpacks_shared_memory_in_place = (
+            len(self.outputs) == 1 and self.outputs[0].datatype == "FP32" and layout.output.unpacks_in_place
+        )
         self.stats = ModelStatistics()
         self.scheduler = _scheduler(config, device, self.stats)
 

@@ -26,7 +26,8 @@ def now_ns() -> int:
 
 @dataclass(frozen=True)
 class Completion:
-    """One request's answer from its scheduler: its output rows and where its time went (ns)."""
+    """One request's answer from its scheduler: its output rows (its destination itself, when it gave
+    one) and where its time went (ns)."""
 
     outputs: np.ndarray
     queue_ns: int
@@ -39,10 +40,15 @@ class Scheduler(ABC):
     """Runs a model's requests on its device; one scheduler per loaded model, on the event loop."""
 
     @abstractmethod
-    async def submit(self, rows: np.ndarray, parameters: dict[str, Any] | None = None) -> Completion:
+    async def submit(
+        self, rows: np.ndarray, parameters: dict[str, Any] | None = None, into: np.ndarray | None = None
+    ) -> Completion:
         """Run `rows` (float32 or integer bit patterns, [n, input_size]) and return their outputs.
 
-        `parameters` are the request's checked parameters (priority, timeout). Raises Unavailable
+        `parameters` are the request's checked parameters (priority, timeout). `into`: where the device
+        unpacks the outputs itself (a view of the client's shared memory; see Device.run). Raises
+        InputVanished or OutputVanished when that request's shared memory went under the access,
+        Unavailable
         when the scheduler is closing or its queue refuses the request, Internal when the device fails.
         Cancelling the awaiting task (the client cancelled, or its deadline passed) takes a request
         that is still queued out of the queue, so it is never computed.
@@ -62,16 +68,19 @@ def unloading(model_name: str) -> Unavailable:
     return Unavailable(f"model '{model_name}' is being unloaded")
 
 
-async def execute(device: Device, rows: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """Run rows (or a batch's blocks of rows) on the device from a worker thread, or on the event loop
-    when the device says a run this small is cheaper there (Device.run_small); returns outputs and
-    (input, infer, output) ns. InputVanished passes through: it is one request's fault, not the device's."""
+async def execute(
+    device: Device, blocks: list[np.ndarray], into: list[np.ndarray | None] | None = None
+) -> tuple[list[np.ndarray], tuple[int, int, int]]:
+    """Run requests' blocks of rows (with their destinations, if any) on the device from a worker
+    thread, or on the event loop when the device says a run this small is cheaper there
+    (Device.run_small); returns each block's outputs and (input, infer, output) ns. BlockVanished
+    passes through: it is one request's fault, not the device's."""
     timings = Timings()
     start = now_ns()
     try:
-        outputs = device.run_small(rows, timings)
+        outputs = device.run_small(blocks, timings, into)
         if outputs is None:
-            outputs = await asyncio.get_running_loop().run_in_executor(None, device.run, rows, timings)
+            outputs = await asyncio.get_running_loop().run_in_executor(None, device.run, blocks, timings, into)
     except DeviceError as error:
         raise Internal(f"device '{device.kind}' failed: {error}") from None
     wall = now_ns() - start
@@ -94,13 +103,17 @@ class DirectScheduler(Scheduler):
     def pending(self) -> int:
         return self._pending
 
-    async def submit(self, rows: np.ndarray, parameters: dict[str, Any] | None = None) -> Completion:
+    async def submit(
+        self, rows: np.ndarray, parameters: dict[str, Any] | None = None, into: np.ndarray | None = None
+    ) -> Completion:
         if self._closing:
             raise unloading(self.model_name)
         self._pending += 1
         self._idle.clear()
         try:
-            outputs, (input_ns, infer_ns, output_ns) = await execute(self.device, rows)
+            (outputs,), (input_ns, infer_ns, output_ns) = await execute(
+                self.device, [rows], None if into is None else [into]
+            )
         finally:
             self._pending -= 1
             if not self._pending:

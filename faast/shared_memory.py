@@ -12,9 +12,10 @@ that shrinks its own file gets an error instead of killing the server.
 
 A file can still shrink between that check and the access. Copies (pread, pwrite) then only come
 up short. An input the kernel packs straight from the client's memory (`read(..., in_place=True)`)
-is a view of the region's mapping, where an access past the new end raises SIGBUS: only the host's
-packing reads such a view, under the compiled pass's guard (host/fastpath.cpp), which turns the
-fault into an error for that one request. Outputs are written with pwrite, from the result array.
+and an output it unpacks straight into it (`destination`) are views of the region's mapping, where
+an access past the new end raises SIGBUS: only the host's packing and unpacking touch such a view,
+under the compiled passes' guard (host/fastpath.cpp), which turns the fault into an error for that
+one request. Other outputs are written with pwrite, from the answer array.
 """
 
 import mmap
@@ -30,6 +31,7 @@ from .errors import Internal, InvalidArgument, NotFound
 
 SHM_DIR = "/dev/shm"
 NAME_MAX = 255  # longest file name, hence longest shm object name
+IN_PLACE_ALIGNMENT = 8  # a window the kernel reads or writes in place starts at a multiple of this
 
 
 def _parameter(params, key, kind, name):
@@ -83,7 +85,7 @@ class Region:
     offset: int
     byte_size: int
     fd: int
-    mapping: mmap.mmap  # read-only, from the object's start; views handed out keep it mapped
+    mapping: mmap.mmap  # from the object's start; views handed out keep it mapped
 
 
 class SharedMemoryManager:
@@ -111,7 +113,7 @@ class SharedMemoryManager:
                 why = "unable to process address spaceInvalid argument" if byte_size == 0 else "invalid args"
                 raise InvalidArgument(f"failed to register shared memory region '{name}': {why}")
             try:
-                mapping = mmap.mmap(fd, offset + byte_size, prot=mmap.PROT_READ)
+                mapping = mmap.mmap(fd, offset + byte_size, prot=mmap.PROT_READ | mmap.PROT_WRITE)
             except (OSError, OverflowError, ValueError) as error:
                 os.close(fd)
                 raise InvalidArgument(f"failed to register shared memory region '{name}': {error}") from None
@@ -156,12 +158,21 @@ class SharedMemoryManager:
         the packing guard: any other read of it crashes the server if the client truncates the object."""
         with self._lock:
             region, start = self._window(name, offset, byte_size)
-            if in_place and start % 8 == 0:
-                return memoryview(region.mapping)[start : start + byte_size]
+            if in_place and start % IN_PLACE_ALIGNMENT == 0:
+                return memoryview(region.mapping)[start : start + byte_size].toreadonly()
             data = os.pread(region.fd, byte_size, start)
         if len(data) != byte_size:
             raise InvalidArgument(f"shared memory region '{name}' was truncated while it was read")
         return data
+
+    def destination(self, name: str, offset: int, byte_size: int) -> memoryview | None:
+        """A writable view of the window in the client's memory when it starts 8-byte aligned, else None
+        (write the output instead). For a caller that writes it only under the unpacking guard."""
+        with self._lock:
+            region, start = self._window(name, offset, byte_size)
+            if start % IN_PLACE_ALIGNMENT:
+                return None
+            return memoryview(region.mapping)[start : start + byte_size]
 
     def write(self, name: str, offset: int, byte_size: int, data: np.ndarray) -> None:
         """Write the C-contiguous array `data`, from where it lies, into the window."""

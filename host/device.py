@@ -25,12 +25,17 @@ from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 
+from .fastpath import MemoryVanished
 from .packing import BufferLayout, UnreadableBlock
 
 log = logging.getLogger("faast.host")
+Rows = np.ndarray | list[np.ndarray]
+Outputs = np.ndarray | list[np.ndarray]
+Destinations = list[np.ndarray | None] | None
 BUFFERS_PER_CU = 2  # double buffering
 MIN_ROWS_PER_EXECUTION = 256  # below this, one CU is faster than several
 
@@ -43,14 +48,28 @@ class ComputeUnitFault(DeviceError):
     """One compute unit failed (timed out, errored, or its card vanished): it leaves the rotation."""
 
 
-class InputVanished(Exception):
-    """Block `block` of a run's rows could not be read: it was a view of a client's shared memory, and
-    the client truncated it under the read. The run answers nothing; its other blocks can run again
-    without this one. Not a DeviceError: the device is fine, one request's input is gone."""
+class BlockVanished(Exception):
+    """Block `block` of a run lay in a client's shared memory (its rows, or where its outputs go), and
+    the client truncated it under the access. The run answers nothing; its other blocks can run again
+    without this one. Not a DeviceError: the device is fine, one request's memory is gone."""
+
+    access = "accessed"
 
     def __init__(self, block: int):
-        super().__init__(f"the rows of block {block} were truncated while they were read")
+        super().__init__(f"the memory of block {block} was truncated while it was {self.access}")
         self.block = block
+
+
+class InputVanished(BlockVanished):
+    """The block's rows could not be read."""
+
+    access = "read"
+
+
+class OutputVanished(BlockVanished):
+    """The block's outputs could not be written."""
+
+    access = "written"
 
 
 @dataclass(frozen=True)
@@ -144,22 +163,51 @@ class ComputeUnit(ABC):
 @dataclass
 class _Execution:
     """One execution's share of a run: `rows` rows from row `start` on, as pieces of the run's blocks
-    (piece i a slice of block owners[i]), packed where they lie."""
+    (piece i: rows [offsets[i], offsets[i] + len(pieces[i])) of block owners[i]), packed where they lie."""
 
     start: int
     rows: int
     pieces: list[np.ndarray]
     owners: list[int]
+    offsets: list[int]
 
-    @property
-    def outputs(self) -> slice:
-        return slice(self.start, self.start + self.rows)
+
+@dataclass(frozen=True)
+class _Target:
+    """Where output rows [first, first + len(out)) of an execution are unpacked: `out`, rows of block
+    `owner`'s outputs (a client's shared memory when that block has a destination)."""
+
+    first: int
+    out: np.ndarray
+    owner: int
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    """Where a run's outputs go: each block's array (its destination, or its rows of one result array
+    for the others); `whole`, that result array when no block has a destination (an execution's rows
+    are then its rows)."""
+
+    blocks: list[np.ndarray]
+    whole: np.ndarray | None
+
+    def targets(self, execution: _Execution) -> list[_Target]:
+        """Where an execution's output rows are unpacked: all at once without destinations, else piece
+        by piece into their blocks' arrays."""
+        if self.whole is not None:
+            return [_Target(0, self.whole[execution.start : execution.start + execution.rows], execution.owners[0])]
+        targets, first = [], 0
+        for piece, owner, offset in zip(execution.pieces, execution.owners, execution.offsets, strict=True):
+            targets.append(_Target(first, self.blocks[owner][offset : offset + len(piece)], owner))
+            first += len(piece)
+        return targets
 
 
 def _executions(blocks: list[np.ndarray], step: int):
     """The run's blocks cut into executions of `step` rows (the last one shorter), in order."""
     pieces: list[np.ndarray] = []
     owners: list[int] = []
+    offsets: list[int] = []
     start = filled = 0
     for owner, block in enumerate(blocks):
         at = 0
@@ -167,13 +215,14 @@ def _executions(blocks: list[np.ndarray], step: int):
             take = min(step - filled, len(block) - at)
             pieces.append(block[at : at + take])
             owners.append(owner)
+            offsets.append(at)
             at += take
             filled += take
             if filled == step:
-                yield _Execution(start, filled, pieces, owners)
-                start, filled, pieces, owners = start + filled, 0, [], []
+                yield _Execution(start, filled, pieces, owners, offsets)
+                start, filled, pieces, owners, offsets = start + filled, 0, [], [], []
     if filled:
-        yield _Execution(start, filled, pieces, owners)
+        yield _Execution(start, filled, pieces, owners, offsets)
 
 
 @dataclass
@@ -255,14 +304,27 @@ class _BufferPool:
             run.set_exception(error)
         return run
 
-    def finish(self, run, buffers, timings, out):
-        """Wait for a run, unpack its outputs into `out` (its rows of the call's result) and give its
-        buffers back."""
+    def finish(self, run, buffers, timings, targets):
+        """Wait for a run, unpack its outputs into their `_Target`s and give its buffers back.
+        OutputVanished when a target was a client's shared memory that went under the write."""
         try:
             run.result()
             begin = time.perf_counter_ns()
-            self.layout.output.unpack(buffers[1].host, len(out), out=out)
+            for target in targets:
+                try:
+                    self.layout.output.unpack(buffers[1].host, len(target.out), out=target.out, first=target.first)
+                except MemoryVanished:
+                    raise OutputVanished(target.owner) from None
             timings.unpack_ns += time.perf_counter_ns() - begin
+        finally:
+            self.free.put(buffers)
+
+    def abandon(self, run, buffers):
+        """Wait for a run whose outputs nobody wants (its call failed), then give its buffers back."""
+        try:
+            run.result()
+        except Exception:
+            pass
         finally:
             self.free.put(buffers)
 
@@ -304,25 +366,42 @@ class Device:
         self._calls = 0  # run() calls under way
         self._calls_lock = threading.Lock()
 
-    def run_small(self, rows: np.ndarray | list[np.ndarray], timings: Timings | None = None) -> np.ndarray | None:
-        """run(rows) done now, in this thread, when the rows are at most `inline_rows` and no other call
-        is under way (so it waits for no buffers and no unit); None otherwise: hand it to a worker
-        thread. An event loop calls this: at batch 1, the hand-off and the wait for the GIL to come
-        back cost more than the run."""
-        blocks = [rows] if isinstance(rows, np.ndarray) else rows
-        if sum(len(block) for block in blocks) > self.inline_rows or self._calls:
+    @overload
+    def run_small(self, rows: np.ndarray, timings: Timings | None = None) -> np.ndarray | None: ...
+    @overload
+    def run_small(
+        self, rows: list[np.ndarray], timings: Timings | None = None, into: Destinations = None
+    ) -> list[np.ndarray] | None: ...
+    def run_small(self, rows: Rows, timings: Timings | None = None, into: Destinations = None) -> Outputs | None:
+        """run(rows, timings, into) done now, in this thread, when the rows are at most `inline_rows` and
+        no other call is under way (so it waits for no buffers and no unit); None otherwise: hand it to
+        a worker thread. An event loop calls this: at batch 1, the hand-off and the wait for the GIL
+        to come back cost more than the run."""
+        if isinstance(rows, np.ndarray):
+            return self.run(rows, timings) if len(rows) <= self.inline_rows and not self._calls else None
+        if sum(len(block) for block in rows) > self.inline_rows or self._calls:
             return None
-        return self.run(rows, timings)
+        return self.run(rows, timings, into)
 
-    def run(self, rows: np.ndarray | list[np.ndarray], timings: Timings | None = None) -> np.ndarray:
+    @overload
+    def run(self, rows: np.ndarray, timings: Timings | None = None) -> np.ndarray: ...
+    @overload
+    def run(
+        self, rows: list[np.ndarray], timings: Timings | None = None, into: Destinations = None
+    ) -> list[np.ndarray]: ...
+    def run(self, rows: Rows, timings: Timings | None = None, into: Destinations = None) -> Outputs:
         """float32 [n, input_size] (or the inputs' integer bit patterns) → [n, output_size], float32
         (float64 where an output type is wider than float32 holds exactly); blocking, safe from many
         threads.
 
         `rows` may be a list of such blocks (the requests a batch merged): they are packed where they
-        lie, never concatenated, and their outputs follow one another in the result.
+        lie, never concatenated, and the answer is a list of their outputs, one array per block.
+        `into` (with a list) gives blocks a destination: an array of their outputs' shape and dtype,
+        C-contiguous (a view of a client's shared memory), which the outputs are unpacked straight
+        into and which stands for them in the answer; None for a block without one. Only a layout
+        that unpacks_in_place writes destinations.
         InputVanished(i) when block i was a view of a client's shared memory that the client
-        truncated under the read.
+        truncated under the read; OutputVanished(i) when block i's destination went under the write.
 
         Packing and unpacking happen in the calling thread while CUs run other executions (a call of
         one execution runs it in the calling thread too). A caller never waits for buffers while
@@ -331,15 +410,17 @@ class Device:
         with self._calls_lock:
             self._calls += 1
         try:
-            return self._run(rows, timings if timings is not None else Timings())
+            if isinstance(rows, np.ndarray):
+                return self._run([rows], timings if timings is not None else Timings(), None)[0]
+            return self._run(rows, timings if timings is not None else Timings(), into)
         finally:
             with self._calls_lock:
                 self._calls -= 1
 
-    def _run(self, rows: np.ndarray | list[np.ndarray], timings: Timings) -> np.ndarray:
-        blocks = [self._kernel_rows(block) for block in ([rows] if isinstance(rows, np.ndarray) else rows)]
+    def _run(self, rows: list[np.ndarray], timings: Timings, into: Destinations) -> list[np.ndarray]:
+        blocks = [self._kernel_rows(block) for block in rows]
+        outputs = self._outputs(blocks, into)
         total = sum(len(block) for block in blocks)
-        out = np.empty((total, self.kernel.output_size), self.kernel.layout.output.float_dtype)
         # Spread a batch over all CUs, but never beyond one execution's capacity.
         spread = -(-total // len(self._pools))
         step = min(self.kernel.layout.rows_per_execution, max(MIN_ROWS_PER_EXECUTION, spread))
@@ -358,22 +439,37 @@ class Device:
                         if not pending:
                             buffers = pool.free.get()
                             break
-                        self._finish(pending.popleft(), out, timings, faults)
+                        self._finish(pending.popleft(), outputs, timings, faults)
                 run = pool.start(execution, buffers, timings, inline=execution.rows == total)
                 pending.append((pool, run, execution, buffers))
             while pending:
-                self._finish(pending.popleft(), out, timings, faults)
+                self._finish(pending.popleft(), outputs, timings, faults)
         finally:
-            for pool, run, execution, buffers in pending:  # after an error: wait, then free the buffers
-                try:
-                    pool.finish(run, buffers, timings, out[execution.outputs])
-                except Exception:
-                    pass
+            for pool, run, _, buffers in pending:  # after an error: wait, then free the buffers
+                pool.abandon(run, buffers)
         # Executions whose CU faulted run again now, when this call holds no buffers (so it cannot
         # deadlock on its own), each once, on a unit still in rotation.
         for fault, execution in faults:
-            self._retry(fault, execution, out, timings)
-        return out
+            self._retry(fault, execution, outputs, timings)
+        return outputs.blocks
+
+    def _outputs(self, blocks: list[np.ndarray], into: Destinations) -> _Outputs:
+        layout = self.kernel.layout.output
+        destined = list(into) if into is not None else [None] * len(blocks)
+        if len(destined) != len(blocks):
+            raise ValueError("a run's destinations are one per block")
+        if any(out is not None for out in destined) and not layout.unpacks_in_place:
+            raise ValueError(f"kernel '{self.kernel.name}' does not unpack its outputs in place")
+        undestined = sum(len(block) for block, out in zip(blocks, destined, strict=True) if out is None)
+        result = np.empty((undestined, self.kernel.output_size), layout.float_dtype)
+        outputs, at = [], 0
+        for block, out in zip(blocks, destined, strict=True):
+            if out is None:
+                out, at = result[at : at + len(block)], at + len(block)
+            elif out.shape != (len(block), self.kernel.output_size) or not out.flags.c_contiguous:
+                raise ValueError("a destination holds its block's outputs, C-contiguous")
+            outputs.append(out)
+        return _Outputs(outputs, result if all(out is None for out in destined) else None)
 
     def _kernel_rows(self, block) -> np.ndarray:
         rows = np.asarray(block)
@@ -390,21 +486,21 @@ class Device:
                     return pool
         raise DeviceError(f"no compute unit of '{self.kernel.name}' is in rotation: {self.health()[1]}")
 
-    def _finish(self, item, out, timings, faults):
-        """Unpack an execution's outputs into `out`; a ComputeUnitFault goes to `faults` for a retry."""
+    def _finish(self, item, outputs, timings, faults):
+        """Unpack an execution's outputs where they go; a ComputeUnitFault goes to `faults` for a retry."""
         pool, run, execution, buffers = item
         try:
-            pool.finish(run, buffers, timings, out[execution.outputs])
+            pool.finish(run, buffers, timings, outputs.targets(execution))
         except ComputeUnitFault as fault:
             faults.append((fault, execution))
 
-    def _retry(self, fault, execution, out, timings):
+    def _retry(self, fault, execution, outputs, timings):
         pool = self._next_pool()
         log.info("retrying %d rows of '%s' on %s after: %s", execution.rows, self.kernel.name, pool.cu.name, fault)
         buffers = pool.free.get()
         run = pool.start(execution, buffers, timings)
         try:
-            pool.finish(run, buffers, timings, out[execution.outputs])
+            pool.finish(run, buffers, timings, outputs.targets(execution))
         except ComputeUnitFault as second:
             raise DeviceError(f"{fault}; the retry on {pool.cu.name} failed too: {second}") from None
 

@@ -1,15 +1,16 @@
 // The host's compiled inner loops (host/fastpath.py loads them with ctypes; setup.py builds this
 // file with g++ at install). numpy would pass over a layer's output once per operation (add the
 // offset, scale, round, saturate); these loops do it in one pass, cut convolution windows with
-// their zero padding in one copy, convolve directly where windows are wasteful, and pack inputs.
-// Packing may read a client's shared memory in place, under a guard (below) that survives the client
-// truncating it mid-read.
+// their zero padding in one copy, convolve directly where windows are wasteful, and pack inputs and
+// unpack outputs. Packing may read, and unpacking write, a client's shared memory in place, under a
+// guard (below) that survives the client truncating it mid-access.
 //
 // Exactness: every value is an integer mantissa held exactly in a float or double, and the callers
 // guarantee every intermediate stays below 2^52 (2^23 for float), so products, sums and power-of-two
 // scalings here are exact in any order, and rounding happens only where ap_fixed rounds.
 
 #include <algorithm>
+#include <atomic>
 #include <csetjmp>
 #include <csignal>
 #include <cmath>
@@ -252,12 +253,27 @@ void wrapped_bits(const In* values, Lane* out, int64_t n, double scale, int quan
     }
 }
 
-// A client can shrink the shared memory object the host maps while a request reads it; the next
-// access past its new end raises SIGBUS, which would kill the server. Guarded work runs with this
+// Bit patterns of an ap_fixed type of `width` bits (extra high lane bits ignored) → float32, as the C++
+// cast gives: the mantissa, sign-extended for a signed type, times 2^-fraction (`scale`). Exact for
+// width <= 24; the host unpacks every such output with this.
+template <typename Lane>
+void float_from_bits(const Lane* lanes, float* out, int64_t n, double scale, int width, bool is_signed) {
+    const int shift = 64 - width;
+    for (int64_t i = 0; i < n; ++i) {
+        const uint64_t bits = static_cast<uint64_t>(lanes[i]) << shift;
+        const int64_t mantissa = is_signed ? static_cast<int64_t>(bits) >> shift : static_cast<int64_t>(bits >> shift);
+        out[i] = static_cast<float>(static_cast<double>(mantissa) * scale);
+    }
+}
+
+// A client can shrink the shared memory object the host maps while a request reads or writes it; the
+// next access past its new end raises SIGBUS, which would kill the server. Guarded work runs with this
 // thread's jump point set, and the handler jumps back to it: the work reports failure instead.
 // Guarded work must not take locks or allocate (it may stop anywhere). SA_NODEFER keeps SIGBUS
-// unblocked after the jump, so sigsetjmp need not save the mask (a system call per call).
-__attribute__((tls_model("initial-exec"))) thread_local sigjmp_buf* guard_point = nullptr;
+// unblocked after the jump, so sigsetjmp need not save the mask (a system call per call). The jump
+// point is volatile and fenced: the compiler must neither drop setting it (nothing it can see reads
+// it before it is cleared) nor move the work's accesses out from between setting and clearing it.
+__attribute__((tls_model("initial-exec"))) thread_local sigjmp_buf* volatile guard_point = nullptr;
 struct sigaction unguarded_action;  // whoever handled SIGBUS before (Python's faulthandler, the default)
 bool guard_installed = false;
 
@@ -275,7 +291,9 @@ int guarded(Work work) {
         return 1;
     }
     guard_point = &point;
+    std::atomic_signal_fence(std::memory_order_seq_cst);
     work();
+    std::atomic_signal_fence(std::memory_order_seq_cst);
     guard_point = nullptr;
     return 0;
 }
@@ -339,5 +357,17 @@ BOTH(i64, int64_t)
     WRAPPED_BITS(IN_CODE, IN, u64, uint64_t)
 WRAPPED_BITS_LANES(f32, float)
 WRAPPED_BITS_LANES(f64, double)
+
+// Guarded (`out` may lie in a client's shared memory): 1 when its mapping shrank under the write, `out`
+// then partly written; else 0.
+#define FLOAT_FROM_BITS(LANE_CODE, LANE)                                                                    \
+    int float_from_bits_##LANE_CODE##_f32(const LANE* lanes, float* out, int64_t n, double scale, int width,  \
+                                          int is_signed) {                                                 \
+        return guarded([&] { float_from_bits(lanes, out, n, scale, width, is_signed != 0); });             \
+    }
+FLOAT_FROM_BITS(u8, uint8_t)
+FLOAT_FROM_BITS(u16, uint16_t)
+FLOAT_FROM_BITS(u32, uint32_t)
+FLOAT_FROM_BITS(u64, uint64_t)
 
 }  // extern "C"

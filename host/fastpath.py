@@ -3,11 +3,11 @@ setup.py at install into one library).
 
 The emulator's take float32, float64 or int64 mantissas and write float32 or float64 ones; the
 caller proves every value exact in them (host/emulator/exact.py's bounds). `Network` runs a whole
-dense network (host/emulator/compiled.py proves its bounds). `wrapped_bits` packs inputs; it
-survives reading a client's shared memory that shrinks under it (SourceVanished instead of the
-SIGBUS that would end the process). The library loads on first use: a faast installed without it
-still imports, and preparing a compiled call says how to build it (a DeviceError) instead of every
-import failing with an OSError.
+dense network (host/emulator/compiled.py proves its bounds). `wrapped_bits` packs inputs and
+`float_from_bits` unpacks outputs; both survive a client's shared memory shrinking under them
+(MemoryVanished instead of the SIGBUS that would end the process). The library loads on first use:
+a faast installed without it still imports, and preparing a compiled call says how to build it (a
+DeviceError) instead of every import failing with an OSError.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ _CODES = {
 _INT, _DOUBLE, _POINTER = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
 
 
-class SourceVanished(Exception):
-    """A guarded read hit memory that is gone: the client truncated the shared memory object it lies in."""
+class MemoryVanished(Exception):
+    """A guarded read or write hit memory that is gone: the client truncated the shared memory object
+    it lies in."""
 
 
 @functools.cache
@@ -77,6 +78,10 @@ def _library() -> ctypes.CDLL:
             function = getattr(library, f"wrapped_bits_{source}_{lane}")
             function.argtypes = [_POINTER, _POINTER, _INT, _DOUBLE, ctypes.c_int, ctypes.c_int]
             function.restype = ctypes.c_int
+    for lane in ("u8", "u16", "u32", "u64"):
+        function = getattr(library, f"float_from_bits_{lane}_f32")
+        function.argtypes = [_POINTER, _POINTER, _INT, _DOUBLE, ctypes.c_int, ctypes.c_int]
+        function.restype = ctypes.c_int
     if library.guard_install() != 0:
         _missing(f"faast's compiled loops {_LIBRARY_PATH} could not install their SIGBUS guard")
     library.network_create.argtypes = [_POINTER, _INT, _POINTER, _INT, _POINTER]
@@ -194,7 +199,7 @@ def _per_feature(parameter, count):
 def wrapped_bits(values: np.ndarray, fixed: FixedType, out: np.ndarray) -> np.ndarray:
     """Floats (float32 or float64) → `out` (unsigned lanes of at least fixed.width bits): the bit
     patterns of a wrapping type of up to 62 bits, as C++ assignment gives (FixedType.to_bits). C-contiguous
-    values are read where they lie, under the guard: SourceVanished if their memory goes."""
+    values are read where they lie, under the guard: MemoryVanished if their memory goes."""
     values = np.ascontiguousarray(values)
     if fixed.overflow != "WRAP" or fixed.width > 62 or out.shape != values.shape or not out.flags.c_contiguous:
         raise ValueError("wrapped_bits packs a wrapping type of up to 62 bits into lanes of the values' shape")
@@ -207,7 +212,26 @@ def wrapped_bits(values: np.ndarray, fixed: FixedType, out: np.ndarray) -> np.nd
         fixed.width,
     )
     if vanished:
-        raise SourceVanished("the memory being packed was truncated under the read")
+        raise MemoryVanished("the memory being packed was truncated under the read")
+    return out
+
+
+def float_from_bits(bits: np.ndarray, fixed: FixedType, out: np.ndarray) -> np.ndarray:
+    """Bit patterns (unsigned lanes, extra high bits ignored) of a type of up to 24 bits → `out`
+    (float32, as many values, in order), as FixedType.to_float(from_bits(bits)) gives. `out` is written where it
+    lies, under the guard: MemoryVanished if its memory goes."""
+    if (
+        fixed.width > 24
+        or out.dtype != np.float32
+        or out.size != bits.size
+        or not (bits.flags.c_contiguous and out.flags.c_contiguous)
+    ):
+        raise ValueError("float_from_bits unpacks C-contiguous lanes of up to 24 bits into as many C-contiguous floats")
+    vanished = _function("float_from_bits", bits, out)(
+        bits.ctypes.data, out.ctypes.data, bits.size, 2.0**-fixed.fraction, fixed.width, int(fixed.signed)
+    )
+    if vanished:
+        raise MemoryVanished("the memory being unpacked into was truncated under the write")
     return out
 
 

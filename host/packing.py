@@ -8,14 +8,15 @@ the widest type); lane k of word w holds element w·lanes + k. The words are lit
 flat array of lane-sized integers *is* the word buffer.
 
 Rows come in blocks (one per request a batch merged), packed one after another where they lie: a
-batch is never concatenated first, and a block may be a view of a client's shared memory.
+batch is never concatenated first, and a block may be a view of a client's shared memory. Output
+rows are unpacked straight into where they go, which may be a client's shared memory too.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from .fastpath import SourceVanished
+from .fastpath import MemoryVanished, float_from_bits
 from .fixed import FixedType
 
 WORD_BYTES = 64
@@ -82,6 +83,12 @@ class TensorLanes:
         read rows with numpy, which a truncated mapping would crash: those rows must be copies."""
         return len(self.segments) == 1 and self.type.overflow == "WRAP" and self.type.width <= 62
 
+    @property
+    def unpacks_in_place(self) -> bool:
+        """Whether output rows are unpacked by the compiled, guarded pass (fastpath.float_from_bits), so
+        `unpack` may write into a client's shared memory: one float32 tensor (types up to 24 bits)."""
+        return len(self.segments) == 1 and self.type.width <= 24
+
     def pack(self, blocks, buffer):
         """Write blocks of rows ([n_i, elements_per_row] each) one after another into `buffer` (uint8, at
         least nbytes(Σ n_i)); returns the bytes used. UnreadableBlock(i) when block i's memory vanished.
@@ -95,7 +102,7 @@ class TensorLanes:
         for index, block in enumerate(blocks):
             try:
                 self._pack_rows(block, lanes[at : at + block.size])
-            except SourceVanished:
+            except MemoryVanished:
                 raise UnreadableBlock(index) from None
             at += block.size
         lanes[at:] = 0
@@ -128,16 +135,19 @@ class TensorLanes:
             out[:, segment.columns] = segment.type.from_bits(grid[:, segment.columns])
         return out
 
-    def unpack(self, buffer, rows, out=None):
-        """Output rows as floats (float_dtype), each element converted from its segment's type; into
-        `out` ([rows, elements_per_row] of float_dtype, e.g. a batch's slice) when given."""
-        lanes = buffer[: self.nbytes(rows)].view(self.lane_dtype)[: rows * self.elements_per_row]
-        grid = lanes.reshape(rows, self.elements_per_row)
+    def unpack(self, buffer, rows, out=None, first=0):
+        """Output rows [first, first + rows) of `buffer` as floats (float_dtype), each element converted
+        from its segment's type; into `out` ([rows, elements_per_row] of float_dtype, C-contiguous: a
+        slice of a batch's result, or a client's shared memory) when given. MemoryVanished when `out`
+        was a client's memory that went under the write (only where unpacks_in_place)."""
+        elements = slice(first * self.elements_per_row, (first + rows) * self.elements_per_row)
+        lanes = buffer[: self.nbytes(first + rows)].view(self.lane_dtype)[elements]
         if out is None:
             out = np.empty((rows, self.elements_per_row), self.float_dtype)
-        if len(self.segments) == 1:
-            fixed = self.segments[0].type
-            return fixed.to_float(fixed.from_bits(grid), out=out)
+        if self.unpacks_in_place:
+            float_from_bits(lanes, self.type, out)
+            return out
+        grid = lanes.reshape(rows, self.elements_per_row)
         for segment in self.segments:
             segment.type.to_float(segment.type.from_bits(grid[:, segment.columns]), out=out[:, segment.columns])
         return out

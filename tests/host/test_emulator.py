@@ -165,7 +165,7 @@ def test_small_runs_happen_in_the_callers_thread_only_on_an_idle_device(model_re
         rows = facile_inputs[0][: emulator.inline_rows + 1].astype(np.float32)
         assert emulator.inline_rows >= 64
         small = emulator.run_small([rows[:5], rows[5:40]])
-        assert small is not None and np.array_equal(small, emulator.run(rows[:40]))
+        assert small is not None and np.array_equal(np.concatenate(small), emulator.run(rows[:40]))
         assert emulator.run_small(rows) is None  # one row too many
         (unit,) = emulator.compute_units
         entered, release = threading.Event(), threading.Event()
@@ -185,6 +185,26 @@ def test_small_runs_happen_in_the_callers_thread_only_on_an_idle_device(model_re
         busy.join(30)
         unit.execute = execute
         assert emulator.run_small(rows[:1]) is not None
+    finally:
+        emulator.close()
+
+
+def test_outputs_unpack_straight_into_their_destinations(model_repository, facile_inputs):
+    """Device.run with destinations (how a client's shared memory gets its outputs): the blocks that
+    have one are answered by that very array, filled as the blocks' own run would, across executions
+    on two compute units; the others get their rows of one result, as without destinations."""
+    emulator = open_device("emulator", model_repository / "facile" / "1", 2)
+    try:
+        rows = facile_inputs[0][:3000].astype(np.float32)
+        blocks = [rows[:700], rows[700:1700], rows[1700:]]  # two executions of 1500 rows: block 1 spans both
+        expected = emulator.run(rows)
+        into = [None, np.full((1000, 1), np.nan, np.float32), np.full((1300, 1), np.nan, np.float32)]
+        outputs = emulator.run(blocks, into=into)
+        assert outputs[1] is into[1] and outputs[2] is into[2]
+        assert_bit_equal(np.concatenate(outputs), expected)
+        assert emulator.usage()[0] == 4  # two runs of two executions, each unit one per run
+        with pytest.raises(ValueError, match="destination"):
+            emulator.run(blocks, into=[None, np.empty((999, 1), np.float32), None])
     finally:
         emulator.close()
 

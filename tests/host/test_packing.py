@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from faast.host.fastpath import MemoryVanished
 from faast.host.fixed import FixedType
 from faast.host.packing import TensorLanes, UnreadableBlock
 
@@ -104,6 +105,57 @@ def test_a_block_truncated_under_the_read_is_named_and_the_process_lives(tmp_pat
         lanes.pack([good], buffer)
         lanes.pack([good], reference)
         assert np.array_equal(buffer[: len(reference)], reference)
+    finally:
+        os.close(descriptor)
+        os.unlink(path)
+
+
+@pytest.mark.parametrize(
+    "fixed, lane_bits",
+    [
+        ("fixed<16,6,TRN,WRAP,0>", 16),
+        ("ufixed<12,4,TRN,WRAP,0>", 16),
+        ("fixed<24,10,TRN,WRAP,0>", 32),
+        ("fixed<7,2,TRN,WRAP,0>", 8),
+    ],
+)
+def test_one_tensor_unpacks_with_the_compiled_pass_as_the_type_converts(fixed, lane_bits):
+    """Outputs of one float32 tensor unpack with fastpath.float_from_bits (which may write a client's
+    shared memory): equal to FixedType's own conversion, high lane bits ignored, from any first row."""
+    lanes = TensorLanes.from_description(
+        {"lane_bits": lane_bits, "lanes_per_word": 512 // lane_bits, "elements_per_row": 3, "type": fixed}
+    )
+    assert lanes.unpacks_in_place and lanes.float_dtype == np.float32
+    rows = 41
+    buffer = np.random.default_rng(5).integers(0, 256, lanes.nbytes(rows), dtype=np.uint8)  # junk high bits too
+    grid = buffer.view(lanes.lane_dtype)[: rows * 3].reshape(rows, 3)
+    expected = lanes.type.to_float(lanes.type.from_bits(grid), out=np.empty((rows, 3), np.float32))
+    assert np.array_equal(lanes.unpack(buffer, rows), expected)
+    into = np.full((rows + 4, 3), -1.0, np.float32)
+    lanes.unpack(buffer, 9, out=into[2:11], first=30)
+    assert np.array_equal(into[2:11], expected[30:39])
+    assert (into[:2] == -1).all() and (into[11:] == -1).all()
+
+
+def test_an_output_mapping_truncated_under_the_unpack_is_reported_and_survived():
+    """Unpacking straight into a client's shared memory that shrinks under the write raises
+    MemoryVanished instead of SIGBUS (pytest's faulthandler is on: a fault would end this process)."""
+    lanes = TensorLanes.from_description(
+        {"lane_bits": 16, "lanes_per_word": 32, "elements_per_row": 1, "type": "fixed<16,6,TRN,WRAP,0>"}
+    )
+    rows = 16000
+    buffer = np.random.default_rng(3).integers(0, 256, lanes.nbytes(rows), dtype=np.uint8)
+    path = f"/dev/shm/faast_test_unpacking_{os.getpid()}"
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(descriptor, rows * 4)
+        shared = np.frombuffer(mmap.mmap(descriptor, rows * 4), np.float32).reshape(rows, 1)
+        lanes.unpack(buffer, rows, out=shared)
+        assert np.array_equal(np.fromfile(path, np.float32).reshape(rows, 1), lanes.unpack(buffer, rows))
+        os.ftruncate(descriptor, 4096)  # the client shrinks its object under the next write
+        with pytest.raises(MemoryVanished):
+            lanes.unpack(buffer, rows, out=shared)
+        assert np.array_equal(lanes.unpack(buffer, 5), lanes.unpack(buffer, rows)[:5])  # unpacking goes on
     finally:
         os.close(descriptor)
         os.unlink(path)

@@ -182,6 +182,72 @@ def test_a_region_truncated_while_its_request_waits_fails_alone(model_repository
         held.stop()
 
 
+def test_an_output_region_truncated_while_its_request_waits_fails_alone(model_repository, server, tmp_path):
+    """FACILE's FP32 output, asked for in shared memory, is unpacked by the kernel straight into the
+    client's memory (no answer array, no copy). A client that truncates that object while the batcher
+    holds its request gets INVALID_ARGUMENT, not a dead server; another client's request in the same
+    execution gets its own answer, bit for bit. (Written from an answer array instead, the write would
+    find the object smaller beforehand and say so: this message proves the write is in place.)"""
+    repository = facile_with_config(
+        model_repository, tmp_path, "max_queue_delay_microseconds: 100\n", "max_queue_delay_microseconds: 1500000\n"
+    )
+    held = Server(repository, tmp_path / "serve.log")
+    rows = np.random.default_rng(13).uniform(-3, 80, (4096, 15)).astype(np.float32)
+    other = np.random.default_rng(14).uniform(-3, 80, (700, 15)).astype(np.float32)
+    nbytes = len(rows) * 4
+    region = shm.create_shared_memory_region("faast_vanishing_out", "/faast_vanishing_out", nbytes)
+    try:
+        held.client.register_system_shared_memory("vanishing_out", "/faast_vanishing_out", nbytes)
+        given = grpcclient.InferInput("input", list(rows.shape), "FP32")
+        given.set_data_from_numpy(rows)
+        wanted = grpcclient.InferRequestedOutput("output")
+        wanted.set_shared_memory("vanishing_out", nbytes)
+        answer = held.client.infer("facile", [given], outputs=[wanted])
+        assert answer.get_response().raw_output_contents == [b""]  # as Triton: the output's bytes are not sent
+        written = shm.get_contents_as_numpy(region, np.float32, [len(rows), 1])
+        assert np.array_equal(written, _outputs(server, rows))
+        before = held.client.get_inference_statistics("facile").model_stats[0]
+        answers: dict[str, object] = {}
+
+        def send(name, tensors, outputs=None):
+            client = grpcclient.InferenceServerClient(held.url)  # its own connection
+            try:
+                answers[name] = client.infer("facile", tensors, outputs=outputs, client_timeout=30)
+            except InferenceServerException as error:
+                answers[name] = error
+            finally:
+                client.close()
+
+        plain = grpcclient.InferInput("input", list(other.shape), "FP32")
+        plain.set_data_from_numpy(other)
+        threads = [
+            threading.Thread(target=send, args=("in place", [given], [wanted])),
+            threading.Thread(target=send, args=("plain", [plain])),
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.7)  # both are checked and queued; the batcher holds them for 1.5 s
+        os.truncate("/dev/shm/faast_vanishing_out", 0)
+        for thread in threads:
+            thread.join(30)
+        assert isinstance(answers["in place"], InferenceServerException)
+        assert answers["in place"].status() == "StatusCode.INVALID_ARGUMENT"
+        assert (
+            "shared memory region 'vanishing_out' was truncated while it was written" in answers["in place"].message()
+        )
+        assert np.array_equal(answers["plain"].as_numpy("output"), _outputs(server, other))
+        after = held.client.get_inference_statistics("facile").model_stats[0]
+        assert after.execution_count - before.execution_count == 1  # one execution: the batch, run again
+        assert after.inference_count - before.inference_count == len(other)
+        assert after.inference_stats.fail.count - before.inference_stats.fail.count == 1
+        assert held.process.poll() is None
+        assert np.array_equal(_outputs(held, other), _outputs(server, other))
+    finally:
+        held.client.unregister_system_shared_memory("vanishing_out")
+        shm.destroy_shared_memory_region(region)
+        held.stop()
+
+
 def test_settings_cannot_name_files_and_are_validated_when_set(explicit, tmp_path):
     target = tmp_path / "written_by_a_client"
     with grpc.insecure_channel(explicit.url) as channel:

@@ -71,11 +71,13 @@ class FakeDevice:
         for gate in self._every_gate:
             gate.set()
 
-    def run_small(self, rows, timings=None) -> None:
+    def run_small(self, rows, timings=None, into=None) -> None:
         return None  # every run goes to a worker thread, where a test can hold it
 
-    def run(self, rows: np.ndarray | list[np.ndarray], timings: Timings | None = None) -> np.ndarray:
-        rows = np.concatenate(rows) if isinstance(rows, list) else rows  # a batch's blocks, in order
+    def run(self, blocks: list[np.ndarray], timings: Timings | None = None, into=None) -> list[np.ndarray]:
+        """A batch's blocks → each block's outputs, as Device.run answers a list (no destinations here)."""
+        assert into is None, "the fake device has no shared memory to unpack into"
+        rows = np.concatenate(blocks)
         with self._lock:
             index = len(self.inputs)
             self.inputs.append(np.array(rows, copy=True))
@@ -92,7 +94,8 @@ class FakeDevice:
                 timings.executions += 1
             if index in self.failing:
                 raise DeviceError(f"execution {index} failed")
-            return (np.asarray(rows, np.float32) * 2 + 1).astype(np.float32)
+            outputs = (np.asarray(rows, np.float32) * 2 + 1).astype(np.float32)
+            return np.split(outputs, np.cumsum([len(block) for block in blocks])[:-1])
         finally:
             with self._lock:
                 self.active -= 1
