@@ -236,10 +236,17 @@ void wrapped_bits(const In* values, Lane* out, int64_t n, double scale, int quan
     double x[CHUNK];
     for (int64_t start = 0; start < n; start += CHUNK) {
         int64_t count = std::min(CHUNK, n - start);
-        bool huge = false;
-        for (int64_t i = 0; i < count; ++i) x[i] = static_cast<double>(values[start + i]) * scale;
-        quantize(x, count, quantization);
-        for (int64_t i = 0; i < count; ++i) huge |= !(std::fabs(x[i]) < 0x1p62);  // NaN too
+        int64_t huge = 0;  // counted, not or-ed: a sum vectorizes
+        if (quantization == TRN) {  // the common mode, in one pass
+            for (int64_t i = 0; i < count; ++i) {
+                x[i] = std::floor(static_cast<double>(values[start + i]) * scale);
+                huge += std::fabs(x[i]) < 0x1p62 ? 0 : 1;  // NaN too
+            }
+        } else {
+            for (int64_t i = 0; i < count; ++i) x[i] = static_cast<double>(values[start + i]) * scale;
+            quantize(x, count, quantization);
+            for (int64_t i = 0; i < count; ++i) huge += std::fabs(x[i]) < 0x1p62 ? 0 : 1;
+        }
         if (!huge) {
             for (int64_t i = 0; i < count; ++i)
                 out[start + i] = static_cast<Lane>(static_cast<uint64_t>(static_cast<int64_t>(x[i])) & mask);
