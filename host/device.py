@@ -421,8 +421,11 @@ class Device:
         blocks = [self._kernel_rows(block) for block in rows]
         outputs = self._outputs(blocks, into)
         total = sum(len(block) for block in blocks)
-        # Spread a batch over all CUs, but never beyond one execution's capacity.
-        spread = -(-total // len(self._pools))
+        # A call alone on the device spreads its rows over all CUs; with other calls under way, those
+        # keep the other CUs busy, so a call takes executions as large as fit, and one that fits runs
+        # in this thread: each hand-off to a CU's thread and back costs two wake-ups. Never beyond one
+        # execution's capacity.
+        spread = -(-total // len(self._pools)) if self._calls == 1 else total
         step = min(self.kernel.layout.rows_per_execution, max(MIN_ROWS_PER_EXECUTION, spread))
         pending: collections.deque[tuple[_BufferPool, Future, _Execution, tuple[DeviceBuffer, DeviceBuffer]]] = (
             collections.deque()
