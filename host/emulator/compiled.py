@@ -97,12 +97,15 @@ class NetworkPass:
         )
         self._check(program)
 
-    def run(self, mantissas: np.ndarray) -> np.ndarray:
-        """Input mantissas (integers [n, inputs]) → output mantissas (int64 [n, outputs])."""
+    def run(self, mantissas: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Input mantissas (integers [n, inputs]) → output mantissas (int64 [n, outputs]), into `out`
+        (C-contiguous) when given: a compute unit reuses its own, as fresh memory for every run costs
+        page faults, and unmapping it interrupts every other core running this process."""
         rows = mantissas.reshape(len(mantissas), -1)
         if rows.dtype != np.int16:
             rows = rows.astype(np.int64, copy=False)
-        out = np.empty((len(rows), self.output_columns), np.int64)
+        if out is None:
+            out = np.empty((len(rows), self.output_columns), np.int64)
         self.network(np.ascontiguousarray(rows), out)
         return out
 

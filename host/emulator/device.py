@@ -28,6 +28,7 @@ class EmulatorComputeUnit(ComputeUnit):
         self.program = program
         self.lanes_in, self.lanes_out = lanes_in, lanes_out
         self.name = f"emulator{index}"
+        self._result = np.empty((0, lanes_out.elements_per_row), np.int64)  # the pass's output, reused
 
     def allocate(self, nbytes):
         return DeviceBuffer(np.zeros(nbytes, np.uint8))
@@ -40,12 +41,18 @@ class EmulatorComputeUnit(ComputeUnit):
             mantissas = (bits.view(bits.dtype.str.replace("u", "i")) if single.signed else bits).reshape(rows, -1)
         else:
             mantissas = lanes_in.mantissas(inputs.host, rows)
-        result = self.program.run(mantissas)
+        if isinstance(self.program, NetworkPass):  # one run at a time on a unit: its result array is reused
+            if len(self._result) < rows:
+                self._result = np.empty((rows, lanes_out.elements_per_row), np.int64)
+            result = self.program.run(mantissas, self._result[:rows])
+        else:
+            result = self.program.run(mantissas)
         out = outputs.host[:out_bytes].view(lanes_out.lane_dtype)
         grid = out[: result.size].reshape(result.shape)
         for segment in lanes_out.segments:
-            mask = (1 << segment.type.width) - 1
-            grid[:, segment.columns] = (result[:, segment.columns] & mask).astype(lanes_out.lane_dtype)
+            columns = result[:, segment.columns]
+            np.bitwise_and(columns, (1 << segment.type.width) - 1, out=columns)
+            grid[:, segment.columns] = columns  # the low lane bits: the masked bit pattern
         out[result.size :] = 0
 
 
