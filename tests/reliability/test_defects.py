@@ -124,17 +124,64 @@ def test_a_truncated_region_is_an_error_not_sigbus(explicit):
         shm.destroy_shared_memory_region(region)
 
 
-def test_a_region_truncated_while_its_request_waits_fails_alone(model_repository, server, tmp_path):
-    """An FP32 input in shared memory reaches the kernel as a view of the client's memory (no copy).
-    A client that truncates its object after the request was checked, while the batcher holds it,
-    gets Triton's INVALID_ARGUMENT; the server lives, and another client's request in the same
-    execution gets its own answer, bit for bit (the batch ran again without the vanished rows)."""
+def _held_facile(model_repository, tmp_path):
+    """A server whose batcher holds every request 1.5 s: time for a client to pull memory under it."""
     repository = facile_with_config(
         model_repository, tmp_path, "max_queue_delay_microseconds: 100\n", "max_queue_delay_microseconds: 1500000\n"
     )
-    held = Server(repository, tmp_path / "serve.log")
-    rows = np.random.default_rng(11).uniform(-3, 80, (4096, 15)).astype(np.float32)
+    return Server(repository, tmp_path / "serve.log")
+
+
+def _truncated_while_held(held, server, key, inputs, outputs, message):
+    """Send (inputs, outputs), whose shared memory lies in /dev/shm/`key`, together with another
+    client's plain request; truncate the object while the batcher holds both. The first fails alone
+    with INVALID_ARGUMENT and `message`; the other is answered bit for bit in one execution (the
+    batch ran again without the vanished request), and the server lives on."""
     other = np.random.default_rng(12).uniform(-3, 80, (700, 15)).astype(np.float32)
+    before = held.client.get_inference_statistics("facile").model_stats[0]
+    answers: dict[str, object] = {}
+
+    def send(name, tensors, wanted=None):
+        client = grpcclient.InferenceServerClient(held.url)  # its own connection
+        try:
+            answers[name] = client.infer("facile", tensors, outputs=wanted, client_timeout=30)
+        except InferenceServerException as error:
+            answers[name] = error
+        finally:
+            client.close()
+
+    plain = grpcclient.InferInput("input", list(other.shape), "FP32")
+    plain.set_data_from_numpy(other)
+    threads = [
+        threading.Thread(target=send, args=("in place", inputs, outputs)),
+        threading.Thread(target=send, args=("plain", [plain])),
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.7)  # both are checked and queued; the batcher holds them for 1.5 s
+    os.truncate(f"/dev/shm/{key}", 0)
+    for thread in threads:
+        thread.join(30)
+    failed = answers["in place"]
+    assert isinstance(failed, InferenceServerException)
+    assert failed.status() == "StatusCode.INVALID_ARGUMENT"
+    assert message in failed.message()
+    assert np.array_equal(answers["plain"].as_numpy("output"), _outputs(server, other))
+    after = held.client.get_inference_statistics("facile").model_stats[0]
+    assert after.execution_count - before.execution_count == 1
+    assert after.inference_count - before.inference_count == len(other)
+    assert after.inference_stats.fail.count - before.inference_stats.fail.count == 1
+    assert held.process.poll() is None
+    assert np.array_equal(_outputs(held, other), _outputs(server, other))
+
+
+def test_an_input_region_truncated_while_its_request_waits_fails_alone(model_repository, server, tmp_path):
+    """An FP32 input in shared memory reaches the kernel as a view of the client's memory (no copy).
+    A client that truncates its object after the request was checked, while the batcher holds it,
+    gets Triton's INVALID_ARGUMENT, alone. (Copied instead, the request would succeed: this failure
+    proves the read is in place.)"""
+    held = _held_facile(model_repository, tmp_path)
+    rows = np.random.default_rng(11).uniform(-3, 80, (4096, 15)).astype(np.float32)
     region = shm.create_shared_memory_region("faast_vanishing", "/faast_vanishing", rows.nbytes)
     try:
         shm.set_shared_memory_region(region, [rows])
@@ -142,40 +189,14 @@ def test_a_region_truncated_while_its_request_waits_fails_alone(model_repository
         viewed = grpcclient.InferInput("input", list(rows.shape), "FP32")
         viewed.set_shared_memory("vanishing", rows.nbytes)
         assert np.array_equal(held.client.infer("facile", [viewed]).as_numpy("output"), _outputs(server, rows))
-        before = held.client.get_inference_statistics("facile").model_stats[0]
-        answers: dict[str, object] = {}
-
-        def send(name, tensors):
-            client = grpcclient.InferenceServerClient(held.url)  # its own connection
-            try:
-                answers[name] = client.infer("facile", tensors, client_timeout=30).as_numpy("output")
-            except InferenceServerException as error:
-                answers[name] = error
-            finally:
-                client.close()
-
-        plain = grpcclient.InferInput("input", list(other.shape), "FP32")
-        plain.set_data_from_numpy(other)
-        threads = [
-            threading.Thread(target=send, args=("viewed", [viewed])),
-            threading.Thread(target=send, args=("plain", [plain])),
-        ]
-        for thread in threads:
-            thread.start()
-        time.sleep(0.7)  # both are checked and queued; the batcher holds them for 1.5 s
-        os.truncate("/dev/shm/faast_vanishing", 0)
-        for thread in threads:
-            thread.join(30)
-        assert isinstance(answers["viewed"], InferenceServerException)
-        assert answers["viewed"].status() == "StatusCode.INVALID_ARGUMENT"
-        assert "shared memory region 'vanishing' was truncated while it was read" in answers["viewed"].message()
-        assert np.array_equal(answers["plain"], _outputs(server, other))
-        after = held.client.get_inference_statistics("facile").model_stats[0]
-        assert after.execution_count - before.execution_count == 1  # one execution: the batch, run again
-        assert after.inference_count - before.inference_count == len(other)
-        assert after.inference_stats.fail.count - before.inference_stats.fail.count == 1
-        assert held.process.poll() is None
-        assert np.array_equal(_outputs(held, other), _outputs(server, other))
+        _truncated_while_held(
+            held,
+            server,
+            "faast_vanishing",
+            [viewed],
+            None,
+            "shared memory region 'vanishing' was truncated while it was read",
+        )
     finally:
         held.client.unregister_system_shared_memory("vanishing")
         shm.destroy_shared_memory_region(region)
@@ -185,15 +206,10 @@ def test_a_region_truncated_while_its_request_waits_fails_alone(model_repository
 def test_an_output_region_truncated_while_its_request_waits_fails_alone(model_repository, server, tmp_path):
     """FACILE's FP32 output, asked for in shared memory, is unpacked by the kernel straight into the
     client's memory (no answer array, no copy). A client that truncates that object while the batcher
-    holds its request gets INVALID_ARGUMENT, not a dead server; another client's request in the same
-    execution gets its own answer, bit for bit. (Written from an answer array instead, the write would
-    find the object smaller beforehand and say so: this message proves the write is in place.)"""
-    repository = facile_with_config(
-        model_repository, tmp_path, "max_queue_delay_microseconds: 100\n", "max_queue_delay_microseconds: 1500000\n"
-    )
-    held = Server(repository, tmp_path / "serve.log")
+    holds its request gets INVALID_ARGUMENT, alone. (Written from an answer array instead, the write
+    would find the object smaller beforehand and say so: this message proves the write is in place.)"""
+    held = _held_facile(model_repository, tmp_path)
     rows = np.random.default_rng(13).uniform(-3, 80, (4096, 15)).astype(np.float32)
-    other = np.random.default_rng(14).uniform(-3, 80, (700, 15)).astype(np.float32)
     nbytes = len(rows) * 4
     region = shm.create_shared_memory_region("faast_vanishing_out", "/faast_vanishing_out", nbytes)
     try:
@@ -206,42 +222,14 @@ def test_an_output_region_truncated_while_its_request_waits_fails_alone(model_re
         assert answer.get_response().raw_output_contents == [b""]  # as Triton: the output's bytes are not sent
         written = shm.get_contents_as_numpy(region, np.float32, [len(rows), 1])
         assert np.array_equal(written, _outputs(server, rows))
-        before = held.client.get_inference_statistics("facile").model_stats[0]
-        answers: dict[str, object] = {}
-
-        def send(name, tensors, outputs=None):
-            client = grpcclient.InferenceServerClient(held.url)  # its own connection
-            try:
-                answers[name] = client.infer("facile", tensors, outputs=outputs, client_timeout=30)
-            except InferenceServerException as error:
-                answers[name] = error
-            finally:
-                client.close()
-
-        plain = grpcclient.InferInput("input", list(other.shape), "FP32")
-        plain.set_data_from_numpy(other)
-        threads = [
-            threading.Thread(target=send, args=("in place", [given], [wanted])),
-            threading.Thread(target=send, args=("plain", [plain])),
-        ]
-        for thread in threads:
-            thread.start()
-        time.sleep(0.7)  # both are checked and queued; the batcher holds them for 1.5 s
-        os.truncate("/dev/shm/faast_vanishing_out", 0)
-        for thread in threads:
-            thread.join(30)
-        assert isinstance(answers["in place"], InferenceServerException)
-        assert answers["in place"].status() == "StatusCode.INVALID_ARGUMENT"
-        assert (
-            "shared memory region 'vanishing_out' was truncated while it was written" in answers["in place"].message()
+        _truncated_while_held(
+            held,
+            server,
+            "faast_vanishing_out",
+            [given],
+            [wanted],
+            "shared memory region 'vanishing_out' was truncated while it was written",
         )
-        assert np.array_equal(answers["plain"].as_numpy("output"), _outputs(server, other))
-        after = held.client.get_inference_statistics("facile").model_stats[0]
-        assert after.execution_count - before.execution_count == 1  # one execution: the batch, run again
-        assert after.inference_count - before.inference_count == len(other)
-        assert after.inference_stats.fail.count - before.inference_stats.fail.count == 1
-        assert held.process.poll() is None
-        assert np.array_equal(_outputs(held, other), _outputs(server, other))
     finally:
         held.client.unregister_system_shared_memory("vanishing_out")
         shm.destroy_shared_memory_region(region)
