@@ -48,8 +48,8 @@ class Scheduler(ABC):
         `parameters` are the request's checked parameters (priority, timeout). `into`: where the device
         unpacks the outputs itself (a view of the client's shared memory; see Device.run). Raises
         InputVanished or OutputVanished when that request's shared memory went under the access,
-        Unavailable
-        when the scheduler is closing or its queue refuses the request, Internal when the device fails.
+        Unavailable when the scheduler is closing or its queue refuses the request, Internal when the
+        device fails.
         Cancelling the awaiting task (the client cancelled, or its deadline passed) takes a request
         that is still queued out of the queue, so it is never computed.
         """
