@@ -184,12 +184,9 @@ class DynamicBatcher(Scheduler):
         start, taken = now_ns(), len(batch)
         try:
             while True:
-                destinations = [request.into for request in batch]
                 try:
                     outputs, (input_ns, infer_ns, output_ns) = await execute(
-                        self.device,
-                        [request.rows for request in batch],
-                        None if all(into is None for into in destinations) else destinations,
+                        self.device, [request.rows for request in batch], [request.into for request in batch]
                     )
                     break
                 except BlockVanished as vanished:

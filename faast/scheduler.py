@@ -69,10 +69,10 @@ def unloading(model_name: str) -> Unavailable:
 
 
 async def execute(
-    device: Device, blocks: list[np.ndarray], into: list[np.ndarray | None] | None = None
+    device: Device, blocks: list[np.ndarray], into: list[np.ndarray | None]
 ) -> tuple[list[np.ndarray], tuple[int, int, int]]:
-    """Run requests' blocks of rows (with their destinations, if any) on the device from a worker
-    thread, or on the event loop when the device says a run this small is cheaper there
+    """Run requests' blocks of rows (with their destinations, None where they gave none) on the device
+    from a worker thread, or on the event loop when the device says a run this small is cheaper there
     (Device.run_small); returns each block's outputs and (input, infer, output) ns. BlockVanished
     passes through: it is one request's fault, not the device's."""
     timings = Timings()
@@ -111,9 +111,7 @@ class DirectScheduler(Scheduler):
         self._pending += 1
         self._idle.clear()
         try:
-            (outputs,), (input_ns, infer_ns, output_ns) = await execute(
-                self.device, [rows], None if into is None else [into]
-            )
+            (outputs,), (input_ns, infer_ns, output_ns) = await execute(self.device, [rows], [into])
         finally:
             self._pending -= 1
             if not self._pending:

@@ -366,22 +366,16 @@ class Device:
         self._calls = 0  # run() calls under way
         self._calls_lock = threading.Lock()
 
-    @overload
-    def run_small(self, rows: np.ndarray, timings: Timings | None = None) -> np.ndarray | None: ...
-    @overload
     def run_small(
-        self, rows: list[np.ndarray], timings: Timings | None = None, into: Destinations = None
-    ) -> list[np.ndarray] | None: ...
-    def run_small(self, rows: Rows, timings: Timings | None = None, into: Destinations = None) -> Outputs | None:
-        """run(rows, timings, into) done now, in this thread, when the rows are at most `inline_rows` and
-        no other call is under way (so it waits for no buffers and no unit); None otherwise: hand it to
-        a worker thread. An event loop calls this: at batch 1, the hand-off and the wait for the GIL
-        to come back cost more than the run."""
-        if isinstance(rows, np.ndarray):
-            return self.run(rows, timings) if len(rows) <= self.inline_rows and not self._calls else None
-        if sum(len(block) for block in rows) > self.inline_rows or self._calls:
+        self, blocks: list[np.ndarray], timings: Timings | None = None, into: Destinations = None
+    ) -> list[np.ndarray] | None:
+        """run(blocks, timings, into) done now, in this thread, when the rows are at most `inline_rows`
+        and no other call is under way (so it waits for no buffers and no unit); None otherwise: hand
+        it to a worker thread. An event loop calls this: at batch 1, the hand-off and the wait for the
+        GIL to come back cost more than the run."""
+        if sum(len(block) for block in blocks) > self.inline_rows or self._calls:
             return None
-        return self.run(rows, timings, into)
+        return self.run(blocks, timings, into)
 
     @overload
     def run(self, rows: np.ndarray, timings: Timings | None = None) -> np.ndarray: ...
@@ -458,7 +452,7 @@ class Device:
 
     def _outputs(self, blocks: list[np.ndarray], into: Destinations) -> _Outputs:
         layout = self.kernel.layout.output
-        destined = list(into) if into is not None else [None] * len(blocks)
+        destined = into if into is not None else [None] * len(blocks)
         if len(destined) != len(blocks):
             raise ValueError("a run's destinations are one per block")
         if any(out is not None for out in destined) and not layout.unpacks_in_place:

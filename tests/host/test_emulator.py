@@ -166,7 +166,7 @@ def test_small_runs_happen_in_the_callers_thread_only_on_an_idle_device(model_re
         assert emulator.inline_rows >= 64
         small = emulator.run_small([rows[:5], rows[5:40]])
         assert small is not None and np.array_equal(np.concatenate(small), emulator.run(rows[:40]))
-        assert emulator.run_small(rows) is None  # one row too many
+        assert emulator.run_small([rows]) is None  # one row too many
         (unit,) = emulator.compute_units
         entered, release = threading.Event(), threading.Event()
         execute = unit.execute
@@ -180,11 +180,11 @@ def test_small_runs_happen_in_the_callers_thread_only_on_an_idle_device(model_re
         busy = threading.Thread(target=emulator.run, args=(rows,))
         busy.start()
         assert entered.wait(30)
-        assert emulator.run_small(rows[:1]) is None  # a call is under way: not here, not now
+        assert emulator.run_small([rows[:1]]) is None  # a call is under way: not here, not now
         release.set()
         busy.join(30)
         unit.execute = execute
-        assert emulator.run_small(rows[:1]) is not None
+        assert emulator.run_small([rows[:1]]) is not None
     finally:
         emulator.close()
 
