@@ -27,8 +27,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one compute unit = one cor
 
 import numpy as np  # noqa: E402
 
+from faast.contract.kernel import KernelDescription  # noqa: E402
 from faast.host.csim import CsimDevice  # noqa: E402
-from faast.host.device import KernelDescription  # noqa: E402
 from faast.host.emulator import EmulatorDevice, load_program  # noqa: E402
 from faast.host.emulator.compiled import NetworkPass  # noqa: E402
 from faast.kernels.spec import KernelSpec  # noqa: E402

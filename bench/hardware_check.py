@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from faast.host.device import DeviceError, KernelDescription, open_device
+from faast.contract.errors import DeviceError
+from faast.contract.kernel import KernelDescription
+from faast.host.drivers import open_device
 
 # FaaST (Krupa et al.), Table I: FACILE inferences per second at batch 16000.
 TABLE_I = {"u250": 86e6, "aws-f1": 36e6}

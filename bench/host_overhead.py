@@ -70,7 +70,7 @@ def kernel_ns_per_row(version_dir, seconds=3.0):
     """The emulator kernel's CPU time per row, on one compute unit fed packed buffers."""
     import numpy as np
 
-    from faast.host.device import open_device
+    from faast.host.drivers import open_device
 
     device = open_device("emulator", version_dir, 1)
     try:

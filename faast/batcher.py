@@ -12,11 +12,10 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+from faast.host.device import Device
 
-from faast.host.device import BlockVanished, Device
-
-from .errors import Unavailable
+from .contract.errors import BlockVanished, Unavailable
+from .contract.memory import ClientMemory, Rows
 from .precise_timer import PreciseTimer
 from .protocol import model_config as mc
 from .scheduler import Completion, Scheduler, execute, now_ns, unloading
@@ -25,8 +24,8 @@ from .statistics import ModelStatistics
 
 @dataclass(eq=False)  # compared by identity: queues find, and drop, this very request
 class _Queued:
-    rows: np.ndarray
-    into: np.ndarray | None  # where the device unpacks its outputs (the client's shared memory), if anywhere
+    rows: Rows
+    into: ClientMemory | None  # where the device unpacks its outputs (the client's shared memory), if anywhere
     future: asyncio.Future
     arrival: int
     deadline: int  # perf_counter ns, 0 for none
@@ -74,7 +73,7 @@ class DynamicBatcher(Scheduler):
         return sum(len(waiting) for waiting in self.queues.values()) + self.running
 
     async def submit(
-        self, rows: np.ndarray, parameters: dict[str, Any] | None = None, into: np.ndarray | None = None
+        self, rows: Rows, parameters: dict[str, Any] | None = None, into: ClientMemory | None = None
     ) -> Completion:
         if self._closing:
             raise unloading(self.model_name)

@@ -14,10 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from faast.host.device import InputVanished, OutputVanished
-
 from . import __version__, tensors
-from .errors import InferenceError, InvalidArgument, NotFound, Unavailable
+from .contract.errors import (
+    FaastError,
+    InferenceError,
+    InputVanished,
+    InvalidArgument,
+    OutputVanished,
+    Unavailable,
+)
+from .contract.memory import ClientMemory, Rows
 from .model import ServedModel
 from .protocol import service
 from .repository import ModelRepository
@@ -42,8 +48,6 @@ EXTENSIONS = [
 ALLOWED_TRITON_PARAMETERS = ["triton_enable_empty_final_response"]
 # Request parameters the scheduler reads, with the InferParameter fields Triton accepts for them.
 INTEGER_PARAMETERS = {"priority": "int64_param or uint64_param", "timeout": "int64_param"}
-# ModelStatistics' failure reason of each error a request can end with; anything else is BACKEND.
-FAILURE_REASONS: dict[type[Exception], str] = {Unavailable: "REJECTED", InvalidArgument: "OTHER", NotFound: "OTHER"}
 
 
 @dataclass
@@ -188,7 +192,7 @@ class DataPlane:
             model.stats.record_failure(time.perf_counter_ns() - arrival, "CANCELED")
             raise
         except Exception as error:
-            reason = FAILURE_REASONS.get(type(error), "BACKEND")
+            reason = error.failure_reason if isinstance(error, FaastError) else "BACKEND"
             model.stats.record_failure(time.perf_counter_ns() - arrival, reason)
             raise
         model.stats.record_success(
@@ -200,9 +204,9 @@ class DataPlane:
             )
         return response
 
-    def _input_bytes(self, model: ServedModel, tensor: InputTensor) -> bytes | memoryview:
-        """An input's raw bytes: views of the request's, or of the client's shared memory where the
-        kernel packs them in place (else copied from it)."""
+    def _input_bytes(self, model: ServedModel, tensor: InputTensor) -> bytes | memoryview | ClientMemory:
+        """An input's raw bytes: views of the request's, or the client's shared memory where the kernel
+        packs it in place (else copied from it)."""
         if tensor.error is not None:
             raise tensor.error
         if tensor.shared_memory is not None:
@@ -211,7 +215,7 @@ class DataPlane:
         assert tensor.data is not None, "a converter gives every input its data, a window or an error"
         return tensor.data
 
-    def _destination(self, model: ServedModel, request: InferRequest, rows: int) -> np.ndarray | None:
+    def _destination(self, model: ServedModel, request: InferRequest, rows: int) -> ClientMemory | None:
         """Where the kernel unpacks the request's outputs itself: the client's shared memory, when the
         request wants the model's one output there, as the kernel's float32 rows, and the window holds
         them. None otherwise: the answer is written from the result after the run (a window too small
@@ -224,13 +228,13 @@ class DataPlane:
         if window is None or window.byte_size < nbytes:
             return None
         view = self.shared_memory.destination(window.region, window.offset, nbytes)
-        return None if view is None else np.frombuffer(view, np.float32).reshape(shape)
+        return None if view is None else view.typed(np.float32, shape)
 
     def _response(
-        self, model: ServedModel, request: InferRequest, result: np.ndarray, in_place: bool = False
+        self, model: ServedModel, request: InferRequest, result: Rows, in_place: bool = False
     ) -> InferResponse:
         """The answer to a request from its result rows; `in_place`: the kernel unpacked them into the
-        client's shared memory already (they are a view of it, which only the guarded unpack may touch)."""
+        client's shared memory already (`result` is that ClientMemory)."""
         batch = [len(result)] if model.max_batch_size > 0 else []
         wanted = request.outputs or [RequestedOutput(o.name) for o in model.outputs]
         outputs = []
@@ -241,6 +245,7 @@ class DataPlane:
             if in_place:
                 outputs.append(OutputTensor(spec.name, spec.datatype, shape, None))
                 continue
+            assert isinstance(result, np.ndarray), "only an in-place answer lies in a client's memory"
             data: np.ndarray | None = output.answer(result).reshape(shape)
             if requested.shared_memory:
                 region, offset, size = requested.shared_memory
@@ -255,7 +260,7 @@ class DataPlane:
             outputs.append(OutputTensor(spec.name, spec.datatype, shape, data))
         return InferResponse(model.name, model.version, request.id, outputs)
 
-    def _kernel_rows(self, model: ServedModel, request: InferRequest) -> np.ndarray:
+    def _kernel_rows(self, model: ServedModel, request: InferRequest) -> Rows:
         """Validate a request against the model as Triton does and return float32 kernel rows."""
         prefix = f"[request id: {request.id or '<id_unknown>'}] "
         self.check_parameters(request.parameters)
@@ -345,12 +350,15 @@ class DataPlane:
                     f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
                     f"'{model.name}'. Expected {size}, got {len(data)}"
                 )
+        if len(raw) == 1:  # one input tensor: the kernel rows are its bytes where they lie, no copy
+            (tensor,), (data,) = request.inputs, raw
+            if isinstance(data, ClientMemory):
+                return data.typed(tensors.NUMPY[tensor.datatype], (-1, model.device.kernel.input_size))
+            return tensors.from_raw(tensor.datatype, tensor.shape, data).reshape(-1, model.device.kernel.input_size)
+        assert not any(isinstance(data, ClientMemory) for data in raw), "one input alone is packed in place"
         arrays = {
             t.name: tensors.from_raw(t.datatype, t.shape, data) for t, data in zip(request.inputs, raw, strict=True)
         }
-        if len(arrays) == 1:  # one input tensor: the kernel rows view its bytes, no copy
-            (array,) = arrays.values()
-            return array.reshape(-1, model.device.kernel.input_size)
         # Several: side by side in the kernel's order, whatever order the request named them in.
         return np.hstack(
             [arrays[name].reshape(-1, tensor.segment.size) for name, tensor in model.kernel_inputs.items()]

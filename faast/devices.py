@@ -9,8 +9,11 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from faast.host import xrt_driver
-from faast.host.device import HARDWARE, DeviceError, KernelDescription, board, import_vendor
+from faast.host.drivers import HARDWARE
+from faast.host.vendor import board, import_vendor
 
+from .contract.errors import DeviceError
+from .contract.kernel import KernelDescription
 from .protocol import model_config as mc
 
 

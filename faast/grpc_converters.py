@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import tensors
+from .contract.errors import InvalidArgument
 from .dataplane import InferRequest, InferResponse, InputTensor, RequestedOutput
-from .errors import InvalidArgument
 from .grpc_wire import EncodedMessage, WireInferRequest, encode_infer_response
 from .protocol import service
 from .shared_memory import region_from_parameters

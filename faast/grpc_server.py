@@ -13,8 +13,8 @@ import grpc
 
 from . import grpc_converters as converters
 from . import memory, security
+from .contract.errors import InferenceError, Internal, Unimplemented, fault_message
 from .dataplane import DataPlane
-from .errors import InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented, fault_message
 from .grpc_wire import EncodedMessage, Undecodable, decode_infer_request, encode_stream_infer_response, tolerant
 from .handlers import Handlers
 from .protocol import health, service
@@ -22,13 +22,6 @@ from .security import Restrictions
 
 log = logging.getLogger("faast.grpc")
 
-STATUS = {
-    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-    Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
-    Internal: grpc.StatusCode.INTERNAL,
-}
 # Triton's limits: clients send 16000-row batches and large images in one message.
 MESSAGE_LIMIT_OPTIONS = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1)]
 UNPARSABLE = "Unable to parse request"  # Triton says no more, whatever the bytes were
@@ -41,7 +34,7 @@ def _answer(method_name, error):
     """The (code, details) a request ends with after `error`; anything that is not a typed
     InferenceError is a server fault: logged with its traceback and answered INTERNAL."""
     if isinstance(error, InferenceError):
-        return STATUS[type(error)], str(error)
+        return grpc.StatusCode[error.grpc_code], str(error)
     log.error("unexpected error in %s", method_name, exc_info=error)
     return grpc.StatusCode.INTERNAL, fault_message(error)
 

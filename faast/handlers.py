@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidArgument
+from .contract.errors import InvalidArgument
 from .repository import ModelRepository
 from .shared_memory import SharedMemoryManager
 from .trace_log import LogSettings, TraceSettings

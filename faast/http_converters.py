@@ -14,8 +14,8 @@ import numpy as np
 from google.protobuf.descriptor import FieldDescriptor
 
 from . import tensors
+from .contract.errors import InvalidArgument
 from .dataplane import InferRequest, InferResponse, InputTensor, RequestedOutput
-from .errors import InvalidArgument
 from .shared_memory import region_from_parameters
 
 HEADER_LENGTH = "Inference-Header-Content-Length"

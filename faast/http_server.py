@@ -11,15 +11,14 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from . import http_converters as converters
 from . import http_encoding, memory, security
+from .contract.errors import InferenceError, InvalidArgument, Unimplemented, fault_message
 from .dataplane import DataPlane
-from .errors import InferenceError, Internal, InvalidArgument, NotFound, Unavailable, Unimplemented, fault_message
 from .grpc_server import NO_CUDA
 from .handlers import Handlers
 from .metrics import MetricsView
 from .security import Restrictions
 
 log = logging.getLogger("faast.http")
-HTTP_STATUS = {InvalidArgument: 400, NotFound: 404, Unavailable: 503, Unimplemented: 501, Internal: 500}
 
 
 def _json_response(value, status=200, content_type="application/json"):
@@ -30,7 +29,7 @@ def _json_response(value, status=200, content_type="application/json"):
 
 
 def _error(error):
-    return _json_response({"error": str(error)}, status=HTTP_STATUS[type(error)])
+    return _json_response({"error": str(error)}, status=error.http_status)
 
 
 async def _body(request) -> bytes:

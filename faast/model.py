@@ -8,10 +8,13 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import text_format
 
-from faast.host.device import Device, DeviceError, KernelDescription, open_device
-from faast.host.packing import Segment
+from faast.host.device import Device
+from faast.host.drivers import open_device
 
 from .batcher import DynamicBatcher
+from .contract.errors import DeviceError
+from .contract.kernel import KernelDescription
+from .contract.layout import Segment
 from .protocol import model_config as mc
 from .scheduler import DirectScheduler, Scheduler
 from .statistics import ModelStatistics

@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 
 from google.protobuf import json_format
 
-from .errors import Internal, InvalidArgument, NotFound, Unavailable, Unimplemented
+from .contract.errors import Internal, InvalidArgument, NotFound, Unavailable, Unimplemented
 from .model import ServedModel, read_config, version_folders, versions_to_load
 from .protocol import model_config as mc
 from .repository_agents import run_agents

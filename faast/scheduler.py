@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from faast.host.device import Device, DeviceError, Timings
+from faast.host.buffer_pool import Timings
+from faast.host.device import Device
 
-from .errors import Internal, Unavailable
+from .contract.errors import DeviceError, Internal, Unavailable
+from .contract.memory import ClientMemory, Rows
 from .statistics import ModelStatistics
 
 
@@ -29,7 +31,7 @@ class Completion:
     """One request's answer from its scheduler: its output rows (its destination itself, when it gave
     one) and where its time went (ns)."""
 
-    outputs: np.ndarray
+    outputs: np.ndarray | ClientMemory
     queue_ns: int
     input_ns: int
     infer_ns: int
@@ -41,7 +43,7 @@ class Scheduler(ABC):
 
     @abstractmethod
     async def submit(
-        self, rows: np.ndarray, parameters: dict[str, Any] | None = None, into: np.ndarray | None = None
+        self, rows: Rows, parameters: dict[str, Any] | None = None, into: ClientMemory | None = None
     ) -> Completion:
         """Run `rows` (float32 or integer bit patterns, [n, input_size]) and return their outputs.
 
@@ -69,8 +71,8 @@ def unloading(model_name: str) -> Unavailable:
 
 
 async def execute(
-    device: Device, blocks: list[np.ndarray], into: list[np.ndarray | None]
-) -> tuple[list[np.ndarray], tuple[int, int, int]]:
+    device: Device, blocks: list[Rows], into: list[ClientMemory | None]
+) -> tuple[list[np.ndarray | ClientMemory], tuple[int, int, int]]:
     """Run requests' blocks of rows (with their destinations, None where they gave none) on the device
     from a worker thread, or on the event loop when the device says a run this small is cheaper there
     (Device.run_small); returns each block's outputs and (input, infer, output) ns. BlockVanished
@@ -80,7 +82,7 @@ async def execute(
     try:
         outputs = device.run_small(blocks, timings, into)
         if outputs is None:
-            outputs = await asyncio.get_running_loop().run_in_executor(None, device.run, blocks, timings, into)
+            outputs = await asyncio.get_running_loop().run_in_executor(None, device.run_blocks, blocks, timings, into)
     except DeviceError as error:
         raise Internal(f"device '{device.kind}' failed: {error}") from None
     wall = now_ns() - start
@@ -104,7 +106,7 @@ class DirectScheduler(Scheduler):
         return self._pending
 
     async def submit(
-        self, rows: np.ndarray, parameters: dict[str, Any] | None = None, into: np.ndarray | None = None
+        self, rows: Rows, parameters: dict[str, Any] | None = None, into: ClientMemory | None = None
     ) -> Completion:
         if self._closing:
             raise unloading(self.model_name)

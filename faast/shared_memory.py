@@ -12,10 +12,10 @@ that shrinks its own file gets an error instead of killing the server.
 
 A file can still shrink between that check and the access. Copies (pread, pwrite) then only come
 up short. An input the kernel packs straight from the client's memory (`read(..., in_place=True)`)
-and an output it unpacks straight into it (`destination`) are views of the region's mapping, where
-an access past the new end raises SIGBUS: only the host's packing and unpacking touch such a view,
-under the compiled passes' guard (host/fastpath.cpp), which turns the fault into an error for that
-one request. Other outputs are written with pwrite, from the answer array.
+and an output it unpacks straight into it (`destination`) lie in the region's mapping, where an
+access past the new end raises SIGBUS. They are handed out as `ClientMemory` (faast.contract.memory),
+which only the compiled passes' guard (host/fastpath.cpp) reads or writes, turning the fault into an
+error for that one request. Other outputs are written with pwrite, from the answer array.
 """
 
 import mmap
@@ -27,7 +27,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import Internal, InvalidArgument, NotFound
+from .contract.errors import Internal, InvalidArgument, NotFound
+from .contract.memory import ClientMemory
 
 SHM_DIR = "/dev/shm"
 NAME_MAX = 255  # longest file name, hence longest shm object name
@@ -152,27 +153,26 @@ class SharedMemoryManager:
             )
         return region, start
 
-    def read(self, name: str, offset: int, byte_size: int, in_place: bool = False) -> bytes | memoryview:
-        """The window's bytes, copied; with `in_place`, a read-only view of the client's memory when the
-        window starts 8-byte aligned (else a copy). A view is for a caller that reads it only under
-        the packing guard: any other read of it crashes the server if the client truncates the object."""
+    def read(self, name: str, offset: int, byte_size: int, in_place: bool = False) -> bytes | ClientMemory:
+        """The window's bytes, copied; with `in_place`, the client's memory itself (read-only) when the
+        window starts 8-byte aligned (else a copy), which only the packing guard reads."""
         with self._lock:
             region, start = self._window(name, offset, byte_size)
             if in_place and start % IN_PLACE_ALIGNMENT == 0:
-                return memoryview(region.mapping)[start : start + byte_size].toreadonly()
+                return ClientMemory(memoryview(region.mapping)[start : start + byte_size].toreadonly())
             data = os.pread(region.fd, byte_size, start)
         if len(data) != byte_size:
             raise InvalidArgument(f"shared memory region '{name}' was truncated while it was read")
         return data
 
-    def destination(self, name: str, offset: int, byte_size: int) -> memoryview | None:
-        """A writable view of the window in the client's memory when it starts 8-byte aligned, else None
-        (write the output instead). For a caller that writes it only under the unpacking guard."""
+    def destination(self, name: str, offset: int, byte_size: int) -> ClientMemory | None:
+        """The window in the client's memory, writable, when it starts 8-byte aligned, else None (write
+        the output instead); only the unpacking guard writes it."""
         with self._lock:
             region, start = self._window(name, offset, byte_size)
             if start % IN_PLACE_ALIGNMENT:
                 return None
-            return memoryview(region.mapping)[start : start + byte_size]
+            return ClientMemory(memoryview(region.mapping)[start : start + byte_size])
 
     def write(self, name: str, offset: int, byte_size: int, data: np.ndarray) -> None:
         """Write the C-contiguous array `data`, from where it lies, into the window."""

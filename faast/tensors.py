@@ -5,7 +5,7 @@ Every transport converts tensors through this module only.
 
 import numpy as np
 
-from .errors import InvalidArgument
+from .contract.errors import InvalidArgument
 
 # Triton protocol datatype → numpy dtype (little-endian, as the protocol's raw format is).
 NUMPY = {

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from .errors import InvalidArgument, Unimplemented
+from .contract.errors import InvalidArgument, Unimplemented
 
 log = logging.getLogger("faast.trace_log")
 

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import Unavailable
+from .contract.errors import Unavailable
 
 log = logging.getLogger("faast.workers")
 

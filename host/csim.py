@@ -9,7 +9,10 @@ import ctypes
 
 import numpy as np
 
-from .device import ComputeUnit, Device, DeviceBuffer, DeviceError, cores_of_this_process
+from faast.contract.errors import DeviceError
+
+from .compute_unit import ComputeUnit, DeviceBuffer, cores_of_this_process
+from .device import Device
 
 
 class CsimComputeUnit(ComputeUnit):
@@ -43,7 +46,7 @@ class CsimDevice(Device):
         top.restype = None
         self._lib = lib
         # io_stream firmware keeps its line buffers and counters in static variables: one caller at a time.
-        units = 1 if kernel.raw.get("io_type") == "io_stream" else compute_units or cores_of_this_process()
+        units = 1 if kernel.io_type == "io_stream" else compute_units or cores_of_this_process()
         super().__init__(kernel, [CsimComputeUnit(top, i) for i in range(units)])
         self.run(np.zeros((1, kernel.input_size), np.float32))  # loads the weights before concurrent calls
 

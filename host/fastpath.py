@@ -16,14 +16,13 @@ import ctypes
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 
-from .modes import OVERFLOW, QUANTIZATION
-
-if TYPE_CHECKING:
-    from .fixed import FixedType
+from faast.contract.errors import DeviceError, MemoryVanished
+from faast.contract.fixed import FixedType, Overflow
+from faast.contract.memory import ClientMemory
 
 _LIBRARY_PATH = Path(__file__).with_name("libfastpath.so")
 _CODES = {
@@ -36,11 +35,6 @@ _CODES = {
     np.dtype(np.uint64): "u64",
 }
 _INT, _DOUBLE, _POINTER = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
-
-
-class MemoryVanished(Exception):
-    """A guarded read or write hit memory that is gone: the client truncated the shared memory object
-    it lies in."""
 
 
 @functools.cache
@@ -93,9 +87,6 @@ def _library() -> ctypes.CDLL:
 
 
 def _missing(problem: str) -> NoReturn:
-    # Imported here: device imports packing, which imports fixed, which imports this module.
-    from .device import DeviceError
-
     raise DeviceError(
         f"{problem}: reinstall faast with `pip install .`, which builds libfastpath.so with g++"
     ) from None
@@ -136,8 +127,8 @@ class Requantize:
         self.pointers = [None if p is None else p.ctypes.data for p in (self.scale, self.addend_scale, self.offset)]
         self.mode = [prescale, -1, 0, 0.0, 0.0, int(relu)]  # prescale, quantization, overflow, low, high, relu
         if fixed is not None:
-            low = -fixed.highest if fixed.overflow == "SAT_SYM" and fixed.signed else fixed.lowest
-            self.mode[1:5] = QUANTIZATION.index(fixed.quantization), OVERFLOW.index(fixed.overflow), low, fixed.highest
+            low = -fixed.highest if fixed.overflow is Overflow.SAT_SYM and fixed.signed else fixed.lowest
+            self.mode[1:5] = fixed.quantization.value, fixed.overflow.value, low, fixed.highest
 
     def __call__(self, values: np.ndarray, out: np.ndarray, addend: np.ndarray | None = None) -> np.ndarray:
         """Writes `out` (C-contiguous, values' shape; may be values itself) and returns it; an addend
@@ -196,19 +187,25 @@ def _per_feature(parameter, count):
     return np.ascontiguousarray(np.broadcast_to(np.asarray(parameter, np.float64), (count,)))
 
 
-def wrapped_bits(values: np.ndarray, fixed: FixedType, out: np.ndarray) -> np.ndarray:
+def wrapped_bits(values: np.ndarray | ClientMemory, fixed: FixedType, out: np.ndarray) -> np.ndarray:
     """Floats (float32 or float64) → `out` (unsigned lanes of at least fixed.width bits): the bit
-    patterns of a wrapping type of up to 62 bits, as C++ assignment gives (FixedType.to_bits). C-contiguous
-    values are read where they lie, under the guard: MemoryVanished if their memory goes."""
-    values = np.ascontiguousarray(values)
-    if fixed.overflow != "WRAP" or fixed.width > 62 or out.shape != values.shape or not out.flags.c_contiguous:
+    patterns of a wrapping type of up to 62 bits, as C++ assignment gives (FixedType.to_bits). A
+    client's memory (or C-contiguous values) is read where it lies, under the guard: MemoryVanished if
+    it goes."""
+    values = _guarded(values)
+    if (
+        fixed.overflow is not Overflow.WRAP
+        or fixed.width > 62
+        or out.shape != values.shape
+        or not out.flags.c_contiguous
+    ):
         raise ValueError("wrapped_bits packs a wrapping type of up to 62 bits into lanes of the values' shape")
     vanished = _function("wrapped_bits", values, out)(
         values.ctypes.data,
         out.ctypes.data,
         values.size,
         2.0**fixed.fraction,
-        QUANTIZATION.index(fixed.quantization),
+        fixed.quantization.value,
         fixed.width,
     )
     if vanished:
@@ -216,10 +213,11 @@ def wrapped_bits(values: np.ndarray, fixed: FixedType, out: np.ndarray) -> np.nd
     return out
 
 
-def float_from_bits(bits: np.ndarray, fixed: FixedType, out: np.ndarray) -> np.ndarray:
-    """Bit patterns (unsigned lanes, extra high bits ignored) of a type of up to 24 bits → `out`
-    (float32, as many values, in order), as FixedType.to_float(from_bits(bits)) gives. `out` is written where it
-    lies, under the guard: MemoryVanished if its memory goes."""
+def float_from_bits(bits: np.ndarray, fixed: FixedType, into: np.ndarray | ClientMemory) -> None:
+    """Bit patterns (unsigned lanes, extra high bits ignored) of a type of up to 24 bits → `into`
+    (float32, as many values, in order), as FixedType.to_float(from_bits(bits)) gives. `into` (an
+    array or a client's memory) is written where it lies, under the guard: MemoryVanished if it goes."""
+    out = _guarded(into)
     if (
         fixed.width > 24
         or out.dtype != np.float32
@@ -232,7 +230,17 @@ def float_from_bits(bits: np.ndarray, fixed: FixedType, out: np.ndarray) -> np.n
     )
     if vanished:
         raise MemoryVanished("the memory being unpacked into was truncated under the write")
-    return out
+
+
+def _guarded(memory: np.ndarray | ClientMemory) -> np.ndarray:
+    """The array a guarded function accesses: a client's memory as it lies (contiguous, or refused:
+    a copy would read it unguarded), the host's own arrays made contiguous."""
+    if isinstance(memory, ClientMemory):
+        array = memory.guarded_array()
+        if not array.flags.c_contiguous:
+            raise ValueError("a client's memory is accessed in place, contiguous")
+        return array
+    return np.ascontiguousarray(memory)
 
 
 def _output_size(image, size, stride, pads):

@@ -13,7 +13,11 @@ import threading
 
 import numpy as np
 
-from .device import ComputeUnit, ComputeUnitFault, Device, DeviceBuffer, DeviceError, board, import_vendor
+from faast.contract.errors import ComputeUnitFault, DeviceError
+
+from .compute_unit import ComputeUnit, DeviceBuffer
+from .device import Device
+from .vendor import board, import_vendor
 from .xrt_driver import KERNEL_TIMEOUT_MS
 
 UNSAFE_IN_MEMORY_NAME = re.compile("[^A-Za-z0-9_]")  # what PYNQ strips from a memory's name
@@ -65,7 +69,7 @@ class PynqDevice(Device):
         cards = pynq.Device.devices
         if not cards:
             raise DeviceError("device 'pynq' found no Alveo card")
-        platform = kernel.raw.get("platforms", {})
+        platform = kernel.platforms
         compute_units = []
         for index, card in enumerate(cards):
             if board(card.name) not in platform:

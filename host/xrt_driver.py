@@ -8,11 +8,18 @@ into the connectivity config and kernel.json. Untested on hardware here: the tes
 against a recording stand-in that exposes exactly that surface (tests/support/recording_pyxrt.py).
 """
 
+import logging
 import time
 
 import numpy as np
 
-from .device import ComputeUnit, ComputeUnitFault, Device, DeviceBuffer, DeviceError, board, import_vendor, log
+from faast.contract.errors import ComputeUnitFault, DeviceError
+
+from .compute_unit import ComputeUnit, DeviceBuffer
+from .device import Device
+from .vendor import board, import_vendor
+
+log = logging.getLogger("faast.host")
 
 KERNEL_TIMEOUT_MS = 10_000
 POLL_S = 0.0002  # run.state() polling period: time.sleep releases the GIL, pyxrt's run.wait() does not
@@ -36,7 +43,7 @@ def cards(pyxrt):
 
 def compute_unit_names(kernel, platform_board):
     """The CU instance names `faast build` gave this board's connectivity config (nk=top:N:top_1.…)."""
-    count = kernel.raw.get("compute_units", {}).get(platform_board, 0)
+    count = kernel.compute_units.get(platform_board, 0)
     return [f"{kernel.top}_{i}" for i in range(1, count + 1)]
 
 

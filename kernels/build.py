@@ -19,7 +19,6 @@ this one); compiling and writing the configuration need only the serving depende
 built aside and moved into place whole, so a failed build leaves the repository as it was.
 """
 
-import json
 import re
 import shutil
 import subprocess
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from google.protobuf import json_format, text_format
 
+from faast.contract.kernel import KernelDescription
 from faast.protocol import model_config as mc
 from faast.repository_agents import add_checksums
 
@@ -112,28 +112,31 @@ def _build_version(source: Source, version_dir, name, target, max_batch_size, ro
     version_dir.mkdir(parents=True)
     print(f"converting {source.path} ({source.kind}) with hls4ml into {project_dir}", flush=True)
     _convert(source, project_dir, name)
-    description = json.loads((project_dir / "kernel.json").read_text())
+    converted = KernelDescription.read(project_dir)
     (project_dir / "weights.npz").replace(version_dir / "weights.npz")
-    fpga = description.get("fpga", {})
-    rows = rows_per_execution or fpga.get("rows_per_execution") or _rows_per_execution(description)
-    compute_units = vitis.DEFAULT_COMPUTE_UNITS | fpga.get("compute_units", {})
-    description |= {
-        "kernel": f"{description['project']}_top",
-        "buffers": vitis.buffer_layout(description, rows),
-        "compute_units": compute_units,
-        "platforms": {board: spec["platform"] for board, spec in vitis.BOARDS.items()},
-    }
-    (version_dir / "kernel.json").write_text(json.dumps(description, indent=2) + "\n")
+    fpga = converted.fpga
+    rows = rows_per_execution or fpga.get("rows_per_execution") or _rows_per_execution(converted)
+    compute_units = vitis.DEFAULT_COMPUTE_UNITS | dict(fpga.get("compute_units", {}))
+    try:
+        description = converted.with_build(
+            f"{converted.project}_top",
+            vitis.buffer_layout(converted, rows),
+            compute_units,
+            {board: spec["platform"] for board, spec in vitis.BOARDS.items()},
+        )
+    except ValueError as error:  # a type the host cannot pack
+        raise BuildError(str(error)) from None
+    description.write(version_dir)
     default_board = target if target in vitis.BOARDS else "u250"
     try:
         vitis.write_project(
-            version_dir / "vitis", description, compute_units, description["clock_period_ns"], default_board
+            version_dir / "vitis", description, compute_units, description.clock_period_ns, default_board
         )
     except ValueError as error:
         raise BuildError(str(error)) from None
     print("compiling the C simulation of the kernel top", flush=True)
-    compile_csim(version_dir, description["project"])
-    serving = DEFAULT_SERVING | description.get("serving", {})
+    compile_csim(version_dir, description.project)
+    serving = DEFAULT_SERVING | dict(description.serving)
     config = model_config(
         name,
         description,
@@ -141,8 +144,8 @@ def _build_version(source: Source, version_dir, name, target, max_batch_size, ro
         device=serving["device"] if target == "csim" else "auto",
         max_batch_size=max_batch_size or serving.get("max_batch_size") or _max_batch_size(description),
         names=(
-            _tensor_names(description["inputs"], inputs, "input"),
-            _tensor_names(description["outputs"], outputs, "output"),
+            _tensor_names(description.inputs, inputs, "input"),
+            _tensor_names(description.outputs, outputs, "output"),
         ),
     )
     served = [path for path in version_dir.iterdir() if path.is_file()]  # what a load reads: pinned
@@ -176,7 +179,7 @@ def _convert(source: Source, project_dir, name):
 
 def _rows_per_execution(description):
     """About EXECUTION_BYTES of packed input per execution, in a power of two of rows."""
-    row_bytes = sum(t["size"] for t in description["inputs"]) * 8  # at most 64-bit lanes
+    row_bytes = description.input_size * 8  # at most 64-bit lanes
     rows = 1
     while rows * 2 * row_bytes <= EXECUTION_BYTES and rows * 2 <= MAX_ROWS_PER_EXECUTION:
         rows *= 2
@@ -185,7 +188,7 @@ def _rows_per_execution(description):
 
 def _max_batch_size(description):
     """Requests of up to REQUEST_BYTES of FP32 inputs, and at least one row."""
-    return max(1, min(65536, REQUEST_BYTES // (4 * sum(t["size"] for t in description["inputs"]))))
+    return max(1, min(65536, REQUEST_BYTES // (4 * description.input_size)))
 
 
 def _given_names(given):
@@ -211,7 +214,7 @@ def _tensor_names(tensors, given, side):
     else:
         names = []
         for tensor in tensors:
-            own = re.sub(r"[^A-Za-z0-9_.\-]", "_", tensor.get("serving_name") or tensor["name"])
+            own = re.sub(r"[^A-Za-z0-9_.\-]", "_", tensor.serving_name or tensor.name)
             names.append(own if TENSOR_NAME.fullmatch(own) else f"{side}_{own}")
     if len(set(names)) != len(names):
         raise BuildError(f"{side} names {names} are not unique: choose them with --{side}s")
@@ -257,12 +260,12 @@ def model_config(name, description, serving, device, max_batch_size, names):
     config = mc.ModelConfig(name=name, backend="faast", max_batch_size=max_batch_size)
     input_names, output_names = names
     sides = (
-        (description["inputs"], input_names, config.input, serving.get("input")),
-        (description["outputs"], output_names, config.output, serving.get("output")),
+        (description.inputs, input_names, config.input, serving.get("input")),
+        (description.outputs, output_names, config.output, serving.get("output")),
     )
     for tensors, tensor_names, target, declared in sides:
         for tensor, tensor_name in zip(tensors, tensor_names, strict=True):
-            chosen = declared or {"datatype": "FP32", "dims": tensor["shape"]}  # kernel.toml: one tensor each
+            chosen = declared or {"datatype": "FP32", "dims": list(tensor.shape)}  # kernel.toml: one tensor each
             target.add(name=tensor_name, data_type=mc.DataType.Value("TYPE_" + chosen["datatype"]), dims=chosen["dims"])
     config.parameters["device"].string_value = device
     if "dynamic_batching" in serving:

@@ -27,13 +27,15 @@ import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from faast.host.fixed import FixedType
+from faast.contract.fixed import FixedType
+from faast.contract.kernel import KernelDescription, Layer, Tensor
 
+from . import generated_cpp
 from .sources import (
     PROJECT_CONFIG,
     YAML_MODEL_KEYS,
@@ -62,7 +64,8 @@ class Converted:
     graph: object
     input_names: list  # the model's own tensor names, in the graph's input order
     output_names: list
-    extra: dict = field(default_factory=dict)  # kernel.json keys of this kind of source
+    serving: dict = field(default_factory=dict)  # a shipped kernel's [serving] and [fpga] tables
+    fpga: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -93,7 +96,7 @@ def main(load_world):
             predict(world, source, *arguments)
         else:
             raise SourceError(f"unknown mode {mode!r}: convert or predict")
-    except (SourceError, ConversionError) as error:
+    except (SourceError, ConversionError, generated_cpp.UnreadableFirmware) as error:
         errors.write(f"error: {' '.join(str(error).split())}\n")
         errors.flush()
         sys.exit(2)
@@ -362,7 +365,8 @@ def convert_kernel(source, project_dir, project_name, overrides):
         graph,
         [serving["input"]["name"]],
         [serving["output"]["name"]],
-        {"serving": serving, "fpga": spec.config["fpga"]},
+        serving,
+        spec.config["fpga"],
     )
 
 
@@ -634,12 +638,13 @@ def import_project(world, source, project_dir, name):
         write_kernel(rebuilt[0], project_dir, name, source, Converted(*rebuilt))
         return
     print(f"layers omitted from kernel.json ({why}): the emulator cannot serve it, the C simulation does")
-    inputs, outputs = _project_tensors(project, config)
+    inputs, outputs = generated_cpp.top_tensors(project / "firmware", config)
     if rebuilt is not None and (len(inputs), len(outputs)) == (len(rebuilt[1]), len(rebuilt[2])):
-        for tensor, serving_name in zip(inputs + outputs, rebuilt[1] + rebuilt[2], strict=True):
-            tensor["serving_name"] = serving_name  # the model's own names, where the model loads
+        # the model's own names, where the model loads
+        inputs = [replace(t, serving_name=n) for t, n in zip(inputs, rebuilt[1], strict=True)]
+        outputs = [replace(t, serving_name=n) for t, n in zip(outputs, rebuilt[2], strict=True)]
     description = _description(name, config["ProjectName"], config, source, inputs, outputs)
-    _write_description(project_dir, description | {"hls4ml_version": None})  # whichever wrote the project
+    replace(description, hls4ml_version=None).write(project_dir)  # whichever hls4ml wrote the project
     np.savez(project_dir / "weights.npz")
 
 
@@ -679,47 +684,6 @@ def _first_difference(ours, theirs):
     return next((str(n) for n in names if (ours / n).read_bytes() != (theirs / n).read_bytes()), None)
 
 
-def _project_tensors(project, config):
-    """The top function's arguments in the firmware header (inputs, then outputs), with their C++
-    types from defines.h and shapes from the configuration's InputShapes / OutputShapes."""
-    top = config["ProjectName"]
-    header = (project / "firmware" / f"{top}.h").read_text()
-    signature = re.search(rf"void\s+{top}\s*\(([^)]*)\)", header)
-    if signature is None:
-        raise ConversionError(f"firmware/{top}.h of {project} declares no top function {top}(...)")
-    typedefs = dict(
-        (name, text)
-        for text, name in re.findall(r"typedef\s+(.+?)\s+(\w+)\s*;", (project / "firmware" / "defines.h").read_text())
-    )
-    shapes = {"inputs": config.get("InputShapes") or {}, "outputs": config.get("OutputShapes") or {}}
-    tensors = {"inputs": [], "outputs": []}
-    for argument in signature.group(1).split(","):
-        match = re.match(r"\s*(?:hls::stream<\s*(\w+)\s*>\s*&\s*(\w+)|(\w+)\s+(\w+)\s*\[)", argument)
-        type_name, variable = (match.group(1), match.group(2)) if match.group(1) else (match.group(3), match.group(4))
-        role = next((r for r in ("inputs", "outputs") if variable in shapes[r]), None)
-        if role is None:
-            raise ConversionError(
-                f"{PROJECT_CONFIG} of {project} gives no shape for the top function's argument {variable}"
-                " (InputShapes / OutputShapes)"
-            )
-        element = typedefs[type_name]
-        element = (
-            re.match(r"nnet::array<\s*(.+?)\s*,[^,>]*>$", element).group(1) if "nnet::array" in element else element
-        )
-        shape = [int(d) for d in shapes[role][variable]]
-        tensors[role].append(
-            {
-                "name": variable,
-                "serving_name": variable,
-                "shape": shape,
-                "size": int(np.prod(shape)),
-                "type": element,
-                "type_name": type_name,
-            }
-        )
-    return tensors["inputs"], tensors["outputs"]
-
-
 # -- kernel.json and weights.npz --------------------------------------------------------------------
 
 
@@ -729,44 +693,45 @@ def _hls4ml_version():
     return hls4ml.__version__
 
 
-def _description(name, project, config, source, inputs, outputs):
-    return {
-        "name": name,
-        "project": project,
-        "hls4ml_version": _hls4ml_version(),
-        "io_type": config.get("IOType", "io_parallel"),
-        "backend": config.get("Backend", "Vivado"),
-        "part": config.get("Part"),
-        "clock_period_ns": float(config["ClockPeriod"]) if config.get("ClockPeriod") is not None else None,
-        "source": {"kind": source.kind, "path": source.path},
-        "inputs": inputs,
-        "outputs": outputs,
-    }
-
-
-def _write_description(project_dir, description):
-    (Path(project_dir) / "kernel.json").write_text(json.dumps(description, indent=2) + "\n")
+def _description(name, project, config, source, inputs, outputs, layers=None, converted=None) -> KernelDescription:
+    return KernelDescription(
+        name=name,
+        project=project,
+        hls4ml_version=_hls4ml_version(),
+        io_type=config.get("IOType", "io_parallel"),
+        backend=config.get("Backend", "Vivado"),
+        part=config.get("Part"),
+        clock_period_ns=float(config["ClockPeriod"]) if config.get("ClockPeriod") is not None else None,
+        source_kind=source.kind,
+        source_path=source.path,
+        inputs=tuple(inputs),
+        outputs=tuple(outputs),
+        layers=layers,
+        serving=converted.serving if converted else {},
+        fpga=converted.fpga if converted else {},
+    )
 
 
 def write_kernel(graph, project_dir, name, source, converted):
     """kernel.json and weights.npz of a written graph."""
-    config = graph.config.config
-    description = _description(
-        name,
-        graph.config.get_project_name(),
-        config | {"Backend": graph.config.backend.name},
-        source,
-        [_tensor(v, n) for v, n in zip(graph.get_input_variables(), converted.input_names, strict=True)],
-        [_tensor(v, n) for v, n in zip(graph.get_output_variables(), converted.output_names, strict=True)],
-    )
     firmware = Path(project_dir) / "firmware"
+    layers = None
     if graph.config.get_writer_config().get("WriteWeightsTxt", True):
-        description["layers"] = [_layer(layer) for layer in graph.get_layers()]
+        layers = tuple(_layer(layer) for layer in graph.get_layers())
         np.savez(Path(project_dir) / "weights.npz", **_weights(graph, firmware / "weights"), **_tables(graph, firmware))
     else:
         print("layers omitted from kernel.json: the emulator reads weights as hls4ml writes them with WriteWeightsTxt")
         np.savez(Path(project_dir) / "weights.npz")
-    _write_description(project_dir, description | converted.extra)
+    _description(
+        name,
+        graph.config.get_project_name(),
+        graph.config.config | {"Backend": graph.config.backend.name},
+        source,
+        [_tensor(v, n) for v, n in zip(graph.get_input_variables(), converted.input_names, strict=True)],
+        [_tensor(v, n) for v, n in zip(graph.get_output_variables(), converted.output_names, strict=True)],
+        layers,
+        converted,
+    ).write(project_dir)
 
 
 _NOT_ATTRIBUTES = {
@@ -782,24 +747,22 @@ _NOT_ATTRIBUTES = {
 }
 
 
-def _layer(layer):
-    """What the emulator needs of one layer: its class, wiring, C++ types (result_t, accum_t, ...),
-    scalar attributes, weights (by the name csim loads them under) and the product and kernel
-    templates hls4ml picked."""
-    config = layer.get_attr("config_cpp") or ""
-    templates = dict(re.findall(r"using (product|kernel) = nnet::(?:product::)?(\w+)", config))
-    typedefs = dict((name, text) for text, name in re.findall(r"typedef (ap_u?fixed<[^;]*>) (\w+);", config))
-    return {
-        "name": layer.name,
-        "class": layer.class_name,
-        "inputs": list(layer.inputs),
-        "outputs": list(layer.outputs),
+def _layer(layer) -> Layer:
+    """What the emulator needs of one layer, from hls4ml's graph: its class, wiring, C++ types
+    (result_t, accum_t, ...), scalar attributes and weights (by the name csim loads them under); from
+    the layer's generated configuration (generated_cpp): the types and templates only it names."""
+    generated = generated_cpp.LayerConfig.of(layer.get_attr("config_cpp") or "")
+    return Layer(
+        name=layer.name,
+        class_name=layer.class_name,
+        inputs=tuple(layer.inputs),
+        outputs=tuple(layer.outputs),
         # The C++ variable each output is (kernel.json's tensors name these) and its shape.
-        "variables": [layer.get_output_variable(output).name for output in layer.outputs],
-        "shape": [int(d) for d in layer.get_output_variable().shape],
-        "types": {name: str(t.precision) for name, t in layer.types.items()} | typedefs | _input_type(layer),
-        "attributes": {
-            k: v
+        variables=tuple(layer.get_output_variable(output).name for output in layer.outputs),
+        shape=tuple(int(d) for d in layer.get_output_variable().shape),
+        types={name: str(t.precision) for name, t in layer.types.items()} | generated.typedefs | _input_type(layer),
+        attributes={
+            k: tuple(v) if isinstance(v, list) else v
             for k, v in layer.attributes.items()
             if k not in _NOT_ATTRIBUTES
             and (
@@ -808,9 +771,9 @@ def _layer(layer):
                 and all(isinstance(i, int) for i in v)
             )
         },
-        "weights": {key: weight.name for key, weight in layer.weights.items()},
-        "templates": templates,
-    }
+        weights={key: weight.name for key, weight in layer.weights.items()},
+        templates=generated.templates,
+    )
 
 
 def _input_type(layer):
@@ -874,7 +837,7 @@ def _tables(graph, firmware):
         if not initialisers:
             continue
         config = layer.get_attr("config_cpp")
-        struct = re.search(r"struct (\w+)\s*:", config).group(1)
+        struct = generated_cpp.LayerConfig.of(config).struct
         lines = []
         for _, call, table_type, size in initialisers:
             lines.append(f"""    {{
@@ -913,15 +876,15 @@ def _tables(graph, firmware):
     return tables
 
 
-def _tensor(variable, serving_name):
-    return {
-        "name": variable.name,
-        "serving_name": serving_name,
-        "shape": [int(d) for d in variable.shape],
-        "size": int(variable.size()),
-        "type": str(variable.type.precision),
-        "type_name": variable.type.name,
-    }
+def _tensor(variable, serving_name) -> Tensor:
+    return Tensor(
+        variable.name,
+        serving_name,
+        tuple(int(d) for d in variable.shape),
+        int(variable.size()),
+        str(variable.type.precision),
+        variable.type.name,
+    )
 
 
 # -- predict ----------------------------------------------------------------------------------------

@@ -31,10 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from faast.contract.errors import DeviceError
+from faast.contract.fixed import Overflow
+from faast.contract.kernel import KernelDescription
 from faast.host.csim import CsimDevice
-from faast.host.device import DeviceError, KernelDescription
 from faast.host.emulator import EmulatorDevice
-from faast.host.fixed import FixedType
 
 from .build import VERSION, BuildError, build
 from .sources import SourceError, identify
@@ -90,19 +91,19 @@ def _validate(source, data, url, out, task, name, weights, hls4ml_config):
     model_dir = build(found.path, repository, name=name, weights=weights, hls4ml_config=hls4ml_config, replace=True)
     version = model_dir / VERSION
     description = KernelDescription.read(version)
-    inputs = model_inputs(arrays, description.raw["inputs"], where)
+    inputs = model_inputs(arrays, description.inputs, where)
     samples = len(next(iter(inputs.values())))
     if truth is not None and len(truth) != samples:
         raise ValidationError(f"{where} holds {len(truth)} rows of y for {samples} rows of inputs")
     print(f"validating {model_dir.name} on {samples} held-out inputs", flush=True)
 
-    outputs, floats, float_note = source_outputs(found, inputs, description.raw["outputs"])
+    outputs, floats, float_note = source_outputs(found, inputs, description.outputs)
     model_stage = "qkeras" if "QKeras" in float_note else "model"
     predictions = {}
     if floats is not None:
         predictions["float"] = floats
     predictions[model_stage] = outputs
-    rows = np.concatenate([inputs[t["serving_name"]].reshape(samples, -1) for t in description.raw["inputs"]], axis=1)
+    rows = np.concatenate([inputs[t.serving_name].reshape(samples, -1) for t in description.inputs], axis=1)
     predictions["kernel"], report_kernel = kernel_outputs(description, rows, settings["csim_samples"] or samples)
     predictions = {k: np.asarray(v, np.float32).reshape(samples, -1) for k, v in predictions.items()}
     reference = "float" if floats is not None else model_stage
@@ -114,10 +115,10 @@ def _validate(source, data, url, out, task, name, weights, hls4ml_config):
         "stages": list(predictions),
         "float_model": float_note,
         "kernel_outputs": report_kernel,
-        "outputs": output_differences(predictions, description.raw["outputs"], model_stage),
+        "outputs": output_differences(predictions, description.outputs, model_stage),
         "task": settings["task"],
     }
-    report["layers"], skipped = layer_table(found, description.raw, version, inputs, out / "trace_project", settings)
+    report["layers"], skipped = layer_table(found, description, version, inputs, out / "trace_project", settings)
     if skipped:
         report["layers_skipped"] = skipped
         print(f"no per-layer trace: {skipped}", flush=True)
@@ -129,7 +130,7 @@ def _validate(source, data, url, out, task, name, weights, hls4ml_config):
         ),
         None,
     )
-    first_output = description.raw["outputs"][0]["size"]
+    first_output = description.outputs[0].size
     if truth is not None and settings["task"] == "regression" and truth[0].size > first_output:
         raise ValidationError(
             f"{where} holds {truth[0].size} truth values per row; the model's first output has {first_output}"
@@ -143,7 +144,7 @@ def _validate(source, data, url, out, task, name, weights, hls4ml_config):
     else:
         report["physics"] = None
     if url:
-        served = served_outputs(url, model_dir.name, [inputs[t["serving_name"]] for t in description.raw["inputs"]])
+        served = served_outputs(url, model_dir.name, [inputs[t.serving_name] for t in description.inputs])
         mismatches = int(np.count_nonzero(served.view(np.uint32) != predictions["kernel"].view(np.uint32)))
         report["served"] = {"url": url, "values": int(served.size), "mismatches": mismatches}
         predictions["served"] = served
@@ -187,22 +188,22 @@ def model_inputs(arrays, tensors, where):
     """The model's inputs by serving name, float32 rows: "x" for a one-input model, else one array per
     input named as the model names it."""
     if len(tensors) == 1 and "x" in arrays:
-        given = {tensors[0]["serving_name"]: arrays["x"]}
+        given = {tensors[0].serving_name: arrays["x"]}
     else:
-        missing = [t["serving_name"] for t in tensors if t["serving_name"] not in arrays]
+        missing = [t.serving_name for t in tensors if t.serving_name not in arrays]
         if missing:
-            wanted = "x (or " + tensors[0]["serving_name"] + ")" if len(tensors) == 1 else ", ".join(missing)
+            wanted = "x (or " + tensors[0].serving_name + ")" if len(tensors) == 1 else ", ".join(missing)
             raise ValidationError(f"{where} has no input {wanted}; it holds {', '.join(arrays) or 'nothing'}")
-        given = {t["serving_name"]: arrays[t["serving_name"]] for t in tensors}
+        given = {t.serving_name: arrays[t.serving_name] for t in tensors}
     samples = {len(values) for values in given.values()}
     if len(samples) != 1:
         raise ValidationError(f"the inputs in {where} have different numbers of rows: {sorted(samples)}")
     for tensor in tensors:
-        values = given[tensor["serving_name"]]
-        if values[0].size != tensor["size"]:
+        values = given[tensor.serving_name]
+        if values[0].size != tensor.size:
             raise ValidationError(
-                f"input {tensor['serving_name']} in {where} has {values[0].size} values per row; the model"
-                f" takes {tensor['size']} (shape {tensor['shape']})"
+                f"input {tensor.serving_name} in {where} has {values[0].size} values per row; the model"
+                f" takes {tensor.size} (shape {list(tensor.shape)})"
             )
     return {name: np.ascontiguousarray(values, np.float32) for name, values in given.items()}
 
@@ -241,7 +242,7 @@ def source_outputs(source, inputs, tensors):
             raise ValidationError(reason)
         with np.load(out_npz) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    names = [t["serving_name"] for t in tensors]
+    names = [t.serving_name for t in tensors]
     given = [key.removeprefix("model/") for key in arrays if key.startswith("model/")]
     if sorted(given) != sorted(names):
         raise ValidationError(f"the model's outputs are {', '.join(given)}; the kernel's are {', '.join(names)}")
@@ -328,9 +329,9 @@ def output_differences(predictions, tensors, model_stage):
     pairs.append(("kernel", model_stage))
     table, start = {}, 0
     for tensor in tensors:
-        columns = slice(start, start + tensor["size"])
-        start += tensor["size"]
-        suffix = f" ({tensor['serving_name']})" if len(tensors) > 1 else ""
+        columns = slice(start, start + tensor.size)
+        start += tensor.size
+        suffix = f" ({tensor.serving_name})" if len(tensors) > 1 else ""
         for stage, reference in pairs:
             table[f"{stage} vs {reference}{suffix}"] = _differences(
                 predictions[stage][:, columns], predictions[reference][:, columns]
@@ -405,7 +406,7 @@ def layer_table(found, description, version, inputs, workdir, settings):
         )
     if found.kind == "onnx":
         return [], "the model is an ONNX model; hls4ml's trace is compared with Keras layers"
-    if not description.get("layers"):
+    if not description.layers:
         return [], "kernel.json describes no layers (the emulator does not serve this kernel)"
     from . import toolchain  # first: QKeras needs tf_keras as `keras` before hls4ml loads
     from .convert import ConversionError, load_keras_v2, project_config, tf_graph_from_config
@@ -427,17 +428,17 @@ def layer_table(found, description, version, inputs, workdir, settings):
         layer.set_attr("trace", layer.class_name != "Clone")
     traced = min(len(next(iter(inputs.values()))), settings["trace_samples"])
     # The kernel's inputs are the model's, in its order (hls4ml takes Keras' input layers in order).
-    given = [inputs[t["serving_name"]][:traced] for t in description["inputs"]]
+    given = [inputs[t.serving_name][:traced] for t in description.inputs]
     rows = [np.ascontiguousarray(x.reshape(traced, -1)) for x in given]
     _, trace = graph.trace(rows if len(rows) > 1 else rows[0])
     keras = _intermediate(toolchain.tf_keras, model, given)
     table = []
-    for layer in description["layers"]:
-        name = layer["name"]
+    for layer in description.layers:
+        name = layer.name
         reference = keras.get(name, keras.get(name.removesuffix("_linear")))
-        if reference is None or "result_t" not in layer["types"]:
+        if reference is None or "result_t" not in layer.types:
             continue
-        fixed = FixedType.parse(layer["types"]["result_t"])
+        fixed = layer.type("result_t")
         low = -(2.0 ** (fixed.integer - 1)) if fixed.signed else 0.0
         high = (2.0 ** (fixed.integer - 1) if fixed.signed else 2.0**fixed.integer) - 2.0**-fixed.fraction
         outside = int(np.count_nonzero((reference < low) | (reference > high)))
@@ -448,7 +449,7 @@ def layer_table(found, description, version, inputs, workdir, settings):
             "lsb": 2.0**-fixed.fraction,
             "out_of_range": outside,
             "out_of_range_fraction": outside / reference.size,
-            "out_of_range_behaviour": "saturates" if fixed.overflow.startswith("SAT") else "wraps",
+            "out_of_range_behaviour": "wraps" if fixed.overflow is Overflow.WRAP else "saturates",
         }
         if name in trace:
             values = np.asarray(trace[name]).reshape(reference.shape)

@@ -7,10 +7,10 @@ Written next to the hls4ml project by `faast build`; the C simulation compiles t
 from pathlib import Path
 from string import Template
 
-from faast.host.fixed import FixedType, lane_bits
+from faast.contract.kernel import KernelDescription
+from faast.contract.layout import BufferLayout, Segment, TensorLanes
 
 TEMPLATES = Path(__file__).parent / "templates"
-WORD_BITS = 512
 
 # Board → Vitis platform, the SLR each DDR bank sits in, and the order compute units take the banks
 # (round robin): each CU is placed in its bank's own SLR, so no AXI master crosses SLRs. U250: one
@@ -31,49 +31,34 @@ BOARDS = {
 DEFAULT_COMPUTE_UNITS = {"u250": 4, "aws-f1": 2}
 
 
-def buffer_layout(description, rows_per_execution):
+def buffer_layout(description: KernelDescription, rows_per_execution: int) -> BufferLayout:
     """How the host packs one kernel execution's input rows and unpacks its outputs: per side, one
     lane width for the widest tensor, each tensor's elements at its offset in the row."""
-    layout = {"word_bits": WORD_BITS, "rows_per_execution": rows_per_execution}
-    for role, tensors in (("input", description["inputs"]), ("output", description["outputs"])):
-        types = [FixedType.parse(tensor["type"]) for tensor in tensors]
-        lane = max(lane_bits(fixed.width) for fixed in types)
-        offsets = [sum(t["size"] for t in tensors[:i]) for i in range(len(tensors))]
-        layout[role] = {
-            "lane_bits": lane,
-            "lanes_per_word": WORD_BITS // lane,
-            "elements_per_row": sum(tensor["size"] for tensor in tensors),
-            "tensors": [
-                {
-                    "name": tensor["name"],
-                    "type": tensor["type"],
-                    "bits": fixed.width,
-                    "offset": offset,
-                    "size": tensor["size"],
-                }
-                for tensor, fixed, offset in zip(tensors, types, offsets, strict=True)
-            ],
-        }
-    for tensor in layout["input"]["tensors"]:
-        FixedType.parse(tensor["type"]).to_bits([0.0])  # fails early for an unsupported input type
+    layout = BufferLayout(
+        rows_per_execution,
+        TensorLanes.of([(t.name, t.fixed, t.size) for t in description.inputs]),
+        TensorLanes.of([(t.name, t.fixed, t.size) for t in description.outputs]),
+    )
+    for segment in layout.input.segments:
+        segment.type.to_bits([0.0])  # fails early for an unsupported input type
     return layout
 
 
-def write_project(vitis_dir, description, compute_units, clock_period_ns, default_board):
+def write_project(vitis_dir, description: KernelDescription, compute_units, clock_period_ns, default_board):
     vitis_dir.mkdir(parents=True, exist_ok=True)
-    project = description["project"]
-    buffers = description["buffers"]
-    io_stream = description["io_type"] == "io_stream"
-    inputs, outputs = buffers["input"]["tensors"], buffers["output"]["tensors"]
+    project = description.project
+    buffers = description.layout
+    io_stream = description.io_type == "io_stream"
+    inputs, outputs = buffers.input.segments, buffers.output.segments
     if io_stream and (len(inputs) > 1 or len(outputs) > 1):
         raise ValueError(f"'{project}' is io_stream with several inputs or outputs: faast serves those io_parallel")
     fill = {
         "project": project,
-        "n_in": buffers["input"]["elements_per_row"],
-        "n_out": buffers["output"]["elements_per_row"],
-        "in_lane_bits": buffers["input"]["lane_bits"],
-        "in_lanes": buffers["input"]["lanes_per_word"],
-        "out_lane_bits": buffers["output"]["lane_bits"],
+        "n_in": buffers.input.elements_per_row,
+        "n_out": buffers.output.elements_per_row,
+        "in_lane_bits": buffers.input.lane_bits,
+        "in_lanes": buffers.input.lanes_per_word,
+        "out_lane_bits": buffers.output.lane_bits,
         "io_stream": int(io_stream),
         "network": _network(project, description, io_stream),
         "unpack_inputs": "\n".join(
@@ -91,24 +76,24 @@ def write_project(vitis_dir, description, compute_units, clock_period_ns, defaul
     (vitis_dir / "Makefile").write_text(_makefile(project, clock_period_ns, default_board))
 
 
-def _network(project, description, io_stream):
+def _network(project, description: KernelDescription, io_stream):
     """The element types of every tensor and run_network(x0.., y0..), calling the hls4ml top."""
-    inputs, outputs = description["inputs"], description["outputs"]
+    inputs, outputs = description.inputs, description.outputs
     names = [(f"x{i}", t) for i, t in enumerate(inputs)] + [(f"y{i}", t) for i, t in enumerate(outputs)]
     if not io_stream:
-        typedefs = "".join(f"typedef {t['type_name']} {n}_t;\n" for n, t in names)
-        parameters = ", ".join(f"{n}_t {n}[{t['size']}]" for n, t in names)
+        typedefs = "".join(f"typedef {t.type_name} {n}_t;\n" for n, t in names)
+        parameters = ", ".join(f"{n}_t {n}[{t.size}]" for n, t in names)
         return f"{typedefs}\nstatic void run_network({parameters}) {{ {project}({', '.join(n for n, _ in names)}); }}"
     (_, x), (_, y) = names
-    pixel_in, pixel_out = x["type_name"], y["type_name"]
+    pixel_in, pixel_out = x.type_name, y.type_name
     return f"""// io_stream network: one stream element per pixel, holding its channels.
 typedef {pixel_in}::value_type x0_t;
 typedef {pixel_out}::value_type y0_t;
 
-static void run_network(x0_t x0[{x["size"]}], y0_t y0[{y["size"]}]) {{
+static void run_network(x0_t x0[{x.size}], y0_t y0[{y.size}]) {{
     hls::stream<{pixel_in}> in_pixels("in_pixels");
     hls::stream<{pixel_out}> out_pixels("out_pixels");
-    for (int p = 0; p < {x["size"]} / (int){pixel_in}::size; ++p) {{
+    for (int p = 0; p < {x.size} / (int){pixel_in}::size; ++p) {{
         {pixel_in} pixel;
         for (int c = 0; c < (int){pixel_in}::size; ++c) {{
             pixel[c] = x0[p * {pixel_in}::size + c];
@@ -116,7 +101,7 @@ static void run_network(x0_t x0[{x["size"]}], y0_t y0[{y["size"]}]) {{
         in_pixels.write(pixel);
     }}
     {project}(in_pixels, out_pixels);
-    for (int p = 0; p < {y["size"]} / (int){pixel_out}::size; ++p) {{
+    for (int p = 0; p < {y.size} / (int){pixel_out}::size; ++p) {{
         {pixel_out} pixel = out_pixels.read();
         for (int c = 0; c < (int){pixel_out}::size; ++c) {{
             y0[p * {pixel_out}::size + c] = pixel[c];
@@ -125,32 +110,32 @@ static void run_network(x0_t x0[{x["size"]}], y0_t y0[{y["size"]}]) {{
 }}"""
 
 
-def _declare(name, tensor):
+def _declare(name, segment: Segment):
     """One output tensor of the row, as the network writes it."""
-    return f"""        {name}_t {name}[{tensor["size"]}];
+    return f"""        {name}_t {name}[{segment.size}];
 #pragma HLS ARRAY_PARTITION variable={name} complete"""
 
 
-def _unpack(name, tensor):
+def _unpack(name, segment: Segment):
     """One input tensor's elements of the row, read lane by lane from the input words."""
-    return f"""        {name}_t {name}[{tensor["size"]}];
+    return f"""        {name}_t {name}[{segment.size}];
 #pragma HLS ARRAY_PARTITION variable={name} complete
-        for (int i = 0; i < {tensor["size"]}; ++i) {{
+        for (int i = 0; i < {segment.size}; ++i) {{
             if (in_lane == IN_LANES) {{
                 in_word = in_words.read();
                 in_lane = 0;
             }}
-            {name}[i].range({tensor["bits"]} - 1, 0) =
-                in_word.range(in_lane * IN_LANE_BITS + {tensor["bits"]} - 1, in_lane * IN_LANE_BITS);
+            {name}[i].range({segment.type.width} - 1, 0) =
+                in_word.range(in_lane * IN_LANE_BITS + {segment.type.width} - 1, in_lane * IN_LANE_BITS);
             ++in_lane;
         }}"""
 
 
-def _pack(name, tensor):
+def _pack(name, segment: Segment):
     """One output tensor's elements of the row, written lane by lane into the output words."""
-    return f"""        for (int o = 0; o < {tensor["size"]}; ++o) {{
-            out_word.range(out_lane * OUT_LANE_BITS + {tensor["bits"]} - 1, out_lane * OUT_LANE_BITS) =
-                {name}[o].range({tensor["bits"]} - 1, 0);
+    return f"""        for (int o = 0; o < {segment.size}; ++o) {{
+            out_word.range(out_lane * OUT_LANE_BITS + {segment.type.width} - 1, out_lane * OUT_LANE_BITS) =
+                {name}[o].range({segment.type.width} - 1, 0);
             if (++out_lane == OUT_LANES) {{
                 out_words.write(out_word);
                 out_word = 0;

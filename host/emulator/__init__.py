@@ -14,14 +14,16 @@ approximating.
 
 - exact.py: `Linear` (a pending exact map and its bounds), `Scratch`, `Unsupported`;
 - layers.py: the layer handlers and `HANDLERS`, the table of every hls4ml layer class it runs;
-- program.py: `Program` (kernel.json's layers compiled into steps, and running them), `load_program`;
-- device.py: `EmulatorDevice` (`DRIVER`, what host/device.py opens) and its compute units.
+- program.py: `Program` (kernel.json's layers compiled into steps, and running them);
+- loader.py: `load_program`, a built kernel's Program (its layers, weights.npz and the handlers);
+- device.py: `EmulatorDevice` (`DRIVER`, what host/drivers.py opens) and its compute units.
 """
 
 from .device import DRIVER, EmulatorComputeUnit, EmulatorDevice
 from .exact import Linear, Scratch, Unsupported
 from .layers import HANDLERS
-from .program import Program, load_program
+from .loader import load_program
+from .program import Program
 
 __all__ = [
     "DRIVER",

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from faast.contract.fixed import FLOAT_EXACT, INT_EXACT, FixedType, Overflow
+from faast.contract.kernel import Layer
+
 from .. import fastpath
-from ..fixed import FLOAT_EXACT, INT_EXACT, FixedType
-from ..modes import OVERFLOW, QUANTIZATION
 from .exact import Linear
 from .program import CastStep, Program
 
@@ -81,8 +82,8 @@ class NetworkPass:
                 self._cast(step)
                 continue
             layer = program.step_layers[index]
-            if layer["class"] != "Dense" or step.__qualname__ != "_dense_in_loop_order.<locals>.dense":
-                raise NotCovered(f"layer '{layer['name']}' ({layer['class']}) has a step the pass does not run")
+            if layer.class_name != "Dense" or step.__qualname__ != "_dense_in_loop_order.<locals>.dense":
+                raise NotCovered(f"layer '{layer.name}' ({layer.class_name}) has a step the pass does not run")
             self._loop_dense(program, layer)
         column = 0
         for name in program.outputs:
@@ -140,10 +141,10 @@ class NetworkPass:
             return {}
         if fixed.width > 62:
             raise NotCovered(f"{fixed} is wider than the pass's 62 bits")
-        low = -fixed.highest if fixed.overflow == "SAT_SYM" and fixed.signed else fixed.lowest
+        low = -fixed.highest if fixed.overflow is Overflow.SAT_SYM and fixed.signed else fixed.lowest
         return {
-            "quantization": QUANTIZATION.index(fixed.quantization),
-            "overflow": OVERFLOW.index(fixed.overflow),
+            "quantization": fixed.quantization.value,
+            "overflow": fixed.overflow.value,
             "low": low,
             "high": fixed.highest,
             "width": fixed.width,
@@ -177,27 +178,27 @@ class NetworkPass:
         destination = self._tensor(step.name, outputs, low, high)
         self._op(CAST, destination=destination.index, relu=int(step.relu), **fields, **self._modes(fixed))
 
-    def _loop_dense(self, program: Program, layer: dict):
+    def _loop_dense(self, program: Program, layer: Layer):
         """hls4ml's DenseLatency loop where accum_t is narrower than the products (the emulator's
         layers._dense_in_loop_order): each product cast into accum_t, added to accum_t(bias) in input
         order, overflowing at every addition. Read from the layer as that step reads it."""
-        name = layer["outputs"][0]
+        name = layer.outputs[0]
         accum, weight_type, bias_type = program.types(layer, "accum_t", "weight_t", "bias_t")
         weights = program.weight(layer, "weight")
-        if layer["attributes"].get("_weights_transposed"):
+        if layer.flag("_weights_transposed", False):
             weights = weights.T
-        value: Linear = program.pending[layer["inputs"][0]]
+        value: Linear = program.pending[layer.inputs[0]]
         if value.addend is not None or len(value.low) != len(weights):
-            raise NotCovered(f"layer '{layer['name']}' sums two maps or reads an image")
+            raise NotCovered(f"layer '{layer.name}' sums two maps or reads an image")
         source = self._source(value.source if value.is_identity else name + ".in.exact")
-        if "bias" in layer["weights"]:
+        if "bias" in layer.weights:
             bias = accum.requantize(program.weight(layer, "bias"), bias_type.fraction)
         else:
             bias = np.zeros(weights.shape[1], np.int64)
         shift = value.fraction + weight_type.fraction - accum.fraction
         biggest = np.max(value.source_bound) * np.max(np.abs(weights)) * 2.0 ** max(-shift, 0)
         if biggest >= INT_EXACT:
-            raise NotCovered(f"layer '{layer['name']}' has products beyond 2^62")
+            raise NotCovered(f"layer '{layer.name}' has products beyond 2^62")
         destination = self._tensor(name + ".accum", weights.shape[1], accum.lowest, accum.highest)
         self._op(
             LOOP_DENSE,

@@ -6,17 +6,16 @@ import logging
 
 import numpy as np
 
-from ..device import (
-    MIN_ROWS_PER_EXECUTION,
-    ComputeUnit,
-    Device,
-    DeviceBuffer,
-    KernelDescription,
-    cores_of_this_process,
-)
-from ..packing import TensorLanes
+from faast.contract.kernel import KernelDescription
+from faast.contract.layout import TensorLanes
+
+from .. import packing
+from ..compute_unit import ComputeUnit, DeviceBuffer, cores_of_this_process
+from ..device import Device
+from ..planning import MIN_ROWS_PER_EXECUTION
 from .compiled import NetworkPass, NotCovered
-from .program import Program, load_program
+from .loader import load_program
+from .program import Program
 
 log = logging.getLogger("faast.host")
 
@@ -40,7 +39,7 @@ class EmulatorComputeUnit(ComputeUnit):
             bits = inputs.host.view(lanes_in.lane_dtype)[: rows * lanes_in.elements_per_row]
             mantissas = (bits.view(bits.dtype.str.replace("u", "i")) if single.signed else bits).reshape(rows, -1)
         else:
-            mantissas = lanes_in.mantissas(inputs.host, rows)
+            mantissas = packing.mantissas(lanes_in, inputs.host, rows)
         if isinstance(self.program, NetworkPass):  # one run at a time on a unit: its result array is reused
             if len(self._result) < rows:
                 self._result = np.empty((rows, lanes_out.elements_per_row), np.int64)

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from faast.contract.errors import DeviceError
+from faast.contract.fixed import FLOAT_EXACT, INT_EXACT, SINGLE_EXACT, FixedType
+
 from .. import fastpath
-from ..device import DeviceError
-from ..fixed import FLOAT_EXACT, INT_EXACT, SINGLE_EXACT, FixedType
 
 SCRATCH_ELEMENTS = 1 << 20  # the largest step output kept for reuse (Scratch)
 

@@ -1,19 +1,20 @@
-"""The emulator program: kernel.json's layers and weights.npz compiled into steps, and running them.
+"""The emulator program: kernel.json's layers compiled into steps by the layer handlers, and running them.
 
 Compiling keeps a pending exact map (`Linear`) per tensor and appends a step only where C++ changes
 bits (a cast) or leaves exact arithmetic; running feeds chunks of rows through the steps, small
 enough that a layer's intermediates stay in the CPU cache.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..device import DeviceError, KernelDescription
-from ..fixed import FixedType
+from faast.contract.errors import KernelFormatError
+from faast.contract.fixed import FixedType, Overflow
+from faast.contract.kernel import Layer, Tensor
+
 from .exact import Linear, Tensors, Unsupported
-from .layers import HANDLERS
 
 STEP_ELEMENTS = 32768  # input values computed together, so a layer's intermediates stay in the CPU cache
 STEP_ROWS = 16  # but at least this many rows: an image network's ~50 steps each cost ~10 µs of Python
@@ -36,37 +37,44 @@ class CastStep:
 
 class Program:
     """kernel.json's layers → steps over named tensors of mantissas; run() executes them. The layer
-    handlers (layers.HANDLERS) build it through types, weight, source, cast and materialized.
+    handlers (layers.HANDLERS, passed in by load_program) build it through types, weight, source, cast and materialized.
 
     Kernel input i is tensor "input<i>" (its Input layer's handler sets its shape); run() takes the
     inputs' mantissas side by side, as the host packs them, and returns the outputs' side by side.
     """
 
-    def __init__(self, layers: list[dict], weights: dict[str, np.ndarray], inputs: list[dict], outputs: list[dict]):
+    def __init__(
+        self,
+        layers: tuple[Layer, ...],
+        weights: dict[str, np.ndarray],
+        inputs: tuple[Tensor, ...],
+        outputs: tuple[Tensor, ...],
+        handlers: Mapping[str, Callable[["Program", Layer], None]],
+    ):
         self.steps: list[Callable[[Tensors], None]] = []
-        self.step_layers: list[dict] = []  # the layer whose handler added each step (outputs' steps aside)
+        self.step_layers: list[Layer] = []  # the layer whose handler added each step (outputs' steps aside)
         self.weights = weights
         self.pending: dict[str, Linear] = {}  # tensor name → Linear
-        self.inputs = [(tensor["name"], FixedType.parse(tensor["type"]), int(tensor["size"])) for tensor in inputs]
+        self.inputs = [(tensor.name, tensor.fixed, tensor.size) for tensor in inputs]
         self.input_shapes: dict[str, tuple[int, ...]] = {}  # "input<i>" → shape, set by the Input layers
         for layer in layers:
-            handler = HANDLERS.get(layer["class"])
+            handler = handlers.get(layer.class_name)
             if handler is None:
-                raise Unsupported(f"layer '{layer['name']}' ({layer['class']}) is not supported by the emulator")
+                raise Unsupported(f"layer '{layer.name}' ({layer.class_name}) is not supported by the emulator")
             try:
                 handler(self, layer)
                 self.step_layers += [layer] * (len(self.steps) - len(self.step_layers))
-            except (KeyError, ValueError) as error:
-                raise Unsupported(f"layer '{layer['name']}' ({layer['class']}): {error}") from None
+            except (KeyError, ValueError, KernelFormatError) as error:
+                raise Unsupported(f"layer '{layer.name}' ({layer.class_name}): {error}") from None
         produced = {
             variable: output
             for layer in layers
-            for variable, output in zip(layer["variables"], layer["outputs"], strict=True)
+            for variable, output in zip(layer.variables, layer.outputs, strict=True)
         }
         self.outputs = []
         for i, tensor in enumerate(outputs):
-            final = self.pending[produced[tensor["name"]]]
-            fraction = FixedType.parse(tensor["type"]).fraction
+            final = self.pending[produced[tensor.name]]
+            fraction = tensor.fixed.fraction
             self.outputs.append(self.materialized(final.shifted(fraction - final.fraction), f"output{i}").source)
 
     def input_tensor(self, name: str) -> tuple[str, FixedType]:
@@ -78,21 +86,21 @@ class Program:
 
     # -- building ---------------------------------------------------------------------------------
 
-    def types(self, layer: dict, *names: str) -> list[FixedType]:
-        return [FixedType.parse(layer["types"][name]) for name in names]
+    def types(self, layer: Layer, *names: str) -> list[FixedType]:
+        return [layer.type(name) for name in names]
 
-    def weight(self, layer: dict, key: str) -> np.ndarray:
-        name = layer["weights"][key]
+    def weight(self, layer: Layer, key: str) -> np.ndarray:
+        name = layer.weights[key]
         if name not in self.weights:  # the build keeps only fixed-point weights
             raise Unsupported(
-                f"layer '{layer['name']}' ({layer['class']}): its {key} '{name}' is not fixed-point "
+                f"layer '{layer.name}' ({layer.class_name}): its {key} '{name}' is not fixed-point "
                 "(e.g. quantized_po2 exponents or compressed weights)"
             )
         return self.weights[name]
 
-    def source(self, layer: dict) -> Linear:
+    def source(self, layer: Layer) -> Linear:
         """The pending map of the layer's (first) input."""
-        return self.pending[layer["inputs"][0]]
+        return self.pending[layer.inputs[0]]
 
     def cast(self, value: Linear, fixed: FixedType, name: str, relu: bool = False) -> None:
         """Assign `value` to type `fixed` as tensor `name`: free when no bit can change, else a step."""
@@ -106,7 +114,7 @@ class Program:
         shift = value.fraction - fixed.fraction
         factor = 2.0 ** -max(shift, 0) * 2.0 ** max(-shift, 0)
         low, high = np.floor(low * factor), np.ceil(value.high * factor)
-        if fixed.overflow == "WRAP" and not fixed.holds(np.min(low), np.max(high)):
+        if fixed.overflow is Overflow.WRAP and not fixed.holds(np.min(low), np.max(high)):
             low, high = np.full_like(low, fixed.lowest), np.full_like(high, fixed.highest)
         self.pending[name] = Linear.of(
             name, fixed.fraction, np.clip(low, fixed.lowest, fixed.highest), np.clip(high, fixed.lowest, fixed.highest)
@@ -154,15 +162,3 @@ class Program:
             outputs = [tensors[name].reshape(len(chunk), -1) for name in self.outputs]
             results.append(outputs[0].astype(np.int64) if len(outputs) == 1 else np.hstack(outputs).astype(np.int64))
         return np.concatenate(results) if results else np.empty((0, 0), np.int64)
-
-
-def load_program(kernel: KernelDescription) -> Program:
-    """The emulator program of a built kernel; `Unsupported` when it cannot be exact."""
-    if not kernel.raw.get("layers"):
-        raise Unsupported(f"kernel.json of '{kernel.name}' describes no layers (an imported hls4ml project)")
-    path = kernel.folder / "weights.npz"
-    if not path.exists():
-        raise DeviceError(f"{path} is missing: rebuild the model with `faast build`")
-    with np.load(path) as archive:
-        weights = {name: values.astype(np.int64) for name, values in archive.items()}  # stored narrow
-    return Program(kernel.raw["layers"], weights, kernel.raw["inputs"], kernel.raw["outputs"])

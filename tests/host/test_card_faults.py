@@ -18,8 +18,9 @@ from support import ROOT, Server, recording_pynq, recording_pyxrt
 from support.cards import U250_SHELL, facile_rows, fake_xclbin
 from tritonclient.utils import InferenceServerException
 
+from faast.contract.errors import DeviceError
+from faast.contract.kernel import KernelDescription
 from faast.host.csim import CsimDevice
-from faast.host.device import DeviceError, KernelDescription
 from faast.host.pynq_driver import PynqDevice
 from faast.host.xrt_driver import XrtComputeUnit, XrtDevice
 

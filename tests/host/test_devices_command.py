@@ -12,7 +12,7 @@ import pytest
 from support import BIN, ROOT, recording_pyxrt
 from support.cards import F1_SHELL, U250_PLATFORM, U250_SHELL, fake_xclbin
 
-from faast.host.device import KernelDescription
+from faast.contract.kernel import KernelDescription
 from faast.host.xrt_driver import XrtDevice
 
 F1_PLATFORM = "xilinx_aws-vu9p-f1_shell-v04261818_201920_3"

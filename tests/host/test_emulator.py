@@ -11,9 +11,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from support import BIN, HLS4ML_TRACE, PYTHON, ROOT
 
+from faast.contract.fixed import FixedType
 from faast.host import fastpath
-from faast.host.device import open_device
-from faast.host.fixed import FixedType
+from faast.host.drivers import open_device
 
 # A FACILE whose types lose bits everywhere hls4ml can lose them: products truncated into narrow
 # accumulators that wrap or saturate, rounding and saturating casts in every mode.

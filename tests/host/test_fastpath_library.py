@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from faast.contract.errors import DeviceError
+from faast.contract.fixed import FixedType
 from faast.host import fastpath
-from faast.host.device import DeviceError
-from faast.host.fixed import FixedType
 
 FIX = "reinstall faast with `pip install .`, which builds libfastpath.so with g++"
 

@@ -16,8 +16,10 @@ from support import Server, recording_pynq, recording_pyxrt
 from support.cards import U250_PLATFORM, U250_SHELL, facile_rows, fake_xclbin
 from tritonclient.utils import InferenceServerException
 
+from faast.contract.errors import DeviceError
+from faast.contract.kernel import KernelDescription
 from faast.host.csim import CsimDevice
-from faast.host.device import DeviceError, KernelDescription, open_device
+from faast.host.drivers import open_device
 from faast.host.pynq_driver import PynqDevice
 from faast.host.xrt_driver import XrtDevice
 
@@ -274,7 +276,7 @@ def test_concurrent_runs_larger_than_the_buffer_pools_complete_in_order(version_
     """More executions than buffer sets, from several threads at once: no deadlock, nothing mixed up."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from faast.host.device import Timings
+    from faast.host.buffer_pool import Timings
 
     device = CsimDevice(KernelDescription.read(version_dir))
     batches = [facile_rows(70000, seed=s) for s in range(2)]  # 70000 rows = 5 executions of 16384 or fewer

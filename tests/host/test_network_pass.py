@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from support import BIN, ROOT
 
-from faast.host.device import open_device
+from faast.host.drivers import open_device
 from faast.host.emulator import Program, compiled
 from faast.host.emulator.compiled import NetworkPass
 

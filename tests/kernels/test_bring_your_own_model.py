@@ -24,7 +24,7 @@ from google.protobuf import text_format
 from support import BIN, PYTHON, Server
 from tritonclient.grpc import model_config_pb2 as mc
 
-from faast.host.fixed import FixedType
+from faast.contract.fixed import FixedType
 
 pytestmark = pytest.mark.slow  # builds with hls4ml, compiles C simulations, runs hls4ml's own predict()
 

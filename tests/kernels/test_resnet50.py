@@ -10,7 +10,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from support import BIN, HLS4ML_TRACE, PYTHON, ROOT, Server
 
-from faast.host.device import open_device
+from faast.host.drivers import open_device
 from faast.kernels.spec import KernelSpec
 
 KERNEL = ROOT / "kernels" / "resnet50"

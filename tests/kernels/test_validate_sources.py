@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from support import BIN, PYTHON
 
-from faast.host.fixed import FixedType
+from faast.contract.fixed import FixedType
 
 # The child: a QKeras regression MLP (features -> energy) trained briefly on a smooth positive target, saved
 # as a whole-model .h5; an hls4ml YAML naming that file, with precisions of its own; held-out inputs and truth.

@@ -154,8 +154,8 @@ BATCHES = (1, 4, 16)  # the successful requests both servers get, rows each
 
 import_faast_protocol()
 
+from faast.contract.errors import InvalidArgument  # noqa: E402
 from faast.dataplane import DataPlane, InferRequest, InputTensor  # noqa: E402
-from faast.errors import InvalidArgument  # noqa: E402
 from faast.metrics import (  # noqa: E402
     MetricsConfig,
     MetricsView,

@@ -20,8 +20,8 @@ from support import import_faast_protocol
 import_faast_protocol()
 
 from faast.batcher import DynamicBatcher  # noqa: E402
-from faast.errors import Internal, Unavailable  # noqa: E402
-from faast.host.device import DeviceError, Timings  # noqa: E402
+from faast.contract.errors import DeviceError, Internal, Unavailable  # noqa: E402
+from faast.host.buffer_pool import Timings  # noqa: E402
 from faast.protocol import model_config as mc  # noqa: E402
 from faast.scheduler import Completion, DirectScheduler  # noqa: E402
 from faast.statistics import ModelStatistics  # noqa: E402

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from faast.host.device import KernelDescription
+from faast.contract.kernel import KernelDescription
 
 U250_SHELL = "xilinx_u250_gen3x16_xdma_shell_4_1"
 U250_PLATFORM = "xilinx_u250_gen3x16_xdma_4_1_202210_1"

@@ -2,21 +2,19 @@
 
 A value of type <W,I> is an integer mantissa m meaning m·2^-(W-I). `requantize` is the C++
 assignment between types (or from a double) with every ap_fixed quantization and overflow mode;
-the build (weights, buffer layout), the host (packing) and the emulator share it. numpy, but for
-packing a wrapping type: a compiled pass (fastpath.wrapped_bits).
+the build (weights, buffer layout), the host (packing) and the emulator share it, in numpy (the host
+packs wrapping types with a compiled pass that gives the same bits: faast.host.fastpath.wrapped_bits).
 
 Mantissas travel as float64 while they provably fit in 2^52 (exact, and BLAS can multiply them),
 float32 below 2^23 where the emulator can prove it (half the memory, twice the BLAS speed), or as
 int64 (exact up to 2^62).
 """
 
+import enum
 import re
 from dataclasses import dataclass
 
 import numpy as np
-
-from .fastpath import wrapped_bits
-from .modes import OVERFLOW, QUANTIZATION
 
 _TYPE = re.compile(
     r"^(?:ap_)?(u?)(fixed|int)<\s*(\d+)\s*(?:,\s*(-?\d+))?\s*(?:,\s*(\w+))?\s*(?:,\s*(\w+))?"
@@ -27,13 +25,38 @@ SINGLE_EXACT = 2.0**23  # the same for float32, with room for WRAP's offset arit
 INT_EXACT = 2.0**62
 
 
+class Quantization(enum.Enum):
+    """ap_fixed's quantization modes; a member's value is its number in the compiled code."""
+
+    TRN = 0
+    TRN_ZERO = 1
+    RND = 2
+    RND_ZERO = 3
+    RND_INF = 4
+    RND_MIN_INF = 5
+    RND_CONV = 6
+
+
+class Overflow(enum.Enum):
+    """ap_fixed's overflow modes; a member's value is its number in the compiled code."""
+
+    WRAP = 0
+    SAT = 1
+    SAT_ZERO = 2
+    SAT_SYM = 3
+
+    @property
+    def saturates(self) -> bool:
+        return self in (Overflow.SAT, Overflow.SAT_SYM)
+
+
 @dataclass(frozen=True)
 class FixedType:
     width: int
     integer: int
     signed: bool
-    quantization: str = "TRN"
-    overflow: str = "WRAP"
+    quantization: Quantization = Quantization.TRN
+    overflow: Overflow = Overflow.WRAP
 
     @classmethod
     def parse(cls, text):
@@ -43,12 +66,13 @@ class FixedType:
         unsigned, kind, width, integer, quantization, overflow, saturation_bits = match.groups()
         width = int(width)
         integer = width if kind == "int" else int(integer)
-        fixed = cls(width, integer, not unsigned, quantization or "TRN", overflow or "WRAP")
-        if fixed.quantization not in QUANTIZATION or fixed.overflow not in OVERFLOW:
-            raise ValueError(f"unknown quantization or overflow mode in {text!r}")
+        try:
+            modes = Quantization[quantization or "TRN"], Overflow[overflow or "WRAP"]
+        except KeyError:
+            raise ValueError(f"unknown quantization or overflow mode in {text!r}") from None
         if saturation_bits not in (None, "0"):
             raise ValueError(f"{text!r}: saturation bits (the N of ap_fixed<W,I,Q,O,N>) are not supported")
-        return fixed
+        return cls(width, integer, not unsigned, *modes)
 
     @property
     def fraction(self):
@@ -65,7 +89,7 @@ class FixedType:
 
     def __str__(self):
         prefix = "ap_fixed" if self.signed else "ap_ufixed"
-        return f"{prefix}<{self.width},{self.integer},{self.quantization},{self.overflow}>"
+        return f"{prefix}<{self.width},{self.integer},{self.quantization.name},{self.overflow.name}>"
 
     def holds(self, lowest, highest):
         """Whether mantissas in [lowest, highest] (at this type's fraction) need no overflow handling."""
@@ -89,7 +113,7 @@ class FixedType:
         huge = np.where(np.signbit(values), -(2.0**1023), 2.0**1023)
         scaled = np.where(finite, values, 0.0) * 2.0**self.fraction  # exact: a power-of-two scale
         mantissas = _round(scaled, 0, self.quantization)
-        if self.overflow == "WRAP":
+        if self.overflow is Overflow.WRAP:
             # Beyond 2^(52+W) every kept bit is 0 (this also covers ±2^1024); below, wrap exactly.
             kept = np.abs(mantissas) < 2.0 ** (52 + self.width)
             mantissas = np.where(finite & kept, mantissas, 0.0)
@@ -99,14 +123,14 @@ class FixedType:
     def saturate(self, mantissas):
         """Integral mantissas → this type's range by its overflow mode."""
         low, high = self.lowest, self.highest
-        if self.overflow == "SAT_SYM" and self.signed:
+        if self.overflow is Overflow.SAT_SYM and self.signed:
             low = -high
-        if self.overflow in ("SAT", "SAT_SYM"):
+        if self.overflow.saturates:
             return np.clip(mantissas, low, high)
         return self._wrap_or_zero(mantissas, low, high)
 
     def _wrap_or_zero(self, mantissas, low, high):
-        if self.overflow == "WRAP":
+        if self.overflow is Overflow.WRAP:
             if mantissas.dtype.kind == "f":
                 span = 2.0**self.width
                 base = mantissas - low if low else mantissas
@@ -117,13 +141,7 @@ class FixedType:
 
     def to_bits(self, values, out=None):
         """Floats → the type's bit patterns (uint64, or into the unsigned lanes `out`), as assigning a
-        float to it does in C++. The host packs every input with this, so wrapping types (to 62
-        bits) take a compiled pass (fastpath.wrapped_bits)."""
-        values = np.asarray(values)
-        if self.overflow == "WRAP" and self.width <= 62:
-            if values.dtype not in (np.float32, np.float64):
-                values = values.astype(np.float64)
-            return wrapped_bits(values, self, np.empty(values.shape, np.uint64) if out is None else out)
+        float to it does in C++."""
         mantissas = self.quantize(values)
         bits = (mantissas + 2.0**self.width * (mantissas < 0)).astype(np.uint64)
         if out is None:
@@ -147,42 +165,34 @@ class FixedType:
         return np.multiply(mantissas, 2.0**-self.fraction, out=out, dtype=np.float64, casting="unsafe")
 
 
-def _round(mantissas, shift, mode):
+def _round(mantissas, shift, mode: Quantization):
     """Drop `shift` fraction bits from integral mantissas by an ap_fixed quantization mode."""
     if mantissas.dtype.kind == "f":
         scaled = mantissas * 2.0**-shift if shift else mantissas  # exact
-        if mode == "TRN":
+        if mode is Quantization.TRN:
             return np.floor(scaled)
-        if mode == "RND_CONV":
+        if mode is Quantization.RND_CONV:
             return np.rint(scaled)  # ties to even
-        if mode == "TRN_ZERO":
+        if mode is Quantization.TRN_ZERO:
             return np.trunc(scaled)
         floor = np.floor(scaled)
         rest, half = scaled - floor, 0.5
     else:
         floor = mantissas >> shift
-        if mode == "TRN":
+        if mode is Quantization.TRN:
             return floor
         rest, half = mantissas & ((1 << shift) - 1), 1 << (shift - 1)
     negative = mantissas < 0
-    if mode == "TRN_ZERO":
+    if mode is Quantization.TRN_ZERO:
         up = (rest != 0) & negative
-    elif mode == "RND":
+    elif mode is Quantization.RND:
         up = rest >= half
-    elif mode == "RND_ZERO":
+    elif mode is Quantization.RND_ZERO:
         up = (rest > half) | ((rest == half) & negative)
-    elif mode == "RND_INF":
+    elif mode is Quantization.RND_INF:
         up = (rest > half) | ((rest == half) & ~negative)
-    elif mode == "RND_MIN_INF":
+    elif mode is Quantization.RND_MIN_INF:
         up = rest > half
     else:  # RND_CONV (int64 mantissas)
         up = (rest > half) | ((rest == half) & (floor & 1 == 1))
     return floor + up
-
-
-def lane_bits(width):
-    """The narrowest power-of-two lane (8..64 bits) that holds a value of `width` bits."""
-    for bits in (8, 16, 32, 64):
-        if width <= bits:
-            return bits
-    raise ValueError(f"fixed-point values wider than 64 bits ({width}) cannot be packed")
