@@ -22,6 +22,8 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path, PurePosixPath
 
 from google.protobuf import json_format
@@ -39,6 +41,31 @@ DEVICE_CHECK_SECONDS = 2.0  # how often cards taken out of rotation are tried ag
 CODE_SUFFIXES = (".so", ".xclbin", ".awsxclbin")
 
 
+class ModelState(Enum):
+    """Triton's ModelReadyState of one model version, named as RepositoryIndex writes it."""
+
+    UNKNOWN = "UNKNOWN"
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+    LOADING = "LOADING"
+    UNLOADING = "UNLOADING"
+
+
+@dataclass(frozen=True)
+class VersionState:
+    """Where one version of a model stands in its lifecycle, and why (Triton's state and reason)."""
+
+    state: ModelState
+    reason: str = ""
+
+
+READY = VersionState(ModelState.READY)
+LOADING = VersionState(ModelState.LOADING)
+UNLOADING = VersionState(ModelState.UNLOADING)
+UNLOADED = VersionState(ModelState.UNAVAILABLE, "unloaded")  # a client unloaded it: not a failure
+WHOLE_MODEL = ""  # the version key of a record about the model as a whole (see ModelRepository)
+
+
 class VersionLoadError(Exception):
     """One version of a model failed to load; the message is the cause's."""
 
@@ -48,6 +75,27 @@ class VersionLoadError(Exception):
 
 
 class ModelRepository:
+    """The models of the repositories and where each stands in its lifecycle.
+
+    `states(name)` is the one record of that: version -> VersionState. A load marks the versions it
+    loads LOADING (beside the versions still serving, which stay READY until the new ones swap in),
+    then READY; an unload marks the served versions UNLOADING, then the model UNAVAILABLE "unloaded".
+    A failed load leaves what serves READY, or, with nothing serving, records the failure on the model
+    as a whole: under the version key WHOLE_MODEL (""), alone, with the failure's reason. Versions load
+    all or none, and some failures come before any version is known (a config.pbtxt that does not
+    parse, a checksum agent, a version_policy naming no folder), so a failure is the model's, not a
+    version's; that record is the row RepositoryIndex shows without a version, as Triton's index has a
+    version-less row for its own model-level verdict (a name in several repositories). A name without
+    a record is UNKNOWN: never loaded, or being loaded for the first time before its versions are known.
+
+    The record holds the lifecycle; the device's health is read live on top of it, as Triton checks a
+    READY model's runtime readiness on every readiness call: a READY version whose device has no
+    compute unit in rotation reads UNAVAILABLE with the device's reason (`state`). Its compute units
+    fail in worker threads and come back in `watch_devices`, so reading them when asked is exact, where
+    a copy in the record would lag. `models` holds the loaded ServedModel objects, exactly the READY
+    versions; `get` serves from it.
+    """
+
     def __init__(
         self,
         paths: str | os.PathLike | Iterable[str | os.PathLike],
@@ -70,7 +118,7 @@ class ModelRepository:
         self.auto_complete = auto_complete
         self.models: dict[str, dict[str, ServedModel]] = {}  # name -> version -> model, oldest version first
         self._sent: dict[str, Path] = {}  # name -> folder holding the files its last LoadModel sent
-        self.failed: dict[str, str] = {}  # name -> why it is not loaded
+        self._states: dict[str, dict[str, VersionState]] = {}  # name -> version -> lifecycle state, oldest first
         self._stamps: dict[str, tuple] = {}  # name -> _stamp() at the last load attempt, for polling
         self._locks: dict[str, asyncio.Lock] = {}  # name -> lock: one load or unload of a model at a time
         self._load_slots = asyncio.Semaphore(max(load_threads, 1))
@@ -142,24 +190,31 @@ class ModelRepository:
             if files is None:
                 self._stamps[name] = _stamp(model_dir)  # polling retries after a change
             loaded, failure = None, None
-            async with self._load_slots:  # at most --model-load-thread-count loads at once
-                for _attempt in range(self.load_retries + 1):
-                    try:
-                        loaded = await self._load_versions(name, model_dir, config)
-                        break
-                    except Exception as error:  # a broken model must not take the others down
-                        failure = error
+            before = self._states.get(name)
+            try:
+                async with self._load_slots:  # at most --model-load-thread-count loads at once
+                    for _attempt in range(self.load_retries + 1):
+                        try:
+                            loaded = await self._load_versions(name, model_dir, config)
+                            break
+                        except Exception as error:  # a broken model must not take the others down
+                            failure = error
+            except BaseException:  # cancelled (shutdown): the record goes back to what still stands
+                self._record(name, before)
+                raise
             if loaded is None:
                 if files is not None:
                     shutil.rmtree(files, ignore_errors=True)
-                if name not in self.models:
-                    self.failed[name] = str(failure)
+                if name in self.models:  # what is loaded keeps serving
+                    self._record(name, {version: READY for version in self.models[name]})
+                else:
+                    self._record(name, {WHOLE_MODEL: VersionState(ModelState.UNAVAILABLE, str(failure))})
                 where = f"'{name}' version {failure.version}" if isinstance(failure, VersionLoadError) else f"'{name}'"
                 log.error("failed to load %s: Internal: %s", where, failure)
                 log.info("failed to load model '%s'", name)
                 return str(failure)
-            self.failed.pop(name, None)
             previous, self.models[name] = self.models.get(name, {}), loaded
+            self._record(name, {version: READY for version in loaded})
             for model in loaded.values():
                 log.info("loaded model '%s' version %s on device '%s'", name, model.version, model.device.kind)
             log.info("successfully loaded '%s'", name)
@@ -169,13 +224,17 @@ class ModelRepository:
             return None
 
     async def _load_versions(self, name, model_dir: Path, config) -> dict[str, ServedModel]:
-        """Every version of `name` that its version_policy serves, loaded; all or none."""
+        """Every version of `name` that its version_policy serves, loaded; all or none. Once the
+        versions are known, the record shows the ones not serving yet LOADING."""
         config = config if config is not None else read_config(model_dir)
         config.name = config.name or name
         await asyncio.to_thread(run_agents, config, model_dir)
+        versions = versions_to_load(model_dir, config)
+        serving = self.models.get(name, {})  # stays READY until the new versions swap in
+        self._record(name, {v: READY if v in serving else LOADING for v in sorted({*versions, *serving}, key=int)})
         loaded: dict[str, ServedModel] = {}
         try:
-            for version in versions_to_load(model_dir, config):
+            for version in versions:
                 log.info("loading: %s:%s", name, version)
                 copy = mc.ModelConfig()
                 copy.CopyFrom(config)
@@ -198,13 +257,25 @@ class ModelRepository:
             self._sent[name] = keep
 
     async def _unload(self, name):
+        """Stop serving `name`: its versions are UNLOADING while they finish what they took, then the
+        model is UNAVAILABLE "unloaded"."""
         async with self._locks.setdefault(name, asyncio.Lock()):
             versions = self.models.pop(name, {})
+            if versions:
+                self._record(name, dict.fromkeys(versions, UNLOADING))
             self._stamps.pop(name, None)
             for model in versions.values():
                 await model.close()
                 log.info("successfully unloaded '%s' version %s", name, model.version)
+            self._record(name, {WHOLE_MODEL: UNLOADED})
             self._forget_sent(name)
+
+    def _record(self, name, versions: dict[str, VersionState] | None):
+        """Set where every version of `name` stands (None: nothing is known of it)."""
+        if versions is None:
+            self._states.pop(name, None)
+        else:
+            self._states[name] = versions
 
     async def load(self, name, parameters=None):
         """RepositoryModelLoad: (re)load `name`; parameters as Triton takes them: "config", a JSON
@@ -286,7 +357,6 @@ class ModelRepository:
         if name not in self.models and name not in self.available():
             return  # nothing by that name is loaded: done, as Triton answers it
         await self._unload(name)
-        self.failed[name] = "unloaded"
 
     def _refuse_unless_explicit(self):
         if self.mode == "poll":
@@ -311,7 +381,8 @@ class ModelRepository:
                 await self._unload(name)
         for name in set(self._stamps) - present:
             del self._stamps[name]
-            self.failed.pop(name, None)
+        for name in set(self._states) - present:  # gone from the repositories: nothing is known of it
+            self._record(name, None)
         for name in sorted(present):
             if self._stamps.get(name) != _stamp(scanned[name][0]):  # new, changed, or changed since a failed attempt
                 try:
@@ -319,30 +390,48 @@ class ModelRepository:
                 except Internal as error:  # removed while being polled
                     log.info("%s", error)
 
+    def states(self, name) -> dict[str, VersionState]:
+        """The lifecycle record of `name`: version -> VersionState, oldest first (WHOLE_MODEL alone for
+        a record about the model as a whole; empty for a model never loaded)."""
+        return dict(self._states.get(name, {}))
+
+    def state(self, name, version) -> VersionState:
+        """Where version `version` of `name` stands as a client sees it: its record, with a READY
+        version whose device has no compute unit in rotation UNAVAILABLE for the device's reason."""
+        record = self._states.get(name, {}).get(version, VersionState(ModelState.UNKNOWN))
+        if record.state is ModelState.READY:
+            healthy, why = self.models[name][version].device.health()
+            if not healthy:
+                return VersionState(ModelState.UNAVAILABLE, why)
+        return record
+
     def index(self, ready_only=False):
-        """(name, version, state, reason) for every model in the repositories, as RepositoryIndex lists."""
+        """(name, version, state, reason) for every model in the repositories, as RepositoryIndex lists:
+        a row for each version of its record (with `ready_only`, each READY one), the version-less row
+        of a record about the model as a whole, and a name alone for a model without a record."""
         rows = []
         not_unique = set(self.not_unique())
         for name in sorted(set(self.available()) | not_unique):
-            versions = self.models.get(name)
             if name in not_unique:
                 if not ready_only:
-                    rows.append((name, "", "UNAVAILABLE", NOT_UNIQUE))
-            elif versions:
-                for version, model in versions.items():
-                    healthy, why = model.device.health()
-                    rows.append((name, version, "READY", "") if healthy else (name, version, "UNAVAILABLE", why))
-            elif not ready_only:
-                reason = self.failed.get(name, "")
-                rows.append((name, "", "UNAVAILABLE" if reason else "", reason))
+                    rows.append((name, "", ModelState.UNAVAILABLE.value, NOT_UNIQUE))
+                continue
+            records = self._states.get(name, {})
+            if not records and not ready_only:
+                rows.append((name, "", "", ""))  # Triton's name-only row: state UNKNOWN, not written
+            for version, record in records.items():
+                if not ready_only or record.state is ModelState.READY:
+                    shown = self.state(name, version)
+                    rows.append((name, version, shown.state.value, shown.reason))
         return rows
 
     def get(self, name, version=""):
         """The loaded model `name` at `version` ("": its newest loaded version), or Triton's error."""
         versions = self.models.get(name)
-        if not versions and name in self.failed:
+        failure = self._states.get(name, {}).get(WHOLE_MODEL)
+        if not versions and failure is not None:
             raise NotFound(
-                f"Request for unknown model: '{name}' has no available versions (failed to load: {self.failed[name]})"
+                f"Request for unknown model: '{name}' has no available versions (failed to load: {failure.reason})"
             )
         if not versions:
             raise NotFound(f"Request for unknown model: '{name}' is not found")
@@ -372,17 +461,20 @@ class ModelRepository:
             yield from list(versions.values())
 
     def all_ready(self):
-        """No model failed to load (models a client unloaded on purpose do not count), and every
-        loaded one has a compute unit in rotation."""
-        return all(reason == "unloaded" for reason in self.failed.values()) and all(
-            model.device.health()[0] for model in self.served()
+        """Triton's strict readiness: every version of every record READY, on a device with a compute
+        unit in rotation, or unavailable because a client unloaded it (a model loading, unloading or
+        that failed to load is not ready)."""
+        return all(
+            self.state(name, version).state is ModelState.READY or record == UNLOADED
+            for name, records in list(self._states.items())
+            for version, record in list(records.items())
         )
 
     def is_ready(self, name, version=""):
-        """Loaded (at `version`, or any version) on a device with a compute unit in rotation."""
-        versions = self.models.get(name, {})
-        chosen = [versions[version]] if version in versions else [] if version else list(versions.values())
-        return any(model.device.health()[0] for model in chosen)
+        """READY (at `version`, or any version) on a device with a compute unit in rotation."""
+        records = self._states.get(name, {})
+        chosen = [version] if version else list(records)
+        return any(version in records and self.state(name, version).state is ModelState.READY for version in chosen)
 
     async def watch_devices(self, seconds=DEVICE_CHECK_SECONDS):
         """Every `seconds`, put back into rotation the compute units whose card works again, and log
