@@ -56,7 +56,6 @@ class DynamicBatcher(Scheduler):
         }
         self.preserve_ordering = batching.preserve_ordering
         self.queues: dict[int, list[_Queued]] = {level: [] for level in range(1, self.levels + 1)}
-        self.queued_rows = 0
         self.sequence = 0
         self.released = 0
         self.done: dict[int, tuple[_Queued, Completion | None, BaseException | None]] = {}
@@ -100,7 +99,6 @@ class DynamicBatcher(Scheduler):
         )
         self.sequence += 1
         self.queues[level].append(request)
-        self.queued_rows += len(rows)
         self.wakeup.set()
         try:
             return await request.future
@@ -112,7 +110,6 @@ class DynamicBatcher(Scheduler):
         """Drop a cancelled request from its queue; one already taken into a batch just goes unanswered."""
         if request in self.queues[level]:
             self.queues[level].remove(request)
-            self.queued_rows -= len(request.rows)
             self._settle(request)  # with preserve_ordering, the requests after it are not held for it
 
     async def _loop(self) -> None:
@@ -137,7 +134,6 @@ class DynamicBatcher(Scheduler):
             for request in self.queues[level]:
                 late = request.deadline and now > request.deadline
                 if late and request.reject_on_timeout:
-                    self.queued_rows -= len(request.rows)
                     self._settle(request, error=Unavailable("Request timeout expired"))
                 elif late:
                     delayed.append(request)
@@ -173,7 +169,6 @@ class DynamicBatcher(Scheduler):
             return []
         for level, request in batch:
             self.queues[level].remove(request)
-            self.queued_rows -= len(request.rows)
         return [request for _, request in batch]
 
     async def _run(self, batch: list[_Queued]) -> None:

@@ -9,7 +9,7 @@ Shared-memory tensors are read and written here, in one place. Everything else a
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -177,7 +177,7 @@ class DataPlane:
         model = self.repository.get(request.model_name, request.model_version)
         arrival, started = time.perf_counter_ns(), wall_ns()
         try:
-            rows = self._kernel_rows(model, request)
+            request, rows = self._validated(model, request)
             into = self._destination(model, request, len(rows))
             try:
                 done = await model.scheduler.submit(rows, request.parameters, into)
@@ -260,8 +260,9 @@ class DataPlane:
             outputs.append(OutputTensor(spec.name, spec.datatype, shape, data))
         return InferResponse(model.name, model.version, request.id, outputs)
 
-    def _kernel_rows(self, model: ServedModel, request: InferRequest) -> Rows:
-        """Validate a request against the model as Triton does and return float32 kernel rows."""
+    def _validated(self, model: ServedModel, request: InferRequest) -> tuple[InferRequest, Rows]:
+        """Validate a request against the model as Triton does: the request as it runs (an output
+        requested twice is answered once, as Triton does) and its kernel rows."""
         prefix = f"[request id: {request.id or '<id_unknown>'}] "
         self.check_parameters(request.parameters)
         seen: set[str] = set()
@@ -272,7 +273,7 @@ class DataPlane:
         unique: dict[str, RequestedOutput] = {}
         for output in request.outputs:  # Triton answers an output requested twice once
             unique.setdefault(output.name, output)
-        request.outputs = list(unique.values())
+        request = replace(request, outputs=list(unique.values()))
         names = list(unique)
         raw = [self._input_bytes(model, tensor) for tensor in request.inputs]
 
@@ -350,16 +351,22 @@ class DataPlane:
                     f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
                     f"'{model.name}'. Expected {size}, got {len(data)}"
                 )
-        if len(raw) == 1:  # one input tensor: the kernel rows are its bytes where they lie, no copy
+        return request, self._rows(model, request, raw)
+
+    @staticmethod
+    def _rows(model: ServedModel, request: InferRequest, raw: list) -> Rows:
+        """A valid request's kernel rows: one input's bytes where they lie (no copy), several side by
+        side in the kernel's order, whatever order the request named them in."""
+        width = model.device.kernel.input_size
+        if len(raw) == 1:
             (tensor,), (data,) = request.inputs, raw
             if isinstance(data, ClientMemory):
-                return data.typed(tensors.NUMPY[tensor.datatype], (-1, model.device.kernel.input_size))
-            return tensors.from_raw(tensor.datatype, tensor.shape, data).reshape(-1, model.device.kernel.input_size)
+                return data.typed(tensors.NUMPY[tensor.datatype], (-1, width))
+            return tensors.from_raw(tensor.datatype, tensor.shape, data).reshape(-1, width)
         assert not any(isinstance(data, ClientMemory) for data in raw), "one input alone is packed in place"
         arrays = {
             t.name: tensors.from_raw(t.datatype, t.shape, data) for t, data in zip(request.inputs, raw, strict=True)
         }
-        # Several: side by side in the kernel's order, whatever order the request named them in.
         return np.hstack(
             [arrays[name].reshape(-1, tensor.segment.size) for name, tensor in model.kernel_inputs.items()]
         )

@@ -1,7 +1,8 @@
 """gRPC transport: Triton's GRPCInferenceService and grpc.health.v1 over the dataplane.
 
-Converts protocol messages to the dataplane's dataclasses and back, and maps the dataplane's typed
-errors to gRPC status codes; no inference semantics live here.
+Each method decodes its request (faast.grpc_converters, faast.grpc_wire), calls the dataplane or the
+handlers, and answers a typed error with the status code the error carries (faast.contract.errors);
+no inference semantics live here.
 """
 
 import asyncio

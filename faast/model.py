@@ -12,7 +12,7 @@ from faast.host.device import Device
 from faast.host.drivers import open_device
 
 from .batcher import DynamicBatcher
-from .contract.errors import DeviceError
+from .contract.errors import ModelConfigError
 from .contract.kernel import KernelDescription
 from .contract.layout import Segment
 from .protocol import model_config as mc
@@ -127,12 +127,12 @@ def versions_to_load(model_dir, config: mc.ModelConfig) -> list[str]:
     elif choice == "specific":
         missing = sorted(set(policy.specific.versions) - set(found))
         if missing:
-            raise DeviceError(f"version_policy of '{config.name}' names versions {missing} that {model_dir} lacks")
+            raise ModelConfigError(f"version_policy of '{config.name}' names versions {missing} that {model_dir} lacks")
         chosen = sorted(set(policy.specific.versions))
     else:
         chosen = found[-max(policy.latest.num_versions, 1) :] if found else []
     if not chosen:
-        raise DeviceError(f"model '{config.name}' has no version folder in {model_dir}")
+        raise ModelConfigError(f"model '{config.name}' has no version folder in {model_dir}")
     return [str(version) for version in chosen]
 
 
@@ -141,7 +141,7 @@ def instances(config: mc.ModelConfig) -> int | None:
     number (every core for the emulator, every CU of the xclbin for a card)."""
     for group in config.instance_group:
         if group.kind == mc.ModelInstanceGroup.KIND_GPU:
-            raise DeviceError(
+            raise ModelConfigError(
                 f"instance_group of '{config.name}' asks for KIND_GPU: faast runs kernels on FPGAs and CPU cores; "
                 "use KIND_CPU or KIND_AUTO"
             )
@@ -169,7 +169,7 @@ def _warm_up(config: mc.ModelConfig, device: Device, model_dir: Path) -> None:
     for sample in config.model_warmup:
         names = [spec.name for spec in specs]
         if set(sample.inputs) != set(names):
-            raise DeviceError(
+            raise ModelConfigError(
                 f"warmup sample '{sample.name}' of '{config.name}' must give exactly the inputs {names}, "
                 f"not {sorted(sample.inputs)}"
             )
@@ -185,7 +185,7 @@ def _warmup_input(config, sample, spec: TensorSpec, model_dir: Path) -> np.ndarr
     given = sample.inputs[spec.name]
     datatype = config_to_datatype(mc.DataType.Name(given.data_type))
     if datatype != spec.datatype or tuple(given.dims) != spec.dims:
-        raise DeviceError(
+        raise ModelConfigError(
             f"warmup sample '{sample.name}' of '{config.name}': input '{spec.name}' must be {spec.datatype} "
             f"{list(spec.dims)}, not {datatype} {list(given.dims)}"
         )
@@ -196,7 +196,7 @@ def _warmup_input(config, sample, spec: TensorSpec, model_dir: Path) -> np.ndarr
         path = model_dir / "warmup" / given.input_data_file
         data = np.fromfile(path, dtype)
         if data.size != int(np.prod(shape)):
-            raise DeviceError(
+            raise ModelConfigError(
                 f"warmup sample '{sample.name}' of '{config.name}': {path} holds {data.size} values, "
                 f"not the {int(np.prod(shape))} of {list(shape)}"
             )
@@ -217,23 +217,23 @@ def _check_kernel_fits(config, kernel: KernelDescription):
     )
     for side, tensors, segments in sides:
         if len(tensors) != len(segments):
-            raise DeviceError(
+            raise ModelConfigError(
                 f"config.pbtxt of '{config.name}' must declare {len(segments)} {side}(s), as kernel "
                 f"'{kernel.name}' has, not {len(tensors)}"
             )
         floats = ("FP32",) if side == "input" else FLOAT_OUTPUT_TYPES
         for tensor, segment in zip(tensors, segments, strict=True):
             if int(np.prod(tensor.dims)) != segment.size:
-                raise DeviceError(
+                raise ModelConfigError(
                     f"tensor '{tensor.name}' of '{config.name}' must have {segment.size} elements, as kernel "
                     f"'{kernel.name}' has"
                 )
             fits_bits = tensor.datatype in RAW_TYPES and NUMPY[tensor.datatype].itemsize * 8 >= segment.type.width
             if tensor.datatype not in floats and not fits_bits:
-                raise DeviceError(
+                raise ModelConfigError(
                     f"{side} '{tensor.name}' of '{config.name}' must be {' or '.join(floats)}, or an integer type "
                     f"of at least {segment.type.width} bits carrying the kernel's {segment.type} bit patterns"
                 )
     raw_inputs = {tensor.datatype in RAW_TYPES for tensor in sides[0][1]}
     if len(raw_inputs) > 1:
-        raise DeviceError(f"inputs of '{config.name}' must be all FP32 or all integer bit patterns")
+        raise ModelConfigError(f"inputs of '{config.name}' must be all FP32 or all integer bit patterns")

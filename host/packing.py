@@ -52,7 +52,7 @@ def _pack_rows(lanes: TensorLanes, rows: Rows, out: np.ndarray) -> None:
     if isinstance(rows, ClientMemory):
         if not lanes.packs_in_place:
             raise TypeError("a client's memory is packed only by the guarded pass (TensorLanes.packs_in_place)")
-        wrapped_bits(rows, lanes.type, out)
+        wrapped_bits(rows.reshape(-1), lanes.type, out)
         return
     if len(lanes.segments) == 1:  # the common case: one conversion over the whole flat block
         _pack_segment(lanes, lanes.segments[0].type, rows.reshape(-1), out)

@@ -45,13 +45,13 @@ class ModelConfigError(FaastError):
     this message."""
 
 
-class KernelFormatError(FaastError):
-    """kernel.json is missing, unreadable, of another format version, or lacks what a reader needs;
-    the message names the file and the fix."""
-
-
 class DeviceError(FaastError):
     """The device cannot be opened or a kernel execution failed; the message says why."""
+
+
+class KernelFormatError(DeviceError):
+    """kernel.json is missing, unreadable, of another format version, or lacks what a reader needs
+    (so no device can open the kernel); the message names the file and the fix."""
 
 
 class ComputeUnitFault(DeviceError):

@@ -97,7 +97,7 @@ class Layer:
             raise self._missing(f"type {key}")
         return FixedType.parse(self.types[key])
 
-    def _attribute(self, key: str, kinds: Any, default: Any) -> Any:
+    def _attribute(self, key: str, kinds: tuple[Any, ...], default: Any) -> Any:
         value = self.attributes.get(key, default)
         if value is _MISSING:
             raise self._missing(f"attribute {key}")
@@ -106,16 +106,16 @@ class Layer:
         return value
 
     def integer(self, key: str, default: Any = _MISSING) -> int:
-        return self._attribute(key, int, default)
+        return self._attribute(key, (int,), default)
 
     def number(self, key: str, default: Any = _MISSING) -> float:
         return self._attribute(key, (int, float), default)
 
     def flag(self, key: str, default: Any = _MISSING) -> bool:
-        return self._attribute(key, bool, default)
+        return self._attribute(key, (bool,), default)
 
     def text(self, key: str, default: Any = _MISSING) -> str:
-        return self._attribute(key, str, default)
+        return self._attribute(key, (str,), default)
 
     def integers(self, key: str, default: Any = _MISSING) -> tuple[int, ...]:
         return tuple(self._attribute(key, (list, tuple), default))

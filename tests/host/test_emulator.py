@@ -12,6 +12,7 @@ import tritonclient.grpc as grpcclient
 from support import BIN, HLS4ML_TRACE, PYTHON, ROOT
 
 from faast.contract.fixed import FixedType
+from faast.contract.memory import ClientMemory
 from faast.host import fastpath
 from faast.host.drivers import open_device
 
@@ -136,7 +137,7 @@ def test_sigmoid_emulator_equals_csim(tmp_path, facile_inputs):
     subprocess.run([BIN / "faast", "build", kernel, "--out", tmp_path / "repository"], check=True)
     version_dir = tmp_path / "repository" / "facile_sigmoid" / "1"
     emulator = open_device("emulator", version_dir)
-    assert "sigmoid" in [layer["attributes"].get("activation") for layer in emulator.kernel.raw["layers"]]
+    assert "sigmoid" in [layer.text("activation", None) for layer in emulator.kernel.layers]
     input_type = emulator.kernel.layout.input.type
     emulator.close()
     outputs = compare_devices(version_dir, edge_inputs(facile_inputs[0], input_type, 24000, seed=13))
@@ -190,7 +191,7 @@ def test_small_runs_happen_in_the_callers_thread_only_on_an_idle_device(model_re
 
 
 def test_outputs_unpack_straight_into_their_destinations(model_repository, facile_inputs):
-    """Device.run with destinations (how a client's shared memory gets its outputs): the blocks that
+    """Device.run_blocks with destinations (how a client's shared memory gets its outputs): the blocks that
     have one are answered by that very array, filled as the blocks' own run would, across executions
     on two compute units; the others get their rows of one result, as without destinations."""
     emulator = open_device("emulator", model_repository / "facile" / "1", 2)
@@ -198,13 +199,15 @@ def test_outputs_unpack_straight_into_their_destinations(model_repository, facil
         rows = facile_inputs[0][:3000].astype(np.float32)
         blocks = [rows[:700], rows[700:1700], rows[1700:]]  # two executions of 1500 rows: block 1 spans both
         expected = emulator.run(rows)
-        into = [None, np.full((1000, 1), np.nan, np.float32), np.full((1300, 1), np.nan, np.float32)]
-        outputs = emulator.run(blocks, into=into)
+        memory = [np.full((1000, 1), np.nan, np.float32), np.full((1300, 1), np.nan, np.float32)]
+        into = [None, *(ClientMemory(array) for array in memory)]
+        outputs = emulator.run_blocks(blocks, into=into)
         assert outputs[1] is into[1] and outputs[2] is into[2]
-        assert_bit_equal(np.concatenate(outputs), expected)
+        assert isinstance(outputs[0], np.ndarray)
+        assert_bit_equal(np.concatenate([outputs[0], *memory]), expected)
         assert emulator.usage()[0] == 4  # two runs of two executions, each unit one per run
         with pytest.raises(ValueError, match="destination"):
-            emulator.run(blocks, into=[None, np.empty((999, 1), np.float32), None])
+            emulator.run_blocks(blocks, into=[None, ClientMemory(np.empty((999, 1), np.float32)), None])
     finally:
         emulator.close()
 
@@ -266,7 +269,7 @@ def test_cnn_layers_equal_hls4ml_trace(tmp_path):
     emulator = open_device("emulator", version_dir)
     layout = emulator.kernel.layout
     program = emulator.compute_units[0].program
-    names = [layer["name"] for layer in emulator.kernel.raw["layers"] if layer["name"] in trace]
+    names = [layer.name for layer in emulator.kernel.layers if layer.name in trace]
     values = program.trace(layout.input.type.from_bits(layout.input.type.to_bits(images)), names)
     assert {"conv1", "bn1", "relu1", "pool1", "conv2", "add", "pool2", "gap", "dense", "softmax"} <= set(names)
     for name in names:

@@ -81,7 +81,7 @@ def test_kernel_description_has_the_buffer_layout(model_repository):
         "tensors": [
             {
                 "name": kernel["inputs"][0]["name"],
-                "type": "fixed<16,9,TRN,WRAP,0>",
+                "type": "ap_fixed<16,9,TRN,WRAP>",
                 "bits": 16,
                 "offset": 0,
                 "size": 15,
@@ -282,9 +282,11 @@ def test_concurrent_runs_larger_than_the_buffer_pools_complete_in_order(version_
     batches = [facile_rows(70000, seed=s) for s in range(2)]  # 70000 rows = 5 executions of 16384 or fewer
     expected = [np.concatenate([device.run(b[i : i + 5000]) for i in range(0, len(b), 5000)]) for b in batches]
     timings = [Timings() for _ in batches]
+    executions = device.usage()[0]
     with ThreadPoolExecutor(2) as pool:
-        served = list(pool.map(device.run, batches, timings))
+        served = list(pool.map(lambda rows, timing: device.run_blocks([rows], timing)[0], batches, timings))
+    assert device.usage()[0] - executions == 10  # five each
     for got, want, timing in zip(served, expected, timings, strict=True):
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
-        assert timing.executions == 5 and timing.pack_ns > 0 and timing.unpack_ns > 0
+        assert timing.pack_ns > 0 and timing.unpack_ns > 0
     device.close()

@@ -14,8 +14,8 @@ from support import import_faast_protocol
 
 import_faast_protocol()  # before anything of faast: the suite's tritonclient.grpc registered its protos
 
+from faast.contract.errors import Internal, NotFound  # noqa: E402
 from faast.dataplane import DataPlane  # noqa: E402
-from faast.errors import Internal, NotFound  # noqa: E402
 from faast.model import ServedModel  # noqa: E402
 from faast.repository import UNLOADED, WHOLE_MODEL, ModelRepository, ModelState, VersionState  # noqa: E402
 from faast.shared_memory import SharedMemoryManager  # noqa: E402

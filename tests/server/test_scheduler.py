@@ -74,7 +74,7 @@ class FakeDevice:
     def run_small(self, rows, timings=None, into=None) -> None:
         return None  # every run goes to a worker thread, where a test can hold it
 
-    def run(self, blocks: list[np.ndarray], timings: Timings | None = None, into=None) -> list[np.ndarray]:
+    def run_blocks(self, blocks: list[np.ndarray], timings: Timings | None = None, into=None) -> list[np.ndarray]:
         """A batch's blocks → each block's outputs, as Device.run answers a list (no destinations here)."""
         assert all(out is None for out in into or []), "the fake device has no shared memory to unpack into"
         rows = np.concatenate(blocks)
