@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from support import BIN
+from support import BIN, infer
 from support.balancer import HAProxy, Replica
 
 # slow: four real servers, a kill and a restart, perf_analyzer
@@ -50,14 +50,8 @@ def channels(facile_inputs, cluster):
     features = facile_inputs[0][:ROWS].astype(np.float32)
     _, replicas = cluster
     with grpcclient.InferenceServerClient(replicas[0].url) as client:
-        expected = _infer(client, grpcclient, features)
+        expected = infer(client, features, outputs=[grpcclient.InferRequestedOutput("output")])
     return features, expected
-
-
-def _infer(client, module, features):
-    tensor = module.InferInput("input", list(features.shape), "FP32")
-    tensor.set_data_from_numpy(features)
-    return client.infer("facile", [tensor], outputs=[module.InferRequestedOutput("output")]).as_numpy("output")
 
 
 def _successes(replicas):
@@ -72,13 +66,17 @@ def test_tritonclient_grpc_and_http_requests_spread_over_every_replica(cluster, 
     with grpcclient.InferenceServerClient(balancer.url) as client:
         assert client.is_server_ready() and client.get_model_metadata("facile").name == "facile"
         for _ in range(60):  # one client, one HTTP/2 connection: only an L7 balancer spreads it
-            np.testing.assert_array_equal(_infer(client, grpcclient, features), expected)
+            np.testing.assert_array_equal(
+                infer(client, features, outputs=[grpcclient.InferRequestedOutput("output")]), expected
+            )
             answered += 1
     client = httpclient.InferenceServerClient(balancer.http_url)
     try:
         assert client.is_server_ready()
         for _ in range(30):
-            np.testing.assert_array_equal(_infer(client, httpclient, features), expected)
+            np.testing.assert_array_equal(
+                infer(client, features, outputs=[httpclient.InferRequestedOutput("output")]), expected
+            )
             answered += 1
     finally:
         client.close()
@@ -96,7 +94,7 @@ def test_a_killed_replica_loses_only_its_in_flight_calls_and_rejoins_when_restar
         with grpcclient.InferenceServerClient(balancer.url) as client:
             while not stop.is_set():
                 try:
-                    answer = _infer(client, grpcclient, features)
+                    answer = infer(client, features, outputs=[grpcclient.InferRequestedOutput("output")])
                     outcome = "right" if np.array_equal(answer, expected) else "wrong"
                 except Exception as error:  # counted: only the killed replica's in-flight calls may fail
                     outcome = f"failed: {error}"

@@ -21,8 +21,7 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from support import Server, facile_with_config
-from tritonclient.grpc import service_pb2
+from support import Server, facile_input, facile_with_config, infer, infer_request
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
@@ -37,13 +36,6 @@ RSS_SLACK_MB = 150
 SETTLE_S = 15  # how long open files and memory get to come back
 QUEUE_DELAY_S = 3  # the SIGTERM test's batching delay: how long its small requests stay in the server
 EXIT_TIMEOUT_S = 10
-
-
-def _infer_request(rows, request_id=""):
-    message = service_pb2.ModelInferRequest(model_name="facile", id=request_id)
-    message.inputs.add(name="input", datatype="FP32", shape=rows.shape)
-    message.raw_input_contents.append(rows.tobytes())
-    return message.SerializeToString()
 
 
 def _json_infer_body(rows):
@@ -67,12 +59,6 @@ def _rss_mb(pid):
         return int(next(line for line in status if line.startswith("VmRSS")).split()[1]) // 1024
 
 
-def _grpc_outputs(client, rows):
-    tensor = grpcclient.InferInput("input", list(rows.shape), "FP32")
-    tensor.set_data_from_numpy(rows)
-    return client.infer("facile", [tensor], client_timeout=60).as_numpy("output")
-
-
 def _http_outputs(http_url, rows, timeout=GOOD_CLIENT_TIMEOUT):
     request = urllib.request.Request(
         f"http://{http_url}/v2/models/facile/infer", data=_json_infer_body(rows), method="POST"
@@ -94,8 +80,7 @@ class WellBehavedClient(threading.Thread):
 
     def run(self):
         client = grpcclient.InferenceServerClient(self.server.url)
-        tensor = grpcclient.InferInput("input", list(ROWS.shape), "FP32")
-        tensor.set_data_from_numpy(ROWS)
+        tensor = facile_input(ROWS)
         while not self.stopping.is_set():
             for transport in ("gRPC", "HTTP"):
                 started, fault = time.monotonic(), self.fault
@@ -119,7 +104,7 @@ class WellBehavedClient(threading.Thread):
 def cancel_mid_flight(server, stack, rng):
     """Large calls cancelled after 0-20 ms, a channel closed with calls in flight, and a stream
     cancelled while the client still holds it open."""
-    big = _infer_request(BIG)
+    big = infer_request(BIG).SerializeToString()
     with grpc.insecure_channel(server.url, options=MESSAGE_LIMITS) as channel:
         infer = channel.unary_unary(MODEL_INFER)
         for _ in range(30):
@@ -129,7 +114,7 @@ def cancel_mid_flight(server, stack, rng):
         held_open = threading.Event()
 
         def requests():
-            yield _infer_request(ROWS)
+            yield infer_request(ROWS).SerializeToString()
             held_open.wait(10)
 
         stream = channel.stream_stream(STREAM_INFER)(requests(), timeout=30)
@@ -152,11 +137,11 @@ def tiny_deadlines(server, stack, rng):
     """200 calls of every size with a 1 ms deadline: DEADLINE_EXCEEDED (or an answer) is all they get."""
     unexpected = []
     with grpc.insecure_channel(server.url, options=MESSAGE_LIMITS) as channel:
-        infer = channel.unary_unary(MODEL_INFER)
+        model_infer = channel.unary_unary(MODEL_INFER)
         for index in range(200):
             rows = BIG[: rng.choice([1, 16, 1000, 65536])]
             try:
-                infer(_infer_request(rows), timeout=0.001)
+                model_infer(infer_request(rows).SerializeToString(), timeout=0.001)
             except grpc.RpcError as error:
                 if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
                     unexpected.append(f"call {index}: {error.code().name} {error.details()}")
@@ -190,7 +175,7 @@ def slow_senders(server, stack, rng):
         for sock in trickling:
             sock.sendall(bytes([byte]))
         time.sleep(0.01)
-    expected = _grpc_outputs(server.client, ROWS[:1]).ravel().tolist()
+    expected = infer(server.client, ROWS[:1], client_timeout=60).ravel().tolist()
     if answer.status == 200 and json.loads(body)["outputs"][0]["data"] == expected:
         return []
     return [f"the byte-by-byte request got {answer.status} {body[:200]!r}"]
@@ -272,8 +257,9 @@ def target(model_repository, tmp_path_factory):
 
 @pytest.mark.slow  # many misbehaving clients, leaks measured
 def test_misbehaving_clients_neither_starve_others_nor_leak(target):
-    expected = _grpc_outputs(target.client, ROWS)
-    _grpc_outputs(target.client, BIG)  # every size once, so the allocator's high-water mark is part of the baseline
+    expected = infer(target.client, ROWS, client_timeout=60)
+    # every size once, so the allocator's high-water mark is part of the baseline
+    infer(target.client, BIG, client_timeout=60)
     _http_outputs(target.http_url, BIG[:40000], timeout=60)
     good = WellBehavedClient(target, expected)
     good.start()
@@ -311,7 +297,7 @@ def test_misbehaving_clients_neither_starve_others_nor_leak(target):
     assert good.slowest[0] < SLOWEST_GOOD_ANSWER, good.slowest
     assert fds_after <= fds_before + FD_SLACK, (fds_before, fds_held, fds_after)
     assert rss_after <= rss_before + RSS_SLACK_MB, (rss_before, rss_after)
-    assert np.array_equal(_grpc_outputs(target.client, ROWS), expected)
+    assert np.array_equal(infer(target.client, ROWS, client_timeout=60), expected)
 
 
 @pytest.fixture
@@ -349,7 +335,7 @@ def _refusal(server):
     """How a new gRPC and a new HTTP request fare: (gRPC status, HTTP status or error), None for OK."""
     try:
         with grpc.insecure_channel(server.url) as channel:
-            channel.unary_unary(MODEL_INFER)(_infer_request(ROWS), timeout=5)
+            channel.unary_unary(MODEL_INFER)(infer_request(ROWS).SerializeToString(), timeout=5)
         grpc_answer = None
     except grpc.RpcError as error:
         grpc_answer = error.code().name
@@ -367,7 +353,7 @@ def test_sigterm_answers_every_accepted_request_then_refuses(slow_batching):
     server = slow_batching
     small = [np.ascontiguousarray(np.roll(BIG, shift, axis=0)[:100]) for shift in range(19)]
     # References in one request of more rows than one execution holds, so it is not held back.
-    everything = _grpc_outputs(server.client, np.concatenate([BIG[:40000], *small]))
+    everything = infer(server.client, np.concatenate([BIG[:40000], *small]), client_timeout=60)
     expected = {"big": everything[:40000], **{index: everything[40000 + 100 * index :][:100] for index in range(19)}}
     outcomes = {}
 
@@ -375,7 +361,7 @@ def test_sigterm_answers_every_accepted_request_then_refuses(slow_batching):
         try:
             if transport == "gRPC":
                 with grpcclient.InferenceServerClient(server.url) as client:
-                    outcomes[name] = _grpc_outputs(client, rows)
+                    outcomes[name] = infer(client, rows, client_timeout=60)
             else:
                 outcomes[name] = _http_outputs(server.http_url, rows, 60)
         except Exception as error:  # recorded: the assertions below show it

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.utils.shared_memory as shm
-from support import Server, facile_with_config
+from support import Server, facile_input, facile_with_config, infer, infer_request
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
@@ -37,19 +37,6 @@ def explicit(model_repository, tmp_path_factory):
     )
     yield running
     running.stop()
-
-
-def _infer_request(rows=ROWS, model_name="facile", **fields):
-    message = service_pb2.ModelInferRequest(model_name=model_name, **fields)
-    message.inputs.add(name="input", datatype="FP32", shape=rows.shape)
-    message.raw_input_contents.append(rows.tobytes())
-    return message
-
-
-def _outputs(server, rows=ROWS):
-    tensor = grpcclient.InferInput("input", list(rows.shape), "FP32")
-    tensor.set_data_from_numpy(rows)
-    return server.client.infer("facile", [tensor], client_timeout=30).as_numpy("output")
 
 
 def _status(call, *args, timeout=30):
@@ -93,7 +80,8 @@ def test_shared_memory_keys_reach_only_regular_files_in_dev_shm(explicit, tmp_pa
             assert caught.value.message().startswith("Unable to open shared memory region: '"), key
             assert time.monotonic() - started < 5, f"{key!r} blocked the server"
         assert explicit.client.get_system_shared_memory_status(as_json=True).get("regions", {}) == {}
-        assert np.array_equal(_outputs(explicit), _outputs(explicit))  # still serving
+        first, again = (infer(explicit.client, ROWS, client_timeout=30) for _ in range(2))
+        assert np.array_equal(first, again)  # still serving
     finally:
         os.unlink(link)
         os.unlink(fifo)
@@ -106,19 +94,18 @@ def test_a_truncated_region_is_an_error_not_sigbus(explicit):
         explicit.client.register_system_shared_memory("truncated", "/faast_truncated", 2 * ROWS.nbytes)
         inputs = grpcclient.InferInput("input", list(ROWS.shape), "FP32")
         inputs.set_shared_memory("truncated", ROWS.nbytes)
-        expected = _outputs(explicit)
+        expected = infer(explicit.client, ROWS, client_timeout=30)
         assert np.array_equal(explicit.client.infer("facile", [inputs]).as_numpy("output"), expected)
         os.truncate("/dev/shm/faast_truncated", 100)  # the client shrinks its own object
         with pytest.raises(InferenceServerException, match="was truncated"):
             explicit.client.infer("facile", [inputs])
         outputs = grpcclient.InferRequestedOutput("output")
         outputs.set_shared_memory("truncated", 64, offset=ROWS.nbytes)
-        plain = grpcclient.InferInput("input", list(ROWS.shape), "FP32")
-        plain.set_data_from_numpy(ROWS)
+        plain = facile_input(ROWS)
         with pytest.raises(InferenceServerException, match="was truncated"):
             explicit.client.infer("facile", [plain], outputs=[outputs])
         assert explicit.process.poll() is None
-        assert np.array_equal(_outputs(explicit), expected)
+        assert np.array_equal(infer(explicit.client, ROWS, client_timeout=30), expected)
     finally:
         explicit.client.unregister_system_shared_memory("truncated")
         shm.destroy_shared_memory_region(region)
@@ -150,8 +137,7 @@ def _truncated_while_held(held, server, key, inputs, outputs, message):
         finally:
             client.close()
 
-    plain = grpcclient.InferInput("input", list(other.shape), "FP32")
-    plain.set_data_from_numpy(other)
+    plain = facile_input(other)
     threads = [
         threading.Thread(target=send, args=("in place", inputs, outputs)),
         threading.Thread(target=send, args=("plain", [plain])),
@@ -166,13 +152,13 @@ def _truncated_while_held(held, server, key, inputs, outputs, message):
     assert isinstance(failed, InferenceServerException)
     assert failed.status() == "StatusCode.INVALID_ARGUMENT"
     assert message in failed.message()
-    assert np.array_equal(answers["plain"].as_numpy("output"), _outputs(server, other))
+    assert np.array_equal(answers["plain"].as_numpy("output"), infer(server.client, other, client_timeout=30))
     after = held.client.get_inference_statistics("facile").model_stats[0]
     assert after.execution_count - before.execution_count == 1
     assert after.inference_count - before.inference_count == len(other)
     assert after.inference_stats.fail.count - before.inference_stats.fail.count == 1
     assert held.process.poll() is None
-    assert np.array_equal(_outputs(held, other), _outputs(server, other))
+    assert np.array_equal(infer(held.client, other, client_timeout=30), infer(server.client, other, client_timeout=30))
 
 
 def test_an_input_region_truncated_while_its_request_waits_fails_alone(model_repository, server, tmp_path):
@@ -188,7 +174,9 @@ def test_an_input_region_truncated_while_its_request_waits_fails_alone(model_rep
         held.client.register_system_shared_memory("vanishing", "/faast_vanishing", rows.nbytes)
         viewed = grpcclient.InferInput("input", list(rows.shape), "FP32")
         viewed.set_shared_memory("vanishing", rows.nbytes)
-        assert np.array_equal(held.client.infer("facile", [viewed]).as_numpy("output"), _outputs(server, rows))
+        assert np.array_equal(
+            held.client.infer("facile", [viewed]).as_numpy("output"), infer(server.client, rows, client_timeout=30)
+        )
         _truncated_while_held(
             held,
             server,
@@ -214,14 +202,13 @@ def test_an_output_region_truncated_while_its_request_waits_fails_alone(model_re
     region = shm.create_shared_memory_region("faast_vanishing_out", "/faast_vanishing_out", nbytes)
     try:
         held.client.register_system_shared_memory("vanishing_out", "/faast_vanishing_out", nbytes)
-        given = grpcclient.InferInput("input", list(rows.shape), "FP32")
-        given.set_data_from_numpy(rows)
+        given = facile_input(rows)
         wanted = grpcclient.InferRequestedOutput("output")
         wanted.set_shared_memory("vanishing_out", nbytes)
         answer = held.client.infer("facile", [given], outputs=[wanted])
         assert answer.get_response().raw_output_contents == [b""]  # as Triton: the output's bytes are not sent
         written = shm.get_contents_as_numpy(region, np.float32, [len(rows), 1])
-        assert np.array_equal(written, _outputs(server, rows))
+        assert np.array_equal(written, infer(server.client, rows, client_timeout=30))
         _truncated_while_held(
             held,
             server,
@@ -265,7 +252,7 @@ def test_settings_cannot_name_files_and_are_validated_when_set(explicit, tmp_pat
     assert caught.value.code == 501
     assert not target.exists()
     assert explicit.client.get_trace_settings(as_json=True)["settings"]["trace_rate"]["value"] == ["1000"]
-    assert _outputs(explicit).shape == (16, 1)  # the refused rate did not break inference
+    assert infer(explicit.client, ROWS, client_timeout=30).shape == (16, 1)  # the refused rate did not break inference
 
 
 def test_a_fifo_trace_file_never_blocks_inference(model_repository, tmp_path):
@@ -284,7 +271,7 @@ def test_a_fifo_trace_file_never_blocks_inference(model_repository, tmp_path):
     try:
         started = time.monotonic()
         for _ in range(20):
-            assert _outputs(server).shape == (16, 1)
+            assert infer(server.client, ROWS, client_timeout=30).shape == (16, 1)
         assert time.monotonic() - started < 20
     finally:
         server.process.kill()  # the trace writer is stuck in open(); SIGTERM's flush would wait for it
@@ -317,8 +304,8 @@ def test_load_parameters_are_applied_or_refused(explicit):
         explicit.client.load_model("facile", config=json.dumps(override))
         assert explicit.client.get_model_config("facile", as_json=True)["config"]["max_batch_size"] == 8
         with pytest.raises(InferenceServerException, match="batch-size must be <= 8"):
-            _outputs(explicit)
-        assert _outputs(explicit, ROWS[:8]).shape == (8, 1)
+            infer(explicit.client, ROWS, client_timeout=30)
+        assert infer(explicit.client, ROWS[:8], client_timeout=30).shape == (8, 1)
         with pytest.raises(InferenceServerException) as caught:
             explicit.client.load_model("facile", files={"file:1/csim.so": b"\x7fELF client code"})
         assert caught.value.status() == "StatusCode.UNIMPLEMENTED"
@@ -333,17 +320,17 @@ def test_zero_rows_are_answered_at_once_as_triton_does(explicit):
     with grpc.insecure_channel(explicit.url) as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         started = time.monotonic()
-        code, details = _status(stub.ModelInfer, _infer_request(empty))
+        code, details = _status(stub.ModelInfer, infer_request(empty))
     assert time.monotonic() - started < 5  # no other traffic is needed to get an answer
     assert code == "INVALID_ARGUMENT"
     assert details.endswith("input byte size mismatch for input 'input' for model 'facile'. Expected 60, got 0")
 
 
 def test_every_streamed_request_gets_one_reply_and_the_stream_ends(explicit):
-    good = _infer_request(id="good").SerializeToString()
-    unknown = _infer_request(model_name="nope", id="unknown").SerializeToString()
-    empty = _infer_request(np.zeros((0, 15), np.float32), id="empty").SerializeToString()
-    priority = _infer_request(id="priority")
+    good = infer_request(ROWS, id="good").SerializeToString()
+    unknown = infer_request(ROWS, model_name="nope", id="unknown").SerializeToString()
+    empty = infer_request(np.zeros((0, 15), np.float32), id="empty").SerializeToString()
+    priority = infer_request(ROWS, id="priority")
     priority.parameters["priority"].string_param = "high"
     sent = [good, unknown, b"\xff\xff\xff", empty, good, priority.SerializeToString()]  # the last one fails
     with grpc.insecure_channel(explicit.url) as channel:
@@ -370,11 +357,11 @@ def test_rejected_huge_requests_give_their_memory_back(explicit):
     length.append(value)
     payload = header + b"\x3a" + bytes(length) + bytes(size)
     with grpc.insecure_channel(explicit.url, options=MESSAGE_LIMITS) as channel:
-        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
-        _status(infer, _infer_request().SerializeToString())  # warm: the first request allocates for good
+        model_infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        _status(model_infer, infer_request(ROWS).SerializeToString())  # warm: the first request allocates for good
         before = _rss_mb(explicit.process.pid)
         for _ in range(3):
-            code, details = _status(infer, payload, timeout=300)
+            code, details = _status(model_infer, payload, timeout=300)
             assert code == "INVALID_ARGUMENT" and "input byte size mismatch" in details
         del payload
         deadline = time.monotonic() + 20
@@ -387,13 +374,12 @@ def test_rejected_huge_requests_give_their_memory_back(explicit):
 def test_load_unload_and_infer_of_one_model_concurrently(explicit):
     """Reloads swap the model in only once loaded, so traffic never notices them; unloads refuse
     new requests cleanly and finish the ones they took."""
-    expected = _outputs(explicit)
+    expected = infer(explicit.client, ROWS, client_timeout=30)
     answers, stop = [], threading.Event()
 
     def traffic():
         client = grpcclient.InferenceServerClient(explicit.url)
-        tensor = grpcclient.InferInput("input", list(ROWS.shape), "FP32")
-        tensor.set_data_from_numpy(ROWS)
+        tensor = facile_input(ROWS)
         while not stop.is_set():
             try:
                 answers.append(("OK", client.infer("facile", [tensor], client_timeout=30).as_numpy("output")))
@@ -430,4 +416,5 @@ def test_load_unload_and_infer_of_one_model_concurrently(explicit):
         else:
             assert status in ("StatusCode.NOT_FOUND", "StatusCode.UNAVAILABLE"), (status, value)
     assert any(status == "OK" for status, _ in churn)
-    assert explicit.client.is_model_ready("facile") and np.array_equal(_outputs(explicit), expected)
+    assert explicit.client.is_model_ready("facile")
+    assert np.array_equal(infer(explicit.client, ROWS, client_timeout=30), expected)

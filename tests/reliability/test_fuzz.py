@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
-from support import Server
+from support import Server, infer, infer_request
 from tritonclient.grpc import service_pb2
 
 SEED = 1313
@@ -232,22 +231,9 @@ def fuzzed(model_repository, tmp_path_factory, sandbox, region):
         "--load-model",
         "facile",
     )
-    running.reference = _grpc_outputs(running)
+    running.reference = infer(running.client, REFERENCE_ROWS, client_timeout=CALL_TIMEOUT)
     yield running
     running.stop()
-
-
-def _grpc_outputs(server):
-    tensor = grpcclient.InferInput("input", list(REFERENCE_ROWS.shape), "FP32")
-    tensor.set_data_from_numpy(REFERENCE_ROWS)
-    return server.client.infer("facile", [tensor], client_timeout=CALL_TIMEOUT).as_numpy("output")
-
-
-def _reference_request(request_id=""):
-    message = service_pb2.ModelInferRequest(model_name="facile", id=request_id)
-    message.inputs.add(name="input", datatype="FP32", shape=REFERENCE_ROWS.shape)
-    message.raw_input_contents.append(REFERENCE_ROWS.tobytes())
-    return message
 
 
 def _random_text(rng):
@@ -629,7 +615,7 @@ class GrpcFuzzer:
     def check_good(self, index):
         """The reference batch between fuzz cases: always answered, always the same numbers."""
         try:
-            outputs = _grpc_outputs(self.server)
+            outputs = infer(self.server.client, REFERENCE_ROWS, client_timeout=CALL_TIMEOUT)
             if not np.array_equal(outputs, self.server.reference):
                 self.violations.append(Violation(index, "good", "reference batch", "different outputs"))
         except Exception as error:
@@ -658,11 +644,11 @@ class GrpcFuzzer:
             for item in range(rng.randrange(1, 9)):
                 choice = rng.choice(["good", "infer", "mutated", "random_bytes"])
                 if choice == "good":
-                    data = _reference_request(f"good-{item}").SerializeToString()
+                    data = infer_request(REFERENCE_ROWS, id=f"good-{item}").SerializeToString()
                 elif choice == "infer":
                     data = _infer_message(rng, self.sandbox).SerializeToString()
                 elif choice == "mutated":
-                    data = _mutate(rng, _reference_request().SerializeToString())
+                    data = _mutate(rng, infer_request(REFERENCE_ROWS).SerializeToString())
                 else:
                     data = _random_bytes(rng)
                 items.append((choice, data))
@@ -691,7 +677,7 @@ def _still_serving(server, sandbox, files_before):
         return [f"the server exited with status {server.process.returncode}"]
     try:
         server.client.unregister_system_shared_memory(client_timeout=CALL_TIMEOUT)  # what the fuzz registered
-        if not np.array_equal(_grpc_outputs(server), server.reference):
+        if not np.array_equal(infer(server.client, REFERENCE_ROWS, client_timeout=CALL_TIMEOUT), server.reference):
             problems.append("the reference batch now gives different outputs")
         stats = server.client.get_inference_statistics("facile", as_json=True, client_timeout=CALL_TIMEOUT)
         if stats["model_stats"][0]["name"] != "facile":

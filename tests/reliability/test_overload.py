@@ -18,8 +18,7 @@ import aiohttp
 import grpc
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
-from support import Server, facile_with_config
+from support import Server, facile_with_config, infer, infer_request
 from tritonclient.grpc import service_pb2
 
 GRPC_CLIENTS = 200
@@ -59,10 +58,7 @@ class Workload:
             }
         )
         for key, rows in workload.inputs.items():
-            message = service_pb2.ModelInferRequest(model_name="facile", id=f"{key[0]}-{key[1]}")
-            message.inputs.add(name="input", datatype="FP32", shape=rows.shape)
-            message.raw_input_contents.append(rows.tobytes())
-            workload.grpc_requests[key] = message.SerializeToString()
+            workload.grpc_requests[key] = infer_request(rows, id=f"{key[0]}-{key[1]}").SerializeToString()
             header = json.dumps(
                 {
                     "inputs": [
@@ -108,11 +104,11 @@ async def _grpc_client(url, workload, deadline, seed, tally):
     rng = np.random.default_rng(seed)
     keys = list(workload.inputs)
     async with grpc.aio.insecure_channel(url) as channel:
-        infer = channel.unary_unary(MODEL_INFER, response_deserializer=service_pb2.ModelInferResponse.FromString)
+        model_infer = channel.unary_unary(MODEL_INFER, response_deserializer=service_pb2.ModelInferResponse.FromString)
         while time.monotonic() < deadline:
             key = keys[rng.integers(len(keys))]
             try:
-                response = await infer(workload.grpc_requests[key], timeout=REQUEST_TIMEOUT)
+                response = await model_infer(workload.grpc_requests[key], timeout=REQUEST_TIMEOUT)
             except grpc.aio.AioRpcError as error:
                 tally.failure(key, "gRPC", error.code().name, error.details() or "")
                 continue
@@ -227,12 +223,6 @@ async def _overload(server, workload, seconds, tally):
     await asyncio.wait_for(asyncio.gather(*clients), timeout=seconds + REQUEST_TIMEOUT + 30)
 
 
-def _outputs(server, rows):
-    tensor = grpcclient.InferInput("input", list(rows.shape), "FP32")
-    tensor.set_data_from_numpy(rows)
-    return server.client.infer("facile", [tensor], client_timeout=REQUEST_TIMEOUT).as_numpy("output").ravel()
-
-
 def _counts(server):
     """(successful, failed) requests of facile as the server's statistics count them."""
     stats = server.client.get_inference_statistics("facile", as_json=True)["model_stats"][0]["inference_stats"]
@@ -253,14 +243,14 @@ def _single_request_latency(server, rows):
     times = []
     for _ in range(20):
         started = time.perf_counter()
-        _outputs(server, rows)
+        infer(server.client, rows, client_timeout=REQUEST_TIMEOUT).ravel()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
 
 def _run_overload(server, workload, seconds, tally):
     for key, rows in workload.inputs.items():  # the reference: the same server, one request at a time
-        workload.references[key] = _outputs(server, rows)
+        workload.references[key] = infer(server.client, rows, client_timeout=REQUEST_TIMEOUT).ravel()
     one_row = workload.inputs[(1, 0)]
     latency_at_rest = _single_request_latency(server, one_row)
     before = _counts(server)
@@ -284,7 +274,9 @@ def _run_overload(server, workload, seconds, tally):
     # Exactly one reply per request: the server counted what the clients received, no more, no less.
     assert (after[0] - before[0], after[1] - before[1]) == (tally.successes, tally.rejections)
     assert latency_after < max(0.1, 5 * latency_at_rest), (latency_at_rest, latency_after)
-    assert np.array_equal(_outputs(server, one_row), workload.references[(1, 0)])
+    assert np.array_equal(
+        infer(server.client, one_row, client_timeout=REQUEST_TIMEOUT).ravel(), workload.references[(1, 0)]
+    )
 
 
 @pytest.fixture(scope="module")

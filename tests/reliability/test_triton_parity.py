@@ -211,7 +211,8 @@ def _load(target, model_name, **parameters):
         target.reload_facile()
 
 
-def _input(shape=(1, 15), datatype="FP32", **parameters):
+def _input_header(shape=(1, 15), datatype="FP32", **parameters):
+    """An input's description in a ModelInferRequest (its bytes travel apart, in raw_input_contents)."""
     return service_pb2.ModelInferRequest.InferInputTensor(
         name="input",
         datatype=datatype,
@@ -220,8 +221,10 @@ def _input(shape=(1, 15), datatype="FP32", **parameters):
     )
 
 
-def _infer(target, inputs=None, raw=None, model_name="facile", model_version="", outputs=(), **parameters):
-    inputs = [_input()] if inputs is None else inputs
+def _model_infer(target, inputs=None, raw=None, model_name="facile", model_version="", outputs=(), **parameters):
+    """A ModelInfer call built field by field (one zero row of facile's input unless told otherwise),
+    sent to `target` and summarized for the comparison with Triton."""
+    inputs = [_input_header()] if inputs is None else inputs
     raw = [bytes(60)] if raw is None else raw
     return target.grpc(
         "ModelInfer",
@@ -545,7 +548,7 @@ def unload_unknown(target):
 @case
 def infer_zero_rows(target):
     """ModelInfer input shape [0, 15], raw_input_contents [b""]."""
-    return _infer(target, [_input((0, 15))], [b""])
+    return _model_infer(target, [_input_header((0, 15))], [b""])
 
 
 @case
@@ -597,49 +600,49 @@ def raw_shm_register(target):
 @case
 def version_arabic_indic(target):
     """ModelInfer model_version="١" (ARABIC-INDIC DIGIT ONE)."""
-    return _infer(target, model_version="\u0661")
+    return _model_infer(target, model_version="\u0661")
 
 
 @case
 def version_superscript(target):
     """ModelInfer model_version="²"."""
-    return _infer(target, model_version="\u00b2")
+    return _model_infer(target, model_version="\u00b2")
 
 
 @case
 def version_negative(target):
     """ModelInfer model_version="-1"."""
-    return _infer(target, model_version="-1")
+    return _model_infer(target, model_version="-1")
 
 
 @case
 def version_zero(target):
     """ModelInfer model_version="0"."""
-    return _infer(target, model_version="0")
+    return _model_infer(target, model_version="0")
 
 
 @case
 def model_name_nul(target):
     """ModelInfer model_name="facile\\0x"."""
-    return _infer(target, model_name="facile\0x")
+    return _model_infer(target, model_name="facile\0x")
 
 
 @case
 def priority_text(target):
     """ModelInfer parameter priority=string "abc"."""
-    return _infer(target, priority={"string_param": "abc"})
+    return _model_infer(target, priority={"string_param": "abc"})
 
 
 @case
 def priority_huge(target):
     """ModelInfer parameter priority=int64 2**62."""
-    return _infer(target, priority={"int64_param": 2**62})
+    return _model_infer(target, priority={"int64_param": 2**62})
 
 
 @case
 def timeout_text(target):
     """ModelInfer parameter timeout=string "abc"."""
-    return _infer(target, timeout={"string_param": "abc"})
+    return _model_infer(target, timeout={"string_param": "abc"})
 
 
 def _shm_infer(target, **parameters):
@@ -650,7 +653,7 @@ def _shm_infer(target, **parameters):
         ),
     )
     try:
-        return _infer(target, [_input(shared_memory_region={"string_param": "probe"}, **parameters)], [])
+        return _model_infer(target, [_input_header(shared_memory_region={"string_param": "probe"}, **parameters)], [])
     finally:
         target.shm_cleanup()
 
@@ -673,25 +676,25 @@ def shm_byte_size_negative(target):
 @case
 def int32_contents_for_fp32(target):
     """ModelInfer input datatype INT32, int_contents of 15 values (the model takes FP32)."""
-    tensor = _input(datatype="INT32")
+    tensor = _input_header(datatype="INT32")
     tensor.contents.int_contents.extend(range(15))
-    return _infer(target, [tensor], [])
+    return _model_infer(target, [tensor], [])
 
 
 @case
 def fp32_contents_wrong_count(target):
     """ModelInfer input FP32 [1, 15], fp32_contents of 14 values."""
-    tensor = _input()
+    tensor = _input_header()
     tensor.contents.fp32_contents.extend([0.0] * 14)
-    return _infer(target, [tensor], [])
+    return _model_infer(target, [tensor], [])
 
 
 @case
 def int_contents_for_fp32_datatype(target):
     """ModelInfer input datatype FP32, 15 values in int_contents."""
-    tensor = _input()
+    tensor = _input_header()
     tensor.contents.int_contents.extend(range(15))
-    return _infer(target, [tensor], [])
+    return _model_infer(target, [tensor], [])
 
 
 # i. HTTP infer bodies and paths.
@@ -780,7 +783,7 @@ def http_ready_wrong_method(target):
 @case
 def duplicate_outputs(target):
     """ModelInfer requesting output "output" twice."""
-    return _infer(target, outputs=["output", "output"])
+    return _model_infer(target, outputs=["output", "output"])
 
 
 @case
@@ -814,7 +817,7 @@ def _stream_request(request_id, rows=1, datatype="FP32", model_name="facile"):
     return service_pb2.ModelInferRequest(
         model_name=model_name,
         id=request_id,
-        inputs=[_input((rows, 15), datatype)],
+        inputs=[_input_header((rows, 15), datatype)],
         raw_input_contents=[bytes(60 * rows)],
     )
 

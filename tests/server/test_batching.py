@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from support import Server
+from support import Server, facile_input, infer
 from tritonclient.utils import InferenceServerException
 
 CLIENTS = 64
@@ -26,12 +26,6 @@ def _serve_with_batching(model_repository, tmp_path, batching):
     return Server(repository, tmp_path / "serve.log")
 
 
-def _infer(client, rows):
-    tensor = grpcclient.InferInput("input", list(rows.shape), "FP32")
-    tensor.set_data_from_numpy(rows)
-    return client.infer("facile", [tensor]).as_numpy("output")
-
-
 def _statistics(client):
     stats = client.get_inference_statistics("facile").model_stats[0]
     return stats.execution_count, stats.inference_count, stats.inference_stats.success.count
@@ -41,13 +35,13 @@ def test_64_concurrent_one_row_clients_share_executions(model_repository, facile
     server = _serve_with_batching(model_repository, tmp_path, "max_queue_delay_microseconds: 20000")
     try:
         rows = facile_inputs[0][: CLIENTS * REQUESTS_PER_CLIENT]
-        expected = _infer(server.client, rows)  # one request: the kernel's answer for every row
+        expected = infer(server.client, rows)  # one request: the kernel's answer for every row
         executions_before, inferences_before, successes_before = _statistics(server.client)
 
         def client_session(index):
             client = grpcclient.InferenceServerClient(server.url)
             try:
-                return [(i, _infer(client, rows[i : i + 1])) for i in range(index, len(rows), CLIENTS)]
+                return [(i, infer(client, rows[i : i + 1])) for i in range(index, len(rows), CLIENTS)]
             finally:
                 client.close()
 
@@ -74,8 +68,7 @@ def test_full_queue_answers_unavailable_promptly(model_repository, facile_inputs
     )
     try:
         rows = facile_inputs[0][:1]
-        tensor = grpcclient.InferInput("input", [1, 15], "FP32")
-        tensor.set_data_from_numpy(rows)
+        tensor = facile_input(rows)
         results = []
         for _ in range(8):  # fill the queue: they wait up to the 1 s queue delay
             server.client.async_infer("facile", [tensor], callback=lambda result, error: results.append(error))
@@ -110,13 +103,10 @@ def test_fixed_point_wire_type_int16_gives_the_same_answers(model_repository, fa
         rows = np.ascontiguousarray(facile_inputs[0][:5000])
         # ap_fixed<16,9> (TRN, WRAP): floor to the LSB 2^-7, keep 16 bits, as the C++ cast does.
         bits = (np.floor(rows.astype(np.float64) * 128).astype(np.int64) & 0xFFFF).astype(np.uint16).view(np.int16)
-        tensor = grpcclient.InferInput("input", list(bits.shape), "INT16")
-        tensor.set_data_from_numpy(bits)
-        served = server.client.infer("facile_int16", [tensor]).as_numpy("output")
+        served = server.client.infer("facile_int16", [facile_input(bits, datatype="INT16")]).as_numpy("output")
         assert server.client.get_model_metadata("facile_int16").inputs[0].datatype == "INT16"
-        assert np.array_equal(served.view(np.uint32), _infer(server.client, rows).view(np.uint32))
-        wrong = grpcclient.InferInput("input", list(rows.shape), "FP32")
-        wrong.set_data_from_numpy(rows)
+        assert np.array_equal(served.view(np.uint32), infer(server.client, rows).view(np.uint32))
+        wrong = facile_input(rows)
         with pytest.raises(
             InferenceServerException, match="data-type is 'FP32', but model 'facile_int16' expects 'INT16'"
         ):

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from support import BIN, Server, free_port
+from support import BIN, Server, facile_input, free_port, infer
 from tritonclient.utils import InferenceServerException
 
 from faast.tritonserver_flags import FLAGS, IGNORED, parse
@@ -44,6 +43,7 @@ trace-file trace-level trace-rate trace-count trace-log-frequency
 AFTER_SEVERITY = r"\d{4} \d\d:\d\d:\d\d\.\d{6} \d+ [\w.]+:\d+\] "
 DEFAULT_LINE = "[IWE]" + AFTER_SEVERITY
 ISO8601_LINE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ [IWE] \d+ [\w.]+:\d+\] "
+ROWS = np.random.default_rng(0).normal(size=(3, 15)).astype(np.float32)  # sent to see that a model serves
 
 
 def _second_repository(model_repository, folder, name="facile2"):
@@ -53,12 +53,6 @@ def _second_repository(model_repository, folder, name="facile2"):
     config = repository / name / "config.pbtxt"
     config.write_text(config.read_text().replace('name: "facile"', f'name: "{name}"'))
     return repository
-
-
-def _infer(client, model, rows=3):
-    tensor = grpcclient.InferInput("input", [rows, 15], "FP32")
-    tensor.set_data_from_numpy(np.random.default_rng(0).normal(size=(rows, 15)).astype(np.float32))
-    return client.infer(model, [tensor]).as_numpy("output")
 
 
 def _faast_serve(*options, timeout=60):
@@ -82,13 +76,11 @@ def test_sonic_fallback_line_serves_both_repositories(model_repository, tmp_path
         model_repository, log, f"--model-repository={second}", "--log-verbose=1", "--log-error=1", "--log-info=1"
     )
     try:
-        assert _infer(server.client, "facile").shape == (3, 1)
-        assert _infer(server.client, "facile2").shape == (3, 1)
-        np.testing.assert_array_equal(_infer(server.client, "facile"), _infer(server.client, "facile2"))
+        assert infer(server.client, ROWS, "facile").shape == (3, 1)
+        assert infer(server.client, ROWS, "facile2").shape == (3, 1)
+        np.testing.assert_array_equal(infer(server.client, ROWS, "facile"), infer(server.client, ROWS, "facile2"))
         http = httpclient.InferenceServerClient(server.http_url)
-        tensor = httpclient.InferInput("input", [2, 15], "FP32")
-        tensor.set_data_from_numpy(np.zeros((2, 15), np.float32))
-        assert http.infer("facile2", [tensor]).as_numpy("output").shape == (2, 1)
+        assert infer(http, np.zeros((2, 15), np.float32), "facile2").shape == (2, 1)
         index = {row["name"]: row["state"] for row in server.client.get_model_repository_index(as_json=True)["models"]}
         assert index == {"facile": "READY", "facile2": "READY"}
     finally:
@@ -113,7 +105,7 @@ def test_model_store_is_model_repository(model_repository, tmp_path):
     second = _second_repository(model_repository, tmp_path / "second")
     server = Server(model_repository, tmp_path / "serve.log", "--model-store", second)
     try:
-        assert _infer(server.client, "facile2").shape == (3, 1)
+        assert infer(server.client, ROWS, "facile2").shape == (3, 1)
     finally:
         server.stop()
 
@@ -134,10 +126,10 @@ def test_a_name_in_two_repositories_is_no_model(model_repository, tmp_path):
         } in index
         assert not server.client.is_model_ready("facile")
         with pytest.raises(InferenceServerException) as caught:
-            _infer(server.client, "facile")
+            infer(server.client, ROWS, "facile")
         assert caught.value.status() == "StatusCode.NOT_FOUND"
         assert caught.value.message() == "Request for unknown model: 'facile' is not found"
-        assert _infer(server.client, "facile2").shape == (3, 1)
+        assert infer(server.client, ROWS, "facile2").shape == (3, 1)
         assert server.client.is_server_ready()  # as tritonserver: the name is no model, so none failed
     finally:
         server.stop()
@@ -168,7 +160,7 @@ def test_a_missing_repository_ends_faast_unless_exit_on_error_is_false(model_rep
     log = tmp_path / "serve.log"
     server = Server(model_repository, log, "--model-repository", missing, "--exit-on-error=false")
     try:
-        assert _infer(server.client, "facile").shape == (3, 1)
+        assert infer(server.client, ROWS, "facile").shape == (3, 1)
     finally:
         server.stop()
     assert _lines(log.read_text(), f"Internal: failed to stat file {missing}")
@@ -318,7 +310,7 @@ def test_log_file_and_iso8601(model_repository, tmp_path):
     console = tmp_path / "serve.log"
     server = Server(model_repository, console, "--log-format=ISO8601", "--log-file", log_file)
     try:
-        assert _infer(server.client, "facile").shape == (3, 1)
+        assert infer(server.client, ROWS, "facile").shape == (3, 1)
     finally:
         server.stop()
     text = log_file.read_text()
@@ -383,7 +375,7 @@ def test_strict_model_config_uses_a_load_config_as_given(model_repository, tmp_p
     try:
         with pytest.raises(InferenceServerException, match=r"must declare 1 input\(s\), as kernel .facile. has, not 0"):
             server.client.load_model("facile", config='{"max_batch_size": 8}')
-        assert _infer(server.client, "facile").shape == (3, 1)  # the loaded one keeps serving
+        assert infer(server.client, ROWS, "facile").shape == (3, 1)  # the loaded one keeps serving
     finally:
         server.stop()
 
@@ -395,7 +387,7 @@ def test_load_threads_and_retries_accepted(model_repository, tmp_path):
         "--model-load-retry-count", "2", "--metrics-interval-ms=500", "--exit-timeout-secs=5",
     )  # fmt: skip
     try:
-        assert _infer(server.client, "facile2").shape == (3, 1)
+        assert infer(server.client, ROWS, "facile2").shape == (3, 1)
     finally:
         server.stop()
 
@@ -415,7 +407,7 @@ def test_grpc_options(model_repository, tmp_path):
         "--grpc-infer-response-compression-level=high", "--grpc-max-connection-age=600000",
     )  # fmt: skip
     try:
-        assert _infer(server.client, "facile").shape == (3, 1)
+        assert infer(server.client, ROWS, "facile").shape == (3, 1)
     finally:
         server.stop()
 
@@ -428,14 +420,11 @@ def test_restricted_protocol_and_api(model_repository, tmp_path):
     )  # fmt: skip
     try:
         with pytest.raises(InferenceServerException, match="This protocol is restricted"):
-            _infer(server.client, "facile")
-        tensor = grpcclient.InferInput("input", [1, 15], "FP32")
-        tensor.set_data_from_numpy(np.zeros((1, 15), np.float32))
-        reply = server.client.infer("facile", [tensor], headers={"triton-grpc-protocol-infer-key": "secret"})
-        assert reply.as_numpy("output").shape == (1, 1)
+            infer(server.client, ROWS, "facile")
+        one = np.zeros((1, 15), np.float32)
+        assert infer(server.client, one, headers={"triton-grpc-protocol-infer-key": "secret"}).shape == (1, 1)
         http = httpclient.InferenceServerClient(server.http_url)
-        tensor = httpclient.InferInput("input", [1, 15], "FP32")
-        tensor.set_data_from_numpy(np.zeros((1, 15), np.float32))
+        tensor = facile_input(one, httpclient)
         with pytest.raises(InferenceServerException, match="This API is restricted"):
             http.infer("facile", [tensor])
         assert http.infer("facile", [tensor], headers={"infer-key": "secret"}).as_numpy("output").shape == (1, 1)
@@ -455,7 +444,7 @@ def test_bad_restriction_is_a_bad_option(model_repository):
 def test_metrics_config(model_repository, tmp_path):
     server = Server(model_repository, tmp_path / "serve.log", "--metrics-config=summary_latencies=true")
     try:
-        _infer(server.client, "facile")
+        infer(server.client, ROWS, "facile")
         deadline = time.monotonic() + 10
         while True:
             with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5) as reply:

@@ -3,17 +3,13 @@
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from support import hls4ml_predict
+from support import facile_input, hls4ml_predict, infer
 from tritonclient.utils import InferenceServerException
 
 BATCHES = (1, 333, 1000, 16000, 40000)  # 40000 spans several kernel executions and CUs
 
 
-def infer(client, rows, model="facile"):
-    tensor = grpcclient.InferInput("input", list(rows.shape), "FP32")
-    tensor.set_data_from_numpy(rows)
-    result = client.infer(model, [tensor], outputs=[grpcclient.InferRequestedOutput("output")])
-    return result.as_numpy("output")
+OUTPUT = [grpcclient.InferRequestedOutput("output")]  # asked for by name, as the stock client's examples do
 
 
 @pytest.mark.slow  # hls4ml compiles its C simulation
@@ -24,7 +20,7 @@ def test_outputs_equal_hls4ml_predict_bit_for_bit(server, model_repository, faci
     for batch in BATCHES:
         rows = features[start : start + batch]
         start += batch
-        out = infer(server.client, rows)
+        out = infer(server.client, rows, outputs=OUTPUT)
         assert out.shape == (batch, 1) and out.dtype == np.float32
         served.append(out)
     served = np.concatenate(served)
@@ -61,27 +57,25 @@ def test_errors_have_triton_codes_and_wording(server, facile_inputs):
     client = server.client
     rows = facile_inputs[0][:2]
 
-    status, message = _error(lambda: infer(client, rows, model="no_such_model"))
+    status, message = _error(lambda: infer(client, rows, "no_such_model", outputs=OUTPUT))
     assert status == "StatusCode.NOT_FOUND"
     assert message == "Request for unknown model: 'no_such_model' is not found"
 
-    status, message = _error(lambda: infer(client, np.zeros((2, 16), np.float32)))
+    status, message = _error(lambda: infer(client, np.zeros((2, 16), np.float32), outputs=OUTPUT))
     assert status == "StatusCode.INVALID_ARGUMENT"
     assert message.startswith(
         "[request id: <id_unknown>] unexpected shape for input 'input' for model 'facile'. "
         "Expected [-1,15], got [2,16]. NOTE: Setting a non-zero max_batch_size"
     )
 
-    tensor = grpcclient.InferInput("input", [2, 15], "FP64")
-    tensor.set_data_from_numpy(rows.astype(np.float64))
+    tensor = facile_input(rows.astype(np.float64), datatype="FP64")
     status, message = _error(lambda: client.infer("facile", [tensor]))
     assert status == "StatusCode.INVALID_ARGUMENT"
     assert message == (
         "[request id: <id_unknown>] inference input 'input' data-type is 'FP64', but model 'facile' expects 'FP32'"
     )
 
-    tensor = grpcclient.InferInput("input", [2, 15], "FP32")
-    tensor.set_data_from_numpy(rows)
+    tensor = facile_input(rows)
     tensor._input.ClearField("shape")  # declare 3 rows but send the bytes of 2
     tensor._input.shape.extend([3, 15])
     status, message = _error(lambda: client.infer("facile", [tensor], request_id="r7"))
@@ -91,4 +85,4 @@ def test_errors_have_triton_codes_and_wording(server, facile_inputs):
     )
 
     # Nothing above hurt the server: a good request still gets the kernel's answer.
-    assert infer(client, rows).shape == (2, 1)
+    assert infer(client, rows, outputs=OUTPUT).shape == (2, 1)

@@ -11,7 +11,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
-from support import Server
+from support import Server, facile_input, infer
 from tritonclient.utils import InferenceServerException
 
 
@@ -20,12 +20,6 @@ def http(server):
     client = httpclient.InferenceServerClient(server.http_url)
     yield client
     client.close()
-
-
-def _grpc_outputs(server, rows):
-    tensor = grpcclient.InferInput("input", list(rows.shape), "FP32")
-    tensor.set_data_from_numpy(rows)
-    return server.client.infer("facile", [tensor]).as_numpy("output")
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
@@ -37,7 +31,7 @@ def test_http_infer_equals_grpc(server, http, facile_inputs, binary):
         "facile", [tensor], outputs=[httpclient.InferRequestedOutput("output", binary_data=binary)], request_id="h1"
     )
     assert result.get_response()["id"] == "h1"
-    assert np.array_equal(result.as_numpy("output").view(np.uint32), _grpc_outputs(server, rows).view(np.uint32))
+    assert np.array_equal(result.as_numpy("output").view(np.uint32), infer(server.client, rows).view(np.uint32))
 
 
 def test_http_metadata_health_repository_and_statistics(server, http):
@@ -72,7 +66,7 @@ def test_http_system_shared_memory(server, http, facile_inputs):
         output.set_shared_memory("http_out", 800)
         http.infer("facile", [tensor], outputs=[output])
         served = shm.get_contents_as_numpy(out_region, np.float32, [200, 1])
-        assert np.array_equal(served.view(np.uint32), _grpc_outputs(server, rows).view(np.uint32))
+        assert np.array_equal(served.view(np.uint32), infer(server.client, rows).view(np.uint32))
     finally:
         http.unregister_system_shared_memory()
         shm.destroy_shared_memory_region(region)
@@ -80,8 +74,7 @@ def test_http_system_shared_memory(server, http, facile_inputs):
 
 
 def test_http_errors_keep_tritons_wording(http):
-    tensor = httpclient.InferInput("input", [2, 16], "FP32")
-    tensor.set_data_from_numpy(np.zeros((2, 16), np.float32))
+    tensor = facile_input(np.zeros((2, 16), np.float32), httpclient)
     with pytest.raises(InferenceServerException) as caught:
         http.infer("facile", [tensor])
     assert (
@@ -90,7 +83,7 @@ def test_http_errors_keep_tritons_wording(http):
 
 
 def test_metrics_use_tritons_names(server, facile_inputs):
-    _grpc_outputs(server, facile_inputs[0][:32])
+    infer(server.client, facile_inputs[0][:32])
     with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics") as response:
         text = response.read().decode()
     labels = '{model="facile",version="1"}'
@@ -124,10 +117,8 @@ def test_sigterm_finishes_in_flight_requests(model_repository, facile_inputs, tm
 
     def long_request():
         client = grpcclient.InferenceServerClient(server.url)
-        tensor = grpcclient.InferInput("input", list(rows.shape), "FP32")
-        tensor.set_data_from_numpy(rows)
         try:
-            outcome["output"] = client.infer("facile", [tensor]).as_numpy("output")
+            outcome["output"] = infer(client, rows)
         except Exception as error:  # recorded for the assertion below
             outcome["error"] = error
 

@@ -51,7 +51,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 from prometheus_client.parser import text_string_to_metric_families
-from support import BIN, Server, import_faast_protocol
+from support import BIN, Server, import_faast_protocol, infer
 from support.triton_metrics import families, sample_value, scrape, start_triton_with_metrics
 from tritonclient.utils import InferenceServerException
 
@@ -184,13 +184,9 @@ def _send_requests(http_url):
     client = httpclient.InferenceServerClient(http_url)
     try:
         for rows in BATCHES:
-            tensor = httpclient.InferInput("input", [rows, 15], "FP32")
-            tensor.set_data_from_numpy(np.random.default_rng(rows).random((rows, 15), dtype=np.float32))
-            client.infer("facile", [tensor])
-        bad = httpclient.InferInput("input", [2, 14], "FP32")
-        bad.set_data_from_numpy(np.zeros((2, 14), np.float32))
+            infer(client, np.random.default_rng(rows).random((rows, 15), dtype=np.float32))
         with pytest.raises(InferenceServerException, match="unexpected shape"):
-            client.infer("facile", [bad])
+            infer(client, np.zeros((2, 14), np.float32))
     finally:
         client.close()
 

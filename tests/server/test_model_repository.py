@@ -10,24 +10,9 @@ import urllib.request
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from support import Server
+from support import Server, bits, infer
 from tritonclient.utils import InferenceServerException
-
-
-def _input(rows, module=grpcclient):
-    tensor = module.InferInput("input", list(rows.shape), "FP32")
-    tensor.set_data_from_numpy(rows)
-    return tensor
-
-
-def _infer(client, rows, version=""):
-    return client.infer("facile", [_input(rows)], model_version=version).as_numpy("output")
-
-
-def _bits(array):
-    return np.ascontiguousarray(array, np.float32).view(np.uint32)
 
 
 def _copy(model_repository, tmp_path, name="facile"):
@@ -65,12 +50,12 @@ def test_version_policy_all_serves_both_versions_side_by_side(model_repository, 
     try:
         rows = facile_inputs[0][:64]
         one, two, latest = (
-            _infer(server.client, rows, "1"),
-            _infer(server.client, rows, "2"),
-            _infer(server.client, rows),
+            infer(server.client, rows, model_version="1"),
+            infer(server.client, rows, model_version="2"),
+            infer(server.client, rows),
         )
-        assert not np.array_equal(_bits(one), _bits(two))
-        assert np.array_equal(_bits(latest), _bits(two))  # no version: the newest
+        assert not np.array_equal(bits(one), bits(two))
+        assert np.array_equal(bits(latest), bits(two))  # no version: the newest
         assert server.client.is_model_ready("facile", "1") and server.client.is_model_ready("facile", "2")
         assert server.client.get_model_metadata("facile").versions == ["1", "2"]
         index = server.client.get_model_repository_index().models
@@ -78,7 +63,7 @@ def test_version_policy_all_serves_both_versions_side_by_side(model_repository, 
         stats = {s.version: s.inference_count for s in server.client.get_inference_statistics("facile").model_stats}
         assert stats == {"1": 64, "2": 128}
         with pytest.raises(InferenceServerException, match="'facile' version 3 is not found"):
-            _infer(server.client, rows, "3")
+            infer(server.client, rows, model_version="3")
         text = _metrics(server)
         for version, count in (("1", 64), ("2", 128)):
             assert f'nv_inference_count{{model="facile",version="{version}"}} {count}' in text
@@ -156,7 +141,7 @@ def test_instance_group_count_is_the_number_of_compute_units(model_repository, f
     _set_config(repository / "facile", f"instance_group {{ kind: KIND_CPU count: {count} }}")
     server = Server(repository, tmp_path / "serve.log")
     try:
-        assert _infer(server.client, facile_inputs[0][:10]).shape == (10, 1)
+        assert infer(server.client, facile_inputs[0][:10]).shape == (10, 1)
         assert f'compute_units="{count}"' in _metrics(server)
     finally:
         server.stop()
@@ -192,7 +177,7 @@ def test_a_changed_artifact_fails_its_model_only(model_repository, facile_inputs
             r"Mismatched MD5 hash for file 1/kernel.json, expect: [0-9a-f]{32}, got: [0-9a-f]{32}",
             index["facile2"].reason,
         )
-        assert _infer(server.client, facile_inputs[0][:4]).shape == (4, 1)
+        assert infer(server.client, facile_inputs[0][:4]).shape == (4, 1)
         assert not server.client.is_server_ready()  # as Triton: a model that failed to load
     finally:
         server.stop()
@@ -210,14 +195,14 @@ def test_load_model_with_files_serves_what_was_sent(model_repository, facile_inp
     server = Server(repository, tmp_path / "serve.log", "--model-control-mode", "explicit", "--load-model", "facile")
     rows = facile_inputs[0][:32]
     try:
-        expected = _infer(server.client, rows)
+        expected = infer(server.client, rows)
         config = server.client.get_model_config("facile", as_json=True)["config"]
         config.pop("model_repository_agents", None)
         config["max_batch_size"] = 32
         config["parameters"] = {"device": {"string_value": "emulator"}}
         server.client.load_model("facile", config=json.dumps(config), files=_version_files(model_repository))
         assert server.client.get_model_config("facile").config.max_batch_size == 32
-        assert np.array_equal(_bits(_infer(server.client, rows)), _bits(expected))
+        assert np.array_equal(bits(infer(server.client, rows)), bits(expected))
 
         http = httpclient.InferenceServerClient(server.http_url)
         try:
@@ -226,7 +211,7 @@ def test_load_model_with_files_serves_what_was_sent(model_repository, facile_inp
             assert http.get_model_config("facile")["max_batch_size"] == 16
         finally:
             http.close()
-        assert np.array_equal(_bits(_infer(server.client, rows[:16])), _bits(expected[:16]))
+        assert np.array_equal(bits(infer(server.client, rows[:16])), bits(expected[:16]))
 
         with pytest.raises(InferenceServerException) as caught:
             server.client.load_model("facile", config=json.dumps(config), files={"file:1/csim.so": b"\x7fELF"})
@@ -247,7 +232,7 @@ def test_polling_serves_a_new_version_folder(model_repository, facile_inputs, tm
     server = Server(repository, tmp_path / "serve.log", "--model-control-mode", "poll", "--repository-poll-secs", "0.3")
     try:
         rows = facile_inputs[0][:16]
-        one = _infer(server.client, rows)
+        one = infer(server.client, rows)
         staging = tmp_path / "staging"
         staging.mkdir()
         shutil.copytree(repository / "facile", staging / "facile")
@@ -258,6 +243,6 @@ def test_polling_serves_a_new_version_folder(model_repository, facile_inputs, tm
             assert time.monotonic() < deadline, "version 2 was never loaded"
             time.sleep(0.2)
         assert not server.client.is_model_ready("facile", "1")
-        assert not np.array_equal(_bits(_infer(server.client, rows)), _bits(one))
+        assert not np.array_equal(bits(infer(server.client, rows)), bits(one))
     finally:
         server.stop()

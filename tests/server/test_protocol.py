@@ -14,29 +14,22 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcclient_aio
 import tritonclient.utils.shared_memory as shm
-from support import Server
+from support import Server, bits, facile_input, infer
 from tritonclient.utils import InferenceServerException
-
-
-def _input(rows, name="input"):
-    tensor = grpcclient.InferInput(name, list(rows.shape), "FP32")
-    tensor.set_data_from_numpy(rows)
-    return tensor
-
-
-def _bits(array):
-    return np.ascontiguousarray(array, np.float32).view(np.uint32)
 
 
 def test_async_client_matches_sync_client(server, facile_inputs):
     rows = facile_inputs[0][:100]
-    expected = server.client.infer("facile", [_input(rows)]).as_numpy("output")
+    expected = infer(server.client, rows)
 
     async def run():
         client = grpcclient_aio.InferenceServerClient(server.url)
         try:
             results = await asyncio.gather(
-                *[client.infer("facile", [_input(rows[i : i + 10])], request_id=str(i)) for i in range(0, 100, 10)]
+                *[
+                    client.infer("facile", [facile_input(rows[i : i + 10])], request_id=str(i))
+                    for i in range(0, 100, 10)
+                ]
             )
             return [(r.get_response().id, r.as_numpy("output")) for r in results]
         finally:
@@ -44,20 +37,20 @@ def test_async_client_matches_sync_client(server, facile_inputs):
 
     for request_id, output in asyncio.run(run()):
         start = int(request_id)
-        assert np.array_equal(_bits(output), _bits(expected[start : start + 10]))
+        assert np.array_equal(bits(output), bits(expected[start : start + 10]))
 
 
 def test_streaming_serves_every_request_and_survives_an_error(server, facile_inputs):
     rows = facile_inputs[0][:30]
-    expected = server.client.infer("facile", [_input(rows)]).as_numpy("output")
+    expected = infer(server.client, rows)
     replies = queue.Queue()
     client = grpcclient.InferenceServerClient(server.url)
     client.start_stream(callback=lambda result, error: replies.put((result, error)))
     try:
         for i in range(3):
-            client.async_stream_infer("facile", [_input(rows[i * 10 : (i + 1) * 10])], request_id=f"ok{i}")
-        client.async_stream_infer("facile", [_input(np.zeros((2, 7), np.float32))], request_id="bad")
-        client.async_stream_infer("facile", [_input(rows[:10])], request_id="after-error")
+            client.async_stream_infer("facile", [facile_input(rows[i * 10 : (i + 1) * 10])], request_id=f"ok{i}")
+        client.async_stream_infer("facile", [facile_input(np.zeros((2, 7), np.float32))], request_id="bad")
+        client.async_stream_infer("facile", [facile_input(rows[:10])], request_id="after-error")
         got = [replies.get(timeout=30) for _ in range(5)]
     finally:
         client.stop_stream()
@@ -67,13 +60,13 @@ def test_streaming_serves_every_request_and_survives_an_error(server, facile_inp
     results = {result.get_response().id: result.as_numpy("output") for result, error in got if error is None}
     assert set(results) == {"ok0", "ok1", "ok2", "after-error"}
     for i in range(3):
-        assert np.array_equal(_bits(results[f"ok{i}"]), _bits(expected[i * 10 : (i + 1) * 10]))
-    assert np.array_equal(_bits(results["after-error"]), _bits(expected[:10]))
+        assert np.array_equal(bits(results[f"ok{i}"]), bits(expected[i * 10 : (i + 1) * 10]))
+    assert np.array_equal(bits(results["after-error"]), bits(expected[:10]))
 
 
 def test_system_shared_memory_inputs_and_outputs(server, facile_inputs):
     rows = np.ascontiguousarray(facile_inputs[0][:1000])
-    expected = server.client.infer("facile", [_input(rows)]).as_numpy("output")
+    expected = infer(server.client, rows)
     client = server.client
     client.unregister_system_shared_memory()
     input_region = shm.create_shared_memory_region("faast_in", "/faast_test_in", rows.nbytes)
@@ -92,7 +85,7 @@ def test_system_shared_memory_inputs_and_outputs(server, facile_inputs):
         result = client.infer("facile", [tensor], outputs=[output])
         assert result.get_output("output").shape == [1000, 1]
         served = shm.get_contents_as_numpy(output_region, np.float32, [1000, 1])
-        assert np.array_equal(_bits(served), _bits(expected))
+        assert np.array_equal(bits(served), bits(expected))
 
         too_small = grpcclient.InferRequestedOutput("output")
         too_small.set_shared_memory("faast_out", 400)
@@ -118,7 +111,7 @@ def test_cuda_shared_memory_is_a_clear_unimplemented_error(server):
 
 
 def test_statistics_report_triton_fields(server, facile_inputs):
-    server.client.infer("facile", [_input(facile_inputs[0][:16])])
+    server.client.infer("facile", [facile_input(facile_inputs[0][:16])])
     stats = server.client.get_inference_statistics("facile", as_json=True)["model_stats"][0]
     assert stats["name"] == "facile" and stats["version"] == "1"
     assert int(stats["inference_count"]) >= 16 and int(stats["execution_count"]) >= 1
@@ -157,7 +150,7 @@ def test_trace_and_log_settings(model_repository, facile_inputs, tmp_path):
         assert settings["trace_level"]["value"] == ["TIMESTAMPS"] and settings["trace_rate"]["value"] == ["1"]
         assert settings["trace_file"]["value"] == [str(trace_file)]
         for request_id in ("t1", "t2", "t3"):
-            server.client.infer("facile", [_input(facile_inputs[0][:2])], request_id=request_id)
+            server.client.infer("facile", [facile_input(facile_inputs[0][:2])], request_id=request_id)
         assert _eventually(lambda: trace_file.exists() and len(trace_file.read_text().splitlines()) == 2)
         traces = [json.loads(line) for line in trace_file.read_text().splitlines()]
         assert [t["request_id"] for t in traces] == ["t1", "t2"]  # trace_count 2
@@ -195,7 +188,7 @@ def test_explicit_model_control_load_and_unload(model_repository, tmp_path):
         assert client.get_model_repository_index(as_json=True)["models"] == [{"name": "facile"}]
         client.load_model("facile")
         assert client.is_model_ready("facile")
-        client.infer("facile", [_input(np.zeros((3, 15), np.float32))])
+        client.infer("facile", [facile_input(np.zeros((3, 15), np.float32))])
         client.unload_model("facile")
         assert not client.is_model_ready("facile")
         index = client.get_model_repository_index(as_json=True)["models"]

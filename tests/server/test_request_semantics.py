@@ -15,14 +15,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from support import Server, facile_with_config
+from support import Server, facile_input, facile_with_config, infer
 from tritonclient.utils import InferenceServerException
-
-
-def _input(rows, module=grpcclient):
-    tensor = module.InferInput("input", list(rows.shape), "FP32")
-    tensor.set_data_from_numpy(rows)
-    return tensor
 
 
 def _counts(client):
@@ -49,7 +43,7 @@ def _occupy(server, facile_inputs, requests=2):
     def big():
         client = grpcclient.InferenceServerClient(server.url)
         try:
-            return client.infer("facile", [_input(rows)]).as_numpy("output")
+            return infer(client, rows)
         finally:
             client.close()
 
@@ -72,14 +66,14 @@ def test_a_request_whose_deadline_passes_in_the_queue_never_runs(slow, facile_in
     running = _occupy(slow, facile_inputs)
     one = facile_inputs[0][:1]
     with pytest.raises(InferenceServerException) as caught:
-        slow.client.infer("facile", [_input(one)], client_timeout=timeout)
+        slow.client.infer("facile", [facile_input(one)], client_timeout=timeout)
     assert caught.value.status() == "StatusCode.DEADLINE_EXCEEDED"
     assert all(future.result(timeout=60).shape == (65536, 1) for future in running)
     time.sleep(0.2)
     assert _counts(slow.client) == (executions + 2, inferences + 2 * 65536)  # the late request never ran
     if timeout > 0.1:
         assert _failures(slow.client) == failures + 1
-    assert slow.client.infer("facile", [_input(one)]).as_numpy("output").shape == (1, 1)  # still serving
+    assert infer(slow.client, one).shape == (1, 1)  # still serving
 
 
 def test_a_cancelled_call_leaves_the_queue(slow, facile_inputs):
@@ -88,7 +82,7 @@ def test_a_cancelled_call_leaves_the_queue(slow, facile_inputs):
     running = _occupy(slow, facile_inputs)
     answers: queue.Queue = queue.Queue()
     call = slow.client.async_infer(
-        "facile", [_input(facile_inputs[0][:3])], callback=lambda result, error: answers.put((result, error))
+        "facile", [facile_input(facile_inputs[0][:3])], callback=lambda result, error: answers.put((result, error))
     )
     time.sleep(0.2)
     call.cancel()
@@ -107,11 +101,11 @@ def test_stream_replies_follow_request_order_and_carry_ids(slow, facile_inputs):
     client.start_stream(callback=lambda result, error: replies.put((result, error)))
     try:
         big = np.resize(facile_inputs[0], (20000, 15))
-        client.async_stream_infer("facile", [_input(big)], request_id="big")
+        client.async_stream_infer("facile", [facile_input(big)], request_id="big")
         wrong = grpcclient.InferInput("input", [1, 15], "INT32")
         wrong.set_data_from_numpy(np.zeros((1, 15), np.int32))
         client.async_stream_infer("facile", [wrong], request_id="wrong")
-        client.async_stream_infer("facile", [_input(facile_inputs[0][:1])], request_id="small")
+        client.async_stream_infer("facile", [facile_input(facile_inputs[0][:1])], request_id="small")
         answers = [replies.get(timeout=60) for _ in range(3)]
     finally:
         client.stop_stream()
@@ -127,8 +121,8 @@ def test_stream_replies_follow_request_order_and_carry_ids(slow, facile_inputs):
 @pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
 def test_grpc_compressed_requests_and_responses(server, facile_inputs, algorithm):
     rows = facile_inputs[0][:100]
-    plain = server.client.infer("facile", [_input(rows)]).as_numpy("output")
-    compressed = server.client.infer("facile", [_input(rows)], compression_algorithm=algorithm)
+    plain = infer(server.client, rows)
+    compressed = server.client.infer("facile", [facile_input(rows)], compression_algorithm=algorithm)
     assert np.array_equal(compressed.as_numpy("output").view(np.uint32), plain.view(np.uint32))
 
 
@@ -138,7 +132,7 @@ def test_http_compressed_requests_and_responses(server, facile_inputs, algorithm
     rows = facile_inputs[0][:100]
     client = httpclient.InferenceServerClient(server.http_url)
     try:
-        plain = client.infer("facile", [_input(rows, httpclient)]).as_numpy("output")
+        plain = infer(client, rows)
         tensor = httpclient.InferInput("input", list(rows.shape), "FP32")
         tensor.set_data_from_numpy(rows, binary_data=binary)
         result = client.infer(

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from support import BIN, PYTHON, free_port
+from support import BIN, PYTHON, free_port, infer, infer_request
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
@@ -304,18 +304,11 @@ def _rows(facile_inputs, count=64):
     return np.ascontiguousarray(facile_inputs[0][:count], dtype=np.float32)
 
 
-def _grpc_infer(client, rows, **keywords):
-    tensor = grpcclient.InferInput("input", list(rows.shape), "FP32")
-    tensor.set_data_from_numpy(rows)
-    return client.infer("facile", [tensor], **keywords).as_numpy("output")
-
-
 def _http_infer(url, rows, **keywords):
+    """`rows` through a fresh HTTP client of `url`, answered as the output array."""
     client = httpclient.InferenceServerClient(url)
     try:
-        tensor = httpclient.InferInput("input", list(rows.shape), "FP32")
-        tensor.set_data_from_numpy(rows)
-        return client.infer("facile", [tensor], **keywords).as_numpy("output")
+        return infer(client, rows, **keywords)
     finally:
         client.close()
 
@@ -367,13 +360,6 @@ def _stream(url, requests, metadata=None):
             return error.code(), error.details(), replies
 
 
-def _infer_request(rows):
-    request = service_pb2.ModelInferRequest(model_name="facile", id="s1")
-    request.inputs.add(name="input", datatype="FP32", shape=list(rows.shape))
-    request.raw_input_contents.append(rows.tobytes())
-    return request
-
-
 # ------------------------------------------------------------------------------------------- TLS
 
 
@@ -385,7 +371,7 @@ def test_tls_client_with_the_ca_infers_facile(tls_server, certificates, facile_i
     )
     try:
         assert client.is_server_live() and client.is_model_ready("facile")
-        outputs = _grpc_infer(client, rows)
+        outputs = infer(client, rows)
     finally:
         client.close()
     assert outputs.shape == (len(rows), 1)
@@ -432,7 +418,7 @@ def test_mutual_tls_serves_a_client_with_its_certificate(mutual_tls_server, cert
         certificate_chain=certificates["client"],
     )
     try:
-        outputs = _grpc_infer(client, rows)
+        outputs = infer(client, rows)
     finally:
         client.close()
     assert np.array_equal(outputs.view(np.uint32), _http_infer(mutual_tls_server.http_url, rows).view(np.uint32))
@@ -464,7 +450,7 @@ def test_restricted_model_repository_grpc(restricted, facile_inputs):
         index = client.get_model_repository_index(headers={key: "secret"}, as_json=True)["models"]
         assert index == [{"name": "facile", "version": "1", "state": "READY"}]
         assert client.is_model_ready("facile")  # health is not restricted
-        assert _grpc_infer(client, _rows(facile_inputs, 4)).shape == (4, 1)  # nor is inference
+        assert infer(client, _rows(facile_inputs, 4)).shape == (4, 1)  # nor is inference
     finally:
         client.close()
 
@@ -499,8 +485,8 @@ def test_restricted_inference_and_health_grpc(restricted_more, facile_inputs):
     rejected = (TRITON_GRPC_REJECTION[0], TRITON_GRPC_REJECTION[1].format(key))
     rows = _rows(facile_inputs, 4)
     url = restricted_more.url
-    assert _grpc_call(url, "ModelInfer", _infer_request(rows)) == rejected
-    assert _grpc_call(url, "ModelInfer", _infer_request(rows), [(key, "k2")]) == (grpc.StatusCode.OK, "")
+    assert _grpc_call(url, "ModelInfer", infer_request(rows, id="s1")) == rejected
+    assert _grpc_call(url, "ModelInfer", infer_request(rows, id="s1"), [(key, "k2")]) == (grpc.StatusCode.OK, "")
     assert _grpc_call(url, "ServerLive", service_pb2.ServerLiveRequest()) == rejected
     assert _grpc_call(url, "ModelReady", service_pb2.ModelReadyRequest(name="facile")) == rejected
     assert _grpc_call(url, "ModelMetadata", service_pb2.ModelMetadataRequest(name="facile"))[0] == grpc.StatusCode.OK
@@ -512,16 +498,16 @@ def test_restricted_inference_and_health_grpc(restricted_more, facile_inputs):
         assert (failure.value.code(), failure.value.details()) == rejected
         assert check(b"", metadata=[(key, "k2")], timeout=30) == b"\x08\x01"  # SERVING
 
-    assert _stream(url, [_infer_request(rows)]) == (*rejected, [])  # the whole stream, before any request
-    code, details, replies = _stream(url, [_infer_request(rows)] * 3, [(key, "k2")])
+    assert _stream(url, [infer_request(rows, id="s1")]) == (*rejected, [])  # the whole stream, before any request
+    code, details, replies = _stream(url, [infer_request(rows, id="s1")] * 3, [(key, "k2")])
     assert (code, details, len(replies)) == (grpc.StatusCode.OK, "", 3)
     assert all(not reply.error_message and reply.infer_response.id == "s1" for reply in replies)
 
     client = grpcclient.InferenceServerClient(url)
     try:
         with pytest.raises(InferenceServerException, match=rejected[1]):
-            _grpc_infer(client, rows)
-        assert _grpc_infer(client, rows, headers={key: "k2"}).shape == (4, 1)
+            infer(client, rows)
+        assert infer(client, rows, headers={key: "k2"}).shape == (4, 1)
     finally:
         client.close()
 

@@ -2,13 +2,11 @@
 
 from pathlib import Path
 
+from support import infer
+
 
 def test_serving_process_never_imports_tensorflow(server, facile_inputs):
-    import tritonclient.grpc as grpcclient
-
-    tensor = grpcclient.InferInput("input", [4, 15], "FP32")
-    tensor.set_data_from_numpy(facile_inputs[0][:4])
-    server.client.infer("facile", [tensor])  # after a real request, with every lazy import done
+    infer(server.client, facile_inputs[0][:4])  # after a real request, with every lazy import done
     mapped = Path(f"/proc/{server.process.pid}/maps").read_text()
     assert "_multiarray_umath" in mapped  # the check sees the server's own libraries (numpy)...
     assert "tensorflow" not in mapped.lower()  # ...and no TensorFlow library

@@ -23,7 +23,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
-from support import BIN, Server, facile_with_config, free_port
+from support import BIN, Server, bits, facile_input, facile_with_config, free_port, infer
 from support.triton_metrics import families, sample_value, scrape
 from tritonclient.utils import InferenceServerException
 
@@ -229,20 +229,6 @@ def _capture(function, *args):
         return error
 
 
-def _input(module, rows):
-    tensor = module.InferInput("input", list(rows.shape), "FP32")
-    tensor.set_data_from_numpy(rows)
-    return tensor
-
-
-def _infer(module, client, rows):
-    return client.infer("facile", [_input(module, rows)]).as_numpy("output")
-
-
-def _bits(array):
-    return np.ascontiguousarray(array, np.float32).view(np.uint32)
-
-
 def _statistics(module, client):
     """(inference_count, execution_count, success count) of facile version 1, as a client reads them."""
     if module is grpcclient:
@@ -288,7 +274,7 @@ def test_64_concurrent_clients_each_get_their_own_answers(workers, server, facil
     served, pids = workers
     features = facile_inputs[0]
     order = np.random.default_rng(2).permutation(len(features))[: CLIENTS * sum(BATCHES)]
-    reference = _infer(grpcclient, server.client, np.ascontiguousarray(features[order]))  # one request, lone faast
+    reference = infer(server.client, np.ascontiguousarray(features[order]))  # one request, lone faast
     held = {}
     spread = threading.Barrier(
         CLIENTS, action=lambda: held.update(_connections_held(pids, {served.port, served.http_port}))
@@ -304,7 +290,7 @@ def test_64_concurrent_clients_each_get_their_own_answers(workers, server, facil
             for size in rng.permutation(BATCHES):
                 positions = np.arange(start, start + size)
                 start += size
-                answers.append((positions, _infer(module, client, np.ascontiguousarray(features[order[positions]]))))
+                answers.append((positions, infer(client, np.ascontiguousarray(features[order[positions]]))))
                 if len(answers) == 1:
                     spread.wait(timeout=120)  # every client holds its connection open here
             return answers
@@ -330,7 +316,7 @@ def test_64_concurrent_clients_each_get_their_own_answers(workers, server, facil
         assert sorted(len(positions) for positions, _ in answers) == sorted(BATCHES)
         for positions, answer in answers:
             assert answer.shape == (len(positions), 1)
-            if not np.array_equal(_bits(answer), _bits(reference[positions])):
+            if not np.array_equal(bits(answer), bits(reference[positions])):
                 wrong.append((index, len(positions)))
     assert not wrong, f"(client, rows) answered with rows not their own: {wrong}"
     assert sum(held.values()) >= CLIENTS and all(held.values()), f"connections held by each worker: {held}"
@@ -346,13 +332,13 @@ def test_statistics_and_metrics_are_the_sums_over_workers(model_repository, serv
     try:
         clients = _fresh_clients(served, pids, count=16)
         rows = np.ascontiguousarray(facile_inputs[0][: sum(BATCHES)])
-        reference = _infer(grpcclient, server.client, rows)
+        reference = infer(server.client, rows)
 
         # One request at a time, round the clients (an HTTP client serves the thread that made it only).
         for start, stop in zip(np.cumsum((0, *BATCHES[:-1])), np.cumsum(BATCHES), strict=True):
-            for module, client, pid in clients:
-                answer = _infer(module, client, rows[start:stop])
-                assert np.array_equal(_bits(answer), _bits(reference[start:stop])), f"worker {pid}"
+            for _, client, pid in clients:
+                answer = infer(client, rows[start:stop])
+                assert np.array_equal(bits(answer), bits(reference[start:stop])), f"worker {pid}"
         requests, inferences = len(clients) * len(BATCHES), len(clients) * sum(BATCHES)
 
         answers = {
@@ -378,7 +364,7 @@ def test_model_unload_and_load_hold_on_every_worker(model_repository, server, fa
         model_repository, tmp_path / "serve.log", "--model-control-mode", "explicit", "--load-model", "facile"
     )
     rows = np.ascontiguousarray(facile_inputs[0][:300])
-    reference = _infer(grpcclient, server.client, rows)
+    reference = infer(server.client, rows)
     clients, unloaded, loaded = [], [], []
     try:
         clients = _fresh_clients(served, pids)
@@ -390,7 +376,7 @@ def test_model_unload_and_load_hold_on_every_worker(model_repository, server, fa
         for module, client, pid in unloaded:
             assert not client.is_model_ready("facile"), f"{module.__name__} client on worker {pid}"
             with pytest.raises(InferenceServerException) as caught:
-                _infer(module, client, rows)
+                infer(client, rows)
             messages.add(caught.value.message())
             if module is grpcclient:
                 assert caught.value.status() == "StatusCode.NOT_FOUND"
@@ -402,7 +388,7 @@ def test_model_unload_and_load_hold_on_every_worker(model_repository, server, fa
         loaded = _fresh_clients(served, pids)
         for module, client, pid in [*loaded, *unloaded]:
             assert client.is_model_ready("facile"), f"{module.__name__} client on worker {pid}"
-            assert np.array_equal(_bits(_infer(module, client, rows)), _bits(reference))
+            assert np.array_equal(bits(infer(client, rows)), bits(reference))
             assert _index(module, client) == [("facile", "1", "READY", "")]
     finally:
         _close([*clients, *unloaded, *loaded])
@@ -414,7 +400,7 @@ def test_shared_memory_registration_holds_on_every_worker(workers, server, facil
     and output through connections to every worker; unregistered through another, it is gone from all."""
     served, pids = workers
     rows = np.ascontiguousarray(facile_inputs[0][:500])
-    reference = _infer(grpcclient, server.client, rows)
+    reference = infer(server.client, rows)
     tag = os.getpid()
     input_region = shm.create_shared_memory_region("workers_in", f"/faast_workers_in_{tag}", rows.nbytes)
     output_region = shm.create_shared_memory_region("workers_out", f"/faast_workers_out_{tag}", reference.nbytes)
@@ -441,7 +427,7 @@ def test_shared_memory_registration_holds_on_every_worker(workers, server, facil
             output.set_shared_memory("workers_out", reference.nbytes)
             client.infer("facile", [tensor], outputs=[output])
             answer = shm.get_contents_as_numpy(output_region, np.float32, list(reference.shape))
-            assert np.array_equal(_bits(answer), _bits(reference)), f"{module.__name__} client on worker {pid}"
+            assert np.array_equal(bits(answer), bits(reference)), f"{module.__name__} client on worker {pid}"
 
         next(c for c in clients if c[2] == pids[1])[1].unregister_system_shared_memory()
         after = _fresh_clients(served, pids)
@@ -504,7 +490,7 @@ def _refusal(served):
     rows = np.zeros((2, 15), np.float32)
     try:
         with grpcclient.InferenceServerClient(served.url, channel_args=[("grpc.use_local_subchannel_pool", 1)]) as c:
-            c.infer("facile", [_input(grpcclient, rows)], client_timeout=5)
+            c.infer("facile", [facile_input(rows)], client_timeout=5)
         grpc_answer = None
     except InferenceServerException as error:
         grpc_answer = error.status().removeprefix("StatusCode.")
@@ -546,7 +532,7 @@ def test_sigterm_finishes_in_flight_requests_on_every_worker(model_repository, s
         clients = _fresh_clients(served, pids, count=6, modules=(grpcclient,))
         size = 12000 // (3 * len(clients))  # rows of each gRPC request; the HTTP ones take 100
         data = np.random.default_rng(4).uniform(-3, 80, (3 * size * len(clients) + 400, 15)).astype(np.float32)
-        reference = _infer(grpcclient, server.client, data)  # one request to a lone faast
+        reference = infer(server.client, data)  # one request to a lone faast
         plan = [
             (
                 grpcclient,
@@ -567,7 +553,7 @@ def test_sigterm_finishes_in_flight_requests_on_every_worker(model_repository, s
                 ((name, rows),) = batches
                 client = _client(httpclient, served)
                 try:
-                    outcomes[name] = _capture(_infer, module, client, np.ascontiguousarray(data[rows]))
+                    outcomes[name] = _capture(infer, client, np.ascontiguousarray(data[rows]))
                 finally:
                     client.close()
                 return
@@ -578,7 +564,7 @@ def test_sigterm_finishes_in_flight_requests_on_every_worker(model_repository, s
                     outcomes[name] = error if error is not None else result.as_numpy("output")
                     done.release()
 
-                tensor = _input(module, np.ascontiguousarray(data[rows]))
+                tensor = facile_input(np.ascontiguousarray(data[rows]), module)
                 client.async_infer("facile", [tensor], callback=record, client_timeout=60)
             for _ in batches:
                 done.acquire(timeout=60)
@@ -605,7 +591,7 @@ def test_sigterm_finishes_in_flight_requests_on_every_worker(model_repository, s
             name: outcomes.get(name, "no answer")
             for name in expected
             if not isinstance(outcomes.get(name), np.ndarray)
-            or not np.array_equal(_bits(outcomes[name]), _bits(expected[name]))
+            or not np.array_equal(bits(outcomes[name]), bits(expected[name]))
         }
         assert not wrong, wrong
         assert during_drain[0] == "UNAVAILABLE" and during_drain[1] in (503, "ConnectionRefusedError"), during_drain

@@ -5,11 +5,14 @@
 - server: Server (a real `faast serve` on free loopback ports), free_port, facile_with_config (a
   repository with one edit to facile's config.pbtxt)
 - hls4ml_reference: hls4ml_predict and HLS4ML_TRACE, hls4ml's own answers from child processes (scripts/)
+- inference: facile_input (a tritonclient InferInput of rows), infer (an infer call answered as the
+  output array), infer_request (a raw ModelInferRequest), bits (float32 bit patterns)
 - protocol: import_faast_protocol (faast.protocol beside tritonclient.grpc in one process)
 - recording_pyxrt, recording_pynq: RECORDING STAND-INS of pyxrt and pynq (import them as submodules)
 """
 
 from .hls4ml_reference import HLS4ML_TRACE, hls4ml_predict
+from .inference import bits, facile_input, infer, infer_request
 from .paths import BIN, PYTHON, ROOT
 from .protocol import import_faast_protocol
 from .server import Server, facile_with_config, free_port
@@ -20,8 +23,12 @@ __all__ = [
     "PYTHON",
     "ROOT",
     "Server",
+    "bits",
+    "facile_input",
     "facile_with_config",
     "free_port",
     "hls4ml_predict",
     "import_faast_protocol",
+    "infer",
+    "infer_request",
 ]
