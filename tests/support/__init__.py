@@ -9,6 +9,8 @@
   output array), infer_request (a raw ModelInferRequest), bits (float32 bit patterns)
 - protocol: import_faast_protocol (faast.protocol beside tritonclient.grpc in one process)
 - recording_pyxrt, recording_pynq: RECORDING STAND-INS of pyxrt and pynq (import them as submodules)
+- fake_device: a fake Device kind for in-process tests, and the one place that writes kernel folders
+  by hand and registers a driver (import it as a submodule)
 """
 
 from .hls4ml_reference import HLS4ML_TRACE, hls4ml_predict
