@@ -5,7 +5,7 @@ hand (tests/support/fake_device.py: a kernel.json and a config.pbtxt naming the 
 opens it with the real ModelRepository, whose ServedModels open the real Device subclass through the
 real open_device, and sends InferRequests to the real DataPlane in its own event loop (asyncio.run),
 through the real dynamic batcher or direct scheduler. The fake kernel answers scale * x + offset on
-the packed fixed-point lanes, so every answer is checked exactly. Errors are faast.errors' typed
+the packed fixed-point lanes, so every answer is checked exactly. Errors are faast.contract.errors' typed
 errors with Triton's wording, as the end-to-end tests (test_errors.py, test_facile_serving.py,
 test_workers.py) see them on the wire.
 """
@@ -27,8 +27,8 @@ from support.fake_device import (  # noqa: E402
     write_fake_model,
 )
 
+from faast.contract.errors import Internal, InvalidArgument, NotFound, Unavailable  # noqa: E402
 from faast.dataplane import DataPlane, InferRequest, InputTensor, RequestedOutput  # noqa: E402
-from faast.errors import Internal, InvalidArgument, NotFound, Unavailable  # noqa: E402
 from faast.repository import ModelRepository  # noqa: E402
 from faast.shared_memory import SharedMemoryManager  # noqa: E402
 from faast.trace_log import TraceSettings  # noqa: E402

@@ -25,14 +25,19 @@ from .protocol import import_faast_protocol
 
 import_faast_protocol()
 
-from faast.host import device as device_module  # noqa: E402
-from faast.host.device import ComputeUnit, ComputeUnitFault, Device, DeviceBuffer, KernelDescription  # noqa: E402
+from faast.contract.errors import ComputeUnitFault  # noqa: E402
+from faast.contract.fixed import FixedType  # noqa: E402
+from faast.contract.kernel import KernelDescription, Tensor  # noqa: E402
+from faast.contract.layout import BufferLayout, TensorLanes  # noqa: E402
+from faast.host import drivers, packing  # noqa: E402
+from faast.host.compute_unit import ComputeUnit, DeviceBuffer  # noqa: E402
+from faast.host.device import Device  # noqa: E402
 
 KIND = "fake"  # config.pbtxt's `device` parameter that opens it
 MODULE = "fake_driver_for_tests"  # the name it is registered under, as faast.host.<MODULE>
-INPUT_TYPE, INPUT_LANE_BITS, INPUT_FRACTION = "fixed<16,9,TRN,WRAP,0>", 16, 7
-OUTPUT_TYPE, OUTPUT_LANE_BITS, OUTPUT_FRACTION, OUTPUT_WIDTH = "fixed<24,12,TRN,WRAP,0>", 32, 12, 24
-WORD_BITS = 512
+INPUT_TYPE, INPUT_FRACTION = "fixed<16,9,TRN,WRAP,0>", 7
+OUTPUT_TYPE, OUTPUT_FRACTION, OUTPUT_WIDTH = "fixed<24,12,TRN,WRAP,0>", 12, 24
+AFFINE = "fake.json"  # beside kernel.json: the fake kernel's scale and offset
 
 
 def fake_answers(rows, scale=2, offset=1):
@@ -56,7 +61,8 @@ class FakeComputeUnit(ComputeUnit):
     def __init__(self, kernel: KernelDescription, index: int):
         self.name = f"{KIND}{index}"
         self.layout = kernel.layout
-        fake = kernel.raw["fake"]
+        assert kernel.folder is not None
+        fake = json.loads((kernel.folder / AFFINE).read_text())
         self.scale, self.offset = fake["scale"], fake["offset"]
         self.fault: str | None = None
         self.executions = 0
@@ -67,7 +73,7 @@ class FakeComputeUnit(ComputeUnit):
     def execute(self, inputs, outputs, rows, in_bytes, out_bytes):
         if self.fault is not None:
             raise ComputeUnitFault(f"compute unit {self.name} failed: {self.fault}")
-        mantissas = self.layout.input.mantissas(inputs.host, rows)  # int64, sign-extended
+        mantissas = packing.mantissas(self.layout.input, inputs.host, rows)  # int64, sign-extended
         shift = OUTPUT_FRACTION - INPUT_FRACTION
         result = (self.scale * mantissas + (self.offset << INPUT_FRACTION)) << shift
         lanes = outputs.host[:out_bytes].view(self.layout.output.lane_dtype)
@@ -93,27 +99,18 @@ class FakeDevice(Device):
 @contextlib.contextmanager
 def fake_driver():
     """Register FakeDevice as the driver of device kind KIND for the block, as a real driver is
-    registered (an entry in faast.host.device.DRIVERS naming a module faast.host.NAME exporting DRIVER)."""
+    registered (an entry in faast.host.drivers.DRIVERS naming a module faast.host.NAME exporting DRIVER)."""
     name = f"faast.host.{MODULE}"
     module = types.ModuleType(name)
     module.DRIVER = FakeDevice
-    assert KIND not in device_module.DRIVERS and name not in sys.modules
-    device_module.DRIVERS[KIND] = MODULE
+    assert KIND not in drivers.DRIVERS and name not in sys.modules
+    drivers.DRIVERS[KIND] = MODULE
     sys.modules[name] = module
     try:
         yield
     finally:
-        del device_module.DRIVERS[KIND]
+        del drivers.DRIVERS[KIND]
         del sys.modules[name]
-
-
-def _lanes(lane_bits, width, fixed_type):
-    return {
-        "lane_bits": lane_bits,
-        "lanes_per_word": WORD_BITS // lane_bits,
-        "elements_per_row": width,
-        "tensors": [{"name": "x", "type": fixed_type, "bits": lane_bits, "offset": 0, "size": width}],
-    }
 
 
 def write_kernel(version_dir, name, width=4, rows_per_execution=8, scale=2, offset=1):
@@ -121,20 +118,28 @@ def write_kernel(version_dir, name, width=4, rows_per_execution=8, scale=2, offs
     `rows_per_execution` rows per execution, answering scale * x + offset."""
     version_dir = Path(version_dir)
     version_dir.mkdir(parents=True, exist_ok=True)
-    kernel = {
-        "name": name,
-        "kernel": f"{name}_top",
-        "inputs": [{"name": "x", "serving_name": "input", "shape": [width], "size": width, "type": INPUT_TYPE}],
-        "outputs": [{"name": "y", "serving_name": "output", "shape": [width], "size": width, "type": OUTPUT_TYPE}],
-        "buffers": {
-            "word_bits": WORD_BITS,
-            "rows_per_execution": rows_per_execution,
-            "input": _lanes(INPUT_LANE_BITS, width, INPUT_TYPE),
-            "output": _lanes(OUTPUT_LANE_BITS, width, OUTPUT_TYPE),
-        },
-        "fake": {"scale": scale, "offset": offset},
-    }
-    (version_dir / "kernel.json").write_text(json.dumps(kernel, indent=1))
+    x = Tensor("x", "input", (width,), width, INPUT_TYPE, "input_t")
+    y = Tensor("y", "output", (width,), width, OUTPUT_TYPE, "result_t")
+    KernelDescription(
+        name=name,
+        project=name,
+        hls4ml_version=None,
+        io_type="io_parallel",
+        backend="Vitis",
+        part=None,
+        clock_period_ns=None,
+        source_kind="fake",
+        source_path=str(version_dir),
+        inputs=(x,),
+        outputs=(y,),
+        top=f"{name}_top",
+        buffers=BufferLayout(
+            rows_per_execution,
+            TensorLanes.of([(x.name, FixedType.parse(INPUT_TYPE), width)]),
+            TensorLanes.of([(y.name, FixedType.parse(OUTPUT_TYPE), width)]),
+        ),
+    ).write(version_dir)
+    (version_dir / AFFINE).write_text(json.dumps({"scale": scale, "offset": offset}))
 
 
 def write_fake_model(
