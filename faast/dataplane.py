@@ -19,6 +19,7 @@ from .contract.errors import (
     FaastError,
     InferenceError,
     InputVanished,
+    Internal,
     InvalidArgument,
     OutputVanished,
     Unavailable,
@@ -250,10 +251,10 @@ class DataPlane:
             if requested.shared_memory:
                 region, offset, size = requested.shared_memory
                 raw = tensors.wire_array(data, spec.datatype)
-                if size < raw.nbytes:
-                    raise InvalidArgument(
-                        f"shared memory size specified with the request for output "
-                        f"'{spec.name}' should be at least {raw.nbytes} bytes to hold the results"
+                if size < raw.nbytes:  # found when the answer is written, hence Triton's INTERNAL
+                    raise Internal(
+                        f"shared memory size specified with the request for output '{spec.name}' "
+                        f"({size} bytes) should be at least {raw.nbytes} bytes to hold the results"
                     )
                 self.shared_memory.write(region, offset, size, raw)
                 data = None
@@ -276,6 +277,9 @@ class DataPlane:
         request = replace(request, outputs=list(unique.values()))
         names = list(unique)
         raw = [self._input_bytes(model, tensor) for tensor in request.inputs]
+        for output in request.outputs:  # an output's window is checked with the request, as Triton does
+            if output.shared_memory is not None:
+                self.shared_memory.check_window(*output.shared_memory)
 
         output_names = [o.name for o in model.outputs]
         for name in names:

@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .contract.errors import Internal, InvalidArgument, NotFound
+from .contract.errors import AlreadyExists, Internal, InvalidArgument, NotFound
 from .contract.memory import ClientMemory
 
 SHM_DIR = "/dev/shm"
@@ -194,7 +194,11 @@ class SharedMemoryManager:
             raise InvalidArgument("shared memory region names must not contain NUL")
         with self._lock:
             if name in self._regions:
-                raise InvalidArgument(f"shared memory region '{name}' already in manager")
+                raise AlreadyExists(f"shared memory region '{name}' already in manager")
+            if any(region.key == key for region in self._regions.values()):
+                # Triton reuses the descriptor of the key's first registration, which it closed
+                # already, and fails to stat it: a key is registered under one name at a time.
+                raise Internal(f"Invalid shared memory region: '{key}'")
             path = _shm_path(key)
             fd, status = _open_shm_object(path, key)
             try:
@@ -228,11 +232,17 @@ class SharedMemoryManager:
                 raise NotFound(f"Unable to find system shared memory region: '{name}'")
             return [r for n, r in self._regions.items() if not name or n == name]
 
+    def check_window(self, name: str, offset: int, byte_size: int) -> None:
+        """Refuse a window that is not in a registered region (an output's, when the request is
+        parsed, as Triton does), with Triton's wording."""
+        with self._lock:
+            self._bounds(name, offset, byte_size)
+
     def _bounds(self, name, offset, byte_size):
         region = self._regions.get(name)
         if region is None:
             raise NotFound(f"Unable to find shared memory region: '{name}'")
-        if offset < 0 or offset > region.byte_size:
+        if offset < 0 or offset >= region.byte_size:
             raise InvalidArgument(f"Invalid offset for shared memory region: '{name}'")
         if byte_size < 0 or offset + byte_size > region.byte_size:
             raise InvalidArgument(f"Invalid offset + byte size for shared memory region: '{name}'")

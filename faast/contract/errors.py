@@ -28,6 +28,12 @@ class NotFound(InferenceError):
     grpc_code, http_status, failure_reason = "NOT_FOUND", 404, "OTHER"
 
 
+class AlreadyExists(InferenceError):
+    """Something by that name is there already (a shared memory region): Triton's HTTP answer is a 400."""
+
+    grpc_code, http_status, failure_reason = "ALREADY_EXISTS", 400, "OTHER"
+
+
 class Unavailable(InferenceError):
     grpc_code, http_status, failure_reason = "UNAVAILABLE", 503, "REJECTED"
 

@@ -1,7 +1,8 @@
 """Shared memory regions are bounded by memory, not by file descriptors (issue 33): a region holds no
 descriptor once registered, as in Triton, so a server under a 1024-descriptor limit registers a
-thousand regions and still answers new clients. Also: the copies in and out of a region survive its
-object being truncated or unlinked."""
+thousand regions and still answers new clients. Also: a name or key registered twice is refused as
+Triton refuses it, output windows are checked with the request, and the copies in and out of a
+region survive its object being truncated or unlinked."""
 
 import http.client
 import os
@@ -12,10 +13,12 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 from support import Server, facile_input
 from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
 
-from faast.contract.errors import InvalidArgument
+from faast.contract.errors import AlreadyExists, Internal, InvalidArgument
 from faast.shared_memory import SharedMemoryManager
 
 REGIONS = 1000
@@ -110,6 +113,23 @@ def test_a_thousand_regions_under_a_1024_descriptor_limit_leave_new_clients_answ
     assert limited.process.poll() is None
 
 
+def test_a_name_is_registered_once_and_a_key_under_one_name(shm_files):
+    shm_files("faast_twice")
+    shm_files("faast_other")
+    manager = SharedMemoryManager()
+    manager.register("one", "/faast_twice", 0, 4096)
+    with pytest.raises(AlreadyExists, match="^shared memory region 'one' already in manager$"):
+        manager.register("one", "/faast_other", 0, 4096)
+    with pytest.raises(Internal, match="^Invalid shared memory region: '/faast_twice'$"):
+        manager.register("two", "/faast_twice", 0, 16)
+    manager.register("two", "/faast_other", 0, 4096)
+    manager.unregister("one")
+    manager.register("three", "/faast_twice", 0, 4096)  # free again once its region is gone
+    assert sorted(region.name for region in manager.status()) == ["three", "two"]
+    manager.unregister()
+    assert AlreadyExists.grpc_code == "ALREADY_EXISTS" and AlreadyExists.http_status == 400
+
+
 def test_a_region_holds_no_descriptor_and_its_mapping_goes_with_its_last_view(shm_files):
     path = shm_files("faast_mapping", 8192)
     manager = SharedMemoryManager()
@@ -181,3 +201,41 @@ def test_concurrent_copies_while_a_region_is_unregistered(shm_files):
         thread.join()
     manager.unregister()
     assert failures == []
+
+
+def test_output_windows_are_checked_with_the_request(server, shm_files):
+    shm_files("faast_out_window")
+    client = server.client
+    client.register_system_shared_memory("window", "/faast_out_window", 4096)
+    try:
+        cases = [
+            (4092, 8, "INVALID_ARGUMENT", "Invalid offset + byte size for shared memory region: 'window'"),
+            (4096, 4, "INVALID_ARGUMENT", "Invalid offset for shared memory region: 'window'"),
+            (
+                0,
+                2,
+                "INTERNAL",
+                "shared memory size specified with the request for output 'output' (2 bytes) should be at "
+                "least 4 bytes to hold the results",
+            ),
+        ]
+        for offset, byte_size, code, message in cases:
+            output = grpcclient.InferRequestedOutput("output")
+            output.set_shared_memory("window", byte_size, offset=offset)
+            with pytest.raises(InferenceServerException) as caught:
+                client.infer("facile", [facile_input(ROW)], outputs=[output])
+            assert (caught.value.status(), caught.value.message()) == (f"StatusCode.{code}", message)
+
+        http = httpclient.InferenceServerClient(server.http_url)
+        try:
+            output = httpclient.InferRequestedOutput("output")
+            output.set_shared_memory("window", 8, offset=4092)
+            tensor = httpclient.InferInput("input", [1, 15], "FP32")
+            tensor.set_data_from_numpy(ROW)
+            with pytest.raises(InferenceServerException) as caught:
+                http.infer("facile", [tensor], outputs=[output])
+            assert caught.value.status() == "400"
+        finally:
+            http.close()
+    finally:
+        client.unregister_system_shared_memory("window")

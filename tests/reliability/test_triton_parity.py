@@ -75,6 +75,15 @@ DIFFERENCES = {
         "Triton reads a non-numeric header length as 0 and takes the whole body as one raw input "
         "'raw_input'; faast refuses the header"
     ),
+    "http_shm_same_key_two_names": (
+        "Triton reuses the descriptor of the key's first registration, closed already, which the HTTP "
+        "connection's socket took: it stats the socket (size 0) and answers 'invalid args' (400); "
+        "faast answers as Triton does over gRPC, where the descriptor is still closed (INTERNAL)"
+    ),
+    "http_shm_output_too_small": (
+        "Triton sends an error met while writing the answer as text/plain; faast sends the same status "
+        "and body as application/json"
+    ),
 }
 
 CASES = {}
@@ -877,6 +886,127 @@ def http_unsupported_encoding(target):
 def http_gzip_garbage(target):
     """HTTP infer, Content-Encoding: gzip, a body that is not gzip."""
     return _compressed_infer(target, "gzip", b"not gzip at all")
+
+
+# l. Shared memory: a name or key registered twice, and output windows.
+
+
+def _register_twice(target, first, second, http=False):
+    """Register `first` (name, key), then answer the registration of `second` (gRPC, or HTTP)."""
+    try:
+        target.grpc(
+            "SystemSharedMemoryRegister",
+            service_pb2.SystemSharedMemoryRegisterRequest(name=first[0], key=first[1], byte_size=4096),
+        )
+        if http:
+            body = {"key": second[1], "offset": 0, "byte_size": 4096}
+            return target.http("POST", f"/v2/systemsharedmemory/region/{second[0]}/register", body)
+        return target.grpc(
+            "SystemSharedMemoryRegister",
+            service_pb2.SystemSharedMemoryRegisterRequest(name=second[0], key=second[1], byte_size=4096),
+        )
+    finally:
+        target.shm_cleanup()
+
+
+SHM_KEY = "/" + Path(SHM_FILE).name
+
+
+@case
+def shm_same_name_twice(target):
+    """SystemSharedMemoryRegister name="probe" twice (the same key, 4096 bytes)."""
+    return _register_twice(target, ("probe", SHM_KEY), ("probe", SHM_KEY))
+
+
+@case
+def http_shm_same_name_twice(target):
+    """SystemSharedMemoryRegister name="probe", then HTTP register "probe" again (the same key)."""
+    return _register_twice(target, ("probe", SHM_KEY), ("probe", SHM_KEY), http=True)
+
+
+@case
+def shm_same_key_two_names(target):
+    """SystemSharedMemoryRegister name="probe", then name="probe2", both of the same key."""
+    return _register_twice(target, ("probe", SHM_KEY), ("probe2", SHM_KEY))
+
+
+@case
+def http_shm_same_key_two_names(target):
+    """SystemSharedMemoryRegister name="probe", then HTTP register "probe2" of the same key."""
+    return _register_twice(target, ("probe", SHM_KEY), ("probe2", SHM_KEY), http=True)
+
+
+def _shm_output(target, http=False, region="probe", **window):
+    """One row of facile inferred with its output (4 bytes) asked for in the window `window` of the
+    registered 4096-byte region "probe" (gRPC, or HTTP)."""
+    target.grpc(
+        "SystemSharedMemoryRegister",
+        service_pb2.SystemSharedMemoryRegisterRequest(name="probe", key=SHM_KEY, offset=0, byte_size=4096),
+    )
+    try:
+        if http:
+            parameters = {"shared_memory_region": region} | {f"shared_memory_{k}": v for k, v in window.items()}
+            return _http_infer(target, ONE_ROW | {"outputs": [{"name": "output", "parameters": parameters}]})
+        parameters = {"shared_memory_region": {"string_param": region}} | {
+            f"shared_memory_{k}": {"int64_param": v} for k, v in window.items()
+        }
+        output = service_pb2.ModelInferRequest.InferRequestedOutputTensor(
+            name="output", parameters={k: service_pb2.InferParameter(**v) for k, v in parameters.items()}
+        )
+        request = service_pb2.ModelInferRequest(
+            model_name="facile", inputs=[_input_header()], raw_input_contents=[bytes(60)], outputs=[output]
+        )
+        return target.grpc("ModelInfer", request, summary=_outputs)
+    finally:
+        target.shm_cleanup()
+
+
+@case
+def shm_output_too_small(target):
+    """ModelInfer, output in region "probe" with shared_memory_byte_size 2 (the output takes 4)."""
+    return _shm_output(target, byte_size=2)
+
+
+@case
+def http_shm_output_too_small(target):
+    """HTTP infer, output in region "probe" with shared_memory_byte_size 2 (the output takes 4)."""
+    return _shm_output(target, http=True, byte_size=2)
+
+
+@case
+def shm_output_past_end(target):
+    """ModelInfer, output in region "probe" at shared_memory_offset 4092, shared_memory_byte_size 8."""
+    return _shm_output(target, offset=4092, byte_size=8)
+
+
+@case
+def http_shm_output_past_end(target):
+    """HTTP infer, output in region "probe" at shared_memory_offset 4092, shared_memory_byte_size 8."""
+    return _shm_output(target, http=True, offset=4092, byte_size=8)
+
+
+@case
+def shm_output_offset_at_end(target):
+    """ModelInfer, output in region "probe" at shared_memory_offset 4096, shared_memory_byte_size 4."""
+    return _shm_output(target, offset=4096, byte_size=4)
+
+
+@case
+def shm_output_unknown_region(target):
+    """ModelInfer, output in region "nope" (not registered), shared_memory_byte_size 4."""
+    return _shm_output(target, region="nope", byte_size=4)
+
+
+@case
+def http_shm_output_unknown_region(target):
+    """HTTP infer, output in region "nope" (not registered), shared_memory_byte_size 4."""
+    return _shm_output(target, http=True, region="nope", byte_size=4)
+
+
+@case
+def shm_output_last_bytes(target):
+    """ModelInfer, output in region "probe" at shared_memory_offset 4092, shared_memory_byte_size 4."""
+    return _shm_output(target, offset=4092, byte_size=4)
 
 
 @pytest.fixture(scope="module", autouse=True)
