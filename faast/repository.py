@@ -2,7 +2,7 @@
 
   none      load every model at startup; load/unload requests are refused
   poll      like none, and rescan the repository every --repository-poll-secs (new, removed and
-            changed models are loaded, unloaded and reloaded)
+            changed models are loaded, unloaded and reloaded; see ModelRepository.poll)
   explicit  load only --load-model names at startup ("*" for all); clients load and unload
 
 A model that fails to load is logged and reported with its reason; the server keeps serving the rest.
@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from google.protobuf import json_format
 
 from .contract.errors import Internal, InvalidArgument, NotFound, Unavailable, Unimplemented
-from .model import ServedModel, read_config, version_folders, versions_to_load
+from .model import ServedModel, read_config, versions_to_load
 from .protocol import model_config as mc
 from .repository_agents import run_agents
 
@@ -80,13 +81,21 @@ class ModelRepository:
     `states(name)` is the one record of that: version -> VersionState. A load marks the versions it
     loads LOADING (beside the versions still serving, which stay READY until the new ones swap in),
     then READY; an unload marks the served versions UNLOADING, then the model UNAVAILABLE "unloaded".
-    A failed load leaves what serves READY, or, with nothing serving, records the failure on the model
-    as a whole: under the version key WHOLE_MODEL (""), alone, with the failure's reason. Versions load
-    all or none, and some failures come before any version is known (a config.pbtxt that does not
-    parse, a checksum agent, a version_policy naming no folder), so a failure is the model's, not a
-    version's; that record is the row RepositoryIndex shows without a version, as Triton's index has a
-    version-less row for its own model-level verdict (a name in several repositories). A name without
-    a record is UNKNOWN: never loaded, or being loaded for the first time before its versions are known.
+    A failed load leaves what serves READY (for a reload polling started, see below), or, with nothing
+    serving, records the failure on the model as a whole: under the version key WHOLE_MODEL (""), alone,
+    with the failure's reason. Versions load all or none, and some failures come before any version is
+    known (a config.pbtxt that does not parse, a checksum agent, a version_policy naming no folder), so
+    a failure is the model's, not a version's; that record is the row RepositoryIndex shows without a
+    version, as Triton's index has a version-less row for its own model-level verdict (a name in several
+    repositories). A name without a record is UNKNOWN: never loaded, or being loaded for the first time
+    before its versions are known.
+
+    A reload that polling started and that failed while versions serve keeps its failure in the record,
+    as Triton's index does, since no client was answered it: each version it tried that does not serve
+    is UNAVAILABLE with the reason, and a serving version whose own reload failed (or all of them, for a
+    failure before the versions were known) stays READY, serving what was loaded before, with
+    "reload failed: <reason>" as its reason. A reload a client asked for (explicit mode) answers that
+    client the failure and leaves the record as it stood.
 
     The record holds the lifecycle; the device's health is read live on top of it, as Triton checks a
     READY model's runtime readiness on every readiness call: a READY version whose device has no
@@ -187,15 +196,18 @@ class ModelRepository:
         then close. On failure what is loaded keeps serving. Returns None, or why the load failed."""
         async with self._locks.setdefault(name, asyncio.Lock()):
             model_dir = files if files is not None else self._folder(name)
-            if files is None:
-                self._stamps[name] = _stamp(model_dir)  # polling retries after a change
+            if files is None:  # taken before anything is read, so a change made during the load shows
+                self._stamps[name] = await asyncio.to_thread(_stamp, model_dir)  # (see poll)
             loaded, failure = None, None
+            chosen: list[str] = []  # the versions the last attempt tried, once known
             before = self._states.get(name)
             try:
                 async with self._load_slots:  # at most --model-load-thread-count loads at once
                     for _attempt in range(self.load_retries + 1):
+                        chosen = []
                         try:
-                            loaded = await self._load_versions(name, model_dir, config)
+                            chosen_config, chosen = await self._choose_versions(name, model_dir, config)
+                            loaded = await self._load_versions(name, model_dir, chosen_config, chosen)
                             break
                         except Exception as error:  # a broken model must not take the others down
                             failure = error
@@ -203,10 +215,14 @@ class ModelRepository:
                 self._record(name, before)
                 raise
             if loaded is None:
+                assert failure is not None
                 if files is not None:
                     shutil.rmtree(files, ignore_errors=True)
-                if name in self.models:  # what is loaded keeps serving
-                    self._record(name, {version: READY for version in self.models[name]})
+                serving = self.models.get(name, {})
+                if serving and self.mode == "poll":  # no client was answered: the record says why
+                    self._record(name, _failed_reload(serving, chosen, failure))
+                elif serving:  # what is loaded keeps serving; the client that asked was answered
+                    self._record(name, {version: READY for version in serving})
                 else:
                     self._record(name, {WHOLE_MODEL: VersionState(ModelState.UNAVAILABLE, str(failure))})
                 where = f"'{name}' version {failure.version}" if isinstance(failure, VersionLoadError) else f"'{name}'"
@@ -223,13 +239,17 @@ class ModelRepository:
             self._forget_sent(name, keep=files)
             return None
 
-    async def _load_versions(self, name, model_dir: Path, config) -> dict[str, ServedModel]:
-        """Every version of `name` that its version_policy serves, loaded; all or none. Once the
-        versions are known, the record shows the ones not serving yet LOADING."""
+    async def _choose_versions(self, name, model_dir: Path, config) -> tuple[mc.ModelConfig, list[str]]:
+        """The configuration of `name` (`config`, else its config.pbtxt), checked by its repository
+        agents, and the versions its version_policy serves."""
         config = config if config is not None else read_config(model_dir)
         config.name = config.name or name
         await asyncio.to_thread(run_agents, config, model_dir)
-        versions = versions_to_load(model_dir, config)
+        return config, versions_to_load(model_dir, config)
+
+    async def _load_versions(self, name, model_dir: Path, config, versions: list[str]) -> dict[str, ServedModel]:
+        """`versions` of `name`, loaded; all or none. The record shows the ones not serving yet
+        LOADING."""
         serving = self.models.get(name, {})  # stays READY until the new versions swap in
         self._record(name, {v: READY if v in serving else LOADING for v in sorted({*versions, *serving}, key=int)})
         loaded: dict[str, ServedModel] = {}
@@ -370,6 +390,24 @@ class ModelRepository:
             await self.poll()
 
     async def poll(self):
+        """Bring what is loaded in line with the repositories: unload the models gone, load the new
+        ones, reload the ones whose files changed since their last load attempt.
+
+        A change is any difference in `_stamp`: a file or folder anywhere in the model's folder
+        (config.pbtxt, every version folder, warmup/) added, removed, resized or with another mtime.
+        Triton compares the newest mtime in the folder; faast compares every file, so a file put back
+        with an older mtime (`cp -p`, rsync) or resized within the clock's resolution counts too.
+
+        A model whose load failed is tried again at the first poll that sees its files changed, not at
+        every poll, as Triton does (a model unmodified since its failed attempt is left alone): a load
+        that fails for its files fails again until they change, and trying it every poll would reopen
+        its device (program a card) and log the same failure every few seconds. This is what serves a
+        version folder copied in file by file: the stamp is taken before the load reads anything, so a
+        file that lands after that is a change the next poll sees, and one that landed before was read;
+        only a rewrite leaving a file's name, size and mtime all as they were could go unseen. While the
+        failure stands the index shows it (see the class's docstring) and what was loaded serves.
+        A failure that no change of files cures (a card that was busy) is retried --model-load-retry-count
+        times within the attempt, as a load is anywhere."""
         scanned = self._scan()
         present = {name for name, folders in scanned.items() if len(folders) == 1}
         not_unique = {name for name, folders in scanned.items() if len(folders) > 1}
@@ -383,8 +421,10 @@ class ModelRepository:
             del self._stamps[name]
         for name in set(self._states) - present:  # gone from the repositories: nothing is known of it
             self._record(name, None)
+        folders = {name: scanned[name][0] for name in present}
+        stamps = await asyncio.to_thread(lambda: {name: _stamp(folder) for name, folder in folders.items()})
         for name in sorted(present):
-            if self._stamps.get(name) != _stamp(scanned[name][0]):  # new, changed, or changed since a failed attempt
+            if self._stamps.get(name) != stamps[name]:  # new, changed, or changed since a failed attempt
                 try:
                     await self._load(name)
                 except Internal as error:  # removed while being polled
@@ -498,6 +538,54 @@ class ModelRepository:
             await self._unload(name)
 
 
+def _failed_reload(serving: dict, tried: list[str], failure: Exception) -> dict[str, VersionState]:
+    """The record after a polled reload of `tried` versions failed while `serving` serves (see
+    ModelRepository): the versions tried that do not serve UNAVAILABLE with the reason (the one that
+    failed with its own, the others with which one failed: versions load all or none), the serving
+    ones READY, with the reason when their own reload failed (all, when none was known yet)."""
+    failed = failure.version if isinstance(failure, VersionLoadError) else None
+    record: dict[str, VersionState] = {}
+    for version in sorted({*tried, *serving}, key=int):
+        if version in serving:
+            reloaded = version in tried or not tried
+            record[version] = VersionState(ModelState.READY, f"reload failed: {failure}" if reloaded else "")
+        elif failed is None or version == failed:
+            record[version] = VersionState(ModelState.UNAVAILABLE, str(failure))
+        else:
+            record[version] = VersionState(ModelState.UNAVAILABLE, f"version {failed} failed to load: {failure}")
+    return record
+
+
 def _stamp(model_dir: Path) -> tuple:
-    """What polling compares to see a model changed: its config.pbtxt's mtime and its version folders."""
-    return (model_dir / "config.pbtxt").stat().st_mtime_ns, tuple(version_folders(model_dir))
+    """What polling compares to see a model changed: every file and folder under `model_dir`,
+    recursively, as (path relative to it, size, mtime in ns), a folder by its path alone (what it holds
+    is listed; its own mtime would change for an editor's swap file come and gone), and one that cannot
+    be read (being written, removed meanwhile) as (path, None, None). Symbolic links are followed, each
+    folder once. Cheap: a stat per file, no reading."""
+    entries: list[tuple] = []
+    seen: set[tuple[int, int]] = set()
+
+    def walk(folder: str, prefix: str) -> None:
+        try:
+            with os.scandir(folder) as listing:
+                children = sorted(listing, key=lambda entry: entry.name)
+        except OSError:
+            entries.append((prefix, None, None))
+            return
+        for child in children:
+            relative = f"{prefix}/{child.name}" if prefix else child.name
+            try:
+                info = child.stat()  # follows a symbolic link
+            except OSError:
+                entries.append((relative, None, None))
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                entries.append((relative + "/",))
+                if (info.st_dev, info.st_ino) not in seen:
+                    seen.add((info.st_dev, info.st_ino))
+                    walk(child.path, relative)
+            else:
+                entries.append((relative, info.st_size, info.st_mtime_ns))
+
+    walk(str(model_dir), "")
+    return tuple(entries)
