@@ -6,10 +6,15 @@ import logging
 import os
 import signal
 import sys
+import threading
 from dataclasses import replace
 from typing import Any
 
 log = logging.getLogger("faast")
+# After --exit-timeout-secs, what a shutdown still gets: cancelled requests end and devices close
+# within CLEANUP_AFTER_TIMEOUT_S; past HARD_EXIT_AFTER_TIMEOUT_S the process ends whatever still runs.
+CLEANUP_AFTER_TIMEOUT_S = 0.5
+HARD_EXIT_AFTER_TIMEOUT_S = 1.0
 
 
 async def _serve(options, log_settings, wired):
@@ -67,6 +72,8 @@ async def _serve(options, log_settings, wired):
         log.info("worker %d of %d (pid %d)", peers.index + 1, peers.count, os.getpid())
     grpc_address, http_address, metrics_address = options.addresses()
     grpc_server, runners = None, []
+    frontend = None
+    http_shutdown_s = options.exit_timeout_secs + HARD_EXIT_AFTER_TIMEOUT_S  # stop_http cancels sooner
     try:
         if options.allow_grpc:
             address = f"{grpc_address}:{options.grpc_port}"
@@ -82,7 +89,13 @@ async def _serve(options, log_settings, wired):
         if options.allow_http:
             try:
                 runners.append(
-                    await start_http(frontend.application(), http_address, options.http_port, options.shares_http_port)
+                    await start_http(
+                        frontend.application(),
+                        http_address,
+                        options.http_port,
+                        options.shares_http_port,
+                        http_shutdown_s,
+                    )
                 )
             except Exception as error:
                 raise _StartFailure(f"failed to start HTTP service: {error}") from error
@@ -91,14 +104,16 @@ async def _serve(options, log_settings, wired):
             metrics_app = frontend.application(with_metrics=True, with_api=False)
             try:
                 runners.append(
-                    await start_http(metrics_app, metrics_address, options.metrics_port, options.workers > 1)
+                    await start_http(
+                        metrics_app, metrics_address, options.metrics_port, options.workers > 1, http_shutdown_s
+                    )
                 )
             except Exception as error:
                 raise _StartFailure(f"failed to start Metrics service: {error}") from error
             log.info("Started Metrics Service at %s:%d", metrics_address, options.metrics_port)
     except _StartFailure as failure:
         log.error("%s", failure)
-        await _stop(grpc_server, runners, repository, shared_memory, trace, peers, grace=0)
+        await _stop(grpc_server, runners, frontend, repository, shared_memory, trace, peers, grace=0)
         raise SystemExit(1) from None
     dataplane.ready = True
     watching = [asyncio.ensure_future(repository.watch_devices())]  # cards that vanish and come back
@@ -110,28 +125,66 @@ async def _serve(options, log_settings, wired):
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    _exit_anyway_after(options.exit_timeout_secs + HARD_EXIT_AFTER_TIMEOUT_S)
     log.info("shutting down: finishing in-flight requests (up to %s s)", options.exit_timeout_secs)
     dataplane.ready = False
     for task in watching:
         task.cancel()
-    await _stop(grpc_server, runners, repository, shared_memory, trace, peers, grace=options.exit_timeout_secs)
+    await _stop(
+        grpc_server, runners, frontend, repository, shared_memory, trace, peers, grace=options.exit_timeout_secs
+    )
 
 
 class _StartFailure(Exception):
     """A transport could not start (its port taken, its certificate unreadable): tritonserver exits."""
 
 
-async def _stop(grpc_server, runners, repository, shared_memory, trace, peers, grace):
+async def _stop(grpc_server, runners, frontend, repository, shared_memory, trace, peers, grace):
+    """Stop within `grace` s (--exit-timeout-secs) and CLEANUP_AFTER_TIMEOUT_S: both transports stop
+    taking work at once and answer what finishes by then; gRPC calls and HTTP requests still running
+    (an open stream, a body that never ends) are cancelled at `grace`; then the models stop (their
+    schedulers drain, their devices close) in what time is left."""
+    from .http_server import stop_http
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace + CLEANUP_AFTER_TIMEOUT_S
+    transports = []
     if grpc_server:
-        await grpc_server.stop(grace=grace)
-    for runner in runners:
-        await runner.cleanup()
+        transports.append(grpc_server.stop(grace=grace))
+    if runners:
+        transports.append(stop_http(runners, frontend, grace))
+    await _bounded(asyncio.gather(*transports), deadline, "stopping the transports")
     if peers is not None:
-        await peers.close()
-    await repository.close()
+        await _bounded(peers.close(), deadline, "closing the peer socket")
+    await _bounded(repository.close(), deadline, "unloading the models")
     shared_memory.unregister()
     if trace.writer:
         trace.writer.flush()
+
+
+async def _bounded(awaitable, deadline, what):
+    """Await `awaitable` until the loop's time `deadline` (and at least a moment), else cancel it."""
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(awaitable, max(deadline - loop.time(), 0.05))
+    except TimeoutError:
+        log.warning("exit timeout expired while %s: going on without it", what)
+
+
+def _exit_anyway_after(seconds):
+    """End the process `seconds` from now if it is still running then: what cancelling cannot stop
+    (a kernel run in a worker thread, a thread the interpreter would join at exit) does not hold
+    the shutdown past --exit-timeout-secs."""
+
+    def expire():
+        log.error("exit timeout expired: exiting now")
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
 
 
 def _wired(options) -> dict[str, Any]:
@@ -200,7 +253,7 @@ def serve(options, argv):
     if problem:
         log.warning("%s", problem)
     if options.workers > 1 and not Peers.of_this_process():
-        raise SystemExit(supervise(argv, options.workers))
+        raise SystemExit(supervise(argv, options.workers, options.exit_timeout_secs + HARD_EXIT_AFTER_TIMEOUT_S))
     asyncio.run(_serve(options, log_settings, wired))
 
 

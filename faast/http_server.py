@@ -3,6 +3,7 @@ repository, statistics, system shared memory, trace, logging) over the same data
 so `tritonclient.http` works and Kubernetes probes can use /v2/health/ready. Also serves /metrics.
 """
 
+import asyncio
 import json
 import logging
 
@@ -19,6 +20,7 @@ from .metrics import MetricsView
 from .security import Restrictions
 
 log = logging.getLogger("faast.http")
+CANCELLED_WAIT_S = 0.25  # how long a cancelled request's handler gets to end, at most
 
 
 def _json_response(value, status=200, content_type="application/json"):
@@ -94,9 +96,32 @@ class HttpFrontend:
         self.handlers = handlers
         self.metrics = metrics
         self.restrictions = restrictions
+        self._handling: set[asyncio.Task] = set()  # the tasks of requests being handled, for stop_http
+
+    @web.middleware
+    async def _tracked(self, request, handler):
+        task = asyncio.current_task()
+        assert task is not None
+        self._handling.add(task)
+        try:
+            return await handler(request)
+        finally:
+            self._handling.discard(task)
+
+    async def finish_requests(self, timeout: float) -> int:
+        """Wait up to `timeout` s for the requests being handled to be answered, then cancel those
+        still running (a body that never ends, a request still queued); returns how many were."""
+        if self._handling:
+            await asyncio.wait(set(self._handling), timeout=max(timeout, 0))
+        unfinished = list(self._handling)
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            await asyncio.wait(unfinished, timeout=CANCELLED_WAIT_S)
+        return len(unfinished)
 
     def application(self, with_metrics=False, with_api=True):
-        middlewares = [_errors_as_json]
+        middlewares = [self._tracked, _errors_as_json]
         if with_api and self.restrictions:
             middlewares.append(_restricted(self.restrictions))
         app = web.Application(client_max_size=2**31 - 1, middlewares=middlewares)
@@ -275,10 +300,30 @@ class HttpFrontend:
         return web.Response(body=await self.metrics.text(), content_type="text/plain")
 
 
-async def start_http(app, host, port, reuse_port=False):
-    """Serve `app` on host:port; with `reuse_port` other processes may bind it too (SO_REUSEPORT)."""
-    runner = web.AppRunner(app, access_log=None, auto_decompress=False)  # faast.http_encoding decodes
+async def start_http(app, host, port, reuse_port=False, shutdown_timeout=60.0):
+    """Serve `app` on host:port; with `reuse_port` other processes may bind it too (SO_REUSEPORT).
+    `shutdown_timeout`: how long the runner's cleanup waits for a request still being handled, at
+    most (stop_http cancels them sooner)."""
+    # auto_decompress: faast.http_encoding decodes
+    runner = web.AppRunner(app, access_log=None, auto_decompress=False, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     await site.start()
     return runner
+
+
+async def stop_http(runners: list[web.AppRunner], frontend: HttpFrontend, timeout: float) -> None:
+    """Stop serving HTTP within `timeout` s: the ports close and idle connections with them at once,
+    requests being handled get until then to be answered, and those still running are cancelled.
+    aiohttp's own cleanup waits for every handler (a request whose body never ends holds it for
+    its shutdown_timeout), so the wait and the cancelling are done here, and the cleanup is bounded."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    cleanups = [asyncio.ensure_future(runner.cleanup()) for runner in runners]
+    cancelled = await frontend.finish_requests(timeout)
+    if cancelled:
+        log.warning("exit timeout: %d HTTP request(s) cancelled unanswered", cancelled)
+    if cleanups:
+        _, unfinished = await asyncio.wait(cleanups, timeout=max(deadline - loop.time(), 0) + CANCELLED_WAIT_S)
+        for cleanup in unfinished:
+            cleanup.cancel()

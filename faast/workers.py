@@ -11,7 +11,8 @@ kept so by peer calls over Unix sockets in a folder only this user can enter:
   applied where it arrived and then replayed on every other worker before it is answered;
 - statistics and /metrics are gathered from every worker and summed.
 
-The supervisor forwards SIGINT and SIGTERM to the workers, which finish their in-flight requests; if
+The supervisor forwards SIGINT and SIGTERM to the workers, which finish their in-flight requests
+within --exit-timeout-secs (a worker still running past it and a margin is killed); if
 one worker ends on its own (a port it cannot bind, a crash), the supervisor stops the others and
 exits with that worker's status, so whatever restarts tritonserver restarts faast whole.
 """
@@ -39,11 +40,14 @@ log = logging.getLogger("faast.workers")
 INDEX, COUNT, FOLDER = "FAAST_WORKER_INDEX", "FAAST_WORKERS", "FAAST_WORKER_DIR"
 PEER_PATIENCE_S = 120.0  # a peer still loading its models may take this long to answer
 _FRAME = struct.Struct("!I")
+KILL_MARGIN_S = 0.25  # past a worker's own hard exit, before the supervisor kills it
 
 
-def supervise(argv: list[str], count: int) -> int:
+def supervise(argv: list[str], count: int, stop_within_s: float = 31.0) -> int:
     """Run `count` workers of `faast serve argv` until SIGINT or SIGTERM (forwarded to them) or until
-    one of them ends on its own; returns the exit status for the supervisor."""
+    one of them ends on its own; returns the exit status for the supervisor. A worker still running
+    `stop_within_s` after the signal (the exit timeout and its margin: each worker ends itself by
+    then) is killed, so the server as a whole stops in time."""
     folder = tempfile.mkdtemp(prefix="faast-workers-")  # mode 0700: only this user reaches the peers
     workers = [  # -P: the installed faast, never a source tree in the working directory
         subprocess.Popen(
@@ -53,8 +57,11 @@ def supervise(argv: list[str], count: int) -> int:
         for index in range(count)
     ]
     stopping: list[int] = []  # the signal being forwarded, once one arrived
+    kill_at = [float("inf")]  # when workers still running get SIGKILL
 
     def forward(signum, _frame):
+        if not stopping:
+            kill_at[0] = time.monotonic() + stop_within_s + KILL_MARGIN_S
         stopping.append(signum)
         for worker in workers:
             if worker.poll() is None:
@@ -69,6 +76,12 @@ def supervise(argv: list[str], count: int) -> int:
             status = ended[0] or 1  # a worker that ends unasked ends the server
             log.error("a worker process ended with status %s: stopping the others", ended[0])
             forward(signal.SIGTERM, None)
+        if time.monotonic() > kill_at[0]:
+            for worker in workers:
+                if worker.poll() is None:
+                    log.error("worker process %d still running past the exit timeout: killed", worker.pid)
+                    worker.kill()
+            kill_at[0] = float("inf")
         time.sleep(0.05)
     for path in Path(folder).iterdir():
         path.unlink()
