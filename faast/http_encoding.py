@@ -4,11 +4,14 @@ request_compression_algorithm / response_compression_algorithm).
 
 faast decodes bodies itself rather than letting aiohttp do it: aiohttp inflates in the event loop
 with no limit, so a 1 MB body could grow to gigabytes and stall every other request. Here a body
-inflates in a worker thread, a chunk at a time, and stops at MAX_DECODED_BYTES.
+inflates in a worker thread, a chunk at a time, and stops at MAX_DECODED_BYTES; what a refused body
+inflated to is freed and given back to the system (faast.memory) before the refusal is answered.
 """
 
 import asyncio
 import zlib
+
+from . import memory
 
 MAX_DECODED_BYTES = 1 << 30  # a decoded body larger than this is refused; Triton's clients send far less
 CHUNK = 1 << 20
@@ -21,7 +24,12 @@ class UnsupportedEncoding(Exception):
 
 
 class UndecodableBody(Exception):
-    """A body that its Content-Encoding does not describe, or that inflates past the limit."""
+    """A body that its Content-Encoding does not describe, or that inflates past the limit;
+    `inflated`: how many bytes it had inflated to when it was refused."""
+
+    def __init__(self, message: str, inflated: int = 0):
+        super().__init__(message)
+        self.inflated = inflated
 
 
 def _decoder(encoding: str):
@@ -33,8 +41,16 @@ def _decoder(encoding: str):
 
 
 def _inflate(data: bytes, encoding: str, limit: int) -> bytes:
+    parts: list[bytes] = []
+    try:
+        return _inflate_into(parts, data, encoding, limit)
+    finally:
+        parts.clear()  # a refused body's parts are freed here, not kept by the exception's frames
+
+
+def _inflate_into(parts: list[bytes], data: bytes, encoding: str, limit: int) -> bytes:
     decoder = _decoder(encoding)
-    parts, size = [], 0
+    size = 0
     pending = data
     try:
         while not decoder.eof:
@@ -44,12 +60,12 @@ def _inflate(data: bytes, encoding: str, limit: int) -> bytes:
                 break
             size += len(part)
             if size > limit:
-                raise UndecodableBody(f"the request body is larger than {limit} bytes once decoded ({encoding})")
+                raise UndecodableBody(f"the request body is larger than {limit} bytes once decoded ({encoding})", size)
             parts.append(part)
         if not decoder.eof:
-            raise UndecodableBody(f"the request body ends before its {encoding} stream does")
+            raise UndecodableBody(f"the request body ends before its {encoding} stream does", size)
     except zlib.error as error:
-        raise UndecodableBody(f"the request body is not valid {encoding}: {error}") from None
+        raise UndecodableBody(f"the request body is not valid {encoding}: {error}", size) from None
     return b"".join(parts)
 
 
@@ -61,9 +77,13 @@ async def decode(data: bytes, content_encoding: str | None, limit: int = MAX_DEC
     if encoding == "identity":
         return data
     _decoder(encoding)  # refuse an unknown encoding before any work
-    if len(data) <= ENCODED_IN_LOOP:
-        return _inflate(data, encoding, limit)
-    return await asyncio.to_thread(_inflate, data, encoding, limit)
+    try:
+        if len(data) <= ENCODED_IN_LOOP:
+            return _inflate(data, encoding, limit)
+        return await asyncio.to_thread(_inflate, data, encoding, limit)
+    except UndecodableBody as error:
+        memory.after_request(error.inflated)  # a refused bomb's gigabyte goes back to the system
+        raise
 
 
 def response_encoding(accept_encoding: str | None) -> str | None:

@@ -1,13 +1,16 @@
 """Bounded resources, honest timeouts: `--exit-timeout-secs` bounds the whole shutdown, whatever a
 client holds open (an HTTP body that never ends, a gRPC stream), while requests that finish in time
-are still answered."""
+are still answered; and the memory of refused oversized requests (gzip bombs, a gRPC message past
+the 2 GiB limit) goes back to the system."""
 
+import http.client
 import json
 import signal
 import socket
 import threading
 import time
 import urllib.request
+import zlib
 
 import grpc
 import numpy as np
@@ -21,6 +24,9 @@ ROWS = np.linspace(-3, 80, 16 * 15, dtype=np.float32).reshape(16, 15)
 EXIT_TIMEOUT_S = 5
 EXIT_MARGIN_S = 1.5  # the process is gone within the exit timeout and this
 QUEUE_DELAY_S = 1.5  # the batcher's delay: how long the in-flight requests stay in the server
+BOMB_BYTES = 3 * 2**29  # 1.5 GiB of zeros, about 1.5 MB gzipped
+RSS_SLACK_MB = 200
+SETTLE_S = 15
 
 
 def _pending(server):
@@ -38,6 +44,11 @@ def _http_outputs(http_url, rows):
     request = urllib.request.Request(f"http://{http_url}/v2/models/facile/infer", data=body, method="POST")
     with urllib.request.urlopen(request, timeout=30) as response:
         return np.array(json.loads(response.read())["outputs"][0]["data"], np.float32).reshape(-1, 1)
+
+
+def _rss_mb(pid):
+    with open(f"/proc/{pid}/status") as status:
+        return int(next(line for line in status if line.startswith("VmRSS")).split()[1]) // 1024
 
 
 @pytest.fixture(params=[1, 2], ids=["one process", "two workers"])
@@ -117,3 +128,70 @@ def test_exit_timeout_bounds_shutdown_and_in_flight_requests_are_answered(slow_b
         if not isinstance(outcome, np.ndarray) or not np.array_equal(outcome, expected)
     }
     assert len(outcomes) == 2 and not wrong, wrong
+
+
+def _gzip_bomb(size):
+    compressor = zlib.compressobj(1, wbits=16 + zlib.MAX_WBITS)
+    zeros = bytes(2**24)
+    return b"".join([*(compressor.compress(zeros) for _ in range(size // len(zeros))), compressor.flush()])
+
+
+def _oversized_grpc_message():
+    """A ModelInferRequest of 2**31 bytes (one past gRPC's receive limit in faast), written by hand:
+    field 7 (raw_input_contents) after the model's name."""
+    head = b"\x0a\x06facile\x3a"
+    for length_bytes in range(1, 6):
+        payload = 2**31 - len(head) - length_bytes
+        length = bytearray()
+        value = payload
+        while value >= 0x80:
+            length.append(value & 0x7F | 0x80)
+            value >>= 7
+        length.append(value)
+        if len(length) == length_bytes:
+            return head + bytes(length) + bytes(payload)
+    raise AssertionError("no varint length fits")
+
+
+@pytest.fixture
+def plain(model_repository, tmp_path):
+    running = Server(model_repository, tmp_path / "serve.log")
+    yield running
+    running.stop()
+
+
+def test_refused_gzip_bombs_and_an_oversized_grpc_message_give_memory_back(plain):
+    """Three 1.5 GiB gzip bombs (refused once 1 GiB is inflated) and a 2 GiB gRPC message (past the
+    receive limit): RSS ends within RSS_SLACK_MB of where it started, and the server still answers."""
+    server = plain
+    expected = infer(server.client, ROWS, client_timeout=30)
+    _http_outputs(server.http_url, ROWS)  # both transports warm: their first requests allocate for good
+    before = _rss_mb(server.process.pid)
+    bomb = _gzip_bomb(BOMB_BYTES)
+    peaks = []
+    for _ in range(3):
+        connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=120)
+        try:
+            connection.request("POST", "/v2/models/facile/infer", body=bomb, headers={"Content-Encoding": "gzip"})
+            answer = connection.getresponse()
+            status, text = answer.status, answer.read().decode()
+        finally:
+            connection.close()
+        assert status == 400 and "larger than" in text, (status, text)
+        peaks.append(_rss_mb(server.process.pid))
+    del bomb
+    message = _oversized_grpc_message()
+    limits = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+    with grpc.insecure_channel(server.url, options=limits) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            channel.unary_unary(MODEL_INFER)(message, timeout=120)
+    del message
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value
+    deadline = time.monotonic() + SETTLE_S
+    while _rss_mb(server.process.pid) > before + RSS_SLACK_MB and time.monotonic() < deadline:
+        time.sleep(0.2)
+    after = _rss_mb(server.process.pid)
+    print(f"RSS {before} MB before, {peaks} MB after each bomb, {after} MB at the end")
+    assert after <= before + RSS_SLACK_MB, (before, peaks, after)
+    assert np.array_equal(infer(server.client, ROWS, client_timeout=30), expected)
+    assert np.array_equal(_http_outputs(server.http_url, ROWS), expected)
