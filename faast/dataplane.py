@@ -49,6 +49,12 @@ EXTENSIONS = [
 ALLOWED_TRITON_PARAMETERS = ["triton_enable_empty_final_response"]
 # Request parameters the scheduler reads, with the InferParameter fields Triton accepts for them.
 INTEGER_PARAMETERS = {"priority": "int64_param or uint64_param", "timeout": "int64_param"}
+# Request parameters Triton reads as flags (bool_param only), and the sequence id (int64 or string).
+BOOL_PARAMETERS = ["sequence_start", "sequence_end", "triton_enable_empty_final_response"]
+# How much of a client's names an error text lists (10^5 input names would be a megabyte, which a gRPC
+# client cannot even receive: it sees RESOURCE_EXHAUSTED), and the most an inference error text says.
+LISTED_NAMES_LIMIT = 1000
+ERROR_TEXT_LIMIT = 4096
 
 
 @dataclass
@@ -85,6 +91,7 @@ class InferRequest:
     inputs: list[InputTensor] = field(default_factory=list)
     outputs: list[RequestedOutput] = field(default_factory=list)  # in the order wanted
     parameters: dict[str, Any] = field(default_factory=dict)  # request parameters, e.g. priority, timeout
+    error: InferenceError | None = None  # what the wire got wrong in the parameters, raised with their checks
 
 
 @dataclass
@@ -97,6 +104,28 @@ class InferResponse:
 
 def _dims(shape):
     return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def _listed(names) -> str:
+    """Names quoted and comma-separated as Triton lists them, cut after LISTED_NAMES_LIMIT characters
+    with how many more there were."""
+    shown: list[str] = []
+    length = 0
+    for name in names:
+        item = f"'{name}'"
+        if length + len(item) + 1 > LISTED_NAMES_LIMIT:
+            shown.append(f"... ({len(names) - len(shown)} more)")
+            break
+        shown.append(item)
+        length += len(item) + 1
+    return ",".join(shown)
+
+
+def _bounded(error: InferenceError) -> None:
+    """Cut `error`'s text to ERROR_TEXT_LIMIT characters (a name a client sent can be huge)."""
+    text = str(error)
+    if len(text) > ERROR_TEXT_LIMIT:
+        error.args = (f"{text[: ERROR_TEXT_LIMIT - 40]}... ({len(text)} characters in all)",)
 
 
 class DataPlane:
@@ -158,7 +187,11 @@ class DataPlane:
         return service.ModelStatisticsResponse(model_stats=[m.stats.to_proto(m.name, m.version) for m in models])
 
     @staticmethod
-    def check_parameters(parameters):
+    def check_parameters(parameters, error: InferenceError | None = None):
+        """Triton's checks of request parameters: reserved keys, and the types (and priority's sign) of
+        the ones it reads; `error`: what the wire's own types got wrong (a gRPC uint64 timeout)."""
+        if error is not None:
+            raise error
         reserved = [key for key in parameters if key.startswith("triton_") and key not in ALLOWED_TRITON_PARAMETERS]
         if reserved:
             raise InvalidArgument(
@@ -169,6 +202,16 @@ class DataPlane:
             value = parameters.get(key, 0)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidArgument(f"invalid value type for '{key}' parameter, expected {expected}.")
+        if parameters.get("priority", 0) < 0:
+            raise InvalidArgument("invalid value for 'priority', expected value >= 0.")
+        for key in BOOL_PARAMETERS:
+            if not isinstance(parameters.get(key, False), bool):
+                raise InvalidArgument(f"invalid value type for '{key}' parameter, expected bool_param.")
+        sequence_id = parameters.get("sequence_id", 0)
+        if isinstance(sequence_id, bool) or not isinstance(sequence_id, int | str):
+            raise InvalidArgument(
+                "invalid value type for 'sequence_id' parameter, expected int64_param or string_param."
+            )
 
     async def infer(self, request: InferRequest) -> InferResponse:
         """Validate `request` against its model, run it through the model's scheduler and answer it;
@@ -191,6 +234,10 @@ class DataPlane:
             response = self._response(model, request, done.outputs, in_place=into is not None)
         except asyncio.CancelledError:  # the client cancelled, or its deadline passed
             model.stats.record_failure(time.perf_counter_ns() - arrival, "CANCELED")
+            raise
+        except InferenceError as error:
+            model.stats.record_failure(time.perf_counter_ns() - arrival, error.failure_reason)
+            _bounded(error)
             raise
         except Exception as error:
             reason = error.failure_reason if isinstance(error, FaastError) else "BACKEND"
@@ -265,7 +312,7 @@ class DataPlane:
         """Validate a request against the model as Triton does: the request as it runs (an output
         requested twice is answered once, as Triton does) and its kernel rows."""
         prefix = f"[request id: {request.id or '<id_unknown>'}] "
-        self.check_parameters(request.parameters)
+        self.check_parameters(request.parameters, request.error)
         seen: set[str] = set()
         for tensor in request.inputs:
             if tensor.name in seen:
@@ -287,8 +334,8 @@ class DataPlane:
                 raise InvalidArgument(f"unexpected inference output '{name}' for model '{model.name}'")
         specs = {spec.name: spec for spec in model.inputs}
         if len(request.inputs) != len(specs):
-            got = ",".join(f"'{t.name}'" for t in request.inputs)
-            missing = ",".join(f"'{n}'" for n in specs if n not in seen)
+            got = _listed([t.name for t in request.inputs])
+            missing = _listed([n for n in specs if n not in seen])
             raise InvalidArgument(
                 f"{prefix}expected {len(specs)} inputs but got {len(request.inputs)} inputs for model "
                 f"'{model.name}'. Got input(s) [{got}], but missing required input(s) [{missing}]. "

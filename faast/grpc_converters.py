@@ -26,6 +26,20 @@ def parameters(message_map: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
+# Request parameters Triton reads as a signed 64-bit integer (a uint64_param is refused), with the
+# InferParameter fields it accepts for them.
+SIGNED_PARAMETERS = {"timeout": "int64_param", "sequence_id": "int64_param or string_param"}
+
+
+def _parameter_error(message_map) -> InvalidArgument | None:
+    """What the wire types of a request's parameters get wrong that their Python values no longer
+    show (both int64_param and uint64_param become an int)."""
+    for key, expected in SIGNED_PARAMETERS.items():
+        if key in message_map and message_map[key].WhichOneof("parameter_choice") == "uint64_param":
+            return InvalidArgument(f"invalid value type for '{key}' parameter, expected {expected}.")
+    return None
+
+
 def infer_request(wire: WireInferRequest) -> InferRequest:
     """raw_input_contents holds one entry per input that does not come from shared memory, in order."""
     message, raw = wire.message, wire.raw
@@ -65,7 +79,9 @@ def infer_request(wire: WireInferRequest) -> InferRequest:
     outputs = [
         RequestedOutput(o.name, region_from_parameters(parameters(o.parameters), o.name)) for o in message.outputs
     ]
-    return InferRequest(model, message.model_version, message.id, inputs, outputs, parameters(message.parameters))
+    request = InferRequest(model, message.model_version, message.id, inputs, outputs, parameters(message.parameters))
+    request.error = _parameter_error(message.parameters)
+    return request
 
 
 def infer_response(response: InferResponse, streamed: bool = False) -> EncodedMessage:

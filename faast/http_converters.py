@@ -19,6 +19,15 @@ from .dataplane import InferRequest, InferResponse, InputTensor, RequestedOutput
 from .shared_memory import region_from_parameters
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+# Request parameters Triton's HTTP endpoint reads itself, each of its own type (checked by the
+# dataplane); any other parameter is a string, a boolean or a number, and none starts with "triton_".
+READ_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "binary_data_output")
+# Where an input's bytes may come from: exactly one of these.
+INPUT_SOURCES = (
+    ("data", "'data'"),
+    ("binary_data_size", "'binary_data_size' in 'parameters'"),
+    ("shared_memory_region", "'shared_memory_region' in 'parameters'"),
+)
 
 
 def message_to_json(message):
@@ -101,6 +110,7 @@ def infer_request(
         datatype = json_field(tensor, "datatype", str, f"input '{name}'")
         shape = _shape(tensor, name)
         params = json_field(tensor, "parameters", dict, f"input '{name}'", {})
+        _check_one_source(tensor, params)
         entry = InputTensor(name, datatype, shape, shared_memory=region_from_parameters(params, name))
         inputs.append(entry)
         if entry.shared_memory is not None:
@@ -120,7 +130,10 @@ def infer_request(
                 entry.data = _json_data(tensor.get("data"), datatype, name, model_name)
             except InvalidArgument as error:  # reported in Triton's order, by the dataplane
                 entry.error = error
+    if offset < len(binary):
+        raise InvalidArgument(f"unexpected additional input data for model '{model_name}'")
     parameters = dict(json_field(header, "parameters", dict, "the inference request", {}))
+    _check_parameters(parameters)
     binary_default = parameters.pop("binary_data_output", False)
     if not isinstance(binary_default, bool):
         raise InvalidArgument("'binary_data_output' must be a boolean")
@@ -137,6 +150,31 @@ def infer_request(
         raise InvalidArgument("'id' of the inference request must be a string")
     request = InferRequest(model_name, model_version, request_id, inputs, outputs, parameters)
     return request, binary_outputs, binary_default
+
+
+def _check_one_source(tensor, params):
+    """An input names one source of its bytes at most (none: the dataplane says it has no data)."""
+    given = [key for key, _ in INPUT_SOURCES if key in (tensor if key == "data" else params)]
+    if len(given) > 1:
+        raise InvalidArgument(
+            "Input must set only one of the following fields: "
+            + ", ".join(described for _, described in INPUT_SOURCES)
+            + ". But set "
+            + " ".join(f"'{key}'" for key in given)
+        )
+
+
+def _check_parameters(parameters):
+    """Triton's HTTP checks of request parameters: no "triton_" keys, and values it can pass on."""
+    for key, value in parameters.items():
+        if key.startswith("triton_"):
+            raise InvalidArgument(
+                "parameter keys starting with 'triton_' are reserved for Triton usage and should not be specified."
+            )
+        if key not in READ_PARAMETERS and not isinstance(value, str | bool | int | float):
+            raise InvalidArgument(
+                f"parameter '{key}' has invalid type. It should be either 'int', 'bool', or 'string'."
+            )
 
 
 def _json_data(data, datatype, name, model_name):

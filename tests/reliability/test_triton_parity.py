@@ -71,6 +71,14 @@ DIFFERENCES = {
         "Triton takes a body that does not inflate as an empty binary input 'raw_input' and answers a byte "
         "size mismatch; faast says the body is not valid gzip (same status)"
     ),
+    "http_priority_negative": MALFORMED_JSON,
+    "http_sequence_start_int": MALFORMED_JSON,
+    "inputs_100000": (
+        "Triton's error lists all 100000 input names (889 KB), more than a gRPC client takes: it sees "
+        "RESOURCE_EXHAUSTED (metadata exceeds the hard limit); faast lists 1 KB of them and how many more, "
+        "so the client gets the real error"
+    ),
+    "http_inputs_100000": "as inputs_100000: Triton's body lists all 100000 names (889 KB), faast's 1 KB of them",
     "http_header_length_text": (
         "Triton reads a non-numeric header length as 0 and takes the whole body as one raw input "
         "'raw_input'; faast refuses the header"
@@ -880,6 +888,141 @@ def http_accept_gzip_and_deflate(target):
 def http_unsupported_encoding(target):
     """HTTP infer, Content-Encoding: br."""
     return _compressed_infer(target, "br", json.dumps(ONE_ROW).encode())
+
+
+# l. Parameter types, binary chunks and input counts (issue 33).
+
+
+def _bounded(answer, limit=600):
+    """`answer` with an error text longer than `limit` cut, its full length told: a huge text is compared
+    and recorded by its start and length."""
+    for key in ("details", "body"):
+        text = answer.get(key)
+        if text is not None and len(text) > limit:
+            answer[key] = f"{text[:limit]}... ({len(text)} characters)"
+    return answer
+
+
+@case
+def priority_negative(target):
+    """ModelInfer parameter priority=int64 -1."""
+    return _model_infer(target, priority={"int64_param": -1})
+
+
+@case
+def http_priority_negative(target):
+    """HTTP infer parameters {"priority": -1}."""
+    return _http_infer(target, ONE_ROW | {"parameters": {"priority": -1}})
+
+
+@case
+def timeout_uint64(target):
+    """ModelInfer parameter timeout=uint64 1000000."""
+    return _model_infer(target, timeout={"uint64_param": 1000000})
+
+
+@case
+def sequence_start_int(target):
+    """ModelInfer parameter sequence_start=int64 1."""
+    return _model_infer(target, sequence_start={"int64_param": 1})
+
+
+@case
+def http_sequence_start_int(target):
+    """HTTP infer parameters {"sequence_start": 1}."""
+    return _http_infer(target, ONE_ROW | {"parameters": {"sequence_start": 1}})
+
+
+@case
+def empty_final_response_text(target):
+    """ModelInfer parameter triton_enable_empty_final_response=string "true"."""
+    return _model_infer(target, triton_enable_empty_final_response={"string_param": "true"})
+
+
+@case
+def http_empty_final_response_text(target):
+    """HTTP infer parameters {"triton_enable_empty_final_response": "true"}."""
+    return _http_infer(target, ONE_ROW | {"parameters": {"triton_enable_empty_final_response": "true"}})
+
+
+@case
+def empty_final_response_bool(target):
+    """ModelInfer parameter triton_enable_empty_final_response=bool true."""
+    return _model_infer(target, triton_enable_empty_final_response={"bool_param": True})
+
+
+@case
+def http_empty_final_response_bool(target):
+    """HTTP infer parameters {"triton_enable_empty_final_response": true}."""
+    return _http_infer(target, ONE_ROW | {"parameters": {"triton_enable_empty_final_response": True}})
+
+
+@case
+def http_parameter_float(target):
+    """HTTP infer parameters {"custom": 1.5}."""
+    return _http_infer(target, ONE_ROW | {"parameters": {"custom": 1.5}})
+
+
+@case
+def http_parameter_list(target):
+    """HTTP infer parameters {"custom": [1]}."""
+    return _http_infer(target, ONE_ROW | {"parameters": {"custom": [1]}})
+
+
+@case
+def http_parameter_null(target):
+    """HTTP infer parameters {"custom": null}."""
+    return _http_infer(target, ONE_ROW | {"parameters": {"custom": None}})
+
+
+@case
+def http_parameter_object(target):
+    """HTTP infer parameters {"custom": {"a": 1}}."""
+    return _http_infer(target, ONE_ROW | {"parameters": {"custom": {"a": 1}}})
+
+
+@case
+def http_binary_trailing_bytes(target):
+    """HTTP infer, binary_data_size 60, 70 bytes after the header."""
+    body, headers = _binary_infer(
+        {"inputs": [{"name": "input", "shape": [1, 15], "datatype": "FP32", "parameters": {"binary_data_size": 60}}]},
+        bytes(70),
+    )
+    return _http_infer(target, body, headers)
+
+
+@case
+def http_data_and_binary(target):
+    """HTTP infer, an input with both "data" (15 zeros) and binary_data_size 60, 60 bytes after the header."""
+    body, headers = _binary_infer(
+        {"inputs": [ONE_ROW["inputs"][0] | {"parameters": {"binary_data_size": 60}}]},
+        bytes(60),
+    )
+    return _http_infer(target, body, headers)
+
+
+MANY_INPUTS = 100000
+
+
+@case
+def inputs_100000(target):
+    """ModelInfer with 100000 inputs "input", "x1" ... "x99999", each [1, 15] FP32 with empty raw contents."""
+    inputs = [_input_header()] + [
+        service_pb2.ModelInferRequest.InferInputTensor(name=f"x{i}", datatype="FP32", shape=[1, 15])
+        for i in range(1, MANY_INPUTS)
+    ]
+    return _bounded(_model_infer(target, inputs, [b""] * MANY_INPUTS))
+
+
+@case
+def http_inputs_100000(target):
+    """HTTP infer with 100000 inputs "input", "x1" ... "x99999", each [1, 15] FP32 of binary_data_size 0."""
+    inputs = [
+        {"name": f"x{i}" if i else "input", "shape": [1, 15], "datatype": "FP32", "parameters": {"binary_data_size": 0}}
+        for i in range(MANY_INPUTS)
+    ]
+    body, headers = _binary_infer({"inputs": inputs}, b"")
+    return _bounded(_http_infer(target, body, headers))
 
 
 @case
