@@ -402,7 +402,37 @@ class DataPlane:
                     f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
                     f"'{model.name}'. Expected {size}, got {len(data)}"
                 )
+        if model.refuses_out_of_range:
+            for tensor, data in zip(request.inputs, raw, strict=True):
+                self._check_range(model, tensor, data, prefix)
         return request, self._rows(model, request, raw)
+
+    @staticmethod
+    def _check_range(model: ServedModel, tensor: InputTensor, data, prefix: str) -> None:
+        """For a model whose config refuses them: InvalidArgument naming the first row (and element) of
+        `tensor` that holds NaN, ±Inf or a value outside its kernel input type's range; float values are
+        compared with the type's real range, integer bit patterns with its mantissas'."""
+        assert not isinstance(data, ClientMemory), "a model that checks values packs no client memory in place"
+        fixed = model.kernel_inputs[tensor.name].segment.type
+        values = tensors.from_raw(tensor.datatype, tensor.shape, data)
+        values = values.reshape(-1, model.kernel_inputs[tensor.name].segment.size)
+        if values.dtype.kind in "iu":
+            info = np.iinfo(values.dtype)
+            low, high = max(fixed.lowest, info.min), min(fixed.highest, info.max)
+            bad = (values < values.dtype.type(low)) | (values > values.dtype.type(high))
+            limits = f"bit patterns [{fixed.lowest}, {fixed.highest}]"
+        else:
+            low, high = fixed.lowest * 2.0**-fixed.fraction, fixed.highest * 2.0**-fixed.fraction
+            bad = ~((values >= np.float64(low)) & (values <= np.float64(high)))  # NaN compares false
+            limits = f"range [{low}, {high}]"
+        if not bad.any():
+            return
+        row, element = (int(i) for i in np.argwhere(bad)[0])
+        raise InvalidArgument(
+            f"{prefix}input '{tensor.name}' for model '{model.name}' holds {values[row, element]} in row {row} "
+            f"(element {element}), outside its type {fixed}'s {limits}: the model's "
+            "config.pbtxt refuses such values (parameter input_range: refuse)"
+        )
 
     @staticmethod
     def _rows(model: ServedModel, request: InferRequest, raw: list) -> Rows:

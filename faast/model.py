@@ -24,6 +24,11 @@ log = logging.getLogger("faast.model")
 # Integer wire types a model may declare for an input or output: the kernel's fixed-point bit patterns.
 RAW_TYPES = ("INT8", "UINT8", "INT16", "UINT16", "INT32", "UINT32", "INT64", "UINT64")
 FLOAT_OUTPUT_TYPES = ("FP16", "FP32", "FP64")
+# config.pbtxt's parameter "input_range": what a request's input values outside the kernel's input type
+# (NaN, ±Inf, beyond its range) get. "accept" (the default): the C++ assignment's answer, wrapped or
+# saturated as the type says; "refuse": the request fails with INVALID_ARGUMENT before it is queued.
+INPUT_RANGE = "input_range"
+INPUT_RANGE_CHOICES = ("accept", "refuse")
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,20 @@ class KernelTensor:
             return values.astype(NUMPY[self.spec.datatype], copy=False)
         mantissas = np.rint(values.astype(np.float64) * 2.0**self.segment.type.fraction)
         return mantissas.astype(np.int64).astype(NUMPY[self.spec.datatype])
+
+
+def refuses_out_of_range(config: mc.ModelConfig) -> bool:
+    """Whether config.pbtxt's "input_range" parameter is "refuse"; ModelConfigError for a value
+    other than "accept" or "refuse"."""
+    if INPUT_RANGE not in config.parameters:
+        return False
+    value = config.parameters[INPUT_RANGE].string_value
+    if value not in INPUT_RANGE_CHOICES:
+        raise ModelConfigError(
+            f"parameter '{INPUT_RANGE}' of '{config.name}' must be one of {', '.join(INPUT_RANGE_CHOICES)}, "
+            f"not '{value}'"
+        )
+    return value == "refuse"
 
 
 def read_config(model_dir):
@@ -76,10 +95,16 @@ class ServedModel:
         self.kernel_outputs = {
             s.name: KernelTensor(s, g) for s, g in zip(self.outputs, layout.output.segments, strict=True)
         }
+        # Whether a request's input values outside the kernel's input types are refused (the dataplane
+        # reads every value before the request is queued).
+        self.refuses_out_of_range = refuses_out_of_range(config)
         # Whether an FP32 input in a client's shared memory may reach the kernel as a view of it: the
         # kernel packs such rows where they lie, under its guard, and nothing reads them before (one
-        # input tensor; several are put side by side by numpy first).
-        self.packs_shared_memory_in_place = len(self.inputs) == 1 and layout.input.packs_in_place
+        # input tensor; several are put side by side by numpy first; nor when the values are checked,
+        # which needs a copy numpy may read).
+        self.packs_shared_memory_in_place = (
+            len(self.inputs) == 1 and layout.input.packs_in_place and not self.refuses_out_of_range
+        )
         # Whether the kernel may unpack an FP32 output straight into a client's shared memory: the one
         # output, answered as the kernel's float32 rows as they are (no columns to pick, no conversion).
         self.unpacks_shared_memory_in_place = (
@@ -151,6 +176,7 @@ def instances(config: mc.ModelConfig) -> int | None:
 
 def _open(version_dir: Path, config: mc.ModelConfig) -> Device:
     """The device of one version, checked against `config` and warmed up; blocking."""
+    refuses_out_of_range(config)  # a bad value fails the load before the device opens
     kind = config.parameters["device"].string_value if "device" in config.parameters else "auto"
     device = open_device(kind, version_dir, instances(config))
     try:
