@@ -1,31 +1,36 @@
-// The host's compiled inner loops (host/fastpath.py loads them with ctypes; setup.py builds this
-// file with g++ at install). numpy would pass over a layer's output once per operation (add the
+// The host's compiled inner loops (host/native.cpp binds them; setup.py compiles this file once per
+// instruction set, see native.cpp). numpy would pass over a layer's output once per operation (add the
 // offset, scale, round, saturate); these loops do it in one pass, cut convolution windows with
 // their zero padding in one copy, convolve directly where windows are wasteful, and pack inputs and
 // unpack outputs. Packing may read, and unpacking write, a client's shared memory in place, under a
-// guard (below) that survives the client truncating it mid-access.
+// guard (native.cpp) that survives the client truncating it mid-access.
 //
 // Exactness: every value is an integer mantissa held exactly in a float or double, and the callers
 // guarantee every intermediate stays below 2^52 (2^23 for float), so products, sums and power-of-two
 // scalings here are exact in any order, and rounding happens only where ap_fixed rounds.
+//
+// Compiled per ISA: everything here has internal linkage (the anonymous namespace) but the `loops`
+// table, under faast::FAAST_ISA; nothing from the standard library but C functions (no std template
+// may be instantiated here: see native.cpp).
 
-#include <algorithm>
-#include <atomic>
-#include <csetjmp>
-#include <csignal>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
+#include "native.h"
+
+#ifndef FAAST_ISA
+#error "setup.py compiles this file once per instruction set, with FAAST_ISA naming it"
+#endif
+
+namespace faast {
+namespace FAAST_ISA {
 namespace {
 
-// ap_fixed quantization modes, in host/modes.py's QUANTIZATION order.
-enum Quantization { TRN, TRN_ZERO, RND, RND_ZERO, RND_INF, RND_MIN_INF, RND_CONV };
-// ap_fixed overflow modes, in host/modes.py's OVERFLOW order.
-enum Overflow { WRAP, SAT, SAT_ZERO, SAT_SYM };
-
-constexpr int64_t CHUNK = 2048;  // values per pass: the passes below stay in the L1 cache and vectorize
+template <typename T>
+inline T larger(T a, T b) { return a < b ? b : a; }  // std::max's, without instantiating it
+template <typename T>
+inline T smaller(T a, T b) { return b < a ? b : a; }  // std::min's
 
 // Rounds v[0..count) to integers by an ap_fixed quantization mode.
 void quantize(double* v, int64_t count, int mode) {
@@ -57,7 +62,7 @@ void overflow(double* v, int64_t count, int mode, double low, double high) {
             for (int64_t i = 0; i < count; ++i) v[i] = (v[i] < low) | (v[i] > high) ? 0.0 : v[i];
             return;
         default:  // SAT, SAT_SYM
-            for (int64_t i = 0; i < count; ++i) v[i] = std::min(std::max(v[i], low), high);
+            for (int64_t i = 0; i < count; ++i) v[i] = smaller(larger(v[i], low), high);
     }
 }
 
@@ -71,10 +76,10 @@ void requantize_fused(const In* in, const double* m, const In* in2, const double
         double v = static_cast<double>(in[i]) * m[i] + o[i];
         if (in2) v += static_cast<double>(in2[i]) * m2[i];
         v *= prescale;
-        if (relu) v = std::max(v, 0.0);
+        if (relu) v = larger(v, 0.0);
         v = QUANTIZATION == TRN ? std::floor(v) : QUANTIZATION == RND_CONV ? std::nearbyint(v) : std::trunc(v);
         if (OVERFLOW == WRAP) v -= span * std::floor((v - low) * inverse);
-        else v = std::min(std::max(v, low), high);
+        else v = smaller(larger(v, low), high);
         out[i] = static_cast<Out>(v);
     }
 }
@@ -100,20 +105,20 @@ bool try_fused(const In* in, const double* m, const In* in2, const double* m2, c
 // to an ap_fixed type (quantization < 0: kept exact). Scales may be null (1), addend too (0). Chunks of
 // whole rows: one fused pass for the common modes, else one pass per operation.
 template <typename In, typename Out>
-void requantize(const In* src, const double* scale, const In* addend, const double* addend_scale, Out* dst,
-                int64_t rows, int64_t columns, const double* offset, double prescale, int quantization,
-                int overflow_mode, double low, double high, int relu) {
-    int64_t chunk = std::max<int64_t>(1, CHUNK / columns) * columns;
-    std::vector<double> tiled_offset(chunk), tiled_scale(chunk, 1.0), tiled_addend_scale(chunk, 1.0), v(chunk);
-    for (int64_t i = 0; i < chunk; i += columns) {
-        std::copy(offset, offset + columns, tiled_offset.begin() + i);
-        if (scale) std::copy(scale, scale + columns, tiled_scale.begin() + i);
-        if (addend_scale) std::copy(addend_scale, addend_scale + columns, tiled_addend_scale.begin() + i);
+void requantize(const void* source, const double* scale, const void* addend_values, const double* addend_scale,
+                void* destination, int64_t rows, int64_t columns, const double* offset, double prescale,
+                int quantization, int overflow_mode, double low, double high, int relu, double* scratch) {
+    const In *src = static_cast<const In*>(source), *addend = static_cast<const In*>(addend_values);
+    Out* dst = static_cast<Out*>(destination);
+    int64_t chunk = larger<int64_t>(1, CHUNK / columns) * columns;
+    double *o = scratch, *m = scratch + chunk, *m2 = scratch + 2 * chunk, *x = scratch + 3 * chunk;
+    for (int64_t i = 0; i < chunk; ++i) {
+        o[i] = offset[i % columns];
+        m[i] = scale ? scale[i % columns] : 1.0;
+        m2[i] = addend_scale ? addend_scale[i % columns] : 1.0;
     }
-    const double *o = tiled_offset.data(), *m = tiled_scale.data(), *m2 = tiled_addend_scale.data();
-    double* x = v.data();
     for (int64_t start = 0, total = rows * columns; start < total; start += chunk) {
-        int64_t count = std::min(chunk, total - start);
+        int64_t count = smaller(chunk, total - start);
         const In* in = src + start;
         const In* in2 = addend ? addend + start : nullptr;
         if (quantization >= 0 && try_fused(in, m, in2, m2, o, dst + start, count, prescale, quantization,
@@ -125,7 +130,7 @@ void requantize(const In* src, const double* scale, const In* addend, const doub
         }
         for (int64_t i = 0; i < count; ++i) x[i] *= prescale;
         if (relu)
-            for (int64_t i = 0; i < count; ++i) x[i] = std::max(x[i], 0.0);
+            for (int64_t i = 0; i < count; ++i) x[i] = larger(x[i], 0.0);
         if (quantization >= 0) {
             quantize(x, count, quantization);
             overflow(x, count, overflow_mode, low, high);
@@ -138,8 +143,10 @@ void requantize(const In* src, const double* scale, const In* addend, const doub
 // image [n][h][w][c] → windows [n][oh][ow][kh][kw][c]: each output pixel's receptive field, zeros
 // where it reaches into the padding (the im2col layout the emulator multiplies by a weight matrix).
 template <typename In, typename Out>
-void windows(const In* image, Out* out, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
+void windows(const void* source, void* destination, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
              int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t oh, int64_t ow) {
+    const In* image = static_cast<const In*>(source);
+    Out* out = static_cast<Out*>(destination);
     for (int64_t i = 0; i < n; ++i) {
         const In* picture = image + i * h * w * c;
         for (int64_t y = 0; y < oh; ++y) {
@@ -194,9 +201,11 @@ void convolve_pixels(const In* first, const double* taps, Out* out, int64_t w, i
 // (a network's stem), where the matrix product of the windows is inefficient. weights has its filters
 // padded to a multiple of 8 columns.
 template <typename In, typename Out>
-void convolve(const In* image, const double* weights, Out* out, int64_t n, int64_t h, int64_t w, int64_t c,
+void convolve(const void* source, const double* weights, void* destination, int64_t n, int64_t h, int64_t w, int64_t c,
               int64_t kh, int64_t kw, int64_t stride_h, int64_t stride_w, int64_t oh, int64_t ow, int64_t filters) {
     constexpr int PIXELS = 4;
+    const In* image = static_cast<const In*>(source);
+    Out* out = static_cast<Out*>(destination);
     const int64_t padded = (filters + 7) / 8 * 8;
     for (int64_t i = 0; i < n; ++i) {
         for (int64_t y = 0; y < oh; ++y) {
@@ -231,11 +240,13 @@ inline uint64_t low_bits_of_huge(double x) {
 // value · 2^fraction (`scale`) rounded by the quantization mode, its low `width` bits (none for NaN
 // and ±inf). The host packs every input with this.
 template <typename In, typename Lane>
-void wrapped_bits(const In* values, Lane* out, int64_t n, double scale, int quantization, int width) {
+void wrapped_bits(const void* source, void* destination, int64_t n, double scale, int quantization, int width) {
+    const In* values = static_cast<const In*>(source);
+    Lane* out = static_cast<Lane*>(destination);
     const uint64_t mask = (uint64_t(1) << width) - 1;
     double x[CHUNK];
     for (int64_t start = 0; start < n; start += CHUNK) {
-        int64_t count = std::min(CHUNK, n - start);
+        int64_t count = smaller(CHUNK, n - start);
         int64_t huge = 0;  // counted, not or-ed: a sum vectorizes
         if (quantization == TRN) {  // the common mode, in one pass
             for (int64_t i = 0; i < count; ++i) {
@@ -264,7 +275,8 @@ void wrapped_bits(const In* values, Lane* out, int64_t n, double scale, int quan
 // cast gives: the mantissa, sign-extended for a signed type, times 2^-fraction (`scale`). Exact for
 // width <= 24; the host unpacks every such output with this.
 template <typename Lane>
-void float_from_bits(const Lane* lanes, float* out, int64_t n, double scale, int width, bool is_signed) {
+void float_from_bits(const void* source, float* out, int64_t n, double scale, int width, bool is_signed) {
+    const Lane* lanes = static_cast<const Lane*>(source);
     const int shift = 64 - width;
     for (int64_t i = 0; i < n; ++i) {
         const uint64_t bits = static_cast<uint64_t>(lanes[i]) << shift;
@@ -273,108 +285,24 @@ void float_from_bits(const Lane* lanes, float* out, int64_t n, double scale, int
     }
 }
 
-// A client can shrink the shared memory object the host maps while a request reads or writes it; the
-// next access past its new end raises SIGBUS, which would kill the server. Guarded work runs with this
-// thread's jump point set, and the handler jumps back to it: the work reports failure instead.
-// Guarded work must not take locks or allocate (it may stop anywhere). SA_NODEFER keeps SIGBUS
-// unblocked after the jump, so sigsetjmp need not save the mask (a system call per call). The jump
-// point is volatile and fenced: the compiler must neither drop setting it (nothing it can see reads
-// it before it is cleared) nor move the work's accesses out from between setting and clearing it.
-__attribute__((tls_model("initial-exec"))) thread_local sigjmp_buf* volatile guard_point = nullptr;
-struct sigaction unguarded_action;  // whoever handled SIGBUS before (Python's faulthandler, the default)
-bool guard_installed = false;
-
-void on_bus_error(int, siginfo_t*, void*) {
-    if (guard_point) siglongjmp(*guard_point, 1);
-    // Not a guarded access: restore the previous disposition; the access runs again and faults into it.
-    sigaction(SIGBUS, &unguarded_action, nullptr);
-}
-
-template <typename Work>
-int guarded(Work work) {
-    sigjmp_buf point;
-    if (sigsetjmp(point, 0)) {
-        guard_point = nullptr;
-        return 1;
-    }
-    guard_point = &point;
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    work();
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    guard_point = nullptr;
-    return 0;
-}
-
 }  // namespace
 
-extern "C" {
+// The table native.cpp dispatches through, indexed as native.h's Source, Destination and Lane.
+#define BY_OUT(LOOP, IN) {LOOP<IN, float>, LOOP<IN, double>}
+#define BY_SOURCE(LOOP) {BY_OUT(LOOP, float), BY_OUT(LOOP, double), BY_OUT(LOOP, int64_t)}
+#define BY_LANE(LOOP) {LOOP<uint8_t>, LOOP<uint16_t>, LOOP<uint32_t>, LOOP<uint64_t>}
+#define BY_LANE_FROM(LOOP, IN) {LOOP<IN, uint8_t>, LOOP<IN, uint16_t>, LOOP<IN, uint32_t>, LOOP<IN, uint64_t>}
+extern const Loops loops = {
+    BY_SOURCE(requantize),
+    BY_SOURCE(windows),
+    BY_SOURCE(convolve),
+    {BY_LANE_FROM(wrapped_bits, float), BY_LANE_FROM(wrapped_bits, double)},
+    BY_LANE(float_from_bits),
+};
+#undef BY_OUT
+#undef BY_SOURCE
+#undef BY_LANE
+#undef BY_LANE_FROM
 
-// Installs the SIGBUS handler guarded work relies on (once per process); 0 on success.
-int guard_install() {
-    if (guard_installed) return 0;
-    struct sigaction action = {};
-    action.sa_sigaction = on_bus_error;
-    action.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
-    sigemptyset(&action.sa_mask);
-    if (sigaction(SIGBUS, &action, &unguarded_action) != 0) return -1;
-    guard_installed = true;
-    return 0;
-}
-
-#define REQUANTIZE(NAME, IN, OUT)                                                                           \
-    void NAME(const IN* src, const double* scale, const IN* addend, const double* addend_scale, OUT* dst,    \
-              int64_t rows, int64_t columns, const double* offset, double prescale, int quantization,         \
-              int overflow_mode, double low, double high, int relu) {                                         \
-        requantize(src, scale, addend, addend_scale, dst, rows, columns, offset, prescale, quantization,      \
-                   overflow_mode, low, high, relu);                                                           \
-    }
-#define WINDOWS(NAME, IN, OUT)                                                                              \
-    void NAME(const IN* image, OUT* out, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw, \
-              int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_left, int64_t oh, int64_t ow) { \
-        windows(image, out, n, h, w, c, kh, kw, stride_h, stride_w, pad_top, pad_left, oh, ow);              \
-    }
-#define CONVOLVE(NAME, IN, OUT)                                                                             \
-    void NAME(const IN* image, const double* weights, OUT* out, int64_t n, int64_t h, int64_t w, int64_t c,  \
-              int64_t kh, int64_t kw, int64_t stride_h, int64_t stride_w, int64_t oh, int64_t ow,             \
-              int64_t filters) {                                                                             \
-        convolve(image, weights, out, n, h, w, c, kh, kw, stride_h, stride_w, oh, ow, filters);               \
-    }
-#define BOTH(IN_CODE, IN)                                       \
-    REQUANTIZE(requantize_##IN_CODE##_f32, IN, float)           \
-    REQUANTIZE(requantize_##IN_CODE##_f64, IN, double)          \
-    WINDOWS(windows_##IN_CODE##_f32, IN, float)                 \
-    WINDOWS(windows_##IN_CODE##_f64, IN, double)                \
-    CONVOLVE(convolve_##IN_CODE##_f32, IN, float)               \
-    CONVOLVE(convolve_##IN_CODE##_f64, IN, double)
-BOTH(f32, float)
-BOTH(f64, double)
-BOTH(i64, int64_t)
-
-// Guarded (the values may lie in a client's shared memory): 1 when their mapping shrank under the read,
-// `out` then partly written; else 0.
-#define WRAPPED_BITS(IN_CODE, IN, LANE_CODE, LANE)                                                          \
-    int wrapped_bits_##IN_CODE##_##LANE_CODE(const IN* values, LANE* out, int64_t n, double scale,           \
-                                             int quantization, int width) {                               \
-        return guarded([&] { wrapped_bits(values, out, n, scale, quantization, width); });                 \
-    }
-#define WRAPPED_BITS_LANES(IN_CODE, IN)                                                                     \
-    WRAPPED_BITS(IN_CODE, IN, u8, uint8_t)                                                                  \
-    WRAPPED_BITS(IN_CODE, IN, u16, uint16_t)                                                                \
-    WRAPPED_BITS(IN_CODE, IN, u32, uint32_t)                                                                \
-    WRAPPED_BITS(IN_CODE, IN, u64, uint64_t)
-WRAPPED_BITS_LANES(f32, float)
-WRAPPED_BITS_LANES(f64, double)
-
-// Guarded (`out` may lie in a client's shared memory): 1 when its mapping shrank under the write, `out`
-// then partly written; else 0.
-#define FLOAT_FROM_BITS(LANE_CODE, LANE)                                                                    \
-    int float_from_bits_##LANE_CODE##_f32(const LANE* lanes, float* out, int64_t n, double scale, int width,  \
-                                          int is_signed) {                                                 \
-        return guarded([&] { float_from_bits(lanes, out, n, scale, width, is_signed != 0); });             \
-    }
-FLOAT_FROM_BITS(u8, uint8_t)
-FLOAT_FROM_BITS(u16, uint16_t)
-FLOAT_FROM_BITS(u32, uint32_t)
-FLOAT_FROM_BITS(u64, uint64_t)
-
-}  // extern "C"
+}  // namespace FAAST_ISA
+}  // namespace faast

@@ -1,21 +1,20 @@
-"""numpy-facing wrappers of fastpath.cpp and network_pass.cpp, the host's compiled loops (built by
-setup.py at install into one library).
+"""numpy-facing wrappers of faast.host._native, faast's compiled extension (host/native.cpp: the host's
+compiled loops and the whole-network pass, built by setup.py at install).
 
 The emulator's take float32, float64 or int64 mantissas and write float32 or float64 ones; the
 caller proves every value exact in them (host/emulator/exact.py's bounds). `Network` runs a whole
 dense network (host/emulator/compiled.py proves its bounds). `wrapped_bits` packs inputs and
 `float_from_bits` unpacks outputs; both survive a client's shared memory shrinking under them
-(MemoryVanished instead of the SIGBUS that would end the process). The library loads on first use:
+(MemoryVanished instead of the SIGBUS that would end the process). The extension loads on first use:
 a faast installed without it still imports, and preparing a compiled call says how to build it (a
-DeviceError) instead of every import failing with an OSError.
+DeviceError) instead of every import failing. It runs the fastest engine the CPU supports (`isa()`;
+FAAST_ISA=baseline|avx2|avx512 forces one of `isas()`).
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-from collections.abc import Callable
-from pathlib import Path
+import importlib
 from typing import Any, NoReturn
 
 import numpy as np
@@ -24,82 +23,45 @@ from faast.contract.errors import DeviceError, MemoryVanished
 from faast.contract.fixed import FixedType, Overflow
 from faast.contract.memory import ClientMemory
 
-_LIBRARY_PATH = Path(__file__).with_name("libfastpath.so")
-_CODES = {
-    np.dtype(np.float32): "f32",
-    np.dtype(np.float64): "f64",
-    np.dtype(np.int64): "i64",
-    np.dtype(np.uint8): "u8",
-    np.dtype(np.uint16): "u16",
-    np.dtype(np.uint32): "u32",
-    np.dtype(np.uint64): "u64",
-}
-_INT, _DOUBLE, _POINTER = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
+_MODULE = "faast.host._native"
 
 
 @functools.cache
-def _library() -> ctypes.CDLL:
-    """libfastpath.so with its functions' signatures, loaded once; a DeviceError naming the fix when
-    it is missing or cannot be loaded (not cached: a reinstall is picked up)."""
-    if not _LIBRARY_PATH.exists():
-        _missing(f"faast's compiled loops {_LIBRARY_PATH} are missing")
+def _native() -> Any:
+    """The extension, imported once; a DeviceError naming the fix when it is missing or cannot be loaded
+    (not cached: a reinstall is picked up), or naming the choices when FAAST_ISA asks for a path this
+    CPU lacks."""
     try:
-        library = ctypes.CDLL(str(_LIBRARY_PATH))
-    except OSError as error:
-        _missing(f"faast's compiled loops {_LIBRARY_PATH} cannot be loaded ({error})")
-    for source in ("f32", "f64", "i64"):
-        for out in ("f32", "f64"):
-            getattr(library, f"requantize_{source}_{out}").argtypes = [
-                _POINTER,
-                _POINTER,
-                _POINTER,
-                _POINTER,
-                _POINTER,
-                _INT,
-                _INT,
-                _POINTER,
-                _DOUBLE,
-                ctypes.c_int,
-                ctypes.c_int,
-                _DOUBLE,
-                _DOUBLE,
-                ctypes.c_int,
-            ]
-            getattr(library, f"windows_{source}_{out}").argtypes = [_POINTER, _POINTER] + [_INT] * 12
-            getattr(library, f"convolve_{source}_{out}").argtypes = [_POINTER, _POINTER, _POINTER] + [_INT] * 11
-    for source in ("f32", "f64"):
-        for lane in ("u8", "u16", "u32", "u64"):
-            function = getattr(library, f"wrapped_bits_{source}_{lane}")
-            function.argtypes = [_POINTER, _POINTER, _INT, _DOUBLE, ctypes.c_int, ctypes.c_int]
-            function.restype = ctypes.c_int
-    for lane in ("u8", "u16", "u32", "u64"):
-        function = getattr(library, f"float_from_bits_{lane}_f32")
-        function.argtypes = [_POINTER, _POINTER, _INT, _DOUBLE, ctypes.c_int, ctypes.c_int]
-        function.restype = ctypes.c_int
-    if library.guard_install() != 0:
-        _missing(f"faast's compiled loops {_LIBRARY_PATH} could not install their SIGBUS guard")
-    library.network_create.argtypes = [_POINTER, _INT, _POINTER, _INT, _POINTER]
-    library.network_create.restype = _POINTER
-    library.network_destroy.argtypes = [_POINTER]
-    for rows in ("i16", "i64"):
-        getattr(library, f"network_run_{rows}").argtypes = [_POINTER, _POINTER, _INT, _INT, _POINTER, _INT]
-    return library
+        return importlib.import_module(_MODULE)
+    except ImportError as error:
+        if isinstance(error, ModuleNotFoundError) and error.name == _MODULE:
+            _missing(f"faast's compiled extension {_MODULE} is missing")
+        if str(error).startswith("FAAST_ISA="):
+            _fail(str(error))
+        _missing(f"faast's compiled extension {_MODULE} cannot be loaded ({error})")
+
+
+def _fail(problem: str) -> NoReturn:
+    raise DeviceError(problem) from None
 
 
 def _missing(problem: str) -> NoReturn:
-    raise DeviceError(
-        f"{problem}: reinstall faast with `pip install .`, which builds libfastpath.so with g++"
-    ) from None
+    _fail(f"{problem}: reinstall faast with `pip install .`, which builds it with a C++ compiler")
 
 
-_FUNCTIONS: dict[tuple[str, np.dtype, np.dtype], Callable[..., Any]] = {}
+def isa() -> str:
+    """The engine the compiled code runs: baseline, avx2 or avx512 (FAAST_ISA forces one)."""
+    return _native().isa()
 
 
-def _function(name: str, source: np.ndarray, out: np.ndarray) -> Callable[..., Any]:
-    key = (name, source.dtype, out.dtype)
-    if key not in _FUNCTIONS:
-        _FUNCTIONS[key] = getattr(_library(), f"{name}_{_CODES[source.dtype]}_{_CODES[out.dtype]}")
-    return _FUNCTIONS[key]
+def isas() -> list[str]:
+    """The engines this CPU runs, from the baseline up: what FAAST_ISA may name."""
+    return _native().isas()
+
+
+def op_fields() -> tuple[str, ...]:
+    """network_pass's Op, field by field: the columns of Network's ops."""
+    return _native().OP_FIELDS
 
 
 class Requantize:
@@ -117,15 +79,15 @@ class Requantize:
         fixed: FixedType | None = None,
         addend_scale=None,
     ):
-        _library()  # a missing library fails where the emulator prepares its steps (device open), not mid-run
+        # A missing extension fails where the emulator prepares its steps (device open), not mid-run.
+        self._requantize = _native().requantize
         self.features = features
-        # Parameters as C pointers once (the arrays kept alive here): the emulator calls this for
-        # every step of every chunk, where microseconds of argument handling add up.
+        # Parameters as arrays once: the emulator calls this for every step of every chunk, where
+        # microseconds of argument handling add up.
         self.offset, self.scale, self.addend_scale = (
             None if p is None else _per_feature(p, features) for p in (offset, scale, addend_scale)
         )
-        self.pointers = [None if p is None else p.ctypes.data for p in (self.scale, self.addend_scale, self.offset)]
-        self.mode = [prescale, -1, 0, 0.0, 0.0, int(relu)]  # prescale, quantization, overflow, low, high, relu
+        self.mode = [prescale, -1, 0, 0.0, 0.0, bool(relu)]  # prescale, quantization, overflow, low, high, relu
         if fixed is not None:
             low = -fixed.highest if fixed.overflow is Overflow.SAT_SYM and fixed.signed else fixed.lowest
             self.mode[1:5] = fixed.quantization.value, fixed.overflow.value, low, fixed.highest
@@ -141,46 +103,25 @@ class Requantize:
             if addend.shape != values.shape or addend.dtype != values.dtype:
                 raise ValueError("the addend must have the values' shape and dtype")
             addend = np.ascontiguousarray(addend)
-        scale, addend_scale, offset = self.pointers
-        _function("requantize", values, out)(
-            values.ctypes.data,
-            scale,
-            None if addend is None else addend.ctypes.data,
-            addend_scale,
-            out.ctypes.data,
-            values.size // self.features,
-            self.features,
-            offset,
-            *self.mode,
-        )
+        self._requantize(values, self.scale, addend, self.addend_scale, out, self.offset, *self.mode)
         return out
 
 
 class Network:
     """A network compiled for network_pass.cpp from host/emulator/compiled.py's description: ops (int64
-    [ops, OP_FIELDS]), tensors (int64 [tensors, 2]: layout, features) and the constants the ops index."""
+    [ops, op_fields()]), tensors (int64 [tensors, 2]: layout, features) and the constants the ops index."""
 
     def __init__(self, ops: np.ndarray, tensors: np.ndarray, constants: np.ndarray):
-        library = _library()
-        arrays = [np.ascontiguousarray(a, np.int64) for a in (ops, tensors, constants)]
-        self._destroy = library.network_destroy  # kept: __del__ may run while the module is torn down
-        self._run = {np.dtype(np.int16): library.network_run_i16, np.dtype(np.int64): library.network_run_i64}
-        self.handle = library.network_create(
-            arrays[0].ctypes.data, len(ops), arrays[1].ctypes.data, len(tensors), arrays[2].ctypes.data
-        )
+        self.network = _native().Network(*(np.ascontiguousarray(a, np.int64) for a in (ops, tensors, constants)))
 
     def __call__(self, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
         """rows (int16 or int64 mantissas [n, inputs], C-contiguous) → out (int64 [n, outputs], C-contiguous)."""
-        if rows.dtype not in self._run or not rows.flags.c_contiguous or rows.ndim != 2:
+        if rows.dtype not in (np.int16, np.int64) or not rows.flags.c_contiguous or rows.ndim != 2:
             raise ValueError("the network reads C-contiguous int16 or int64 rows")
         if out.dtype != np.int64 or not out.flags.c_contiguous or out.ndim != 2 or len(out) != len(rows):
             raise ValueError("the network writes C-contiguous int64 rows, one per input row")
-        self._run[rows.dtype](self.handle, rows.ctypes.data, len(rows), rows.shape[1], out.ctypes.data, out.shape[1])
+        self.network.run(rows, out)
         return out
-
-    def __del__(self):
-        if getattr(self, "handle", None):
-            self._destroy(self.handle)
 
 
 def _per_feature(parameter, count):
@@ -193,20 +134,10 @@ def wrapped_bits(values: np.ndarray | ClientMemory, fixed: FixedType, out: np.nd
     client's memory (or C-contiguous values) is read where it lies, under the guard: MemoryVanished if
     it goes."""
     values = _guarded(values)
-    if (
-        fixed.overflow is not Overflow.WRAP
-        or fixed.width > 62
-        or out.shape != values.shape
-        or not out.flags.c_contiguous
-    ):
+    if fixed.overflow is not Overflow.WRAP or fixed.width > 62 or out.shape != values.shape or not out.flags.c_contiguous:
         raise ValueError("wrapped_bits packs a wrapping type of up to 62 bits into lanes of the values' shape")
-    vanished = _function("wrapped_bits", values, out)(
-        values.ctypes.data,
-        out.ctypes.data,
-        values.size,
-        2.0**fixed.fraction,
-        fixed.quantization.value,
-        fixed.width,
+    vanished = _native().wrapped_bits(
+        values, out, 2.0**fixed.fraction, fixed.quantization.value, fixed.width
     )
     if vanished:
         raise MemoryVanished("the memory being packed was truncated under the read")
@@ -225,9 +156,7 @@ def float_from_bits(bits: np.ndarray, fixed: FixedType, into: np.ndarray | Clien
         or not (bits.flags.c_contiguous and out.flags.c_contiguous)
     ):
         raise ValueError("float_from_bits unpacks C-contiguous lanes of up to 24 bits into as many C-contiguous floats")
-    vanished = _function("float_from_bits", bits, out)(
-        bits.ctypes.data, out.ctypes.data, bits.size, 2.0**-fixed.fraction, fixed.width, int(fixed.signed)
-    )
+    vanished = _native().float_from_bits(bits, out, 2.0**-fixed.fraction, fixed.width, fixed.signed)
     if vanished:
         raise MemoryVanished("the memory being unpacked into was truncated under the write")
 
@@ -257,7 +186,7 @@ class Convolve:
     weights [size_h · size_w · c, filters], computed in float64 without copying windows."""
 
     def __init__(self, weights: np.ndarray, size, stride, pads):
-        _library()
+        self._convolve = _native().convolve
         self.filters = weights.shape[1]
         self.weights = np.zeros((len(weights), -(-self.filters // 8) * 8))  # 8-filter blocks
         self.weights[:, : self.filters] = weights
@@ -269,17 +198,7 @@ class Convolve:
         image = np.ascontiguousarray(image)
         n, out_h, out_w = _output_size(image, self.size, self.stride, ((0, 0), (0, 0)))
         out = np.empty((n, out_h, out_w, self.filters), dtype)
-        _function("convolve", image, out)(
-            image.ctypes.data,
-            self.weights.ctypes.data,
-            out.ctypes.data,
-            *image.shape,
-            *self.size,
-            *self.stride,
-            out_h,
-            out_w,
-            self.filters,
-        )
+        self._convolve(image, self.weights, out, *self.size, *self.stride)
         return out
 
 
@@ -289,7 +208,5 @@ def windows(image: np.ndarray, size, stride, pads, dtype) -> np.ndarray:
     image = np.ascontiguousarray(image)
     n, out_h, out_w = _output_size(image, size, stride, pads)
     out = np.empty((n, out_h, out_w, size[0] * size[1] * image.shape[3]), dtype)
-    _function("windows", image, out)(
-        image.ctypes.data, out.ctypes.data, *image.shape, *size, *stride, pads[0][0], pads[1][0], out_h, out_w
-    )
+    _native().windows(image, out, *size, *stride, pads[0][0], pads[1][0])
     return out

@@ -1,66 +1,44 @@
-// The compiled whole-network pass (host/emulator/compiled.py prepares it, host/fastpath.py loads it;
-// setup.py builds it into libfastpath.so with fastpath.cpp). A dense network's emulator steps run here
-// block by block: BLOCK rows go through every step while their tensors stay in the L1 cache, vectorized
-// across the rows.
+// The compiled whole-network pass (host/emulator/compiled.py prepares it, host/native.cpp binds it;
+// setup.py compiles this file once per instruction set, see native.cpp). A dense network's emulator
+// steps run here block by block: BLOCK rows go through every step while their tensors stay in the L1
+// cache, vectorized across the rows.
 //
 // Exactness: the steps are the emulator's own (a matrix product, a scale and an offset, assigned to an
 // ap_fixed type), and compiled.py proves the bounds this code relies on: sums of products of 16-bit
 // pairs stay below 2^31 (int32), every other value below 2^62 (int64), and an op marked `floating`
 // stays below 2^52 once scaled, so that float64 holds every value and its rounding exactly. Rounding
 // and overflow follow host/fixed.py mode for mode.
+//
+// Compiled per ISA: everything here has internal linkage (the anonymous namespace) but the
+// `network_pass` table, under faast::FAAST_ISA; nothing from the standard library but C functions (no
+// std template may be instantiated here: see native.cpp). native.cpp builds the network's steps.
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <memory>
-#include <new>
-#include <vector>
+
+#include "native.h"
 
 #if defined(__AVX512BW__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
+#ifndef FAAST_ISA
+#error "setup.py compiles this file once per instruction set, with FAAST_ISA naming it"
+#endif
+
+namespace faast {
+namespace FAAST_ISA {
 namespace {
 
-constexpr int64_t BLOCK = 32;  // rows computed together: a multiple of every vector width below
+template <typename T>
+inline T larger(T a, T b) { return a < b ? b : a; }  // std::max's, without instantiating it
+template <typename T>
+inline T smaller(T a, T b) { return b < a ? b : a; }  // std::min's
 
-// ap_fixed quantization and overflow modes, in host/modes.py's order (as in fastpath.cpp); EXACT: none.
-enum Quantization { EXACT = -1, TRN, TRN_ZERO, RND, RND_ZERO, RND_INF, RND_MIN_INF, RND_CONV };
-enum Overflow { WRAP, SAT, SAT_ZERO, SAT_SYM };
-// What an op does, and how a block's tensor is stored: int16 pairs (features 2k and 2k + 1 of a row
-// in one 32-bit lane, [feature pair][row], what the pair products read) or int64 [feature][row].
-enum Kind { LOAD, CAST, LOOP_DENSE, STORE };
-enum Layout { PAIRS16, WIDE64 };
-
-// One op, field by field as compiled.py's OP_FIELDS. matrix, scale, offset: where the op's constants
-// start (-1: none); column: of the rows (LOAD, STORE); pairs: the product runs on int16 pairs.
-struct Op {
-    int64_t kind, destination, source, column, inputs, outputs, matrix, scale, offset, shift, relu, quantization,
-        overflow, low, high, width, pairs, floating;
-};
-
-struct Tensor {
-    int64_t layout, features, offset;  // offset: in bytes, into a block's scratch
-};
-
-struct Step;
-// Sums (int32 or int64 [outputs][BLOCK]) of output j → its values (int64 [BLOCK]), assigned to the type.
-typedef void (*Finish)(const void* sums, int64_t* out, const Step& step, int64_t j);
-// total (int64 [BLOCK]) += inputs · weight, as a loop-order accumulator adds.
-typedef void (*Accumulate)(int64_t* total, const int64_t* inputs, int64_t weight, const Step& step);
-
-// An op with its constants, prepared once.
-struct Step {
-    Op op;
-    std::vector<int64_t> matrix;        // [inputs][outputs]
-    std::vector<int32_t> pair_weights;  // [outputs][input pairs]: the weights of inputs 2k and 2k + 1
-    std::vector<int64_t> scale, offset;  // per output (LOOP_DENSE: offset is the bias)
-    std::vector<double> scaled, shifted;  // floating: scale and offset × 2^-shift (exact)
-    int64_t mask;                        // WRAP: 2^width - 1
-    Finish finish;
-    Accumulate accumulate;
-};
+inline void fill(int64_t* begin, int64_t* end, int64_t value) {
+    for (; begin != end; ++begin) *begin = value;
+}
 
 // ---- assignment to an ap_fixed type, in int64 (as host/fixed.py's integer arithmetic) ------------
 
@@ -88,7 +66,7 @@ inline T overflowed(T value, T low, T high, T mask) {
     switch (O) {
         case WRAP: return ((value - low) & mask) + low;
         case SAT_ZERO: return value < low || value > high ? 0 : value;
-        default: return std::min(std::max(value, low), high);
+        default: return smaller(larger(value, low), high);
     }
 }
 
@@ -113,7 +91,7 @@ inline double overflowed_float(double value, double low, double high, double spa
     switch (O) {
         case WRAP: return value - span * std::floor((value - low) * (1 / span));  // span: a power of two
         case SAT_ZERO: return value < low || value > high ? 0.0 : value;
-        default: return std::min(std::max(value, low), high);
+        default: return smaller(larger(value, low), high);
     }
 }
 
@@ -122,7 +100,7 @@ void finish_int(const In* __restrict in, int64_t* __restrict out, int64_t scale,
     const int64_t shift = step.op.shift, low = step.op.low, high = step.op.high, mask = step.mask;
     const int64_t floor = step.op.relu ? 0 : INT64_MIN;
     for (int64_t r = 0; r < BLOCK; ++r) {
-        int64_t value = std::max(int64_t(in[r]) * scale + offset, floor);
+        int64_t value = larger(int64_t(in[r]) * scale + offset, floor);
         out[r] = Q == EXACT ? value : overflowed<O>(quantized<Q, DROPS>(value, shift), low, high, mask);
     }
 }
@@ -140,7 +118,7 @@ void finish(const void* sums, int64_t* out, const Step& step, int64_t j) {
     const double scale = step.scaled[j], offset = step.shifted[j], floor = step.op.relu ? 0.0 : -INFINITY;
     const double low = double(step.op.low), high = double(step.op.high), span = double(step.mask) + 1;
     for (int64_t r = 0; r < BLOCK; ++r) {
-        double value = std::max(double(in[r]) * scale + offset, floor);
+        double value = larger(double(in[r]) * scale + offset, floor);
         if (Q != EXACT) value = overflowed_float<O>(rounded<Q>(value), low, high, span);
         out[r] = int64_t(value);
     }
@@ -270,27 +248,22 @@ void pair_products(const uint32_t* pairs, const int32_t* weights, int64_t count,
 
 // ---- the network ----------------------------------------------------------------------------------
 
-struct Network {
-    std::vector<Step> steps;
-    std::vector<Tensor> tensors;
-    int64_t scratch_bytes = 0, widest = 1;
-};
-
-// A block's scratch: its tensors, and the sums and values of the op being computed.
+// A block's scratch (native.h's Network::run_bytes): its tensors, and the sums and values of the op
+// being computed.
 struct Block {
-    std::unique_ptr<char[]> tensors;
-    std::vector<int64_t> values, feature;
-    std::vector<int32_t> sums;
+    char* tensors;
+    int64_t *values, *feature;
+    int32_t* sums;
 
-    explicit Block(const Network& network)
-        : tensors(new (std::align_val_t(64)) char[network.scratch_bytes]),
-          values(network.widest * BLOCK),
-          feature(BLOCK),
-          sums(network.widest * BLOCK) {}
+    Block(const Network& network, char* scratch)
+        : tensors(scratch),
+          values(reinterpret_cast<int64_t*>(scratch + network.scratch_bytes)),
+          feature(values + network.widest * BLOCK),
+          sums(reinterpret_cast<int32_t*>(feature + BLOCK)) {}
 
-    int16_t* halves(const Tensor& t) const { return reinterpret_cast<int16_t*>(tensors.get() + t.offset); }
-    uint32_t* pairs(const Tensor& t) const { return reinterpret_cast<uint32_t*>(tensors.get() + t.offset); }
-    int64_t* wide(const Tensor& t) const { return reinterpret_cast<int64_t*>(tensors.get() + t.offset); }
+    int16_t* halves(const Tensor& t) const { return reinterpret_cast<int16_t*>(tensors + t.offset); }
+    uint32_t* pairs(const Tensor& t) const { return reinterpret_cast<uint32_t*>(tensors + t.offset); }
+    int64_t* wide(const Tensor& t) const { return reinterpret_cast<int64_t*>(tensors + t.offset); }
 
     // Feature i of a tensor as int64 [BLOCK].
     void read(const Tensor& t, int64_t i, int64_t* out) const {
@@ -341,32 +314,33 @@ struct Block {
             }
             if (t.features % 2) out[full * BLOCK + r] = uint16_t(row[2 * full]);
         }
-        for (int64_t k = 0; k < (t.features + 1) / 2; ++k) std::fill(out + k * BLOCK + count, out + (k + 1) * BLOCK, 0);
+        for (int64_t k = 0; k < (t.features + 1) / 2; ++k)
+            for (int64_t r = count; r < BLOCK; ++r) out[k * BLOCK + r] = 0;
     }
 
     void cast(const Network& network, const Step& step) {
         const Op& op = step.op;
         const Tensor &source = network.tensors[op.source], &destination = network.tensors[op.destination];
-        const void* products = values.data();
+        const void* products = values;
         if (op.pairs) {
-            const int32_t* weights = step.pair_weights.data();
+            const int32_t* weights = step.pair_weights;
             int64_t count = (op.inputs + 1) / 2, j = 0;
             for (; j + OUTPUTS_TOGETHER <= op.outputs; j += OUTPUTS_TOGETHER)
-                pair_products<OUTPUTS_TOGETHER>(pairs(source), weights, count, j, sums.data());
-            for (; j < op.outputs; ++j) pair_products<1>(pairs(source), weights, count, j, sums.data());
-            products = sums.data();
+                pair_products<OUTPUTS_TOGETHER>(pairs(source), weights, count, j, sums);
+            for (; j < op.outputs; ++j) pair_products<1>(pairs(source), weights, count, j, sums);
+            products = sums;
         } else if (op.matrix) {
-            std::fill(values.begin(), values.begin() + op.outputs * BLOCK, 0);
+            fill(values, values + op.outputs * BLOCK, 0);
             for (int64_t i = 0; i < op.inputs; ++i) {
-                read(source, i, feature.data());
+                read(source, i, feature);
                 for (int64_t j = 0; j < op.outputs; ++j) {
                     int64_t w = step.matrix[i * op.outputs + j];
-                    int64_t* __restrict total = values.data() + j * BLOCK;
+                    int64_t* __restrict total = values + j * BLOCK;
                     for (int64_t r = 0; r < BLOCK; ++r) total[r] += feature[r] * w;
                 }
             }
         } else {
-            for (int64_t j = 0; j < op.outputs; ++j) read(source, j, values.data() + j * BLOCK);
+            for (int64_t j = 0; j < op.outputs; ++j) read(source, j, values + j * BLOCK);
         }
         int64_t assigned[2][BLOCK];
         for (int64_t j = 0; j < op.outputs; j += 2) {
@@ -381,24 +355,25 @@ struct Block {
         const Op& op = step.op;
         const Tensor &source = network.tensors[op.source], &destination = network.tensors[op.destination];
         for (int64_t j = 0; j < op.outputs; ++j)
-            std::fill(values.begin() + j * BLOCK, values.begin() + (j + 1) * BLOCK, step.offset[j]);
+            fill(values + j * BLOCK, values + (j + 1) * BLOCK, step.offset[j]);
         for (int64_t i = 0; i < op.inputs; ++i) {
-            read(source, i, feature.data());
+            read(source, i, feature);
             for (int64_t j = 0; j < op.outputs; ++j)
-                step.accumulate(values.data() + j * BLOCK, feature.data(), step.matrix[i * op.outputs + j], step);
+                step.accumulate(values + j * BLOCK, feature, step.matrix[i * op.outputs + j], step);
         }
         for (int64_t j = 0; j < op.outputs; j += 2)
-            write(destination, j, values.data() + j * BLOCK, j + 1 < op.outputs ? values.data() + (j + 1) * BLOCK : nullptr);
+            write(destination, j, values + j * BLOCK, j + 1 < op.outputs ? values + (j + 1) * BLOCK : nullptr);
     }
 };
 
 template <typename In>
 void run(const Network& network, const In* rows, int64_t count, int64_t in_columns, int64_t* out,
-         int64_t out_columns) {
-    Block block(network);
+         int64_t out_columns, char* scratch) {
+    Block block(network, scratch);
     for (int64_t start = 0; start < count; start += BLOCK) {
-        int64_t valid = std::min(BLOCK, count - start);
-        for (const Step& step : network.steps) {
+        int64_t valid = smaller(BLOCK, count - start);
+        for (int64_t s = 0; s < network.step_count; ++s) {
+            const Step& step = network.steps[s];
             const Op& op = step.op;
             switch (op.kind) {
                 case LOAD:
@@ -410,7 +385,7 @@ void run(const Network& network, const In* rows, int64_t count, int64_t in_colum
                 default: {  // STORE
                     const Tensor& t = network.tensors[op.source];
                     for (int64_t i = 0; i < t.features; ++i) {
-                        block.read(t, i, block.feature.data());
+                        block.read(t, i, block.feature);
                         for (int64_t r = 0; r < valid; ++r) out[(start + r) * out_columns + op.column + i] = block.feature[r];
                     }
                 }
@@ -419,33 +394,9 @@ void run(const Network& network, const In* rows, int64_t count, int64_t in_colum
     }
 }
 
-Step prepare(const Op& op, const int64_t* constants) {
-    Step step{op, {}, {}, {}, {}, {}, {}, 0, nullptr, nullptr};
-    auto constant = [&](int64_t at, int64_t count, int64_t missing) {
-        return at < 0 ? std::vector<int64_t>(count, missing) : std::vector<int64_t>(constants + at, constants + at + count);
-    };
-    if (op.kind == CAST || op.kind == LOOP_DENSE) {
-        if (op.matrix >= 0) step.matrix = constant(op.matrix, op.inputs * op.outputs, 0);
-        step.scale = constant(op.scale, op.outputs, 1);
-        step.offset = constant(op.offset, op.outputs, 0);
-        double unit = std::ldexp(1.0, -int(op.shift));  // exact: a power of two
-        for (int64_t j = 0; j < op.outputs; ++j) {
-            step.scaled.push_back(double(step.scale[j]) * unit);
-            step.shifted.push_back(double(step.offset[j]) * unit);
-        }
-    }
-    step.op.matrix = op.matrix >= 0;
-    if (op.pairs) {
-        int64_t count = (op.inputs + 1) / 2;
-        step.pair_weights.assign(op.outputs * count, 0);
-        for (int64_t j = 0; j < op.outputs; ++j)
-            for (int64_t k = 0; k < count; ++k) {
-                int64_t low = step.matrix[2 * k * op.outputs + j];
-                int64_t high = 2 * k + 1 < op.inputs ? step.matrix[(2 * k + 1) * op.outputs + j] : 0;
-                step.pair_weights[j * count + k] = int32_t(uint32_t(uint16_t(low)) | uint32_t(uint16_t(high)) << 16);
-            }
-    }
-    step.mask = op.width ? (int64_t(1) << op.width) - 1 : 0;
+// The op's finish and accumulate, for its modes and arithmetic.
+void prepare(Step& step) {
+    const Op& op = step.op;
     if (op.kind == CAST) {
         step.finish = op.pairs ? (op.floating ? finish_for<int32_t, true>(op.quantization, op.overflow)
                                               : finish_for<int32_t, false>(op.quantization, op.overflow))
@@ -453,46 +404,11 @@ Step prepare(const Op& op, const int64_t* constants) {
                                               : finish_for<int64_t, false>(op.quantization, op.overflow));
     }
     if (op.kind == LOOP_DENSE) step.accumulate = accumulate_for(op.quantization, op.overflow);
-    return step;
 }
 
 }  // namespace
 
-extern "C" {
+extern const NetworkPass network_pass = {prepare, run<int16_t>, run<int64_t>};
 
-// A network from compiled.py's description: `ops` (Op's fields, int64 each), `tensors` (layout,
-// features each) and the `constants` the ops index.
-void* network_create(const int64_t* ops, int64_t op_count, const int64_t* tensors, int64_t tensor_count,
-                     const int64_t* constants) {
-    auto* network = new Network;
-    for (int64_t t = 0; t < tensor_count; ++t) {
-        int64_t layout = tensors[2 * t], features = tensors[2 * t + 1];
-        int64_t bytes = layout == PAIRS16 ? (features + 1) / 2 * BLOCK * 4 : features * BLOCK * 8;
-        network->tensors.push_back({layout, features, network->scratch_bytes});
-        network->scratch_bytes += (bytes + 63) / 64 * 64;
-    }
-    constexpr int64_t FIELDS = sizeof(Op) / sizeof(int64_t);
-    for (int64_t i = 0; i < op_count; ++i) {
-        Op op;
-        std::memcpy(&op, ops + i * FIELDS, sizeof op);
-        network->steps.push_back(prepare(op, constants));
-        network->widest = std::max({network->widest, op.inputs, op.outputs});
-    }
-    return network;
-}
-
-void network_destroy(void* network) { delete static_cast<Network*>(network); }
-
-// rows (int16 or int64 mantissas [count][in_columns]) → out (int64 [count][out_columns]). Safe from
-// several threads at once: each call has its own scratch.
-void network_run_i16(const void* network, const int16_t* rows, int64_t count, int64_t in_columns, int64_t* out,
-                     int64_t out_columns) {
-    run(*static_cast<const Network*>(network), rows, count, in_columns, out, out_columns);
-}
-
-void network_run_i64(const void* network, const int64_t* rows, int64_t count, int64_t in_columns, int64_t* out,
-                     int64_t out_columns) {
-    run(*static_cast<const Network*>(network), rows, count, in_columns, out, out_columns);
-}
-
-}  // extern "C"
+}  // namespace FAAST_ISA
+}  // namespace faast

@@ -22,27 +22,7 @@ from .. import fastpath
 from .exact import Linear
 from .program import CastStep, Program
 
-# network_pass.cpp's Op, field by field, and its enums.
-OP_FIELDS = (
-    "kind",
-    "destination",
-    "source",
-    "column",
-    "inputs",
-    "outputs",
-    "matrix",
-    "scale",
-    "offset",
-    "shift",
-    "relu",
-    "quantization",
-    "overflow",
-    "low",
-    "high",
-    "width",
-    "pairs",
-    "floating",
-)
+# network_pass.cpp's enums (its Op's fields come from the extension: fastpath.op_fields()).
 LOAD, CAST, LOOP_DENSE, STORE = range(4)
 PAIRS16, WIDE64 = range(2)
 EXACT = -1  # no quantization: the op's values are kept exact
@@ -91,8 +71,11 @@ class NetworkPass:
             self._op(STORE, source=tensor.index, column=column)
             column += tensor.features
         self.output_columns = column
+        fields = fastpath.op_fields()
+        if unknown := {name for op in self.ops for name in op} - set(fields):
+            raise RuntimeError(f"network_pass.cpp's Op has no fields {sorted(unknown)}")
         self.network = fastpath.Network(
-            np.array([[op.get(field, 0) for field in OP_FIELDS] for op in self.ops], np.int64),
+            np.array([[op.get(field, 0) for field in fields] for op in self.ops], np.int64),
             np.array([(t.layout, t.features) for t in self.tensors.values()], np.int64),
             np.concatenate(self.constants) if self.constants else np.zeros(1, np.int64),
         )
