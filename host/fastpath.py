@@ -134,11 +134,10 @@ def wrapped_bits(values: np.ndarray | ClientMemory, fixed: FixedType, out: np.nd
     client's memory (or C-contiguous values) is read where it lies, under the guard: MemoryVanished if
     it goes."""
     values = _guarded(values)
-    if fixed.overflow is not Overflow.WRAP or fixed.width > 62 or out.shape != values.shape or not out.flags.c_contiguous:
+    wrapping = fixed.overflow is Overflow.WRAP and fixed.width <= 62
+    if not wrapping or out.shape != values.shape or not out.flags.c_contiguous:
         raise ValueError("wrapped_bits packs a wrapping type of up to 62 bits into lanes of the values' shape")
-    vanished = _native().wrapped_bits(
-        values, out, 2.0**fixed.fraction, fixed.quantization.value, fixed.width
-    )
+    vanished = _native().wrapped_bits(values, out, 2.0**fixed.fraction, fixed.quantization.value, fixed.width)
     if vanished:
         raise MemoryVanished("the memory being packed was truncated under the read")
     return out
