@@ -16,10 +16,10 @@ import numpy as np
 
 from . import __version__, tensors
 from .contract.errors import (
+    AnswerFailed,
     FaastError,
     InferenceError,
     InputVanished,
-    Internal,
     InvalidArgument,
     OutputVanished,
     Unavailable,
@@ -299,7 +299,7 @@ class DataPlane:
                 region, offset, size = requested.shared_memory
                 raw = tensors.wire_array(data, spec.datatype)
                 if size < raw.nbytes:  # found when the answer is written, hence Triton's INTERNAL
-                    raise Internal(
+                    raise AnswerFailed(
                         f"shared memory size specified with the request for output '{spec.name}' "
                         f"({size} bytes) should be at least {raw.nbytes} bytes to hold the results"
                     )

@@ -31,7 +31,7 @@ def _json_response(value, status=200, content_type="application/json"):
 
 
 def _error(error):
-    return _json_response({"error": str(error)}, status=error.http_status)
+    return _json_response({"error": str(error)}, status=error.http_status, content_type=error.http_content_type)
 
 
 async def _body(request) -> bytes:

@@ -13,6 +13,7 @@ class FaastError(Exception):
 
     grpc_code = "INTERNAL"  # a grpc.StatusCode member's name
     http_status = 500
+    http_content_type = "application/json"  # of the HTTP error body, {"error": message}
     failure_reason = "BACKEND"  # nv_inference_request_failure's reason label
 
 
@@ -44,6 +45,13 @@ class Unimplemented(InferenceError):
 
 class Internal(InferenceError):
     pass
+
+
+class AnswerFailed(Internal):
+    """A request's answer could not be written (after the kernel ran): Triton sends this error over
+    HTTP as text/plain."""
+
+    http_content_type = "text/plain"
 
 
 class ModelConfigError(FaastError):

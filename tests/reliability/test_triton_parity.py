@@ -88,10 +88,6 @@ DIFFERENCES = {
         "connection's socket took: it stats the socket (size 0) and answers 'invalid args' (400); "
         "faast answers as Triton does over gRPC, where the descriptor is still closed (INTERNAL)"
     ),
-    "http_shm_output_too_small": (
-        "Triton sends an error met while writing the answer as text/plain; faast sends the same status "
-        "and body as application/json"
-    ),
 }
 
 CASES = {}
