@@ -36,7 +36,7 @@ def test_missing_extension_is_a_device_error_naming_the_fix(module_named):
     module_named("faast.host._not_built")
     for first_use in (
         lambda: fastpath.Requantize(4, 0.0),  # an emulator step, prepared when the device opens
-        lambda: FixedType(16, 9, True).to_bits(np.zeros(3)),  # the host packing a wrapping input type
+        lambda: fastpath.wrapped_bits(np.zeros(3), FixedType(16, 9, True), np.empty(3, np.uint16)),  # packing
         lambda: fastpath.windows(np.zeros((1, 2, 2, 1)), (1, 1), (1, 1), ((0, 0), (0, 0)), np.float64),
         lambda: fastpath.Network(np.zeros((0, 18)), np.zeros((0, 2)), np.zeros(1)),
     ):
