@@ -85,7 +85,7 @@ class BuildNative(build_ext):
                 macros=[("FAAST_ISA", isa)],
                 include_dirs=["host"],
                 extra_postargs=["-std=c++17", "-fvisibility=hidden", "-g0", *FLAGS, *flags],
-                depends=["host/native.h"],
+                depends=["host/native.h", "host/engine.h"],
             )
             for path in compiled:
                 check_isolated(path, isa)
@@ -119,7 +119,7 @@ setup(
             "faast.host._native",
             ["host/native.cpp"],
             cxx_std=17,
-            depends=["host/native.h", *ENGINE_SOURCES],
+            depends=["host/native.h", "host/engine.h", *ENGINE_SOURCES],
             extra_compile_args=FLAGS,
         )
     ],

@@ -23,18 +23,7 @@
 #include <immintrin.h>
 #endif
 
-#ifndef FAAST_ISA
-#error "setup.py compiles this file once per instruction set, with FAAST_ISA naming it"
-#endif
-
-namespace faast {
-namespace FAAST_ISA {
-namespace {
-
-template <typename T>
-inline T larger(T a, T b) { return a < b ? b : a; }  // std::max's, without instantiating it
-template <typename T>
-inline T smaller(T a, T b) { return b < a ? b : a; }  // std::min's
+#include "engine.h"  // opens faast::FAAST_ISA's anonymous namespace; closed at the end of this file
 
 inline void fill(int64_t* begin, int64_t* end, int64_t value) {
     for (; begin != end; ++begin) *begin = value;

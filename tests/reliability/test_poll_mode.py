@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import shutil
-import subprocess
 import threading
 import time
 
@@ -25,7 +24,7 @@ import_faast_protocol()
 from support.fake_device import (  # noqa: E402
     FakeDevice,
     fake_answers,
-    fake_driver,
+    in_process,
     representable_rows,
     write_fake_model,
     write_kernel,
@@ -44,12 +43,7 @@ READY = VersionState(ModelState.READY)
 @pytest.fixture
 def no_processes(monkeypatch):
     """The fake driver registered, and no child process started: that is the point of these tests."""
-
-    def refuse(*args, **keywords):
-        raise AssertionError(f"an in-process test started a process: {args}")
-
-    monkeypatch.setattr(subprocess, "Popen", refuse)
-    with fake_driver():
+    with in_process(monkeypatch):
         yield
 
 

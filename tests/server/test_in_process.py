@@ -12,7 +12,6 @@ test_workers.py) see them on the wire.
 
 import asyncio
 import contextlib
-import subprocess
 
 import numpy as np
 import pytest
@@ -22,7 +21,7 @@ import_faast_protocol()
 
 from support.fake_device import (  # noqa: E402
     fake_answers,
-    fake_driver,
+    in_process,
     representable_rows,
     write_fake_model,
 )
@@ -39,14 +38,9 @@ NOTE = "NOTE: Setting a non-zero max_batch_size in the model config requires a b
 
 
 @pytest.fixture(autouse=True)
-def in_process(monkeypatch):
+def isolated(monkeypatch):
     """The fake driver registered, and no child process started: that is the point of these tests."""
-
-    def refuse(*args, **keywords):
-        raise AssertionError(f"an in-process test started a process: {args}")
-
-    monkeypatch.setattr(subprocess, "Popen", refuse)
-    with fake_driver():
+    with in_process(monkeypatch):
         yield
 
 

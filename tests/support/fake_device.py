@@ -15,6 +15,7 @@ exactly, for which `fake_answers` is exactly what the kernel answers.
 
 import contextlib
 import json
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -94,6 +95,19 @@ class FakeDevice(Device):
     @staticmethod
     def available():
         return True, "the fake device needs nothing"
+
+
+@contextlib.contextmanager
+def in_process(monkeypatch):
+    """The fake driver registered, and no child process started (starting one fails the test): what
+    an in-process test runs in."""
+
+    def refuse(*args, **keywords):
+        raise AssertionError(f"an in-process test started a process: {args}")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    with fake_driver():
+        yield
 
 
 @contextlib.contextmanager
