@@ -66,7 +66,7 @@ def measure(name, folder, emulator_rows, csim_rows, work):
     if name != "cnn":
         rows = _kernel_data(folder, emulator_rows)
     cores = os.cpu_count()
-    result = {"kernel": name, "io_type": kernel.raw["io_type"], "cores": cores}
+    result = {"kernel": name, "io_type": kernel.io_type, "cores": cores}
     for label, units in (("one_core", 1), ("all_cores", cores)):
         # One core means the whole process on one CPU: host packing and the compute unit share it.
         os.sched_setaffinity(0, ALL_CPUS if units > 1 else {min(ALL_CPUS)})

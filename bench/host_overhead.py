@@ -70,6 +70,7 @@ def kernel_ns_per_row(version_dir, seconds=3.0):
     """The emulator kernel's CPU time per row, on one compute unit fed packed buffers."""
     import numpy as np
 
+    from faast.host import packing
     from faast.host.drivers import open_device
 
     device = open_device("emulator", version_dir, 1)
@@ -78,7 +79,7 @@ def kernel_ns_per_row(version_dir, seconds=3.0):
         layout = device.kernel.layout
         rows = np.random.default_rng(1).uniform(0, 50, (BATCH, device.kernel.input_size)).astype(np.float32)
         inputs, outputs = unit.allocate(layout.input.nbytes(BATCH)), unit.allocate(layout.output.nbytes(BATCH))
-        in_bytes, out_bytes = layout.input.pack([rows], inputs.host), layout.output.nbytes(BATCH)
+        in_bytes, out_bytes = packing.pack(layout.input, [rows], inputs.host), layout.output.nbytes(BATCH)
         spent, done, wall_end = 0, 0, time.monotonic() + seconds
         while time.monotonic() < wall_end:
             start = time.thread_time_ns()

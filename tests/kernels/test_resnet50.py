@@ -73,11 +73,11 @@ def test_resnet50_layers_equal_hls4ml_trace(resnet_repository, tmp_path):
     emulator = open_device("emulator", resnet_repository / "resnet50" / "1")
     try:
         layout, program = emulator.kernel.layout, emulator.compute_units[0].program
-        names = [layer["name"] for layer in emulator.kernel.raw["layers"] if layer["name"] in trace]
+        names = [layer.name for layer in emulator.kernel.layers if layer.name in trace]
         values = program.trace(layout.input.type.from_bits(layout.input.type.to_bits(images)), names)
     finally:
         emulator.close()
-    classes = {layer["class"] for layer in emulator.kernel.raw["layers"] if layer["name"] in names}
+    classes = {layer.class_name for layer in emulator.kernel.layers if layer.name in names}
     assert {
         "Conv2D",
         "BatchNormalization",
