@@ -28,6 +28,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one compute unit = one cor
 import numpy as np  # noqa: E402
 
 from faast.contract.kernel import KernelDescription  # noqa: E402
+from faast.host import fastpath  # noqa: E402
 from faast.host.csim import CsimDevice  # noqa: E402
 from faast.host.emulator import EmulatorDevice, load_program  # noqa: E402
 from faast.host.emulator.compiled import NetworkPass  # noqa: E402
@@ -250,11 +251,23 @@ def targets(results, full):
     ]
 
 
+def cpu() -> str:
+    """The CPU's model and the vector extensions the engines use, as /proc/cpuinfo names them."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    vector = [flag for flag in ("avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512_vnni") if flag in flags]
+    return f"{model or platform.machine()} ({' '.join(vector) or 'no AVX2'})"
+
+
 def write_markdown(results, full, engine, path):
     lines = [
         "# Emulator vs C simulation",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Machine: {cpu()}, {os.cpu_count()} cores, compiled engine {fastpath.isa()}, "
         f"{time.strftime('%Y-%m-%d')}. Throughput through the host runtime (float rows in, packing and "
         "unpacking included), best of 3; both devices in the same run, outputs compared bit for bit.",
         "",
