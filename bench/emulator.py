@@ -16,7 +16,6 @@ prints FACILE's tables and writes nothing.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one compute unit = one core, BLAS included
 
 import numpy as np  # noqa: E402
+from machine import cpu  # noqa: E402
 
 from faast.contract.kernel import KernelDescription  # noqa: E402
 from faast.host import fastpath  # noqa: E402
@@ -249,18 +249,6 @@ def targets(results, full):
             full["ratio_one_core"] >= 100,
         ),
     ]
-
-
-def cpu() -> str:
-    """The CPU's model and the vector extensions the engines use, as /proc/cpuinfo names them."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    vector = [flag for flag in ("avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512_vnni") if flag in flags]
-    return f"{model or platform.machine()} ({' '.join(vector) or 'no AVX2'})"
 
 
 def write_markdown(results, full, engine, path):

@@ -33,6 +33,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from machine import cpu
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 CARDS = {"U250": 86e6, "AWS F1": 36e6}  # FACILE inf/s at batch 16000 (FaaST paper, Table I)
@@ -235,7 +237,7 @@ def main():
         stdout=subprocess.DEVNULL,
     )
     results = {
-        "machine": f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, {platform.platform()}",
+        "machine": f"{cpu()}, {os.cpu_count()} cores, {platform.platform()}",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": " ".join(["bench/host_overhead.py", *sys.argv[1:]]),
         "seconds": options.seconds,
