@@ -10,7 +10,8 @@
 
 namespace faast {
 
-// ap_fixed quantization and overflow modes, in host/modes.py's order; EXACT: none (kept exact).
+// ap_fixed quantization and overflow modes, numbered as faast/contract/fixed.py's Quantization and
+// Overflow values; EXACT: none (kept exact).
 enum Quantization { EXACT = -1, TRN, TRN_ZERO, RND, RND_ZERO, RND_INF, RND_MIN_INF, RND_CONV };
 enum Overflow { WRAP, SAT, SAT_ZERO, SAT_SYM };
 

@@ -7,7 +7,7 @@
 // ap_fixed type), and compiled.py proves the bounds this code relies on: sums of products of 16-bit
 // pairs stay below 2^31 (int32), every other value below 2^62 (int64), and an op marked `floating`
 // stays below 2^52 once scaled, so that float64 holds every value and its rounding exactly. Rounding
-// and overflow follow host/fixed.py mode for mode.
+// and overflow follow faast/contract/fixed.py mode for mode.
 //
 // Compiled per ISA: everything here has internal linkage (the anonymous namespace) but the
 // `network_pass` table, under faast::FAAST_ISA; nothing from the standard library but C functions (no
@@ -29,7 +29,7 @@ inline void fill(int64_t* begin, int64_t* end, int64_t value) {
     for (; begin != end; ++begin) *begin = value;
 }
 
-// ---- assignment to an ap_fixed type, in int64 (as host/fixed.py's integer arithmetic) ------------
+// ---- assignment to an ap_fixed type, in int64 (as faast/contract/fixed.py's integer arithmetic) ------------
 
 // `value` with `shift` fraction bits dropped by a quantization mode (DROPS: shift > 0), or with -shift
 // more (exact: compiled.py bounds the product).

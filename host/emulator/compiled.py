@@ -119,7 +119,7 @@ class NetworkPass:
         return self.tensors[name]
 
     def _modes(self, fixed: FixedType | None):
-        """An op's type fields: its rounding and overflow as host/fixed.py applies them."""
+        """An op's type fields: its rounding and overflow as faast/contract/fixed.py applies them."""
         if fixed is None:
             return {}
         if fixed.width > 62:
