@@ -235,13 +235,11 @@ class DataPlane:
         except asyncio.CancelledError:  # the client cancelled, or its deadline passed
             model.stats.record_failure(time.perf_counter_ns() - arrival, "CANCELED")
             raise
-        except InferenceError as error:
-            model.stats.record_failure(time.perf_counter_ns() - arrival, error.failure_reason)
-            _bounded(error)
-            raise
         except Exception as error:
             reason = error.failure_reason if isinstance(error, FaastError) else "BACKEND"
             model.stats.record_failure(time.perf_counter_ns() - arrival, reason)
+            if isinstance(error, InferenceError):
+                _bounded(error)
             raise
         model.stats.record_success(
             len(rows), time.perf_counter_ns() - arrival, done.queue_ns, done.input_ns, done.infer_ns, done.output_ns

@@ -139,15 +139,6 @@ def _guarded_copy(function: str, local: int, remote: int, byte_size: int) -> int
     return copied
 
 
-def _address(buffer: bytearray) -> int:
-    """Where a bytearray's memory starts (it stays there while it is not resized)."""
-    anchor = ctypes.c_char.from_buffer(buffer)  # exports the buffer only while the anchor lives
-    try:
-        return ctypes.addressof(anchor)
-    finally:
-        del anchor
-
-
 class Mapping:
     """The first `length` bytes of a shm object, mapped shared and read-write, holding no descriptor
     (Python's mmap keeps a duplicate of the one it maps: a descriptor per region). It is unmapped
@@ -271,12 +262,11 @@ class SharedMemoryManager:
             region, start = self._window(name, offset, byte_size)
             if in_place and start % IN_PLACE_ALIGNMENT == 0:
                 return ClientMemory(region.mapping.view(start, byte_size).toreadonly())
-            data = bytearray(byte_size)
-            local = _address(data) if byte_size else 0
-            copied = _guarded_copy("process_vm_readv", local, region.mapping.address + start, byte_size)
+            data = np.empty(byte_size, np.uint8)
+            copied = _guarded_copy("process_vm_readv", data.ctypes.data, region.mapping.address + start, byte_size)
         if copied != byte_size:
             raise InvalidArgument(f"shared memory region '{name}' was truncated while it was read")
-        return memoryview(data).toreadonly()
+        return data.data.toreadonly()
 
     def destination(self, name: str, offset: int, byte_size: int) -> ClientMemory | None:
         """The window in the client's memory, writable, when it starts 8-byte aligned, else None (write

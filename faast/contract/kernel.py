@@ -108,9 +108,6 @@ class Layer:
     def integer(self, key: str, default: Any = _MISSING) -> int:
         return self._attribute(key, (int,), default)
 
-    def number(self, key: str, default: Any = _MISSING) -> float:
-        return self._attribute(key, (int, float), default)
-
     def flag(self, key: str, default: Any = _MISSING) -> bool:
         return self._attribute(key, (bool,), default)
 
@@ -154,7 +151,7 @@ class Layer:
 class KernelDescription:
     """A built kernel. The conversion writes the graph's part (tensors, layers, hls4ml settings, and
     a shipped kernel's `serving` and `fpga` tables); the build adds the top function's name, the
-    buffer layout, compute units per board and platforms (`built` says whether it has). `layers` is
+    buffer layout, compute units per board and platforms (`layout` refuses a description without). `layers` is
     None for a kernel the emulator cannot describe (an imported hls4ml project hls4ml here does not
     rewrite identically). `folder` is where it was read from, not part of the file."""
 

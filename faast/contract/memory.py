@@ -20,9 +20,9 @@ class ClientMemory:
 
     __slots__ = ("_array",)
 
-    def __init__(self, view: memoryview | np.ndarray, dtype=np.uint8, shape: tuple[int, ...] | None = None):
-        array = view if isinstance(view, np.ndarray) else np.frombuffer(view, dtype)  # maps, reads nothing
-        self._array = array if shape is None else array.reshape(shape)
+    def __init__(self, view: memoryview | np.ndarray):
+        """`view`: bytes of the client's mapping, or an array already viewing them."""
+        self._array = view if isinstance(view, np.ndarray) else np.frombuffer(view, np.uint8)  # reads nothing
 
     @property
     def dtype(self) -> np.dtype:
