@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.utils.shared_memory as shm
-from support import Server, facile_input, facile_with_config, infer, infer_request
+from support import Server, facile_input, facile_with_config, infer, infer_request, varint
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
@@ -349,13 +349,7 @@ def test_rejected_huge_requests_give_their_memory_back(explicit):
     tensor = service_pb2.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=[2, 15])
     header = service_pb2.ModelInferRequest(model_name="facile", inputs=[tensor]).SerializeToString()
     # Field 7 (raw_input_contents), length-delimited, written by hand to spare the client a copy.
-    length = bytearray()
-    value = size
-    while value >= 0x80:
-        length.append(value & 0x7F | 0x80)
-        value >>= 7
-    length.append(value)
-    payload = header + b"\x3a" + bytes(length) + bytes(size)
+    payload = header + b"\x3a" + varint(size) + bytes(size)
     with grpc.insecure_channel(explicit.url, options=MESSAGE_LIMITS) as channel:
         model_infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
         _status(model_infer, infer_request(ROWS).SerializeToString())  # warm: the first request allocates for good

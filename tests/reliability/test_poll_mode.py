@@ -8,7 +8,6 @@ the server's loop would, so every poll is one step of the test; then once end to
 `faast serve --model-control-mode poll` and the FACILE model."""
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -26,14 +25,13 @@ from support.fake_device import (  # noqa: E402
     fake_answers,
     in_process,
     representable_rows,
+    serving,
     write_fake_model,
     write_kernel,
 )
 
-from faast.dataplane import DataPlane, InferRequest, InputTensor  # noqa: E402
-from faast.repository import ModelRepository, ModelState, VersionState, _stamp  # noqa: E402
-from faast.shared_memory import SharedMemoryManager  # noqa: E402
-from faast.trace_log import TraceSettings  # noqa: E402
+from faast.dataplane import InferRequest, InputTensor  # noqa: E402
+from faast.repository import ModelState, VersionState, _stamp  # noqa: E402
 
 WIDTH = 4
 LIMIT_S = 10.0  # waits that should end at once: reaching it means the test failed
@@ -61,20 +59,6 @@ def attempts(caplog):
         return counts
 
     return count
-
-
-@contextlib.asynccontextmanager
-async def polled(path):
-    """A started poll-mode ModelRepository of `path` behind a ready DataPlane; closed after."""
-    repository = ModelRepository(path, "poll")
-    assert await repository.start() == []
-    dataplane = DataPlane(repository, SharedMemoryManager(), TraceSettings())
-    dataplane.ready = True
-    try:
-        yield dataplane
-    finally:
-        dataplane.ready = False
-        await repository.close()
 
 
 async def answers(dataplane, rows, model="m", version=""):
@@ -107,7 +91,7 @@ def test_a_version_folder_copied_in_file_by_file_is_served_once_complete(tmp_pat
     rows = representable_rows(3, WIDTH)
 
     async def main():
-        async with polled(tmp_path) as dataplane:
+        async with serving(tmp_path, "poll") as dataplane:
             repository = dataplane.repository
             copy_in(staging, model / "2", "fake.json")  # the first file of two
             await repository.poll()
@@ -146,7 +130,7 @@ def test_a_broken_file_of_the_serving_version_keeps_it_serving_until_fixed(tmp_p
     rows = representable_rows(5, WIDTH, seed=1)
 
     async def main():
-        async with polled(tmp_path) as dataplane:
+        async with serving(tmp_path, "poll") as dataplane:
             repository = dataplane.repository
             kernel.write_bytes(kernel.read_bytes()[:40])
             await repository.poll()
@@ -177,7 +161,7 @@ def test_a_changed_data_file_reloads_the_version(tmp_path, no_processes, attempt
     rows = representable_rows(2, WIDTH, seed=2)
 
     async def main():
-        async with polled(tmp_path) as dataplane:
+        async with serving(tmp_path, "poll") as dataplane:
             repository = dataplane.repository
             await repository.poll()
             assert attempts() == {"m:1": 1}  # nothing changed since the start
@@ -216,7 +200,7 @@ def test_the_serving_version_stays_ready_while_the_new_one_loads(tmp_path, no_pr
     rows = representable_rows(4, WIDTH, seed=3)
 
     async def main():
-        async with polled(tmp_path) as dataplane:
+        async with serving(tmp_path, "poll") as dataplane:
             repository = dataplane.repository
             write_kernel(model / "2", "m", WIDTH, scale=7)
             polling = asyncio.ensure_future(repository.poll())
@@ -243,7 +227,7 @@ def test_a_config_that_breaks_keeps_the_model_serving_with_the_reason(tmp_path, 
     text = config.read_text()
 
     async def main():
-        async with polled(tmp_path) as dataplane:
+        async with serving(tmp_path, "poll") as dataplane:
             repository = dataplane.repository
             config.write_text(text + "this is { not a config\n")
             await repository.poll()

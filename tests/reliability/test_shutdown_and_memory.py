@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from support import Server, facile_with_config, infer, infer_request
+from support import Server, facile_with_config, infer, infer_request, varint
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
@@ -142,14 +142,9 @@ def _oversized_grpc_message():
     head = b"\x0a\x06facile\x3a"
     for length_bytes in range(1, 6):
         payload = 2**31 - len(head) - length_bytes
-        length = bytearray()
-        value = payload
-        while value >= 0x80:
-            length.append(value & 0x7F | 0x80)
-            value >>= 7
-        length.append(value)
+        length = varint(payload)
         if len(length) == length_bytes:
-            return head + bytes(length) + bytes(payload)
+            return head + length + bytes(payload)
     raise AssertionError("no varint length fits")
 
 

@@ -11,7 +11,6 @@ test_workers.py) see them on the wire.
 """
 
 import asyncio
-import contextlib
 
 import numpy as np
 import pytest
@@ -23,14 +22,12 @@ from support.fake_device import (  # noqa: E402
     fake_answers,
     in_process,
     representable_rows,
+    serving,
     write_fake_model,
 )
 
 from faast.contract.errors import Internal, InvalidArgument, NotFound, Unavailable  # noqa: E402
-from faast.dataplane import DataPlane, InferRequest, InputTensor, RequestedOutput  # noqa: E402
-from faast.repository import ModelRepository  # noqa: E402
-from faast.shared_memory import SharedMemoryManager  # noqa: E402
-from faast.trace_log import TraceSettings  # noqa: E402
+from faast.dataplane import InferRequest, InputTensor, RequestedOutput  # noqa: E402
 
 WIDTH = 4  # values per row of the fake models
 PREFIX = "[request id: <id_unknown>] "
@@ -50,21 +47,6 @@ def repository(tmp_path):
     write_fake_model(tmp_path, "batched", batching="max_queue_delay_microseconds: 100000")
     write_fake_model(tmp_path, "direct", batching=None, scale=3, offset=-2)
     return tmp_path
-
-
-@contextlib.asynccontextmanager
-async def serving(path, mode="none", startup_models=()):
-    """A started ModelRepository of `path` behind a ready DataPlane; everything closed after."""
-    repository = ModelRepository(path, mode, startup_models)
-    problems = await repository.start()
-    assert problems == []
-    dataplane = DataPlane(repository, SharedMemoryManager(), TraceSettings())
-    dataplane.ready = True
-    try:
-        yield dataplane
-    finally:
-        dataplane.ready = False
-        await repository.close()
 
 
 def request(rows, model="batched", datatype="FP32", shape=None, data=None, **fields):

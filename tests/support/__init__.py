@@ -6,7 +6,8 @@
   repository with one edit to facile's config.pbtxt)
 - hls4ml_reference: hls4ml_predict and HLS4ML_TRACE, hls4ml's own answers from child processes (scripts/)
 - inference: facile_input (a tritonclient InferInput of rows), infer (an infer call answered as the
-  output array), infer_request (a raw ModelInferRequest), bits (float32 bit patterns)
+  output array), infer_request (a raw ModelInferRequest), bits (float32 bit patterns), varint
+  (protobuf's length encoding, for messages written by hand)
 - protocol: import_faast_protocol (faast.protocol beside tritonclient.grpc in one process)
 - recording_pyxrt, recording_pynq: RECORDING STAND-INS of pyxrt and pynq (import them as submodules)
 - fake_device: a fake Device kind for in-process tests, and the one place that writes kernel folders
@@ -14,7 +15,7 @@
 """
 
 from .hls4ml_reference import HLS4ML_TRACE, hls4ml_predict
-from .inference import bits, facile_input, infer, infer_request
+from .inference import bits, facile_input, infer, infer_request, varint
 from .paths import BIN, PYTHON, ROOT
 from .protocol import import_faast_protocol
 from .server import Server, facile_with_config, free_port
@@ -33,4 +34,5 @@ __all__ = [
     "import_faast_protocol",
     "infer",
     "infer_request",
+    "varint",
 ]

@@ -30,9 +30,13 @@ from faast.contract.errors import ComputeUnitFault  # noqa: E402
 from faast.contract.fixed import FixedType  # noqa: E402
 from faast.contract.kernel import KernelDescription, Tensor  # noqa: E402
 from faast.contract.layout import BufferLayout, TensorLanes  # noqa: E402
+from faast.dataplane import DataPlane  # noqa: E402
 from faast.host import drivers, packing  # noqa: E402
 from faast.host.compute_unit import ComputeUnit, DeviceBuffer  # noqa: E402
 from faast.host.device import Device  # noqa: E402
+from faast.repository import ModelRepository  # noqa: E402
+from faast.shared_memory import SharedMemoryManager  # noqa: E402
+from faast.trace_log import TraceSettings  # noqa: E402
 
 KIND = "fake"  # config.pbtxt's `device` parameter that opens it
 MODULE = "fake_driver_for_tests"  # the name it is registered under, as faast.host.<MODULE>
@@ -95,6 +99,21 @@ class FakeDevice(Device):
     @staticmethod
     def available():
         return True, "the fake device needs nothing"
+
+
+@contextlib.asynccontextmanager
+async def serving(path, mode="none", startup_models=()):
+    """A started ModelRepository of `path` behind a ready DataPlane; everything closed after."""
+    repository = ModelRepository(path, mode, startup_models)
+    problems = await repository.start()
+    assert problems == []
+    dataplane = DataPlane(repository, SharedMemoryManager(), TraceSettings())
+    dataplane.ready = True
+    try:
+        yield dataplane
+    finally:
+        dataplane.ready = False
+        await repository.close()
 
 
 @contextlib.contextmanager

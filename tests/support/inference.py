@@ -7,6 +7,16 @@ import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2
 
 
+def varint(value: int) -> bytes:
+    """`value` as protobuf's varint, for messages the tests write by hand (a length spared a copy)."""
+    encoded = bytearray()
+    while value >= 0x80:
+        encoded.append(value & 0x7F | 0x80)
+        value >>= 7
+    encoded.append(value)
+    return bytes(encoded)
+
+
 def facile_input(rows, module=grpcclient, name="input", datatype="FP32"):
     """A tritonclient InferInput (of `module`: tritonclient.grpc or tritonclient.http) carrying `rows`."""
     tensor = module.InferInput(name, list(rows.shape), datatype)
