@@ -35,7 +35,7 @@ def memory_attribute(name):
 class PynqComputeUnit(ComputeUnit):
     def __init__(self, pynq, overlay, ip, name):
         self.pynq = pynq
-        self.bank = getattr(overlay, memory_attribute(ip.args["in"].mem))
+        self.bank = getattr(overlay, memory_attribute(ip.args["inputs"].mem))
         self.ip = ip
         self.name = name
 

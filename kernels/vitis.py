@@ -156,7 +156,7 @@ def _connectivity(project, board, count):
     for i in range(1, count + 1):
         bank = banks[(i - 1) % len(banks)]
         slr = BOARDS[board]["bank_slr"][bank]
-        lines += [f"sp={top}_{i}.in:{bank}", f"sp={top}_{i}.out:{bank}", f"slr={top}_{i}:{slr}"]
+        lines += [f"sp={top}_{i}.inputs:{bank}", f"sp={top}_{i}.outputs:{bank}", f"slr={top}_{i}:{slr}"]
     return "\n".join(lines) + "\n"
 
 

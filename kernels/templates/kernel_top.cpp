@@ -20,10 +20,10 @@ static const int IN_LANES = 512 / IN_LANE_BITS;
 static const int OUT_LANE_BITS = ${out_lane_bits};
 static const int OUT_LANES = 512 / OUT_LANE_BITS;
 
-static void read_words(const word_t *in, hls::stream<word_t> &words, int n_words) {
+static void read_words(const word_t *inputs, hls::stream<word_t> &words, int n_words) {
     for (int w = 0; w < n_words; ++w) {
 #pragma HLS PIPELINE II=1
-        words.write(in[w]);
+        words.write(inputs[w]);
     }
 }
 
@@ -48,24 +48,24 @@ ${pack_outputs}
     }
 }
 
-static void write_words(hls::stream<word_t> &words, word_t *out, int n_words) {
+static void write_words(hls::stream<word_t> &words, word_t *outputs, int n_words) {
     for (int w = 0; w < n_words; ++w) {
 #pragma HLS PIPELINE II=1
-        out[w] = words.read();
+        outputs[w] = words.read();
     }
 }
 
-extern "C" void ${project}_top(const word_t *in, word_t *out, int rows) {
-#pragma HLS INTERFACE m_axi port=in offset=slave bundle=gmem0
-#pragma HLS INTERFACE m_axi port=out offset=slave bundle=gmem1
-#pragma HLS INTERFACE s_axilite port=in
-#pragma HLS INTERFACE s_axilite port=out
+extern "C" void ${project}_top(const word_t *inputs, word_t *outputs, int rows) {
+#pragma HLS INTERFACE m_axi port=inputs offset=slave bundle=gmem0
+#pragma HLS INTERFACE m_axi port=outputs offset=slave bundle=gmem1
+#pragma HLS INTERFACE s_axilite port=inputs
+#pragma HLS INTERFACE s_axilite port=outputs
 #pragma HLS INTERFACE s_axilite port=rows
 #pragma HLS INTERFACE s_axilite port=return
 #pragma HLS DATAFLOW
     hls::stream<word_t> in_words("in_words");
     hls::stream<word_t> out_words("out_words");
-    read_words(in, in_words, (rows * IN_ELEMENTS + IN_LANES - 1) / IN_LANES);
+    read_words(inputs, in_words, (rows * IN_ELEMENTS + IN_LANES - 1) / IN_LANES);
     run_rows(in_words, out_words, rows);
-    write_words(out_words, out, (rows * OUT_ELEMENTS + OUT_LANES - 1) / OUT_LANES);
+    write_words(out_words, outputs, (rows * OUT_ELEMENTS + OUT_LANES - 1) / OUT_LANES);
 }

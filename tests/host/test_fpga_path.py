@@ -50,14 +50,14 @@ def test_vitis_makefile_lists_compile_link_and_afi_steps(model_repository):
     assert "create_vitis_afi.sh -xclbin=facile.xclbin" in f1.stdout
     connectivity = (vitis / "connectivity.u250.cfg").read_text()
     assert "nk=facile_top:4:facile_top_1.facile_top_2.facile_top_3.facile_top_4" in connectivity
-    assert {f"sp=facile_top_{i}.in:DDR[{i - 1}]" for i in range(1, 5)} <= set(connectivity.splitlines())
+    assert {f"sp=facile_top_{i}.inputs:DDR[{i - 1}]" for i in range(1, 5)} <= set(connectivity.splitlines())
     assert "slr=facile_top_4:SLR3" in connectivity
 
 
 def test_kernel_top_compiles_as_cpp_against_the_generated_firmware(model_repository):
     version = model_repository / "facile" / "1"
     top = (version / "vitis" / "kernel_top.cpp").read_text()
-    assert 'extern "C" void facile_top(const word_t *in, word_t *out, int rows)' in top
+    assert 'extern "C" void facile_top(const word_t *inputs, word_t *outputs, int rows)' in top
     assert "#pragma HLS DATAFLOW" in top and "m_axi port=in" in top
     subprocess.run(
         ["g++", "-std=c++17", "-fsyntax-only", "-w", "-Ihls4ml", "-Ihls4ml/firmware/ap_types", "vitis/kernel_top.cpp"],

@@ -69,8 +69,8 @@ def test_the_row_loop_is_pipelined_one_row_per_cycle(model_repository):
 @pytest.mark.parametrize("board", sorted(BOARDS))
 def test_each_compute_unit_sits_in_the_slr_of_its_memory_bank(model_repository, board):
     text = (model_repository / "facile" / "1" / "vitis" / f"connectivity.{board}.cfg").read_text()
-    banks = dict(re.findall(r"^sp=(\w+)\.in:(\S+)$", text, re.M))
-    assert banks == dict(re.findall(r"^sp=(\w+)\.out:(\S+)$", text, re.M))
+    banks = dict(re.findall(r"^sp=(\w+)\.inputs:(\S+)$", text, re.M))
+    assert banks == dict(re.findall(r"^sp=(\w+)\.outputs:(\S+)$", text, re.M))
     slrs = dict(re.findall(r"^slr=(\w+):(SLR\d)$", text, re.M))
     assert banks and set(banks) == set(slrs)
     for cu, bank in banks.items():

@@ -128,8 +128,8 @@ class DefaultIP(_Strict):
         self._overlay = overlay
         self._name = name
         self.args = {
-            "in": XrtArgument("in", 1, "word_t const *", bank),
-            "out": XrtArgument("out", 2, "word_t *", bank),
+            "inputs": XrtArgument("inputs", 1, "word_t const *", bank),
+            "outputs": XrtArgument("outputs", 2, "word_t *", bank),
             "rows": XrtArgument("rows", 3, "int", None),
         }
 
