@@ -4,7 +4,8 @@ lines, HELP strings and labels (`model`, `version`; `reason` on failures; `quant
 the latency summaries of `--metrics-config summary_latencies=true`, and the CPU and memory gauges
 read from /proc. Beside them, faast's own device metrics (faast_device_info,
 faast_kernel_executions, faast_kernel_busy_us, faast_batch_fill_ratio,
-faast_compute_units_out_of_rotation).
+faast_compute_units_out_of_rotation), and for a card guarded by the bit-exact engine its shadow
+validation and failover counts (only for the models that configure them).
 
 Values are read at scrape time into ModelReadings: plain, picklable copies of each model's
 ModelStatistics (one short copy under its lock) and its device's usage. With several worker
@@ -85,6 +86,11 @@ KERNEL_EXECUTIONS = ("faast_kernel_executions", "Kernel executions on the device
 KERNEL_BUSY = ("faast_kernel_busy_us", "Time compute units spent executing the kernel, microseconds")
 BATCH_FILL = ("faast_batch_fill_ratio", "Mean rows per kernel execution over the kernel's rows per execution")
 OUT_OF_ROTATION = ("faast_compute_units_out_of_rotation", "Compute units taken out of rotation after a fault")
+SHADOW_ROWS = ("faast_shadow_validated_rows", "Rows of the card's executions re-run on the bit-exact engine")
+SHADOW_MISMATCHES = ("faast_shadow_mismatched_rows", "Re-run rows whose card outputs differ from the bit-exact engine")
+SHADOW_SKIPPED = ("faast_shadow_skipped_executions", "Executions sampled for shadow validation but skipped (busy)")
+FAILOVER_ROWS = ("faast_failover_rows", "Rows run on the bit-exact engine while no compute unit was in rotation")
+FAILOVER_ACTIVE = ("faast_failover_active", "Whether the bit-exact engine currently serves in the card's place")
 
 
 @dataclass(frozen=True)
@@ -255,6 +261,8 @@ class ModelReading:
     kernel_busy_ns: float
     capacity: int  # the kernel's rows per execution
     out_of_rotation: int  # compute units taken out of rotation after a fault
+    shadow: tuple[int, int, int] | None  # validated rows, mismatched rows, skipped executions (None: off)
+    failover: tuple[int, int] | None  # rows run on the engine, whether it serves now (None: off)
 
 
 def _reading(model: Any) -> ModelReading:
@@ -271,7 +279,17 @@ def _reading(model: Any) -> ModelReading:
         kernel_busy_ns=busy_ns,
         capacity=model.device.kernel.layout.rows_per_execution,
         out_of_rotation=len(model.device.out_of_rotation()),
+        shadow=_shadow(model.device.shadow),
+        failover=_failover(model.device.failover),
     )
+
+
+def _shadow(shadow: Any) -> tuple[int, int, int] | None:
+    return None if shadow is None else (shadow.checked_rows, shadow.mismatched_rows, shadow.skipped_executions)
+
+
+def _failover(failover: Any) -> tuple[int, int] | None:
+    return None if failover is None else (failover.rows, int(failover.active))
 
 
 def model_readings(repository: Any) -> list[ModelReading]:
@@ -311,7 +329,15 @@ def _merged(readings: list[ModelReading]) -> ModelReading:
         readings[0],
         stats=merged,
         **{key: sum(getattr(reading, key) for reading in readings) for key in _SUMMED_READING},
+        shadow=_summed_guard([reading.shadow for reading in readings]),
+        failover=_summed_guard([reading.failover for reading in readings]),
     )
+
+
+def _summed_guard(values: list[Any]) -> Any:
+    """Shadow or failover counts of several workers summed (each worker guards its own device)."""
+    present = [value for value in values if value is not None]
+    return tuple(sum(column) for column in zip(*present, strict=True)) if present else None
 
 
 def merge_readings(groups: list[list[ModelReading]]) -> list[ModelReading]:
@@ -349,6 +375,13 @@ class RepositoryCollector:
         kernel_busy = _family(KERNEL_BUSY, "counter")
         fill = _family(BATCH_FILL, "gauge")
         out_of_rotation = _family(OUT_OF_ROTATION, "gauge")
+        guards = [
+            _family(SHADOW_ROWS, "counter"),
+            _family(SHADOW_MISMATCHES, "counter"),
+            _family(SHADOW_SKIPPED, "counter"),
+            _family(FAILOVER_ROWS, "counter"),
+            _family(FAILOVER_ACTIVE, "gauge"),
+        ]
         quantiles = [q for q, _ in config.summary_quantiles]
         for reading in readings:
             labels = {"model": reading.name, "version": reading.version}
@@ -387,6 +420,10 @@ class RepositoryCollector:
             kernel_busy.add_sample(kernel_busy.name, labels, reading.kernel_busy_ns / 1000)
             fill.add_sample(fill.name, labels, rows / runs / reading.capacity if runs else 0.0)
             out_of_rotation.add_sample(out_of_rotation.name, labels, reading.out_of_rotation)
+            for family, value in zip(guards[:3], reading.shadow or (), strict=False):
+                family.add_sample(family.name, labels, value)
+            for family, value in zip(guards[3:], reading.failover or (), strict=False):
+                family.add_sample(family.name, labels, value)
         yield from (success, failure, count, executions)
         if config.counter_latencies:
             yield from durations
@@ -404,6 +441,7 @@ class RepositoryCollector:
         if config.summary_latencies:
             yield from summaries
         yield from (device, kernel_executions, kernel_busy, fill, out_of_rotation)
+        yield from (family for family in guards if family.samples)
 
 
 def _collector(repository: Any, config: MetricsConfig | None) -> RepositoryCollector:

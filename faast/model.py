@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 from google.protobuf import text_format
 
 from faast.host.device import Device
-from faast.host.drivers import open_device
+from faast.host.drivers import HARDWARE, open_device, open_engine
 
 from .batcher import DynamicBatcher
 from .contract.errors import ModelConfigError
@@ -29,6 +30,12 @@ FLOAT_OUTPUT_TYPES = ("FP16", "FP32", "FP64")
 # saturated as the type says; "refuse": the request fails with INVALID_ARGUMENT before it is queued.
 INPUT_RANGE = "input_range"
 INPUT_RANGE_CHOICES = ("accept", "refuse")
+# config.pbtxt's parameters that guard a card with the bit-exact engine: "shadow_validation", the
+# fraction of the card's executions re-run on the engine off the serving path and compared; "failover":
+# "engine" runs the model's executions on the engine while no compute unit of its card is in rotation.
+SHADOW_VALIDATION = "shadow_validation"
+FAILOVER = "failover"
+FAILOVER_CHOICES = ("none", "engine")
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,34 @@ def refuses_out_of_range(config: mc.ModelConfig) -> bool:
             f"not '{value}'"
         )
     return value == "refuse"
+
+
+def shadow_fraction(config: mc.ModelConfig) -> float:
+    """config.pbtxt's "shadow_validation" fraction (0: off); ModelConfigError unless 0 <= it <= 1."""
+    if SHADOW_VALIDATION not in config.parameters:
+        return 0.0
+    value = config.parameters[SHADOW_VALIDATION].string_value
+    try:
+        fraction = float(value)
+    except ValueError:
+        fraction = math.nan
+    if not 0 <= fraction <= 1:
+        raise ModelConfigError(
+            f"parameter '{SHADOW_VALIDATION}' of '{config.name}' must be a fraction of executions from 0 to 1, "
+            f"not '{value}'"
+        )
+    return fraction
+
+
+def fails_over(config: mc.ModelConfig) -> bool:
+    """Whether config.pbtxt's "failover" parameter is "engine"; ModelConfigError for another value
+    than "none" or "engine"."""
+    value = config.parameters[FAILOVER].string_value if FAILOVER in config.parameters else "none"
+    if value not in FAILOVER_CHOICES:
+        raise ModelConfigError(
+            f"parameter '{FAILOVER}' of '{config.name}' must be one of {', '.join(FAILOVER_CHOICES)}, not '{value}'"
+        )
+    return value == "engine"
 
 
 def read_config(model_dir):
@@ -176,10 +211,23 @@ def instances(config: mc.ModelConfig) -> int | None:
 
 def _open(version_dir: Path, config: mc.ModelConfig) -> Device:
     """The device of one version, checked against `config` and warmed up; blocking."""
-    refuses_out_of_range(config)  # a bad value fails the load before the device opens
+    refuses_out_of_range(config)  # bad values fail the load before the device opens
+    fraction, failover = shadow_fraction(config), fails_over(config)
     kind = config.parameters["device"].string_value if "device" in config.parameters else "auto"
     device = open_device(kind, version_dir, instances(config))
     try:
+        if (fraction or failover) and device.kind not in HARDWARE:
+            log.info(
+                "'%s' runs on device '%s', not a card: shadow_validation and failover have nothing to guard",
+                config.name,
+                device.kind,
+            )
+        else:
+            device.attach(
+                failover=open_engine(device.kernel) if failover else None,
+                shadow=open_engine(device.kernel, 1) if fraction else None,
+                fraction=fraction,
+            )
         _check_kernel_fits(config, device.kernel)
         _warm_up(config, device, version_dir.parent)
     except Exception:

@@ -13,6 +13,7 @@ from faast.contract.layout import BufferLayout
 from . import packing
 from .compute_unit import ComputeUnit, DeviceBuffer
 from .planning import Execution, Target
+from .shadow import ShadowValidation
 
 log = logging.getLogger("faast.host")
 BUFFERS_PER_CU = 2  # double buffering
@@ -46,6 +47,7 @@ class BufferPool:
         self._busy_since = 0
         self._count = threading.Lock()
         self.fault: str | None = None  # why this CU is out of rotation; None while it serves
+        self.shadow: ShadowValidation | None = None  # offered each finished execution, when set
 
     def _execute(self, inputs: DeviceBuffer, outputs: DeviceBuffer, rows: int, in_bytes: int, out_bytes: int):
         if self.fault is not None:  # queued before the unit left the rotation: fail over without waiting
@@ -96,11 +98,13 @@ class BufferPool:
             run.set_exception(error)
         return run
 
-    def finish(self, run: Future, buffers: Buffers, timings: Timings, targets: list[Target]) -> None:
-        """Wait for a run, unpack its outputs into their `Target`s and give its buffers back.
-        OutputVanished when a target was a client's shared memory that went under the write."""
+    def finish(self, run: Future, buffers: Buffers, timings: Timings, targets: list[Target], rows: int) -> None:
+        """Wait for a run of `rows` rows, unpack its outputs into their `Target`s and give its buffers
+        back. OutputVanished when a target was a client's shared memory that went under the write."""
         try:
             run.result()
+            if self.shadow is not None:
+                self.shadow.offer(self.cu.name, rows, buffers[0].host, buffers[1].host)
             begin = time.perf_counter_ns()
             for target in targets:
                 try:

@@ -9,7 +9,9 @@ registry that opens them by name is host/drivers.py.
 
 A compute unit whose execution faults (times out, errors, its card is gone) is taken out of
 rotation and that execution is retried once on another unit, so the request still gets exactly one
-answer; the device stays usable while one unit works (`health`).
+answer; the device stays usable while one unit works (`health`). A card's device may also `attach`
+the bit-exact engine: to check a fraction of its executions (host/shadow.py), and to run its
+executions while no unit is in rotation (failover).
 """
 
 import collections
@@ -29,6 +31,7 @@ from faast.contract.memory import ClientMemory, Rows
 from .buffer_pool import BUFFERS_PER_CU, BufferPool, Buffers, Timings
 from .compute_unit import ComputeUnit
 from .planning import Execution, Outputs, execution_rows, executions
+from .shadow import ShadowValidation
 
 log = logging.getLogger("faast.host")
 Destinations = list[ClientMemory | None] | None
@@ -53,6 +56,22 @@ class Device:
         self._rotation = threading.Lock()
         self._calls = 0  # run() calls under way
         self._calls_lock = threading.Lock()
+        self.shadow: ShadowValidation | None = None
+        self.failover: Failover | None = None
+        self._engines: list[Device] = []  # what attach() gave, closed with this device
+
+    def attach(self, failover: "Device | None" = None, shadow: "Device | None" = None, fraction: float = 0.0) -> None:
+        """Run executions on `failover`, the bit-exact engine of this kernel, while no compute unit is
+        in rotation; check `fraction` of them against `shadow`, another such engine that nothing else
+        uses (host/shadow.py). Both are closed with this device."""
+        if failover is not None:
+            self.failover = Failover(failover)
+            self._engines.append(failover)
+        if shadow is not None:
+            self.shadow = ShadowValidation(self.kernel, fraction, shadow.compute_units[0])
+            self._engines.append(shadow)
+            for pool in self._pools:
+                pool.shadow = self.shadow
 
     def run_small(
         self, blocks: list[Rows], timings: Timings | None = None, into: Destinations = None
@@ -108,7 +127,7 @@ class Device:
         faults: list[tuple[ComputeUnitFault, Execution]] = []
         try:
             for execution in executions(blocks, step):
-                pool = self._next_pool()
+                pool = self._next_pool(execution.rows)
                 while True:
                     try:
                         buffers = pool.free.get_nowait()
@@ -141,44 +160,63 @@ class Device:
             rows = rows.astype(np.float32, copy=False)
         return rows.reshape(-1, self.kernel.input_size)
 
-    def _next_pool(self):
-        """The next compute unit in rotation, round robin."""
+    def _next_pool(self, rows: int) -> BufferPool:
+        """The next compute unit in rotation, round robin, for an execution of `rows` rows; with none
+        in rotation, the failover engine's."""
         with self._rotation:
             for _ in range(len(self._pools)):
                 pool = next(self._next)
                 if pool.fault is None:
                     return pool
+        if self.failover is not None:
+            return self.failover.take(self.kernel.name, rows, self._faults())
         raise DeviceError(f"no compute unit of '{self.kernel.name}' is in rotation: {self.health()[1]}")
 
     def _finish(self, item, outputs, timings, faults):
         """Unpack an execution's outputs where they go; a ComputeUnitFault goes to `faults` for a retry."""
         pool, run, execution, buffers = item
         try:
-            pool.finish(run, buffers, timings, outputs.targets(execution))
+            pool.finish(run, buffers, timings, outputs.targets(execution), execution.rows)
         except ComputeUnitFault as fault:
             faults.append((fault, execution))
 
     def _retry(self, fault, execution, outputs, timings):
-        pool = self._next_pool()
-        log.info("retrying %d rows of '%s' on %s after: %s", execution.rows, self.kernel.name, pool.cu.name, fault)
-        buffers = pool.free.get()
-        run = pool.start(execution, buffers, timings)
-        try:
-            pool.finish(run, buffers, timings, outputs.targets(execution))
-        except ComputeUnitFault as second:
-            raise DeviceError(f"{fault}; the retry on {pool.cu.name} failed too: {second}") from None
+        """Run a faulted execution again on a unit in rotation: once, or, with a failover engine, until
+        a unit or the engine completes it (each unit that faults leaves the rotation, so this ends)."""
+        while True:
+            pool = self._next_pool(execution.rows)
+            log.info("retrying %d rows of '%s' on %s after: %s", execution.rows, self.kernel.name, pool.cu.name, fault)
+            buffers = pool.free.get()
+            run = pool.start(execution, buffers, timings)
+            try:
+                pool.finish(run, buffers, timings, outputs.targets(execution), execution.rows)
+                return
+            except ComputeUnitFault as second:
+                if self.failover is None:
+                    raise DeviceError(f"{fault}; the retry on {pool.cu.name} failed too: {second}") from None
+                fault = second
 
     def out_of_rotation(self) -> list[tuple[str, str]]:
         """(compute unit, why) for every unit taken out of rotation."""
         return [(pool.cu.name, pool.fault) for pool in self._pools if pool.fault is not None]
 
+    def _faults(self) -> str:
+        return "; ".join(f"{name}: {why}" for name, why in self.out_of_rotation())
+
     def health(self) -> tuple[bool, str]:
-        """(whether at least one compute unit serves, why): what the model's readiness should follow."""
+        """(whether the device serves, why): what the model's readiness should follow. It serves while
+        at least one compute unit is in rotation, or the failover engine runs in their place, and
+        shadow validation has no verdict against it."""
+        verdict = self.shadow.verdict() if self.shadow is not None else None
+        if verdict is not None:
+            return False, verdict
         out = self.out_of_rotation()
         serving = len(self._pools) - len(out)
-        reasons = "; ".join(f"{name}: {why}" for name, why in out)
+        reasons = self._faults()
         if serving:
             return True, f"{serving} of {len(self._pools)} compute units in rotation" + (f" ({reasons})" if out else "")
+        if self.failover is not None:
+            return True, f"every compute unit is out of rotation ({reasons}); the bit-exact engine serves (failover)"
         return False, f"every compute unit is out of rotation ({reasons})"
 
     def recover(self) -> list[str]:
@@ -191,6 +229,8 @@ class Device:
                     pool.fault = None
                 log.info("compute unit %s of '%s' back in rotation", pool.cu.name, self.kernel.name)
                 recovered.append(pool.cu.name)
+        if recovered and self.failover is not None:
+            self.failover.end(self.kernel.name)
         return recovered
 
     @property
@@ -215,3 +255,40 @@ class Device:
     def close(self):
         for pool in self._pools:
             pool.close()
+        if self.shadow is not None:
+            self.shadow.close()
+        for engine in self._engines:
+            engine.close()
+
+
+class Failover:
+    """The bit-exact engine running a card's executions while none of its compute units is in
+    rotation: the model answers through an outage (bit-exactly, at the engine's speed) instead of
+    failing, and goes back to the card when a unit recovers."""
+
+    def __init__(self, engine: Device):
+        self.engine = engine
+        self.rows = 0  # rows the engine ran in the card's place
+        self.active = False  # whether executions currently go to the engine
+        self._lock = threading.Lock()
+
+    def take(self, kernel: str, rows: int, faults: str) -> BufferPool:
+        """The engine's next compute unit, for an execution of `rows` rows that found no card unit."""
+        with self._lock:
+            self.rows += rows
+            if not self.active:
+                self.active = True
+                log.warning(
+                    "no compute unit of '%s' is in rotation (%s): its executions run on the bit-exact engine "
+                    "(failover) until one comes back",
+                    kernel,
+                    faults,
+                )
+        return self.engine._next_pool(rows)
+
+    def end(self, kernel: str) -> None:
+        """A compute unit is back in rotation: executions go to the card again."""
+        with self._lock:
+            if self.active:
+                self.active = False
+                log.warning("a compute unit of '%s' is back in rotation: failover to the engine ended", kernel)

@@ -47,19 +47,25 @@ def open_device(kind: str, folder, compute_units: int | None = None) -> Device:
             reasons.append(f"{hardware}: {reason}")
     else:
         reasons.append(f"{folder} holds no xclbin")
-    try:
-        device = _make("emulator", kernel, compute_units)
-    except DeviceError as error:
-        log.info(
-            "device auto for '%s': C simulation, because no card is usable (%s) and the emulator cannot "
-            "run this kernel: %s",
-            kernel.name,
-            "; ".join(reasons),
-            error,
-        )
-        return _make("csim", kernel, compute_units)
-    log.info("device auto for '%s': emulator, because no card is usable (%s)", kernel.name, "; ".join(reasons))
+    device = open_engine(kernel, compute_units)
+    log.info(
+        "device auto for '%s': %s, because no card is usable (%s)",
+        kernel.name,
+        "emulator" if device.kind == "emulator" else "C simulation",
+        "; ".join(reasons),
+    )
     return device
+
+
+def open_engine(kernel: KernelDescription, compute_units: int | None = None) -> Device:
+    """The bit-exact engine of `kernel`: the emulator (fast), or the C simulation where the emulator
+    cannot run the kernel. What `auto` serves without a card, and what a card's shadow validation
+    and failover run."""
+    try:
+        return _make("emulator", kernel, compute_units)
+    except DeviceError as error:
+        log.info("kernel '%s' runs on the C simulation: the emulator cannot run this kernel: %s", kernel.name, error)
+        return _make("csim", kernel, compute_units)
 
 
 def _make(kind: str, kernel: KernelDescription, compute_units: int | None) -> Device:

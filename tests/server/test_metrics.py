@@ -212,6 +212,7 @@ class FakeDevice:
     kind = "emulator"
     kernel = SimpleNamespace(layout=SimpleNamespace(rows_per_execution=16))
     compute_units = ["emulator0", "emulator1"]
+    shadow = failover = None  # not a card guarded by the engine
 
     def usage(self):
         return 3, 21, 5000

@@ -9,7 +9,8 @@ a card thread, on the stand-in's *device-side* memory. Host and device memory ar
 driver that forgets a sync gets wrong answers; runs complete asynchronously, as on a card.
 
 Cards are configured with `install(cards)`: dicts {"name": shell, "bdf": ..., "present": bool,
-"hang": set of CU names that never complete}. A fake xclbin is a JSON file:
+"hang": set of CU names that never complete, "corrupt": set of CU names whose runs flip the lowest
+bit of their first output word, as a card that computes wrong does}. A fake xclbin is a JSON file:
 {"platform", "kernel", "cus": [...], "library": csim.so, "weights": dir}.
 """
 
@@ -29,7 +30,10 @@ SURFACE_TABLE = Path(__file__).parents[1] / "host" / "pyxrt_surface.json"
 
 def install(cards):
     CALLS.clear()
-    CARDS[:] = [{"present": True, "hang": set(), "bdf": f"0000:{0x65 + i:02x}:00.1", **c} for i, c in enumerate(cards)]
+    CARDS[:] = [
+        {"present": True, "hang": set(), "corrupt": set(), "bdf": f"0000:{0x65 + i:02x}:00.1", **c}
+        for i, c in enumerate(cards)
+    ]
 
 
 def common_surface():
@@ -255,6 +259,8 @@ def module():
             def execute():
                 with state["queue"]:  # a CU runs its queued commands one at a time, as the card's ERT does
                     state["top"](_state(inputs)["device"].ctypes.data, _state(outputs)["device"].ctypes.data, rows)
+                    if state["cu"] in card["corrupt"]:
+                        _state(outputs)["device"][0] ^= 1
                     CALLS.append(("done", state["name"], id(inputs)))
                 _STATE[execution]["state"] = states.ERT_CMD_STATE_COMPLETED
                 done.set()

@@ -25,8 +25,9 @@ def load(name):
 
 
 def _follow_presence(standin, cards):
-    """Copy each card's "present" from the JSON file into the stand-in as the test rewrites it, so a
-    test can pull a card out of a running server and put it back."""
+    """Copy each card's "present" and "corrupt" from the JSON file into the stand-in as the test
+    rewrites it, so a test can pull a card out of a running server and put it back, or make it
+    compute wrong."""
     while True:
         time.sleep(0.1)
         try:
@@ -35,3 +36,4 @@ def _follow_presence(standin, cards):
             continue
         for card, entry in zip(standin.CARDS, listed, strict=False):
             card["present"] = entry.get("present", True)
+            card["corrupt"] = set(entry.get("corrupt", ()))
