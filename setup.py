@@ -1,6 +1,7 @@
 """Builds faast's generated and compiled parts while installing (generated code is never committed):
 
-- protos/*.proto into the faast.protocol package (grpcio-tools);
+- protos/*.proto into the faast.protocol package (grpcio-tools), registered in the package's own descriptor
+  pool so that it loads beside tritonclient.grpc's copies of the same files;
 - faast.host._native, faast's one compiled extension (pybind11, through setuptools' build_ext): the module
   host/native.cpp, built for the architecture's baseline, and the engine it dispatches to,
   host/fastpath.cpp and host/network_pass.cpp (the emulator's compiled loops and its whole-network pass),
@@ -69,8 +70,26 @@ class BuildWithGenerated(build_py):
         # protoc writes flat imports ("import model_config_pb2"); inside a package they must be relative.
         names = "|".join(Path(p).stem + "_pb2" for p in protos)
         for generated in out.glob("*_pb2*.py"):
-            text = generated.read_text()
-            generated.write_text(re.sub(rf"^import ({names}) as", r"from . import \1 as", text, flags=re.M))
+            text = re.sub(rf"^import ({names}) as", r"from . import \1 as", generated.read_text(), flags=re.M)
+            if not generated.stem.endswith("_grpc"):
+                text = into_private_pool(text, generated.name)
+            generated.write_text(text)
+
+
+def into_private_pool(text: str, name: str) -> str:
+    """Registers a generated module's file in faast.protocol.pool's descriptor pool instead of protobuf's
+    default one, where tritonclient.grpc registers Triton's files of the same names (grpc_service.proto,
+    inference.ModelInferRequest...) and refuses a second copy. Fails the build when protoc's output no
+    longer has the two lines rewritten, rather than ship a module that clashes again."""
+    rewrites = [
+        (r"^from google\.protobuf import descriptor_pool as _descriptor_pool$", "from .pool import POOL as _pool"),
+        (r"\b_descriptor_pool\.Default\(\)", "_pool"),
+    ]
+    for pattern, replacement in rewrites:
+        text, count = re.subn(pattern, replacement, text, flags=re.M)
+        if count != 1:
+            raise RuntimeError(f"{name}: expected one {pattern!r} in protoc's output, found {count}")
+    return text
 
 
 class BuildNative(build_ext):
