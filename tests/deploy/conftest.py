@@ -14,3 +14,11 @@ def perf_analyzer():
     dest = Path(sys.prefix) / "perf_analyzer"
     subprocess.run(["bash", ROOT / "tests" / "tools" / "install_perf_analyzer.sh", dest, sys.executable], check=True)
     return dest
+
+
+@pytest.fixture(scope="session")
+def helm():
+    """A real helm installed by tests/tools/install_helm.sh (next to this interpreter)."""
+    dest = Path(sys.prefix) / "helm"
+    subprocess.run(["bash", ROOT / "tests" / "tools" / "install_helm.sh", dest, sys.executable], check=True)
+    return dest / "bin" / "helm"
