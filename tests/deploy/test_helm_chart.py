@@ -3,8 +3,6 @@ and the card values, every object validated against the Kubernetes schemas (kube
 strict: no field the API would drop), and what the chart promises checked in the rendered objects."""
 
 import subprocess
-import sys
-from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -16,13 +14,6 @@ CHART = ROOT / "deploy" / "helm" / "faast"
 OLDEST_KUBERNETES = "1.25.0"  # Chart.yaml's kubeVersion
 # Custom resources have no schema in Kubernetes' own: the Prometheus operator's CRD defines it.
 CUSTOM_KINDS = {"ServiceMonitor"}
-
-
-@pytest.fixture(scope="session")
-def helm():
-    dest = Path(sys.prefix) / "helm"
-    subprocess.run(["bash", ROOT / "tests" / "tools" / "install_helm.sh", dest, sys.executable], check=True)
-    return dest / "bin" / "helm"
 
 
 def _render(helm, *values_files, check=True):
