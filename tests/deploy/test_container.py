@@ -8,62 +8,18 @@ session's `faast build` of FACILE, `pip wheel` of the project). Containers run o
 with runc and explicit ulimits (tests/support/podman.py says why)."""
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from support import ROOT, free_port
+from support import free_port
 from support.podman import PODMAN, RUN_OPTIONS
 
 # slow: a Debian root filesystem (cached after the first run), a wheel build, an image build
 pytestmark = pytest.mark.slow
-
-IMAGE = "localhost/faast:test"
-
-
-@pytest.fixture(scope="module")
-def image(model_repository, tmp_path_factory):
-    environment = {"PODMAN_OPTIONS": " ".join(PODMAN[1:])}
-    subprocess.run(["bash", ROOT / "deploy" / "container" / "base.sh", "runtime"], check=True, env=_env(environment))
-    toolchain = tmp_path_factory.mktemp("toolchain")  # what the toolchain stage leaves in /artifacts
-    shutil.copytree(model_repository, toolchain / "artifacts" / "models", ignore=shutil.ignore_patterns("hls4ml"))
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", toolchain / "artifacts" / "wheels", ROOT],
-        check=True,
-    )
-    subprocess.run(
-        [
-            *PODMAN,
-            "build",
-            *RUN_OPTIONS[:4],  # the ulimits
-            "--layers=false",
-            "--format",
-            "docker",
-            "--target",
-            "runtime",
-            "--build-context",
-            f"toolchain={toolchain}",
-            "--ignorefile",
-            ROOT / "deploy" / "container" / "ignore",
-            "-f",
-            ROOT / "deploy" / "Containerfile",
-            "-t",
-            IMAGE,
-            ROOT,
-        ],
-        check=True,
-    )
-    return IMAGE
-
-
-def _env(extra):
-    return os.environ | extra
 
 
 class Container:
