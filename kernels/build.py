@@ -23,7 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -86,7 +86,10 @@ def build(
     if model_dir.exists() and not replace:
         raise BuildError(f"model '{name}' already exists in {repository}: choose another --name, or --replace it")
     repository.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".faast-build-{name}-", dir=repository))  # no config.pbtxt: unseen
+    # No config.pbtxt yet: unseen by a server. mkdir (unlike mkdtemp's 0700) gives it the umask's
+    # mode, so a server of another uid (the image's) can read the model.
+    staging = repository / f".faast-build-{name}-{uuid.uuid4().hex}"
+    staging.mkdir()
     try:
         config = _build_version(
             found, staging / VERSION, name, target, max_batch_size, rows_per_execution, inputs, outputs

@@ -3,8 +3,10 @@ versions served side by side, model_warmup, instance_group mapped onto compute u
 "file:" contents, and the checksum repository agent that `faast build` configures."""
 
 import json
+import os
 import re
 import shutil
+import stat
 import time
 import urllib.request
 
@@ -40,6 +42,13 @@ def _set_config(model, text):
 def _metrics(server):
     with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10) as response:
         return response.read().decode()
+
+
+def test_a_built_model_has_the_umask_s_mode_so_a_server_of_another_uid_reads_it(model_repository):
+    mask = os.umask(0o022)  # what the build ran under (the test process's own, as a shell sets it)
+    os.umask(mask)
+    for folder in (model_repository / "facile", model_repository / "facile" / "1"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~mask, folder
 
 
 def test_version_policy_all_serves_both_versions_side_by_side(model_repository, facile_inputs, tmp_path):
