@@ -220,8 +220,10 @@ class DataPlane:
             raise Unavailable("Server not ready")
         model = self.repository.get(request.model_name, request.model_version)
         arrival, started = time.perf_counter_ns(), wall_ns()
+        validated = False  # past Triton's checks, a request is the model's to answer, failed or not
         try:
             request, rows = self._validated(model, request)
+            validated = True
             into = self._destination(model, request, len(rows))
             try:
                 done = await model.scheduler.submit(rows, request.parameters, into)
@@ -233,11 +235,11 @@ class DataPlane:
                 ) from None
             response = self._response(model, request, done.outputs, in_place=into is not None)
         except asyncio.CancelledError:  # the client cancelled, or its deadline passed
-            model.stats.record_failure(time.perf_counter_ns() - arrival, "CANCELED")
+            model.stats.record_failure(time.perf_counter_ns() - arrival, "CANCELED", validated)
             raise
         except Exception as error:
             reason = error.failure_reason if isinstance(error, FaastError) else "BACKEND"
-            model.stats.record_failure(time.perf_counter_ns() - arrival, reason)
+            model.stats.record_failure(time.perf_counter_ns() - arrival, reason, validated)
             if isinstance(error, InferenceError):
                 _bounded(error)
             raise

@@ -2,7 +2,8 @@
 unchanged: the same family names (counters without prometheus_client's `_total` suffix), TYPE
 lines, HELP strings and labels (`model`, `version`; `reason` on failures; `quantile` on summaries),
 the latency summaries of `--metrics-config summary_latencies=true`, and the CPU and memory gauges
-read from /proc. Beside them, faast's own device metrics (faast_device_info,
+read from /proc; and the first-response histogram of `histogram_latencies=true` as Triton 2.52 and
+later (to 2.71) export it, since Triton 2.51 has none. Beside them, faast's own device metrics (faast_device_info,
 faast_kernel_executions, faast_kernel_busy_us, faast_batch_fill_ratio,
 faast_compute_units_out_of_rotation), and for a card guarded by the bit-exact engine its shadow
 validation and failover counts (only for the models that configure them).
@@ -21,13 +22,21 @@ import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields, replace
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 from prometheus_client.core import Metric
 from prometheus_client.registry import CollectorRegistry
 
-from .statistics import SUMMARY_SERIES, LatencySnapshot, StatisticsSnapshot, SummaryWindow, record_latencies
+from .statistics import (
+    SUMMARY_SERIES,
+    LatencySnapshot,
+    StatisticsSnapshot,
+    SummaryWindow,
+    record_first_responses,
+    record_latencies,
+)
 from .workers import Peers
 
 LABELS = ("model", "version")
@@ -81,6 +90,13 @@ SUMMARIES = (
 )
 assert len(DURATION_COUNTERS) == len(SUMMARIES) == len(SUMMARY_SERIES)
 
+# The latency histogram (histogram_latencies, Triton 2.52 and later: core's metrics.cc): whole
+# milliseconds from a request's arrival to its first response, in buckets a model's config.pbtxt may
+# set (model_metrics { metric_control { metric_identifier { family: "<this name>" }
+# histogram_options { buckets: [...] } } }), else these (metric_model_reporter.h).
+FIRST_RESPONSE = ("nv_inference_first_response_histogram_ms", "Duration from request to first response in milliseconds")
+DEFAULT_FIRST_RESPONSE_BUCKETS = (100.0, 500.0, 2000.0, 5000.0)
+
 DEVICE_INFO = ("faast_device_info", "The device serving each model and its compute units (value 1)")
 KERNEL_EXECUTIONS = ("faast_kernel_executions", "Kernel executions on the device's compute units")
 KERNEL_BUSY = ("faast_kernel_busy_us", "Time compute units spent executing the kernel, microseconds")
@@ -95,13 +111,14 @@ FAILOVER_ACTIVE = ("faast_failover_active", "Whether the bit-exact engine curren
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    """What /metrics exports. The first three are tritonserver's `--metrics-config` settings
+    """What /metrics exports. The first four are tritonserver's `--metrics-config` settings
     (parse_metrics_config); `cpu_metrics` is `--allow-cpu-metrics` and `interval_ms` is
     `--metrics-interval-ms` (how often the CPU gauges are refreshed, at most every interval_ms/2,
     as Triton's poller does)."""
 
     counter_latencies: bool = True  # the nv_inference_*_duration_us counters
     summary_latencies: bool = False  # the nv_inference_*_summary_us summaries
+    histogram_latencies: bool = False  # the nv_inference_first_response_histogram_ms histogram
     summary_quantiles: tuple[tuple[float, float], ...] = DEFAULT_QUANTILES  # (quantile, error)
     cpu_metrics: bool = True
     interval_ms: int = 2000
@@ -138,13 +155,15 @@ def _quantiles(value: str) -> tuple[tuple[float, float], ...]:
 _SETTINGS = {
     "counter_latencies": _boolean,
     "summary_latencies": _boolean,
+    "histogram_latencies": _boolean,
     "summary_quantiles": lambda key, value: _quantiles(value),
 }
 
 
 def parse_metrics_config(options: Iterable[str]) -> MetricsConfig:
     """A MetricsConfig from tritonserver's repeatable `--metrics-config <setting>=<value>` values
-    (counter_latencies, summary_latencies, summary_quantiles; a later one overrides an earlier one).
+    (counter_latencies, summary_latencies, summary_quantiles, histogram_latencies; a later one
+    overrides an earlier one).
     Raises ValueError naming what is wrong: an option without '=', an unknown setting, a bad value."""
     values: dict[str, Any] = {}
     for option in options:
@@ -263,6 +282,19 @@ class ModelReading:
     out_of_rotation: int  # compute units taken out of rotation after a fault
     shadow: tuple[int, int, int] | None  # validated rows, mismatched rows, skipped executions (None: off)
     failover: tuple[int, int] | None  # rows run on the engine, whether it serves now (None: off)
+    first_response_buckets: tuple[float, ...]  # the histogram's bucket boundaries (ms)
+
+
+def first_response_buckets(config: Any) -> tuple[float, ...]:
+    """The first-response histogram's bucket boundaries of a model's ModelConfig: its model_metrics'
+    for the family where it names it, else Triton's defaults. Boundaries that do not strictly
+    increase (which prometheus-cpp throws on, failing Triton's model load) keep the defaults."""
+    for control in config.model_metrics.metric_control:
+        if control.metric_identifier.family == FIRST_RESPONSE[0]:
+            buckets = tuple(control.histogram_options.buckets)
+            if all(low < high for low, high in pairwise(buckets)):
+                return buckets
+    return DEFAULT_FIRST_RESPONSE_BUCKETS
 
 
 def _reading(model: Any) -> ModelReading:
@@ -281,6 +313,7 @@ def _reading(model: Any) -> ModelReading:
         out_of_rotation=len(model.device.out_of_rotation()),
         shadow=_shadow(model.device.shadow),
         failover=_failover(model.device.failover),
+        first_response_buckets=first_response_buckets(model.config),
     )
 
 
@@ -297,8 +330,10 @@ def model_readings(repository: Any) -> list[ModelReading]:
     return [_reading(model) for model in repository.served()]
 
 
-# What merge_readings sums; the rest (device_kind, capacity) is the same in every worker.
-_SUMMED_STATS = tuple(f.name for f in fields(StatisticsSnapshot) if f.name not in ("failures", "latencies"))
+# What merge_readings sums; the rest (device_kind, capacity, buckets) is the same in every worker.
+_SUMMED_STATS = tuple(
+    f.name for f in fields(StatisticsSnapshot) if f.name not in ("failures", "first_response_ms", "latencies")
+)
 _SUMMED_READING = ("pending", "compute_units", "kernel_runs", "kernel_rows", "kernel_busy_ns", "out_of_rotation")
 
 
@@ -306,10 +341,6 @@ def _merged(readings: list[ModelReading]) -> ModelReading:
     """One model version's readings from several workers as one: counts, durations and usage summed;
     the latency windows' kept requests pooled, so quantiles are over every worker's requests."""
     stats = [reading.stats for reading in readings]
-    failures: dict[str, int] = {}
-    for snapshot in stats:
-        for reason, count in snapshot.failures.items():
-            failures[reason] = failures.get(reason, 0) + count
     windows = [snapshot.latencies for snapshot in stats if snapshot.latencies is not None]
     latencies = (
         LatencySnapshot(
@@ -321,7 +352,8 @@ def _merged(readings: list[ModelReading]) -> ModelReading:
         else None
     )
     merged = StatisticsSnapshot(
-        failures=failures,
+        failures=_summed_counts(snapshot.failures for snapshot in stats),
+        first_response_ms=_summed_counts(snapshot.first_response_ms for snapshot in stats),
         latencies=latencies,
         **{key: sum(getattr(snapshot, key) for snapshot in stats) for key in _SUMMED_STATS},
     )
@@ -338,6 +370,15 @@ def _summed_guard(values: list[Any]) -> Any:
     """Shadow or failover counts of several workers summed (each worker guards its own device)."""
     present = [value for value in values if value is not None]
     return tuple(sum(column) for column in zip(*present, strict=True)) if present else None
+
+
+def _summed_counts(counts: Iterable[dict[Any, int]]) -> dict[Any, int]:
+    """Counts by key (failures by reason, first responses by millisecond) summed over workers."""
+    summed: dict[Any, int] = {}
+    for by_key in counts:
+        for key, count in by_key.items():
+            summed[key] = summed.get(key, 0) + count
+    return summed
 
 
 def merge_readings(groups: list[list[ModelReading]]) -> list[ModelReading]:
@@ -370,6 +411,7 @@ class RepositoryCollector:
         durations = [_family(d, "counter") for d in DURATION_COUNTERS]
         pending = _family(PENDING, "gauge")
         summaries = [_family(s, "summary") for s in SUMMARIES]
+        first_response = _family(FIRST_RESPONSE, "histogram")
         device = _family(DEVICE_INFO, "gauge")
         kernel_executions = _family(KERNEL_EXECUTIONS, "counter")
         kernel_busy = _family(KERNEL_BUSY, "counter")
@@ -413,6 +455,8 @@ class RepositoryCollector:
                     family.add_sample(family.name + "_sum", labels, latencies.sums[i])
                     for quantile, value in zip(quantiles, values[i], strict=True):
                         family.add_sample(family.name, {**labels, "quantile": _number(quantile)}, value)
+            if config.histogram_latencies:
+                _add_histogram(first_response, labels, stats.first_response_ms, reading.first_response_buckets)
             device_labels = {**labels, "device": reading.device_kind, "compute_units": str(reading.compute_units)}
             device.add_sample(device.name, device_labels, 1.0)
             runs, rows = reading.kernel_runs, reading.kernel_rows
@@ -438,18 +482,42 @@ class RepositoryCollector:
                 gauge = _family(name_help, "gauge")
                 gauge.add_sample(gauge.name, {}, value)
                 yield gauge
+        if config.histogram_latencies:  # prometheus-cpp lists histograms after gauges, before summaries
+            yield first_response
         if config.summary_latencies:
             yield from summaries
         yield from (device, kernel_executions, kernel_busy, fill, out_of_rotation)
         yield from (family for family in guards if family.samples)
 
 
+def _add_histogram(family: Metric, labels: dict[str, str], counts: dict[int, int], buckets: tuple[float, ...]) -> None:
+    """One model's histogram samples as prometheus-cpp writes them: `_count`, `_sum`, then each
+    bucket's cumulative count (observations <= its bound) with `le` the last label, and +Inf's
+    unless the boundaries end with it."""
+    total = sum(counts.values())
+    family.add_sample(family.name + "_count", labels, total)
+    family.add_sample(family.name + "_sum", labels, sum(ms * n for ms, n in counts.items()))
+    for bound in buckets:
+        below = sum(n for ms, n in counts.items() if ms <= bound)
+        family.add_sample(family.name + "_bucket", {**labels, "le": _bound(bound)}, below)
+    if not buckets or buckets[-1] != math.inf:
+        family.add_sample(family.name + "_bucket", {**labels, "le": "+Inf"}, total)
+
+
+def _bound(value: float) -> str:
+    """A bucket boundary as prometheus-cpp writes a double (a C++ stream with 16 significant digits):
+    100 for 100.0, 0.5, 1e+20, +Inf."""
+    return ("+Inf" if value > 0 else "-Inf") if math.isinf(value) else format(value, ".16g")
+
+
 def _collector(repository: Any, config: MetricsConfig | None) -> RepositoryCollector:
     """The collector of `repository` (its models as they are at each scrape). Turns the models'
-    per-request latency observations on exactly when `config` asks for summaries (a process-wide
-    setting, as Triton's metrics configuration is)."""
+    per-request latency observations on exactly when `config` asks for summaries, and their
+    first-response counts when it asks for histograms (process-wide settings, as Triton's metrics
+    configuration is)."""
     config = config if config is not None else MetricsConfig()
     record_latencies(SummaryWindow() if config.summary_latencies else None)
+    record_first_responses(config.histogram_latencies)
     return RepositoryCollector(repository, config)
 
 
@@ -490,8 +558,9 @@ def _number(value: float) -> str:
 
 
 def _label_order(item: tuple[str, str]) -> tuple[bool, str]:
-    """Labels sorted by name, `quantile` last: how prometheus-cpp (Triton) orders them."""
-    return item[0] == "quantile", item[0]
+    """Labels sorted by name, a summary's `quantile` or a histogram's `le` last: how prometheus-cpp
+    (Triton) orders them."""
+    return item[0] in ("quantile", "le"), item[0]
 
 
 def _escape_label(value: str) -> str:

@@ -1,6 +1,7 @@
-"""Per-model inference statistics, as Triton's ModelStatistics reports them, and, when /metrics
-exports latency summaries (Triton's `--metrics-config summary_latencies=true`), each successful
-request's latencies over the last minute."""
+"""Per-model inference statistics, as Triton's ModelStatistics reports them; when /metrics exports
+latency summaries (Triton's `--metrics-config summary_latencies=true`), each successful request's
+latencies over the last minute; when it exports latency histograms (`histogram_latencies=true`,
+Triton 2.52 and later), how many requests the model answered in each whole number of milliseconds."""
 
 import threading
 import time
@@ -35,6 +36,16 @@ def record_latencies(window: SummaryWindow | None) -> None:
     or off (None). faast.metrics.registry_for calls it from the metrics configuration."""
     global _summary_window
     _summary_window = window
+
+
+_first_responses = False  # whether requests' first-response times are counted (off by default)
+
+
+def record_first_responses(on: bool) -> None:
+    """Turn the count of first-response times on or off, for every model's statistics, as
+    record_latencies does for the summaries' observations."""
+    global _first_responses
+    _first_responses = on
 
 
 class _Slice:
@@ -125,6 +136,7 @@ class StatisticsSnapshot:
     compute_infer_ns: int
     compute_output_ns: int
     latencies: LatencySnapshot | None
+    first_response_ms: dict[int, int]  # whole milliseconds -> requests answered in that time
 
 
 @dataclass
@@ -161,6 +173,10 @@ class ModelStatistics:
         self.execution_count = 0
         self.last_inference_ms = 0
         self.latencies: LatencySamples | None = None  # only while latency summaries are on
+        # Requests per whole millisecond from arrival to answer, while latency histograms are on: a
+        # histogram's buckets are then counted at a scrape, with whatever boundaries the model's
+        # config gives. Whole milliseconds (Triton truncates them too) keep this small.
+        self.first_response_ms: defaultdict[int, int] = defaultdict(int)
 
     def record_execution(self, batch_size, input_ns, infer_ns, output_ns):
         with self._lock:
@@ -179,6 +195,8 @@ class ModelStatistics:
             self.compute_output.add(output_ns)
             self.inference_count += rows
             self.last_inference_ms = time.time_ns() // 1_000_000
+            if _first_responses:
+                self.first_response_ms[int(total_ns) // 1_000_000] += 1
             if _summary_window is not None:
                 if self.latencies is None or self.latencies.window is not _summary_window:
                     self.latencies = LatencySamples(_summary_window)
@@ -193,11 +211,15 @@ class ModelStatistics:
                     ),
                 )
 
-    def record_failure(self, total_ns, reason="OTHER"):
+    def record_failure(self, total_ns, reason="OTHER", answered_by_model=False):
+        """`answered_by_model`: the request passed validation, so the model (its scheduler) sent its
+        failure, which Triton times as the request's first response, as a success's."""
         with self._lock:
             self.fail.add(total_ns)
             self.failures[reason] += 1
             self.last_inference_ms = time.time_ns() // 1_000_000
+            if _first_responses and answered_by_model:
+                self.first_response_ms[int(total_ns) // 1_000_000] += 1
 
     def snapshot(self) -> StatisticsSnapshot:
         """What /metrics exports, copied under the lock (the latency rows too: a few tens of KiB)."""
@@ -214,6 +236,7 @@ class ModelStatistics:
                 compute_infer_ns=self.compute_infer.ns,
                 compute_output_ns=self.compute_output.ns,
                 latencies=latencies,
+                first_response_ms=dict(self.first_response_ms),
             )
 
     def to_proto(self, name, version):

@@ -38,18 +38,35 @@ also stops counting success, count and exec_count, which faast does not copy). T
 unknown --metrics-config setting; faast refuses it. Triton counts no failure for a request refused
 by validation (wrong shape, datatype): faast's dataplane counts it as OTHER, which the fast test
 below checks as faast's behaviour.
+
+Triton 2.52 and later (to 2.71, the newest) add one family that 2.51 does not have, so no Triton
+here exports it; its tests below hold faast to the newest Triton's source (core's metrics.cc,
+metric_model_reporter.{h,cc} and infer_response.cc, prometheus-cpp's text_serializer.cc, which
+Triton links):
+
+| nv_inference_first_response_histogram_ms  | histogram | model, version, le   | histogram_latencies=true       |
+
+HELP "Duration from request to first response in milliseconds"; `_count`, `_sum`, then
+`_bucket` per boundary (`le` last, written as a C++ stream writes a double: 100, 0.5) and
+`le="+Inf"`; boundaries 100, 500, 2000, 5000 unless the model's config.pbtxt sets them
+(model_metrics { metric_control { metric_identifier { family: "<the name>" } histogram_options {
+buckets: [...] } } }; no --metrics-config key sets them). Observed: whole milliseconds (truncated)
+from a request's arrival to its first response, for every request that passed validation, failed
+or not. prometheus-cpp lists histograms after every gauge and before the summaries.
 """
 
 import asyncio
 import contextlib
 import math
 import pickle
+import shutil
 import subprocess
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from google.protobuf import text_format
 from prometheus_client.parser import text_string_to_metric_families
 from support import BIN, Server, import_faast_protocol, infer
 from support.triton_metrics import families, sample_value, scrape, start_triton_with_metrics
@@ -150,6 +167,9 @@ FAAST_FAMILIES = {  # faast's own device metrics, beside Triton's
     "faast_compute_units_out_of_rotation": ("gauge", MV),
 }
 BATCHES = (1, 4, 16)  # the successful requests both servers get, rows each
+# Triton 2.52+'s histogram (core's metrics.cc) and its default buckets (metric_model_reporter.h).
+FIRST_RESPONSE = "nv_inference_first_response_histogram_ms"
+FIRST_RESPONSE_HELP = "Duration from request to first response in milliseconds"
 
 
 import_faast_protocol()
@@ -166,9 +186,16 @@ from faast.metrics import (  # noqa: E402
     render,
     render_families,
 )
+from faast.protocol import model_config  # noqa: E402
 from faast.repository import ModelRepository  # noqa: E402
 from faast.shared_memory import SharedMemoryManager  # noqa: E402
-from faast.statistics import LatencySamples, ModelStatistics, SummaryWindow, record_latencies  # noqa: E402
+from faast.statistics import (  # noqa: E402
+    LatencySamples,
+    ModelStatistics,
+    SummaryWindow,
+    record_first_responses,
+    record_latencies,
+)
 from faast.trace_log import TraceSettings, parse_trace_config  # noqa: E402
 
 
@@ -177,6 +204,7 @@ def _latencies_off():
     """registry_for turns per-request observations on process-wide; leave them off for other tests."""
     yield
     record_latencies(None)
+    record_first_responses(False)
 
 
 def _send_requests(http_url):
@@ -221,10 +249,16 @@ class FakeDevice:
         return [("card0/facile_top_2", "kernel did not complete")]
 
 
-def _fake_repository():
-    """What the collector reads of a repository: models with name, version, stats, scheduler, device."""
+def _fake_repository(config=None):
+    """What the collector reads of a repository: models with name, version, stats, scheduler, device
+    and config (a ModelConfig)."""
     model = SimpleNamespace(
-        name="facile", version="1", stats=ModelStatistics(), scheduler=SimpleNamespace(pending=2), device=FakeDevice()
+        name="facile",
+        version="1",
+        stats=ModelStatistics(),
+        scheduler=SimpleNamespace(pending=2),
+        device=FakeDevice(),
+        config=config if config is not None else model_config.ModelConfig(name="facile"),
     )
     return SimpleNamespace(served=lambda: iter([model])), model.stats
 
@@ -246,7 +280,8 @@ def test_parse_metrics_config():
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        ("histogram_latencies=true", "unknown --metrics-config setting 'histogram_latencies'"),
+        ("histogram_quantiles=true", "unknown --metrics-config setting 'histogram_quantiles'"),
+        ("histogram_latencies=1", "histogram_latencies must be true or false"),
         ("summary_latencies", r"format is '<setting>=<value>'"),
         ("model,summary_latencies=true", r"format is '<setting>=<value>'"),
         ("summary_latencies=yes", "summary_latencies must be true or false"),
@@ -546,7 +581,7 @@ def test_metrics_count_what_the_requests_did(served):
     _assert_valid_exposition(text)
     found = families(text)
     _assert_families_as_triton(found, TRITON_2_51)
-    assert not set(found) & set(TRITON_2_51_SUMMARIES)
+    assert not set(found) & {*TRITON_2_51_SUMMARIES, FIRST_RESPONSE}
     assert sample_value(found["nv_inference_request_success"], model="facile", version="1") == len(BATCHES)
     assert sample_value(found["nv_inference_count"], model="facile") == sum(BATCHES)
     assert sample_value(found["nv_inference_exec_count"], model="facile") == len(BATCHES)  # one at a time
@@ -665,3 +700,120 @@ def test_served_with_metrics_config_summary_latencies_matches_triton(model_repos
     assert sample_value(request, quantile="0.5") > 0 and not math.isnan(sample_value(request, quantile="0.999"))
     count = [float(v) for n, _, v in request.samples if n.endswith("_count")]
     assert count == [len(BATCHES)]
+
+
+# ---- the first-response histogram of Triton 2.52 and later ---------------------------------------
+
+
+def _histogram_lines(text):
+    return [line for line in text.splitlines() if FIRST_RESPONSE in line]
+
+
+def test_first_response_histogram_as_the_newest_triton_writes_it():
+    repository, stats = _fake_repository()
+    assert FIRST_RESPONSE not in render(registry_for(repository)).decode()  # off by default, as in Triton
+    stats.record_success(1, 7_000_000, 0, 0, 0, 0)  # not counted while off
+    registry = registry_for(repository, parse_metrics_config(["histogram_latencies=true"]))
+    for ms in (0.4, 99.9, 100, 100.999, 501, 6000):
+        stats.record_success(1, int(ms * 1_000_000), 0, 0, 0, 0)
+    stats.record_failure(300_000_000, "BACKEND", answered_by_model=True)  # the model's failed response
+    stats.record_failure(5_000_000, "OTHER")  # refused by validation: no response of the model's
+    text = render(registry).decode()
+    _assert_valid_exposition(text)
+    labels = 'model="facile",version="1"'
+    # Whole milliseconds 0, 99, 100, 100, 501, 6000 and 300: each bucket counts those <= its bound.
+    assert _histogram_lines(text) == [
+        f"# HELP {FIRST_RESPONSE} {FIRST_RESPONSE_HELP}",
+        f"# TYPE {FIRST_RESPONSE} histogram",
+        f"{FIRST_RESPONSE}_count{{{labels}}} 7",
+        f"{FIRST_RESPONSE}_sum{{{labels}}} 7100",
+        f'{FIRST_RESPONSE}_bucket{{{labels},le="100"}} 4',
+        f'{FIRST_RESPONSE}_bucket{{{labels},le="500"}} 5',
+        f'{FIRST_RESPONSE}_bucket{{{labels},le="2000"}} 6',
+        f'{FIRST_RESPONSE}_bucket{{{labels},le="5000"}} 6',
+        f'{FIRST_RESPONSE}_bucket{{{labels},le="+Inf"}} 7',
+    ]
+    (parsed,) = [f for f in text_string_to_metric_families(text) if f.name == FIRST_RESPONSE]
+    assert parsed.type == "histogram"
+    # prometheus-cpp's order: counters, gauges (the CPU's last), histograms, then summaries.
+    names = list(families(text))
+    assert names.index("nv_cpu_memory_used_bytes") < names.index(FIRST_RESPONSE) < names.index("faast_device_info")
+    both = registry_for(repository, parse_metrics_config(["histogram_latencies=true", "summary_latencies=true"]))
+    names = list(families(render(both).decode()))
+    assert names.index(FIRST_RESPONSE) < names.index("nv_inference_request_summary_us")
+
+
+def test_first_response_buckets_from_the_models_config():
+    """model_metrics in config.pbtxt sets a model's buckets; boundaries that do not strictly increase
+    (Triton fails such a model's load) keep the defaults."""
+    config = text_format.Parse(
+        f"""name: "facile"
+        model_metrics {{ metric_control: [
+          {{ metric_identifier: {{ family: "nv_other_histogram" }} histogram_options: {{ buckets: [ 3 ] }} }},
+          {{ metric_identifier: {{ family: "{FIRST_RESPONSE}" }} histogram_options: {{ buckets: [ 0.5, 2, 1e20 ] }} }}
+        ] }}""",
+        model_config.ModelConfig(),
+    )
+    repository, stats = _fake_repository(config)
+    registry = registry_for(repository, parse_metrics_config(["histogram_latencies=true"]))
+    for ns in (0, 1_500_000, 3_000_000):
+        stats.record_success(1, ns, 0, 0, 0, 0)
+    buckets = [line.rsplit(" ", 1) for line in _histogram_lines(render(registry).decode()) if "_bucket" in line]
+    assert [(line.split('le="')[1].split('"')[0], int(count)) for line, count in buckets] == [
+        ("0.5", 1),
+        ("2", 2),
+        ("1e+20", 3),
+        ("+Inf", 3),
+    ]
+    # Two workers' readings merge into one histogram: counts per millisecond summed.
+    (merged,) = merge_readings([model_readings(repository), model_readings(repository)])
+    assert merged.stats.first_response_ms == {0: 2, 1: 2, 3: 2}
+    unsorted = model_config.ModelConfig(name="facile")
+    control = unsorted.model_metrics.metric_control.add()
+    control.metric_identifier.family = FIRST_RESPONSE
+    control.histogram_options.buckets.extend([5, 5])
+    repository, _ = _fake_repository(unsorted)
+    text = render(registry_for(repository, parse_metrics_config(["histogram_latencies=true"]))).decode()
+    assert [line.split('le="')[1].split('"')[0] for line in _histogram_lines(text) if "_bucket" in line] == [
+        "100",
+        "500",
+        "2000",
+        "5000",
+        "+Inf",
+    ]
+
+
+def test_served_with_histogram_latencies(model_repository, tmp_path):
+    """`faast serve --metrics-config histogram_latencies=true` with buckets from config.pbtxt: the
+    requests that passed validation are counted (the wrong-shape one is not), each bucket at most
+    the request count, and the histogram's sum within the requests' total duration."""
+    repository = tmp_path / "repository"
+    shutil.copytree(model_repository, repository, symlinks=True)
+    config = repository / "facile" / "config.pbtxt"
+    config.write_text(
+        config.read_text()
+        + f'model_metrics {{ metric_control: [ {{ metric_identifier: {{ family: "{FIRST_RESPONSE}" }}'
+        + " histogram_options: { buckets: [ 1, 10000 ] } } ] }\n"
+    )
+    server = Server(repository, tmp_path / "serve.log", "--metrics-config", "histogram_latencies=true")
+    try:
+        _send_requests(server.http_url)
+        text = scrape(f"127.0.0.1:{server.metrics_port}")
+    finally:
+        server.stop()
+    _assert_valid_exposition(text)
+    found = families(text)
+    histogram = found[FIRST_RESPONSE]
+    assert (histogram.type, histogram.help) == ("histogram", FIRST_RESPONSE_HELP)
+    samples = {(name, labels.get("le")): float(value) for name, labels, value in histogram.samples}
+    assert set(samples) == {
+        (f"{FIRST_RESPONSE}_count", None),
+        (f"{FIRST_RESPONSE}_sum", None),
+        (f"{FIRST_RESPONSE}_bucket", "1"),
+        (f"{FIRST_RESPONSE}_bucket", "10000"),
+        (f"{FIRST_RESPONSE}_bucket", "+Inf"),
+    }
+    assert samples[(f"{FIRST_RESPONSE}_count", None)] == len(BATCHES) == samples[(f"{FIRST_RESPONSE}_bucket", "+Inf")]
+    assert samples[(f"{FIRST_RESPONSE}_bucket", "10000")] == len(BATCHES)
+    assert 0 <= samples[(f"{FIRST_RESPONSE}_bucket", "1")] <= len(BATCHES)
+    assert samples[(f"{FIRST_RESPONSE}_sum", None)] <= sample_value(found["nv_inference_request_duration_us"]) / 1000

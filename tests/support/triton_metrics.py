@@ -52,7 +52,8 @@ _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 def families(text):
     """{family name: Family} of an exposition: HELP and TYPE lines name a family; a sample belongs
-    to the family of its name or, for `_count`/`_sum` of a summary, of its stem."""
+    to the family of its name or, for `_count`/`_sum` of a summary or histogram and `_bucket` of a
+    histogram, of its stem."""
     found = {}
     for line in text.splitlines():
         if line.startswith("# HELP ") or line.startswith("# TYPE "):
@@ -66,7 +67,7 @@ def families(text):
             match = _SAMPLE.match(line)
             assert match, f"not a sample line: {line!r}"
             name, labels, value = match.groups()
-            stem = re.sub(r"_(count|sum)$", "", name)
+            stem = re.sub(r"_(count|sum|bucket)$", "", name)
             owner = name if name in found else stem
             assert owner in found, f"sample {name} comes before its family's TYPE line"
             found[owner].samples.append((name, dict(_LABEL.findall(labels or "")), value))
