@@ -29,14 +29,24 @@ def parameters(message_map: Mapping[str, Any]) -> dict[str, Any]:
 # Request parameters Triton reads as a signed 64-bit integer (a uint64_param is refused), with the
 # InferParameter fields it accepts for them.
 SIGNED_PARAMETERS = {"timeout": "int64_param", "sequence_id": "int64_param or string_param"}
+# The parameters Triton reads itself; it passes any other on to the model if it is an int64, bool,
+# string or double (the "triton_" keys are refused or read apart, by the dataplane).
+READ_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end", "priority", "timeout")
 
 
 def _parameter_error(message_map) -> InvalidArgument | None:
     """What the wire types of a request's parameters get wrong that their Python values no longer
-    show (both int64_param and uint64_param become an int)."""
+    show (both int64_param and uint64_param become an int, and an unset choice None)."""
     for key, expected in SIGNED_PARAMETERS.items():
         if key in message_map and message_map[key].WhichOneof("parameter_choice") == "uint64_param":
             return InvalidArgument(f"invalid value type for '{key}' parameter, expected {expected}.")
+    for key, value in message_map.items():
+        if key in READ_PARAMETERS or key.startswith("triton_"):
+            continue
+        if value.WhichOneof("parameter_choice") in ("uint64_param", None):
+            return InvalidArgument(
+                f"invalid value type for '{key}' parameter, expected int64_param, bool_param, or string_param."
+            )
     return None
 
 

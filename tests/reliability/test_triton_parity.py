@@ -72,6 +72,9 @@ DIFFERENCES = {
         "size mismatch; faast says the body is not valid gzip (same status)"
     ),
     "http_priority_negative": MALFORMED_JSON,
+    "http_sequence_id_bool": MALFORMED_JSON,
+    "http_timeout_text": MALFORMED_JSON,
+    "http_binary_data_output_text": MALFORMED_JSON,
     "http_sequence_start_int": MALFORMED_JSON,
     "inputs_100000": (
         "Triton's error lists all 100000 input names (889 KB), more than a gRPC client takes: it sees "
@@ -1146,6 +1149,110 @@ def http_shm_output_unknown_region(target):
 def shm_output_last_bytes(target):
     """ModelInfer, output in region "probe" at shared_memory_offset 4092, shared_memory_byte_size 4."""
     return _shm_output(target, offset=4092, byte_size=4)
+
+
+# n. Reserved request parameters. tritonserver 2.71 (the newest) reads them exactly as 2.51 does
+# (server's src/grpc/infer_handler.cc SetInferenceRequestMetadata and src/http_server.cc
+# ParseJsonTritonParams are unchanged from r24.10 to v2.71.0, wording included), so the real 2.51
+# is the oracle for both; 2.69 only adds "headers" to the reserved names, which matters for
+# --*-header-forward-pattern alone (see triton_observed.md).
+
+
+@case
+def triton_unknown_key(target):
+    """ModelInfer parameter triton_other=bool true (a "triton_" key Triton does not allow)."""
+    return _model_infer(target, triton_other={"bool_param": True})
+
+
+@case
+def sequence_id_double(target):
+    """ModelInfer parameter sequence_id=double 1.5."""
+    return _model_infer(target, sequence_id={"double_param": 1.5})
+
+
+@case
+def sequence_id_uint64(target):
+    """ModelInfer parameter sequence_id=uint64 7."""
+    return _model_infer(target, sequence_id={"uint64_param": 7})
+
+
+@case
+def sequence_end_text(target):
+    """ModelInfer parameter sequence_end=string "true"."""
+    return _model_infer(target, sequence_end={"string_param": "true"})
+
+
+@case
+def priority_double(target):
+    """ModelInfer parameter priority=double 1.0."""
+    return _model_infer(target, priority={"double_param": 1.0})
+
+
+@case
+def priority_uint64(target):
+    """ModelInfer parameter priority=uint64 1."""
+    return _model_infer(target, priority={"uint64_param": 1})
+
+
+@case
+def parameter_uint64(target):
+    """ModelInfer parameter custom=uint64 1 (a parameter Triton passes on, of a type it does not)."""
+    return _model_infer(target, custom={"uint64_param": 1})
+
+
+@case
+def parameter_unset(target):
+    """ModelInfer parameter custom with no value set (an empty InferParameter)."""
+    return _model_infer(target, custom={})
+
+
+@case
+def headers_and_binary_data_output(target):
+    """ModelInfer parameters headers=string "x" and binary_data_output=bool true (reserved names
+    that gRPC passes on as any other)."""
+    return _model_infer(target, headers={"string_param": "x"}, binary_data_output={"bool_param": True})
+
+
+@case
+def http_triton_unknown_key(target):
+    """HTTP infer parameters {"triton_other": true}."""
+    return _http_infer(target, ONE_ROW | {"parameters": {"triton_other": True}})
+
+
+@case
+def http_sequence_id_bool(target):
+    """HTTP infer parameters {"sequence_id": true}."""
+    return _http_infer(target, ONE_ROW | {"parameters": {"sequence_id": True}})
+
+
+@case
+def http_sequence_id_text(target):
+    """HTTP infer parameters {"sequence_id": "seq-1"}."""
+    return _http_infer(target, ONE_ROW | {"parameters": {"sequence_id": "seq-1"}})
+
+
+@case
+def http_timeout_text(target):
+    """HTTP infer parameters {"timeout": "abc"}."""
+    return _http_infer(target, ONE_ROW | {"parameters": {"timeout": "abc"}})
+
+
+@case
+def http_binary_data_output_text(target):
+    """HTTP infer parameters {"binary_data_output": "yes"}."""
+    return _http_infer(target, ONE_ROW | {"parameters": {"binary_data_output": "yes"}})
+
+
+@case
+def http_headers_object(target):
+    """HTTP infer parameters {"headers": {"a": "b"}}."""
+    return _http_infer(target, ONE_ROW | {"parameters": {"headers": {"a": "b"}}})
+
+
+@case
+def http_headers_text(target):
+    """HTTP infer parameters {"headers": "x"}."""
+    return _http_infer(target, ONE_ROW | {"parameters": {"headers": "x"}})
 
 
 @pytest.fixture(scope="module", autouse=True)
