@@ -2,8 +2,8 @@
 unchanged: the same family names (counters without prometheus_client's `_total` suffix), TYPE
 lines, HELP strings and labels (`model`, `version`; `reason` on failures; `quantile` on summaries),
 the latency summaries of `--metrics-config summary_latencies=true`, and the CPU and memory gauges
-read from /proc; and the first-response histogram of `histogram_latencies=true` as Triton 2.52 and
-later (to 2.71) export it, since Triton 2.51 has none. Beside them, faast's own device metrics (faast_device_info,
+read from /proc; and the first-response histogram of `histogram_latencies=true` as Triton 2.52 to
+2.71 export it (2.51 has none). Beside them, faast's own device metrics (faast_device_info,
 faast_kernel_executions, faast_kernel_busy_us, faast_batch_fill_ratio,
 faast_compute_units_out_of_rotation), and for a card guarded by the bit-exact engine its shadow
 validation and failover counts (only for the models that configure them).

@@ -2,7 +2,10 @@
 and to a real faast, both in explicit model-control mode with facile loaded, and the two answers must
 match — gRPC status code and details, HTTP status, content type and error body — unless the case is
 in DIFFERENCES, with the reason faast deliberately answers otherwise (there the answers must differ,
-so the table cannot go stale). triton_observed.md records what Triton answered."""
+so the table cannot go stale). triton_observed.md records what Triton answered. Where the newest
+Triton (2.71) answers as 2.51 does, read from its sources (the reserved request parameters of
+section n), the real 2.51 is the oracle for both; what 2.71 changes is listed at the end of
+triton_observed.md."""
 
 import gzip
 import http.client
