@@ -1,18 +1,20 @@
 """tritonserver's command line for `faast serve`, and tritonserver's log line formats.
 
-FLAGS is tritonserver 2.51's whole option list (`tritonserver --help`), in its order, each with what
-faast does with it:
+FLAGS is tritonserver's whole option list (`tritonserver --help`) in its order: every flag of 2.51
+and the ones later releases added, up to 2.71 (each such flag's `since` names the release that
+added it; a tritonserver older than that refuses it as unrecognized). Each says what faast does with it:
 
   implemented  it means here what it means to tritonserver (differences in its note)
   accepted     taken without a warning: what it asks for already holds here (how: its note)
   ignored      it cannot mean anything here (GPUs, other backends, caches, ...): taken, and every
                one given is named in one warning line once logging is set up
 
-plus faast's own `--host`. Parsing is tritonserver's (getopt_long): `--flag=value` or `--flag value`,
-a unique prefix of a name stands for it, booleans are true/false, on/off or 1/0 in any case, integers
-read like std::stoi (leading digits; out of int32 is an error). An unknown flag, a missing or bad
-value, or a stray argument prints tritonserver's message and a usage on stderr and exits with status
-1, as tritonserver does.
+plus faast's own `--host` and `--workers`. Parsing is tritonserver's (getopt_long): `--flag=value` or
+`--flag value`, a unique prefix of a name stands for it, booleans are true/false, on/off or 1/0 in any
+case, integers read like std::stoi (leading digits; out of int32 is an error; std::stoll and int64 for
+--http-max-input-size), and the flags tritonserver bounds are bounded with its message. An unknown
+flag, a missing or bad value, or a stray argument prints tritonserver's message and a usage on stderr
+and exits with status 1, as tritonserver does.
 
 Log lines (`TritonLogFormatter`) are tritonserver's, so launchers that wait for its milestone lines
 find them: `I1202 16:06:26.840167 17825 grpc_server.py:120] "Started GRPCInferenceService at
@@ -31,13 +33,15 @@ from typing import Any, NoReturn
 
 IMPLEMENTED, ACCEPTED, IGNORED = "implemented", "accepted", "ignored"
 INT32 = (-(2**31), 2**31 - 1)
+INT64 = (-(2**63), 2**63 - 1)
+HTTP_DEFAULT_MAX_INPUT_SIZE = 1 << 26  # tritonserver's default --http-max-input-size (64 MB)
 FLOAT_MAX = 3.4028234663852886e38  # std::stof's range
 
 
 @dataclass(frozen=True)
 class Flag:
     name: str  # without the leading --
-    kind: str | None  # "boolean", "integer", "float", "string"; None: the flag takes no value
+    kind: str | None  # "boolean", "integer", "int64", "float", "string"; None: the flag takes no value
     effect: str  # IMPLEMENTED, ACCEPTED or IGNORED
     note: str  # what faast does with it
     dest: str | None = None  # the ServeOptions field it sets (default: its name with _ for -)
@@ -45,6 +49,9 @@ class Flag:
     choices: tuple[str, ...] = ()
     template: str = "{}"  # how the value is stored (the deprecated --trace-* flags become --trace-config settings)
     grpc_option: str = ""  # the gRPC server option (channel argument) it sets
+    bounds: tuple[int, int] | None = None  # the values tritonserver accepts, else `out_of_bounds` (with the text)
+    out_of_bounds: str = ""
+    since: str = ""  # the tritonserver release that added it (blank: 2.51 has it)
 
 
 _NO_GPU = "faast runs FPGA kernels (or their emulation); there is no GPU to manage"
@@ -123,6 +130,16 @@ FLAGS: tuple[Flag, ...] = (
     Flag("http-header-forward-pattern", "string", IGNORED, "faast forwards no headers as request parameters"),
     Flag("http-thread-count", "integer", IGNORED, "faast serves HTTP from its event loop, without a thread pool"),
     Flag(
+        "http-max-input-size",
+        "int64",
+        IMPLEMENTED,
+        "the most bytes an HTTP request's JSON (and a JSON input's data) may hold, and a gzip/deflate "
+        "body may decode to (default 67108864, 64 MB); larger ones are refused with tritonserver's 400",
+        bounds=(1, INT64[1]),
+        out_of_bounds="Error: --http-max-input-size must be greater than 0.",
+        since="2.59",
+    ),
+    Flag(
         "http-restricted-api",
         "string",
         IMPLEMENTED,
@@ -141,7 +158,27 @@ FLAGS: tuple[Flag, ...] = (
         grpc_option="grpc.so_reuseport",
     ),
     Flag("grpc-header-forward-pattern", "string", IGNORED, "faast forwards no headers as request parameters"),
+    Flag(
+        "grpc-infer-thread-count",
+        "integer",
+        IGNORED,
+        "tritonserver's threads that run gRPC inference handlers (2 to 128); faast handles gRPC calls on its "
+        "event loop (grpc.aio), which no server option spreads over threads: more cores serve with --workers",
+        bounds=(2, 128),
+        out_of_bounds="invalid argument for --grpc_infer_thread_count. Must be in the range 2 to 128.",
+        since="2.57",
+    ),
     Flag("grpc-infer-allocation-pool-size", "integer", IGNORED, "faast keeps no pool of request objects"),
+    Flag(
+        "grpc-max-response-pool-size",
+        "integer",
+        IGNORED,
+        "how many responses of one request may wait to be written: only a decoupled model's request has "
+        "more than one, and faast's models are not decoupled (every request has exactly one response)",
+        bounds=(1, INT32[1]),
+        out_of_bounds="Error: --grpc-max-response-pool-size must be greater than 0.",
+        since="2.56",
+    ),
     Flag("grpc-use-ssl", "boolean", IMPLEMENTED, "gRPC over TLS with --grpc-server-cert and --grpc-server-key"),
     Flag(
         "grpc-use-ssl-mutual",
@@ -268,6 +305,15 @@ FLAGS: tuple[Flag, ...] = (
     Flag("buffer-manager-thread-count", "integer", IGNORED, "faast copies tensors in its worker threads"),
     Flag("host-policy", "string", IGNORED, "faast sets no NUMA or CPU-core policies"),
     Flag("model-load-gpu-limit", "string", IGNORED, _NO_GPU),
+    # Shared Memory
+    Flag(
+        "allow-client-shm",
+        "boolean",
+        IMPLEMENTED,
+        "clients may register and unregister shared memory regions (default true, as tritonserver before "
+        "2.68 always allows; 2.68+ defaults to false); false refuses those calls as tritonserver 2.68+ does",
+        since="2.68",
+    ),
     # DEPRECATED
     Flag("strict-model-config", "boolean", IMPLEMENTED, "true: as --disable-auto-complete-config"),
     Flag("response-cache-byte-size", "integer", IGNORED, "faast has no response cache"),
@@ -324,6 +370,8 @@ FLAGS: tuple[Flag, ...] = (
         IMPLEMENTED,
         "faast's: server processes sharing the ports, each with its share of the cores (default 1); "
         "see ARCHITECTURE.md",
+        bounds=(1, INT32[1]),
+        out_of_bounds="--workers must be at least 1. Got {}",
     ),
 )
 HELP = Flag("help", None, IMPLEMENTED, "print this usage")
@@ -367,6 +415,8 @@ class ServeOptions:
     grpc_root_cert: str = ""
     grpc_infer_response_compression_level: str = "none"
     grpc_restricted_protocol: list[str] = field(default_factory=list)
+    http_max_input_size: int = HTTP_DEFAULT_MAX_INPUT_SIZE
+    allow_client_shm: bool = True  # tritonserver 2.68's default is false: see the README's "The server"
     grpc_options: dict[str, int] = field(default_factory=dict)  # set by flags with a grpc_option
     allow_metrics: bool = True
     allow_cpu_metrics: bool = True
@@ -426,15 +476,20 @@ def _boolean(text: str) -> bool:
     raise BadOption(f"invalid value for bool option: {text}")
 
 
-def _integer(text: str) -> int:
+def _integer(text: str, bounds: tuple[int, int] = INT32) -> int:
     """std::stoi: leading spaces, a sign and digits; anything after them is ignored."""
     match = re.match(r"\s*[+-]?[0-9]+", text)
     if not match:
         raise BadOption(f"Invalid option value. Got {text}")
     value = int(match.group())
-    if not INT32[0] <= value <= INT32[1]:
+    if not bounds[0] <= value <= bounds[1]:
         raise BadOption(f"Provided option value is out of bound. Got {text}")
     return value
+
+
+def _int64(text: str) -> int:
+    """std::stoll: as std::stoi, in int64's range."""
+    return _integer(text, INT64)
 
 
 def _float(text: str) -> float:
@@ -448,7 +503,13 @@ def _float(text: str) -> float:
     return value
 
 
-CONVERTERS: dict[str, Callable[[str], Any]] = {"boolean": _boolean, "integer": _integer, "float": _float, "string": str}
+CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "boolean": _boolean,
+    "integer": _integer,
+    "int64": _int64,
+    "float": _float,
+    "string": str,
+}
 
 
 def _apply(options: ServeOptions, flag: Flag, text: str | None) -> None:
@@ -461,8 +522,8 @@ def _apply(options: ServeOptions, flag: Flag, text: str | None) -> None:
         value = CONVERTERS[flag.kind](text)
         if flag.choices and value not in flag.choices:
             raise BadOption(f"invalid argument for --{flag.name}")
-        if flag.name == "workers" and value < 1:
-            raise BadOption(f"--workers must be at least 1. Got {text}")
+        if flag.bounds and not flag.bounds[0] <= value <= flag.bounds[1]:
+            raise BadOption(flag.out_of_bounds.format(text))
     if flag.name == "trace-config" or flag.template != "{}":
         value = flag.template.format(value)
         _check_trace(value)
@@ -500,8 +561,10 @@ def usage(prog: str = "faast serve") -> str:
     """The usage text: every flag, what it takes, and what faast does with it."""
     lines = [f"Usage: {prog} [options]", "  --help", "\tPrint usage"]
     for flag in FLAGS:
-        lines.append(f"  --{flag.name}" + (f" <{flag.kind}>" if flag.kind else ""))
-        lines.append(f"\t{flag.note}" + ("" if flag.effect == IMPLEMENTED else f" ({flag.effect})"))
+        kind = "integer" if flag.kind == "int64" else flag.kind  # tritonserver's usage says <integer> for both
+        lines.append(f"  --{flag.name}" + (f" <{kind}>" if kind else ""))
+        since = f" [tritonserver {flag.since}+]" if flag.since else ""
+        lines.append(f"\t{flag.note}" + ("" if flag.effect == IMPLEMENTED else f" ({flag.effect})") + since)
     return "\n".join(lines) + "\n"
 
 

@@ -1,5 +1,6 @@
 """`faast serve` takes tritonserver's command line (tritonserver 2.51, as observed by running its
-binary): SONIC's local fallback line with two model repositories, both spellings of a value, its
+binary, and the flags releases up to 2.71 added, as its src/command_line_parser.cc declares and bounds
+them): SONIC's local fallback line with two model repositories, both spellings of a value, its
 booleans, its way of failing on an unknown flag or a bad value, its log formats and milestone lines,
 and one warning for the flags that mean nothing here. Real `faast serve` processes throughout, plus
 the parser in-process where a server would add nothing."""
@@ -39,6 +40,14 @@ cuda-memory-pool-byte-size cuda-virtual-address-size min-supported-compute-capab
 buffer-manager-thread-count host-policy model-load-gpu-limit strict-model-config response-cache-byte-size
 trace-file trace-level trace-rate trace-count trace-log-frequency
 """.split()
+# The flags later releases added, each with the first release whose command_line_parser.cc has it, and
+# the one before which tritonserver 2.71 lists it in --help.
+NEWER_FLAGS = {
+    "http-max-input-size": ("2.59", "http-restricted-api"),
+    "grpc-infer-thread-count": ("2.57", "grpc-infer-allocation-pool-size"),
+    "grpc-max-response-pool-size": ("2.56", "grpc-use-ssl"),
+    "allow-client-shm": ("2.68", "strict-model-config"),
+}
 # tritonserver's line formats: "default" and "ISO8601" (severity, time in UTC, process id, file:line, quoted message).
 AFTER_SEVERITY = r"\d{4} \d\d:\d\d:\d\d\.\d{6} \d+ [\w.]+:\d+\] "
 DEFAULT_LINE = "[IWE]" + AFTER_SEVERITY
@@ -218,6 +227,10 @@ def test_parsing_is_tritonserver_getopt():
     assert parse(["--disable-auto-complete-config"]).auto_complete is False
     assert parse([]).auto_complete is True
     assert parse(["--host=10.0.0.1", "--http-address=10.0.0.2"]).addresses() == ("10.0.0.1", "10.0.0.2", "10.0.0.2")
+    assert parse(["--http-max-input-size=8589934592xyz"]).http_max_input_size == 2**33  # std::stoll
+    newer = parse(["--grpc-infer-thread-count=2", "--grpc-max-response-pool-size", "1", "--allow-client-shm=0"])
+    assert newer.ignored == ["grpc-infer-thread-count", "grpc-max-response-pool-size"]
+    assert newer.allow_client_shm is False and newer.grpc_server_options() == []
 
 
 @pytest.mark.parametrize(
@@ -237,6 +250,19 @@ def test_parsing_is_tritonserver_getopt():
         (["--model-control-mode=bogus"], None, "invalid argument for --model-control-mode"),
         (["stray"], None, "Unexpected argument: stray"),
         (["-x"], "faast serve: invalid option -- 'x'", None),
+        (["--http-max-input-size=0"], None, "Error: --http-max-input-size must be greater than 0."),
+        (
+            ["--http-max-input-size=9223372036854775808"],
+            None,
+            "Provided option value is out of bound. Got 9223372036854775808",
+        ),
+        (
+            ["--grpc-infer-thread-count=129"],
+            None,
+            "invalid argument for --grpc_infer_thread_count. Must be in the range 2 to 128.",
+        ),
+        (["--grpc-max-response-pool-size=0"], None, "Error: --grpc-max-response-pool-size must be greater than 0."),
+        (["--allow-client-shm=maybe"], None, "invalid value for bool option: maybe"),
     ],
 )
 def test_command_line_errors_as_tritonserver_reports_them(arguments, first_line, last_line):
@@ -270,9 +296,16 @@ def test_help_lists_every_flag():
 
 
 def test_the_table_is_tritonservers_whole_command_line():
-    """tritonserver's flags in its order, then faast's own."""
-    assert [flag.name for flag in FLAGS if flag.name not in ("host", "workers")] == TRITONSERVER_FLAGS[1:]
+    """tritonserver 2.71's flags in its order (2.51's, and the newer ones where 2.71 lists them), then
+    faast's own; each newer flag names the release that added it."""
+    newest = list(TRITONSERVER_FLAGS[1:])
+    for name, (_, before) in NEWER_FLAGS.items():
+        newest.insert(newest.index(before), name)
+    assert [flag.name for flag in FLAGS if flag.name not in ("host", "workers")] == newest
     assert [flag.name for flag in FLAGS][-2:] == ["host", "workers"]
+    assert {flag.name: flag.since for flag in FLAGS if flag.since} == {
+        name: since for name, (since, _) in NEWER_FLAGS.items()
+    }
 
 
 def test_meaningless_flags_make_one_warning_line(model_repository, tmp_path):
@@ -410,6 +443,25 @@ def test_grpc_options(model_repository, tmp_path):
         assert infer(server.client, ROWS, "facile").shape == (3, 1)
     finally:
         server.stop()
+
+
+def test_the_newest_tritonserver_command_line_serves(model_repository, tmp_path):
+    """The issue's line for tritonserver 26.04+: every new flag is taken; the two that cannot mean
+    anything here are named in the warning line."""
+    log = tmp_path / "serve.log"
+    server = Server(
+        model_repository, log, "--allow-client-shm=true", "--grpc-infer-thread-count", "4",
+        "--grpc-max-response-pool-size=16", "--http-max-input-size=1000000",
+    )  # fmt: skip
+    try:
+        assert infer(server.client, ROWS, "facile").shape == (3, 1)
+        http_client = httpclient.InferenceServerClient(server.http_url)
+        assert infer(http_client, ROWS, "facile").shape == (3, 1)
+        http_client.close()
+    finally:
+        server.stop()
+    warnings = [line for line in log.read_text().splitlines() if line.startswith("W")]
+    assert len(warnings) == 1 and warnings[0].endswith(': --grpc-infer-thread-count, --grpc-max-response-pool-size"')
 
 
 def test_restricted_protocol_and_api(model_repository, tmp_path):
