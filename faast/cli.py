@@ -57,7 +57,7 @@ async def _serve(options, log_settings, wired):
     )
     handlers = Handlers(
         RepositoryHandlers(repository, peers),
-        SharedMemoryHandlers(shared_memory, peers),
+        SharedMemoryHandlers(shared_memory, peers, allow_client=options.allow_client_shm),
         TraceHandlers(trace, repository, peers),
         LogHandlers(log_settings, peers),
     )

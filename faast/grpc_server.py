@@ -14,7 +14,7 @@ import grpc
 
 from . import grpc_converters as converters
 from . import memory, security
-from .contract.errors import InferenceError, Internal, Unimplemented, fault_message
+from .contract.errors import InferenceError, Internal, fault_message
 from .dataplane import DataPlane
 from .grpc_wire import EncodedMessage, Undecodable, decode_infer_request, encode_stream_infer_response, tolerant
 from .handlers import Handlers
@@ -28,7 +28,6 @@ MESSAGE_LIMIT_OPTIONS = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max
 UNPARSABLE = "Unable to parse request"  # Triton says no more, whatever the bytes were
 # The responses faast.grpc_wire encodes, their tensor bytes uncopied until grpc serializes them.
 ENCODED_RESPONSES = (service.ModelInferResponse, service.ModelStreamInferResponse)
-NO_CUDA = "CUDA shared memory is not supported: faast runs FPGA and CPU kernels, use system shared memory instead"
 
 
 def _answer(method_name, error):
@@ -217,10 +216,11 @@ class InferenceService:
         return service.CudaSharedMemoryStatusResponse()  # there is never a CUDA region
 
     async def CudaSharedMemoryRegister(self, request, context):
-        raise Unimplemented(NO_CUDA)
+        self.handlers.shared_memory.cuda_register()
 
     async def CudaSharedMemoryUnregister(self, request, context):
-        return service.CudaSharedMemoryUnregisterResponse()  # nothing to unregister
+        self.handlers.shared_memory.cuda_unregister()
+        return service.CudaSharedMemoryUnregisterResponse()
 
     async def TraceSetting(self, request, context):
         updates = {key: list(value.value) for key, value in request.settings.items()}

@@ -9,9 +9,9 @@ class names its replayed operations once, for the replay here and for the worker
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
-from .contract.errors import InvalidArgument
+from .contract.errors import InvalidArgument, Unimplemented
 from .repository import ModelRepository
 from .shared_memory import SharedMemoryManager
 from .trace_log import LogSettings, TraceSettings
@@ -43,14 +43,27 @@ class RepositoryHandlers:
         await replay(self._peers, self.UNLOAD, name)
 
 
+# tritonserver 2.68+'s answer to a registration or unregistration under --allow-client-shm=false
+CLIENT_SHM_DISABLED = "Client shared memory is disabled. Start the server with '--allow-client-shm=true' to enable."
+NO_CUDA = "CUDA shared memory is not supported: faast runs FPGA and CPU kernels, use system shared memory instead"
+
+
 class SharedMemoryHandlers:
-    """System shared-memory status, registration and unregistration."""
+    """Shared-memory status, registration and unregistration: system shared memory, and CUDA's
+    refused (there is never a CUDA region). Without `allow_client` (--allow-client-shm=false) every
+    registration and unregistration, system or CUDA, is refused before anything else is looked at,
+    as tritonserver 2.68+ refuses them; status calls are answered."""
 
     REGISTER, UNREGISTER = "shared_memory.register", "shared_memory.unregister"
 
-    def __init__(self, manager: SharedMemoryManager, peers: Peers | None = None):
+    def __init__(self, manager: SharedMemoryManager, peers: Peers | None = None, allow_client: bool = True):
         self._manager = manager
         self._peers = peers
+        self._allow_client = allow_client
+
+    def _check_allowed(self) -> None:
+        if not self._allow_client:
+            raise Unimplemented(CLIENT_SHM_DISABLED)
 
     def local_operations(self) -> dict[str, Callable[..., Any]]:
         return {self.REGISTER: self._manager.register, self.UNREGISTER: self._manager.unregister}
@@ -59,13 +72,23 @@ class SharedMemoryHandlers:
         return self._manager.status(name)
 
     async def register(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        self._check_allowed()
         self._manager.register(name, key, offset, byte_size)
         await replay(self._peers, self.REGISTER, name, key, offset, byte_size)
 
     async def unregister(self, name: str = "") -> None:
         """Unregister `name`, or every region when name is empty."""
+        self._check_allowed()
         self._manager.unregister(name)
         await replay(self._peers, self.UNREGISTER, name)
+
+    def cuda_register(self) -> NoReturn:
+        self._check_allowed()
+        raise Unimplemented(NO_CUDA)
+
+    def cuda_unregister(self) -> None:
+        """Nothing to unregister, once allowed."""
+        self._check_allowed()
 
 
 class TraceHandlers:

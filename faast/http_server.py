@@ -12,9 +12,8 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from . import http_converters as converters
 from . import http_encoding, memory, security
-from .contract.errors import InferenceError, InvalidArgument, Unimplemented, fault_message
+from .contract.errors import InferenceError, InvalidArgument, fault_message
 from .dataplane import DataPlane
-from .grpc_server import NO_CUDA
 from .handlers import Handlers
 from .metrics import MetricsView
 from .security import Restrictions
@@ -142,8 +141,8 @@ class HttpFrontend:
                 web.post("/v2/systemsharedmemory/region/{region}/unregister", self.shm_unregister),
                 web.get("/v2/cudasharedmemory/status", self.cuda_status),
                 web.post("/v2/cudasharedmemory/region/{region}/register", self.cuda_register),
-                web.post("/v2/cudasharedmemory/unregister", self.cuda_status),
-                web.post("/v2/cudasharedmemory/region/{region}/unregister", self.cuda_status),
+                web.post("/v2/cudasharedmemory/unregister", self.cuda_unregister),
+                web.post("/v2/cudasharedmemory/region/{region}/unregister", self.cuda_unregister),
                 web.get("/v2/trace/setting", self.trace),
                 web.post("/v2/trace/setting", self.trace),
                 web.get("/v2/logging", self.logging),
@@ -248,7 +247,11 @@ class HttpFrontend:
         return _json_response([])
 
     async def cuda_register(self, request):
-        raise Unimplemented(NO_CUDA)
+        self.handlers.shared_memory.cuda_register()
+
+    async def cuda_unregister(self, request):
+        self.handlers.shared_memory.cuda_unregister()
+        return web.Response(status=200)
 
     async def trace(self, request):
         model = request.match_info.get("model", "")
