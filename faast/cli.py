@@ -225,6 +225,8 @@ def _wired(options) -> dict[str, Any]:
         bad_option(flag, str(error))
     if options.grpc_server_options():
         wired["grpc"]["options"] = options.grpc_server_options()
+    if "http-max-input-size" in options.given:
+        wired["http"]["max_input_size"] = options.http_max_input_size
     return wired
 
 

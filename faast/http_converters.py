@@ -7,13 +7,14 @@ the field; what the request means is checked by the dataplane.
 
 import base64
 import json
+import math
 import re
 from typing import Any
 
 import numpy as np
 from google.protobuf.descriptor import FieldDescriptor
 
-from . import tensors
+from . import http_encoding, tensors
 from .contract.errors import InvalidArgument
 from .dataplane import InferRequest, InferResponse, InputTensor, RequestedOutput
 from .shared_memory import region_from_parameters
@@ -92,12 +93,14 @@ def _shape(tensor, name):
 
 
 def infer_request(
-    body: bytes, header_length: int | None, model_name: str, model_version: str = ""
+    body: bytes, header_length: int | None, model_name: str, model_version: str, max_input_size: int
 ) -> tuple[InferRequest, set[str], bool]:
     """A KServe v2 infer body (JSON, optionally followed by binary tensors) → (InferRequest, the
-    outputs wanted as binary, whether binary is the default); binary tensors are views into the body."""
+    outputs wanted as binary, whether binary is the default); binary tensors are views into the body.
+    The JSON, and each JSON input's data, may hold `max_input_size` bytes (--http-max-input-size)."""
     if header_length is not None and not 0 < header_length <= len(body):
         raise HeaderSizeError(f"inference header size should be in range (0, {len(body)}), got: {header_length}")
+    http_encoding.check_json_size(len(body) if header_length is None else header_length, max_input_size)
     header = json_object(
         parse_json(body[:header_length] if header_length is not None else body), "the inference request"
     )
@@ -126,6 +129,8 @@ def infer_request(
             offset += size
             entry.data = chunk
         else:
+            if "data" in tensor:
+                _check_json_input_size(name, datatype, shape, max_input_size)
             try:
                 entry.data = _json_data(tensor.get("data"), datatype, name, model_name)
             except InvalidArgument as error:  # reported in Triton's order, by the dataplane
@@ -175,6 +180,15 @@ def _check_parameters(parameters):
             raise InvalidArgument(
                 f"parameter '{key}' has invalid type. It should be either 'int', 'bool', or 'string'."
             )
+
+
+def _check_json_input_size(name, datatype, shape, limit):
+    """tritonserver's bound of a JSON input's bytes, as its shape and datatype make them."""
+    if datatype in tensors.NUMPY and all(dimension >= 0 for dimension in shape):
+        byte_size = math.prod(shape) * np.dtype(tensors.NUMPY[datatype]).itemsize
+        if byte_size > limit:
+            what = f"JSON input '{name}' has a byte_size ({byte_size} bytes) that exceeds the maximum allowed value of"
+            raise InvalidArgument(http_encoding.too_large(what, limit))
 
 
 def _json_data(data, datatype, name, model_name):

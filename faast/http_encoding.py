@@ -4,16 +4,17 @@ request_compression_algorithm / response_compression_algorithm).
 
 faast decodes bodies itself rather than letting aiohttp do it: aiohttp inflates in the event loop
 with no limit, so a 1 MB body could grow to gigabytes and stall every other request. Here a body
-inflates in a worker thread, a chunk at a time, and stops at MAX_DECODED_BYTES; what a refused body
-inflated to is freed and given back to the system (faast.memory) before the refusal is answered.
+inflates in a worker thread, a chunk at a time, and stops past --http-max-input-size bytes, as
+tritonserver 2.65+ stops (with its message); what a refused body inflated to is freed and given back
+to the system (faast.memory) before the refusal is answered.
 """
 
 import asyncio
 import zlib
 
 from . import memory
+from .contract.errors import InvalidArgument
 
-MAX_DECODED_BYTES = 1 << 30  # a decoded body larger than this is refused; Triton's clients send far less
 CHUNK = 1 << 20
 ENCODED_IN_LOOP = 64 << 10  # smaller bodies decode (and responses encode) in the event loop: cheaper than a thread
 UNSUPPORTED = "Unsupported compression type"  # Triton's words (HTTP 501)
@@ -60,7 +61,9 @@ def _inflate_into(parts: list[bytes], data: bytes, encoding: str, limit: int) ->
                 break
             size += len(part)
             if size > limit:
-                raise UndecodableBody(f"the request body is larger than {limit} bytes once decoded ({encoding})", size)
+                raise UndecodableBody(
+                    too_large("Decompressed data size exceeds the maximum allowed value of", limit), size
+                )
             parts.append(part)
         if not decoder.eof:
             raise UndecodableBody(f"the request body ends before its {encoding} stream does", size)
@@ -69,7 +72,20 @@ def _inflate_into(parts: list[bytes], data: bytes, encoding: str, limit: int) ->
     return b"".join(parts)
 
 
-async def decode(data: bytes, content_encoding: str | None, limit: int = MAX_DECODED_BYTES) -> bytes:
+def too_large(what: str, limit: int) -> str:
+    """tritonserver's refusal of something past --http-max-input-size: `what` then the limit."""
+    return f"{what} {limit} bytes. Use --http-max-input-size to increase the limit."
+
+
+def check_json_size(length: int, limit: int) -> None:
+    """tritonserver's check of a request's JSON (a whole body, or an infer body's JSON header)."""
+    if length > limit:
+        raise InvalidArgument(
+            too_large(f"request JSON size of {length} bytes exceeds the maximum allowed input size of", limit)
+        )
+
+
+async def decode(data: bytes, content_encoding: str | None, limit: int) -> bytes:
     """The body as sent before its Content-Encoding (none or identity: as is). Raises
     UnsupportedEncoding for any other encoding than gzip or deflate, UndecodableBody for a body
     that does not decode or decodes past `limit`."""

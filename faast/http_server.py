@@ -17,6 +17,7 @@ from .dataplane import DataPlane
 from .handlers import Handlers
 from .metrics import MetricsView
 from .security import Restrictions
+from .tritonserver_flags import HTTP_DEFAULT_MAX_INPUT_SIZE
 
 log = logging.getLogger("faast.http")
 CANCELLED_WAIT_S = 0.25  # how long a cancelled request's handler gets to end, at most
@@ -31,11 +32,6 @@ def _json_response(value, status=200, content_type="application/json"):
 
 def _error(error):
     return _json_response({"error": str(error)}, status=error.http_status, content_type=error.http_content_type)
-
-
-async def _body(request) -> bytes:
-    """The request's body, decoded from its Content-Encoding (faast.http_encoding)."""
-    return await http_encoding.decode(await request.read(), request.headers.get("Content-Encoding"))
 
 
 @web.middleware
@@ -82,7 +78,9 @@ def _restricted(restrictions: Restrictions):
 
 class HttpFrontend:
     """The routes of Triton's HTTP server over the dataplane and the handlers, and /metrics; the
-    groups of routes `restrictions` restrict (--http-restricted-api) only for requests with their header."""
+    groups of routes `restrictions` restrict (--http-restricted-api) only for requests with their header.
+    `max_input_size` (--http-max-input-size) bounds what a body decodes to, a request's JSON and a
+    JSON input's data, as tritonserver bounds them."""
 
     def __init__(
         self,
@@ -90,12 +88,26 @@ class HttpFrontend:
         handlers: Handlers,
         metrics: MetricsView,
         restrictions: Restrictions | None = None,
+        max_input_size: int = HTTP_DEFAULT_MAX_INPUT_SIZE,
     ):
         self.dataplane = dataplane
         self.handlers = handlers
         self.metrics = metrics
         self.restrictions = restrictions
+        self.max_input_size = max_input_size
         self._handling: set[asyncio.Task] = set()  # the tasks of requests being handled, for stop_http
+
+    async def _body(self, request) -> bytes:
+        """The request's body, decoded from its Content-Encoding (faast.http_encoding)."""
+        return await http_encoding.decode(
+            await request.read(), request.headers.get("Content-Encoding"), self.max_input_size
+        )
+
+    async def _json_body(self, request) -> bytes:
+        """The body of a request that is JSON only, refused past the limit as tritonserver refuses it."""
+        body = await self._body(request)
+        http_encoding.check_json_size(len(body), self.max_input_size)
+        return body
 
     @web.middleware
     async def _tracked(self, request, handler):
@@ -196,7 +208,7 @@ class HttpFrontend:
         return _json_response(converters.message_to_json(stats) or {"model_stats": []})
 
     async def repository_index(self, request):
-        body = await _body(request)
+        body = await self._json_body(request)
         ready = (
             converters.json_field(
                 converters.json_object(converters.parse_json(body), "the request"), "ready", bool, "the request", False
@@ -210,7 +222,7 @@ class HttpFrontend:
         )
 
     async def load(self, request):
-        body = await _body(request)
+        body = await self._json_body(request)
         options = converters.json_object(converters.parse_json(body), "the request") if body else {}
         parameters = converters.json_field(options, "parameters", dict, "the request", {})
         await self.handlers.repository.load(request.match_info["model"], parameters)
@@ -227,7 +239,7 @@ class HttpFrontend:
         )
 
     async def shm_register(self, request):
-        body = converters.json_object(converters.parse_json(await _body(request)), "the request")
+        body = converters.json_object(converters.parse_json(await self._json_body(request)), "the request")
         what = "the registration"
         if "key" not in body:
             raise InvalidArgument("Shared memory register request has no 'key' field")
@@ -258,21 +270,23 @@ class HttpFrontend:
         self.handlers.trace.check_model(model)  # before the body, as Triton
         updates = {}
         if request.method == "POST":
-            body = converters.json_object(converters.parse_json(await _body(request)), "the trace setting request")
+            body = converters.json_object(
+                converters.parse_json(await self._json_body(request)), "the trace setting request"
+            )
             updates = {key: converters.trace_values(key, value) for key, value in body.items()}
         settings = await self.handlers.trace.update(model, updates)
         return _json_response({key: values if key == "trace_level" else values[0] for key, values in settings.items()})
 
     async def logging(self, request):
         updates = (
-            converters.json_object(converters.parse_json(await _body(request)), "the log setting request")
+            converters.json_object(converters.parse_json(await self._json_body(request)), "the log setting request")
             if request.method == "POST"
             else {}
         )
         return _json_response(await self.handlers.logging.update(updates))
 
     async def infer(self, request):
-        body = await _body(request)
+        body = await self._body(request)
         try:
             return await self._infer(request, body)
         finally:
@@ -284,6 +298,7 @@ class HttpFrontend:
             converters.binary_header_length(request.headers),
             request.match_info["model"],
             request.match_info.get("version", ""),
+            self.max_input_size,
         )
         response = await self.dataplane.infer(infer_request)
         header, blobs = converters.infer_response(
