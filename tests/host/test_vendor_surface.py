@@ -15,26 +15,49 @@ from support import pyxrt_surface, recording_pynq, recording_pyxrt
 from faast.host.pynq_driver import memory_attribute
 
 TABLE = json.loads(recording_pyxrt.SURFACE_TABLE.read_text())
+XRT_2021_2 = "202120.2.12.427"  # the XRT aws-fpga's Vitis 2021.2 flow installs on F1
 XRT_2022_1 = "202210.2.13.466"  # the XRT of the U250 platform xilinx_u250_gen3x16_xdma_4_1_202210_1
 
 
-def test_the_pyxrt_table_names_its_xrt_commits_and_the_releases_that_drive_a_u250():
-    assert set(TABLE) == {XRT_2022_1, "master"}
+def test_the_pyxrt_table_names_its_xrt_commits_and_the_releases_that_drive_a_u250_and_f1():
+    assert set(TABLE) == {XRT_2021_2, XRT_2022_1, "master"}
     for revision in TABLE.values():
         assert re.fullmatch("[0-9a-f]{40}", revision["xrt_commit"])
         assert revision["source"] == "src/python/pybind11/src/pyxrt.cpp"
     # What the issue found: pyxrt binds no CU listing on an xclbin kernel, and 2022.1 has no enumerate_devices.
     assert TABLE["master"]["classes"]["xclbin.xclbinkernel"] == ["get_name", "get_num_args"]
     assert "enumerate_devices" not in TABLE[XRT_2022_1]["functions"]
-    assert "state" in TABLE[XRT_2022_1]["classes"]["run"] and "map" in TABLE["master"]["classes"]["bo"]
+    assert "state" in TABLE[XRT_2021_2]["classes"]["run"] and "map" in TABLE["master"]["classes"]["bo"]
 
 
-def test_the_pyxrt_standin_exposes_exactly_what_every_recorded_release_binds():
-    surface = recording_pyxrt.common_surface()
-    exposed = recording_pyxrt.exposed(recording_pyxrt.module())
-    assert {key: exposed[key] for key in surface} == surface
-    top_level = {*surface["functions"], *surface["attributes"]}
-    top_level |= {path for path in [*surface["classes"], *surface["enums"]] if "." not in path}
+def test_the_hw_context_api_is_bound_at_master_only_and_the_old_calls_everywhere():
+    for revision in (XRT_2021_2, XRT_2022_1):
+        assert "hw_context" not in TABLE[revision]["classes"]
+        assert TABLE[revision]["constructors"]["kernel"][-1] == "device, uuid, str, kernel.cu_access_mode"
+    master = TABLE["master"]
+    assert {"device, uuid", "device, xclbin", "device, str"} <= set(master["constructors"]["hw_context"])
+    assert "hw_context, str" in master["constructors"]["kernel"]
+    assert "register_xclbin" in master["classes"]["device"]
+    # Deprecated at master, still bound: what a release without hw_context is opened with.
+    assert "device, uuid, str, kernel.cu_access_mode" in master["constructors"]["kernel"]
+    assert "load_xclbin" in master["classes"]["device"]
+    # The card telemetry faast reads is a get_info key in every release.
+    for revision in TABLE.values():
+        assert {"thermal", "electrical", "mechanical", "platform"} <= set(
+            revision["enums"]["xrt_info_device"]["values"]
+        )
+
+
+@pytest.mark.parametrize("revision", [None, XRT_2021_2, XRT_2022_1, "master"])
+def test_the_pyxrt_standin_exposes_exactly_what_the_release_binds(revision):
+    bound = recording_pyxrt.surface(revision)
+    exposed = recording_pyxrt.exposed(recording_pyxrt.module(revision), revision)
+    assert {key: exposed[key] for key in ("functions", "attributes", "classes", "enums")} == {
+        key: bound[key] for key in ("functions", "attributes", "classes", "enums")
+    }
+    top_level = {*bound["functions"], *bound["attributes"]}
+    top_level |= {path for path in [*bound["classes"], *bound["enums"]] if "." not in path}
+    top_level |= {v for path, e in bound["enums"].items() if "." not in path and e["exported"] for v in e["values"]}
     assert exposed["top_level"] == sorted(top_level)
 
 
@@ -43,11 +66,18 @@ def test_the_pyxrt_standin_refuses_names_pyxrt_does_not_bind():
     with pytest.raises(AttributeError):
         pyxrt.enumerate_devices  # noqa: B018 — master binds it, 2022.1 does not
     with pytest.raises(AttributeError):
+        pyxrt.hw_context  # noqa: B018 — master binds it, 2022.1 does not
+    with pytest.raises(AttributeError):
         pyxrt.xclbin.xclbinkernel().get_cus  # noqa: B018 — what the old driver called
     with pytest.raises(AttributeError):
         pyxrt.bo.normal.value  # noqa: B018
     with pytest.raises(NotImplementedError, match="does not model graph.reset"):
         pyxrt.graph().reset()
+    with pytest.raises(TypeError, match="incompatible constructor arguments"):
+        pyxrt.bo(None, 64, pyxrt.bo.normal, 0)  # no overload takes None for a device
+    older = recording_pyxrt.module(XRT_2021_2)
+    with pytest.raises(TypeError, match="incompatible constructor arguments"):
+        older.kernel(None, None, "top")  # the three-argument kernel came with 2022.1
 
 
 def test_the_table_reader_follows_pybind11_declarations():
@@ -59,6 +89,8 @@ def test_the_table_reader_follows_pybind11_declarations():
                 .value("normal", xrt::bo::flags::normal)
                 .export_values();
             pybo.def(py::init<>())
+                .def(py::init<xrt::device, size_t, xrt::bo::flags>(), "doc")
+                .def(py::init([](const xrt::hw_context& ctx, const std::string& name = "x") { return 0; }))
                 .def("map", [](xrt::bo& b) { return 0; }, "doc")
                 .def("sync", &g);
             py::class_<xrt::run>(m, "run").def("state", &h);
@@ -69,6 +101,7 @@ def test_the_table_reader_follows_pybind11_declarations():
         "attributes": [],
         "classes": {"bo": ["map", "sync"], "run": ["state"]},
         "enums": {"bo.flags": {"values": ["normal"], "exported": True}},
+        "constructors": {"bo": ["", "device, int, bo.flags", "hw_context, str"]},
     }
 
 

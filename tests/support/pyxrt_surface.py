@@ -14,31 +14,43 @@ SOURCE = "src/python/pybind11/src/pyxrt.cpp"
 DECLARATION = re.compile(r"py::(class_|enum_)<[^;]*?>\s*(\w+)?\s*\(\s*(\w+)\s*,\s*\"(\w+)\"")
 VECTOR = re.compile(r"py::bind_vector<[^;]*?>\s*\(\s*(\w+)\s*,\s*\"(\w+)\"")
 SUBMODULE = re.compile(r"py::module_\s+(\w+)\s*=\s*(\w+)\.def_submodule\(\s*\"(\w+)\"")
+# A constructor: py::init<T1, T2>() or py::init([](T1 a, T2 b) {...}).
+INIT = r"py::init\s*(?:<(?P<{0}types>[^;()]*?)>\s*\(\s*\)|\(\s*\[[^\]]*\]\s*\((?P<{0}params>[^)]*)\))"
 TOKEN = re.compile(
     r"py::(?P<kind>class_|enum_)<[^;]*?>\s*(?P<var>\w+)?\s*\(\s*(?P<parent>\w+)\s*,\s*\"(?P<name>\w+)\""
     r"|py::bind_vector<[^;]*?>\s*\(\s*(?P<vparent>\w+)\s*,\s*\"(?P<vname>\w+)\""
-    r"|\b(?P<target>\w+)\s*\.\s*(?P<call>def|attr|value|def_static)\s*\(\s*(?:\"(?P<tname>\w+)\"|py::init)"
+    r"|\b(?P<target>\w+)\s*\.\s*(?P<call>def|attr|value|def_static)\s*\(\s*(?:\"(?P<tname>\w+)\"|"
+    + INIT.format("t")
+    + ")"
+    r"|\.\s*def\s*\(\s*" + INIT.format("c") + ""
     r"|\.\s*(?P<chain>def|value|def_static)\s*\(\s*\"(?P<cname>\w+)\""
     r"|\.\s*(?P<export>export_values)\s*\("
 )
+# C++ parameter types as the Python values pybind11 converts to them.
+PYTHON_TYPES = {"std::string": "str", "char": "str", "unsigned int": "int", "int": "int", "size_t": "int"}
+PYTHON_TYPES["xrt::memory_group"] = "int"
 
 
 def surface(source):
-    """{"functions", "attributes", "classes": {path: [names]}, "enums": {path: {"values", "exported"}}}."""
+    """{"functions", "attributes", "classes": {path: [names]}, "enums": {path: {"values", "exported"}},
+    "constructors": {path: ["type, type", ...]}}: a constructor as the Python types of its arguments."""
     source = re.sub(r"//[^\n]*|/\*.*?\*/", "", source, flags=re.S)
     paths: dict[str, str | None] = {"m": None}
+    for variable, _, name in SUBMODULE.findall(source):  # first: classes are declared in submodules
+        paths[variable] = name
     for variable, parent, name in ((m[2], m[3], m[4]) for m in DECLARATION.finditer(source) if m[2]):
         paths[variable] = _join(paths.get(parent), name)
-    for variable, _, name in SUBMODULE.findall(source):
-        paths[variable] = name
-    result: dict = {"functions": set(), "attributes": set(), "classes": {}, "enums": {}}
+    result: dict = {"functions": set(), "attributes": set(), "classes": {}, "enums": {}, "constructors": {}}
     for name in paths.values():
         if name and "." not in name and name not in (m[4] for m in DECLARATION.finditer(source)):
             result["classes"].setdefault(name, set())  # a submodule: holds classes, binds nothing itself
-    current = None
+    current = current_path = None
     for match in TOKEN.finditer(source):
+        constructor = _constructor(match, "t")
+        constructor = _constructor(match, "c") if constructor is None else constructor
         if match["kind"]:
             path = _join(paths.get(match["parent"]), match["name"])
+            current_path = path
             if match["kind"] == "class_":
                 current = result["classes"].setdefault(path, set())
             else:
@@ -56,13 +68,17 @@ def surface(source):
                 if match["tname"]:
                     result["functions" if match["call"] == "def" else "attributes"].add(match["tname"])
                 continue
-            path = paths.get(match["target"])
+            path = current_path = paths.get(match["target"])
             if path is None:
                 current = None
                 continue
             current = result["enums"][path] if path in result["enums"] else result["classes"].setdefault(path, set())
             if match["tname"]:
                 _add(current, match["tname"])
+            elif constructor is not None:
+                result["constructors"].setdefault(path, set()).add(constructor)
+        elif constructor is not None and isinstance(current, set):
+            result["constructors"].setdefault(current_path, set()).add(constructor)
         elif match["cname"] and current is not None:
             _add(current, match["cname"])
         elif match["export"] and isinstance(current, dict):
@@ -75,7 +91,29 @@ def surface(source):
             path: {"values": sorted(enum["values"]), "exported": enum["exported"]}
             for path, enum in sorted(result["enums"].items())
         },
+        "constructors": {path: sorted(signatures) for path, signatures in sorted(result["constructors"].items())},
     }
+
+
+def _constructor(match, prefix):
+    """The Python argument types of a py::init match ("" for none), or None when it is no constructor."""
+    types, params = match[f"{prefix}types"], match[f"{prefix}params"]
+    if types is None and params is None:
+        return None
+    if types is not None:
+        declared = [t for t in types.split(",") if t.strip()]
+    else:  # a lambda's parameters: drop each one's name
+        declared = [re.sub(r"\w+\s*$", "", p.partition("=")[0]) for p in params.split(",") if p.strip()]
+    return ", ".join(_python_type(t) for t in declared)
+
+
+def _python_type(cpp):
+    """`const xrt::hw_context&` -> hw_context, `const std::string&` -> str, `xrt::bo::flags` -> bo.flags."""
+    cpp = re.sub(r"\bconst\b|[&*]", " ", cpp)
+    cpp = " ".join(cpp.split())
+    if cpp in PYTHON_TYPES:
+        return PYTHON_TYPES[cpp]
+    return cpp.removeprefix("xrt::").replace("::", ".")
 
 
 def _join(parent, name):
