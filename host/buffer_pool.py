@@ -134,7 +134,7 @@ class BufferPool:
             self.free.put(
                 (
                     self.cu.allocate(self.layout.input.nbytes(capacity)),
-                    self.cu.allocate(self.layout.output.nbytes(capacity)),
+                    self.cu.allocate_outputs(self.layout.output.nbytes(capacity)),
                 )
             )
 

@@ -25,6 +25,11 @@ class ComputeUnit(ABC):
     def allocate(self, nbytes: int) -> DeviceBuffer:
         """A buffer of `nbytes` in this CU's memory bank."""
 
+    def allocate_outputs(self, nbytes: int) -> DeviceBuffer:
+        """A buffer for the kernel's outputs; a driver whose outputs argument has a bank of its own
+        (XRT's group_id) overrides it."""
+        return self.allocate(nbytes)
+
     @abstractmethod
     def execute(self, inputs: DeviceBuffer, outputs: DeviceBuffer, rows: int, in_bytes: int, out_bytes: int) -> None:
         """Sync `in_bytes` of inputs to the device, run the kernel on `rows`, wait, sync outputs back.

@@ -1,15 +1,19 @@
 """XRT device: Alveo cards (U250, AWS F1) through XRT's own Python binding, `pyxrt`.
 
 pyxrt ships with XRT (not on PyPI). One compute unit per kernel instance per card; each buffer is
-an XRT buffer object in the CU's memory bank. The driver uses only names pyxrt binds in every XRT
-release from 2022.1 on (the table in tests/host/pyxrt_surface.json): no `enumerate_devices` (2022.1
-lacks it), no xclbin CU listing (pyxrt binds none) — the CU names are the ones `faast build` wrote
-into the connectivity config and kernel.json. Untested on hardware here: the tests drive this code
-against a recording stand-in that exposes exactly that surface (tests/support/recording_pyxrt.py).
+an XRT buffer object in the memory bank of its kernel argument. The driver uses only names pyxrt binds
+in every XRT release from 2021.2 on (the table in tests/host/pyxrt_surface.json): no `enumerate_devices`
+(2022.1 lacks it), no xclbin CU listing (pyxrt binds none) — the CU names are the ones `faast build`
+wrote into the connectivity config and kernel.json. Where the binding has `hw_context` (XRT 2023.2 on;
+master deprecates `load_xclbin` and `kernel(device, uuid, name)`), a CU is opened through one.
+Untested on hardware here: the tests drive this code against a recording stand-in that exposes
+exactly that surface (tests/support/recording_pyxrt.py).
 """
 
 import logging
+import threading
 import time
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +25,13 @@ from .vendor import board, import_vendor
 
 log = logging.getLogger("faast.host")
 
+# How long a run may take before its CU is given up on: KERNEL_TIMEOUT_MS to reach the CU and start
+# (ERT scheduling, DMA contention), plus KERNEL_TIMEOUT_PER_ROW_US a row — 6000 cycles at 300 MHz, far
+# above the row interval of an hls4ml kernel top (one row per initiation interval of its dataflow).
+# A run queued behind others on the same CU waits for them, so its deadline adds their bounds.
 KERNEL_TIMEOUT_MS = 10_000
+KERNEL_TIMEOUT_PER_ROW_US = 20
+INPUTS, OUTPUTS = 0, 1  # the kernel top's argument indices (kernels/templates/kernel_top.cpp)
 POLL_S = 0.0002  # run.state() polling period: time.sleep releases the GIL, pyxrt's run.wait() does not
 MAX_CARDS = 64
 
@@ -41,6 +51,11 @@ def cards(pyxrt):
     return found
 
 
+def run_timeout_ms(rows):
+    """The bound on one run of `rows` rows, once it reaches its CU (see KERNEL_TIMEOUT_MS)."""
+    return KERNEL_TIMEOUT_MS + rows * KERNEL_TIMEOUT_PER_ROW_US / 1000
+
+
 def compute_unit_names(kernel, platform_board):
     """The CU instance names `faast build` gave this board's connectivity config (nk=top:N:top_1.…)."""
     count = kernel.compute_units.get(platform_board, 0)
@@ -57,6 +72,11 @@ class XrtComputeUnit(ComputeUnit):
         self.instance = instance  # "top:{top_N}"
         self.name = f"card{index}/{instance.split('{')[-1].rstrip('}')}"
         self.lost = False  # XRT refused the card itself: worth reopening when it comes back
+        # Runs given up on while the card still owns their command (with their buffers): XRT recycles a
+        # dropped run's command buffer, so a late completion would mark another run COMPLETED.
+        self.abandoned: list[tuple[Any, DeviceBuffer, DeviceBuffer]] = []  # (pyxrt.run, its buffers)
+        self._in_flight: dict[object, float] = {}  # run -> its bound (ms), while execute waits on it
+        self._in_flight_lock = threading.Lock()
         self.open(device)
         states = pyxrt.ert_cmd_state
         self.finished = {
@@ -70,23 +90,43 @@ class XrtComputeUnit(ComputeUnit):
         }
 
     def open(self, device):
-        """Load the xclbin on `device` and open this CU there (at start, and when the card comes back)."""
-        uuid = device.load_xclbin(self.image)
-        self.kernel = self.pyxrt.kernel(device, uuid, self.instance, self.pyxrt.kernel.shared)
+        """Load the xclbin on `device` and open this CU there (at start, and when the card comes back):
+        through a hardware context where pyxrt binds one, else with the calls older releases bind."""
+        if hasattr(self.pyxrt, "hw_context"):
+            self.context = self.pyxrt.hw_context(device, device.register_xclbin(self.image))
+            self.kernel = self.pyxrt.kernel(self.context, self.instance)
+        else:
+            uuid = device.load_xclbin(self.image)
+            self.kernel = self.pyxrt.kernel(device, uuid, self.instance, self.pyxrt.kernel.shared)
         self.device = device
 
     def recovered(self):
-        if not self.lost:
-            return False  # a CU that hung on a working card stays out: XRT binds no way to reset it
-        try:
-            self.open(self.pyxrt.device(self.index))
-        except RuntimeError:
+        if self.lost:
+            try:
+                self.open(self.pyxrt.device(self.index))
+            except RuntimeError:
+                return False
+            self.lost = False
+            self.abandoned.clear()  # their commands went with the card
+            return True
+        # A unit that timed out comes back once XRT completed every run it was given up on (it was
+        # slow, not hung); one that never finishes stays out: XRT binds no way to reset a CU.
+        if not self.abandoned or any(run.state() not in self.finished for run, _, _ in self.abandoned):
             return False
-        self.lost = False
-        return True
+        completed = all(run.state() == self.pyxrt.ert_cmd_state.ERT_CMD_STATE_COMPLETED for run, _, _ in self.abandoned)
+        self.abandoned.clear()
+        return completed
 
     def allocate(self, nbytes):
-        bo = self.pyxrt.bo(self.device, nbytes, self.pyxrt.bo.normal, self.kernel.group_id(0))
+        return self._buffer(nbytes, INPUTS)
+
+    def allocate_outputs(self, nbytes):
+        return self._buffer(nbytes, OUTPUTS)
+
+    def _buffer(self, nbytes, argument):
+        """A buffer in the memory bank the CU's `argument` is connected to: a buffer elsewhere would
+        make XRT run the kernel on a copy in the connected bank, and outputs would never come back."""
+        bo = self.pyxrt.bo(self.device, nbytes, self.pyxrt.bo.normal, self.kernel.group_id(argument))
         return DeviceBuffer(np.frombuffer(bo.map(), np.uint8), bo)  # map() is a memoryview of the buffer
 
     def execute(self, inputs, outputs, rows, in_bytes, out_bytes):
@@ -97,11 +137,20 @@ class XrtComputeUnit(ComputeUnit):
         except RuntimeError as error:  # XRT raises when the card is gone or the CU refuses the run
             self.lost = True
             raise ComputeUnitFault(f"kernel {self.name} could not start: {error}") from None
-        deadline = time.monotonic() + KERNEL_TIMEOUT_MS / 1000
-        while (state := run.state()) not in self.finished:
-            if time.monotonic() > deadline:
-                raise ComputeUnitFault(f"kernel {self.name} did not complete within {KERNEL_TIMEOUT_MS} ms")
-            time.sleep(POLL_S)
+        bound_ms = run_timeout_ms(rows)
+        with self._in_flight_lock:
+            timeout_ms = bound_ms + sum(self._in_flight.values())  # the runs queued ahead of it, first
+            self._in_flight[run] = bound_ms
+        try:
+            deadline = time.monotonic() + timeout_ms / 1000
+            while (state := run.state()) not in self.finished:
+                if time.monotonic() > deadline:
+                    self.abandoned.append((run, inputs, outputs))
+                    raise ComputeUnitFault(f"kernel {self.name} did not complete within {round(timeout_ms)} ms")
+                time.sleep(POLL_S)
+        finally:
+            with self._in_flight_lock:
+                del self._in_flight[run]
         if state != self.pyxrt.ert_cmd_state.ERT_CMD_STATE_COMPLETED:
             raise ComputeUnitFault(f"kernel {self.name} ended in state {state}")
         try:
@@ -116,18 +165,24 @@ class XrtDevice(Device):
 
     def __init__(self, kernel):
         pyxrt = _pyxrt()
-        xclbin = kernel.xclbin()
+        found = cards(pyxrt)
+        shells = {index: device.get_info(pyxrt.xrt_info_device.name) for index, device in found}
+        on_f1 = bool(shells) and all(board(shell) == "aws-f1" for shell in shells.values())  # F1 hosts hold F1 only
+        xclbin = kernel.xclbin(aws_f1=on_f1)
+        if not found:
+            raise DeviceError("device 'xrt' found no Alveo card")
         image = pyxrt.xclbin(str(xclbin))
         platform = image.get_xsa_name()
+        if on_f1 and board(platform) == "aws-f1" and xclbin.suffix != ".awsxclbin":
+            raise DeviceError(
+                f"{xclbin.name} is built for {platform}, but F1 loads the AFI's .awsxclbin: build it with "
+                "`make TARGET_BOARD=aws-f1` in its vitis/ folder"
+            )
         if kernel.top not in [k.get_name() for k in image.get_kernels()]:
             raise DeviceError(f"{xclbin.name} holds no kernel {kernel.top}")
         cu_names = compute_unit_names(kernel, board(platform))
         if not cu_names:
             raise DeviceError(f"kernel.json names no compute unit for platform {platform}")
-        found = cards(pyxrt)
-        if not found:
-            raise DeviceError("device 'xrt' found no Alveo card")
-        shells = {index: device.get_info(pyxrt.xrt_info_device.name) for index, device in found}
         matching = [(index, device) for index, device in found if board(shells[index]) == board(platform)]
         if not matching:
             cards_seen = ", ".join(f"card {index} is {shell}" for index, shell in shells.items())

@@ -288,9 +288,13 @@ class KernelDescription:
             return []
         return sorted([*self.folder.glob("*.xclbin"), *self.folder.glob("*.awsxclbin")])
 
-    def xclbin(self) -> Path:
-        """The image a hardware driver loads; a clear error when the Vitis build has not made one."""
-        xclbins = self.xclbins()
+    def xclbin(self, aws_f1: bool = False) -> Path:
+        """The image a card loads: on AWS F1 XRT loads the .awsxclbin (the xclbin that names the AFI
+        AWS made of it; F1 takes no bitstream from the host), on an Alveo card the .xclbin. Without
+        that kind, the other one, so the driver can say which platform it was built for. A clear
+        error when the Vitis build has made none."""
+        wanted = ".awsxclbin" if aws_f1 else ".xclbin"
+        xclbins = sorted(self.xclbins(), key=lambda path: path.suffix != wanted)  # stable: sorted within
         if not xclbins:
             raise DeviceError(f"no xclbin in {self.folder}: build one with `make` in its vitis/ folder")
         return xclbins[0]
