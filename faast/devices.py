@@ -1,7 +1,8 @@
 """`faast devices [REPOSITORY]`: the first command on a card host. It lists the cards XRT and PYNQ
-see (name, board, shell), the xclbins in a model repository and the platforms they were built for,
-and which device each model version would run on, and why — the choice `faast serve` makes with
-device auto, or the failure it would log, without loading anything."""
+see (name, board, shell) with what XRT's sensors read on each (temperatures, power, fans, clocks),
+the xclbins in a model repository and the platforms they were built for, and which device each model
+version would run on, and why — the choice `faast serve` makes with device auto, or the failure it
+would log, without loading anything."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ class Card:
     index: int
     shell: str
     detail: str = ""
+    telemetry: xrt_driver.CardTelemetry | None = None  # XRT's sensor readings
 
     @property
     def board(self):
@@ -36,8 +38,8 @@ def find_cards() -> tuple[dict[str, list[Card]], dict[str, str]]:
     try:
         pyxrt = import_vendor("pyxrt", "XRT's Python binding pyxrt is not importable (source /opt/xilinx/xrt/setup.sh)")
         for index, device in xrt_driver.cards(pyxrt):
-            shell = device.get_info(pyxrt.xrt_info_device.name)
-            found["xrt"].append(Card("xrt", index, shell, f"bdf {device.get_info(pyxrt.xrt_info_device.bdf)}"))
+            telemetry = xrt_driver.read_telemetry(pyxrt, index, device)
+            found["xrt"].append(Card("xrt", index, telemetry.shell, f"bdf {telemetry.bdf}", telemetry))
     except DeviceError as error:
         problems["xrt"] = str(error)
     try:
@@ -93,13 +95,18 @@ def placement(version: Version, cards: dict[str, list[Card]], problems: dict[str
     if not version.xclbins:
         why = f"{version.folder} holds no xclbin (build one with `make` in its vitis/ folder)"
         return ("emulator", why) if version.device == "auto" else ("none", f"device '{version.device}': {why}")
-    image, platform = version.xclbins[0]
     vendors = HARDWARE if version.device == "auto" else [version.device]
     reasons = []
     for vendor in vendors:
         if not cards[vendor]:
             reasons.append(f"{vendor}: {problems.get(vendor, 'no card')}")
             continue
+        on_f1 = vendor == "xrt" and all(card.board == "aws-f1" for card in cards[vendor])  # as the driver picks
+        suffix = ".awsxclbin" if on_f1 else ".xclbin"
+        images = [(image, platform) for image, platform in version.xclbins if image.suffix == suffix]
+        if not images:
+            return "none", f"{vendor}: {version.folder} holds no {suffix} (the image its cards load)"
+        image, platform = images[0]
         matching = [card for card in cards[vendor] if card.board == board(platform)]
         seen = ", ".join(f"card{card.index} {card.shell}" for card in cards[vendor])
         if not matching:  # auto stops at the first driver with cards: the model fails to load
@@ -119,6 +126,8 @@ def report(repository=None) -> str:
             for card in cards[vendor]:
                 detail = f", {card.detail}" if card.detail else ""
                 lines.append(f"  {vendor} card{card.index}: {card.shell} (board {card.board}{detail})")
+                if card.telemetry is not None:
+                    lines.append(f"    {sensors(card.telemetry)}")
         else:
             lines.append(f"  {vendor}: no card ({problems.get(vendor, 'none listed')})")
     if repository is None:
@@ -136,6 +145,24 @@ def report(repository=None) -> str:
         device, why = placement(version, cards, problems)
         lines.append(f"  {version.model}/{version.version} -> {device}: {why}")
     return "\n".join(lines) + "\n"
+
+
+def sensors(telemetry: xrt_driver.CardTelemetry) -> str:
+    """One line of what a card's sensors read; what XRT does not report is left out."""
+
+    def readings(values, unit):
+        return ", ".join(f"{name} {value:g} {unit}" for name, value in values.items())
+
+    parts = []
+    if telemetry.temperatures_c:
+        parts.append(f"temperatures {readings(telemetry.temperatures_c, 'C')}")
+    if telemetry.power_w is not None:
+        parts.append(f"power {telemetry.power_w:g} W")
+    if telemetry.fans_rpm:
+        parts.append(f"fans {readings(telemetry.fans_rpm, 'rpm')}")
+    if telemetry.clocks_mhz:
+        parts.append(f"clocks {readings(telemetry.clocks_mhz, 'MHz')}")
+    return "; ".join(parts) if parts else "no sensor readings (XRT reports none)"
 
 
 def run(args):

@@ -5,8 +5,9 @@ the latency summaries of `--metrics-config summary_latencies=true`, and the CPU 
 read from /proc; and the first-response histogram of `histogram_latencies=true` as Triton 2.52 to
 2.71 export it (2.51 has none). Beside them, faast's own device metrics (faast_device_info,
 faast_kernel_executions, faast_kernel_busy_us, faast_batch_fill_ratio,
-faast_compute_units_out_of_rotation), and for a card guarded by the bit-exact engine its shadow
-validation and failover counts (only for the models that configure them).
+faast_compute_units_out_of_rotation), for a card guarded by the bit-exact engine its shadow
+validation and failover counts (only for the models that configure them), and the cards' sensors
+as XRT reads them (faast_card_*, the machine's, like the CPU gauges: card_families).
 
 Values are read at scrape time into ModelReadings: plain, picklable copies of each model's
 ModelStatistics (one short copy under its lock) and its device's usage. With several worker
@@ -18,6 +19,7 @@ CollectorRegistry holding a custom collector, so the families can be read with `
 like any other.
 """
 
+import asyncio
 import math
 import time
 from collections.abc import Iterable, Iterator
@@ -29,6 +31,7 @@ import numpy as np
 from prometheus_client.core import Metric
 from prometheus_client.registry import CollectorRegistry
 
+from .host.xrt_driver import CardTelemetry, card_telemetry
 from .statistics import (
     SUMMARY_SERIES,
     LatencySnapshot,
@@ -107,6 +110,11 @@ SHADOW_MISMATCHES = ("faast_shadow_mismatched_rows", "Re-run rows whose card out
 SHADOW_SKIPPED = ("faast_shadow_skipped_executions", "Executions sampled for shadow validation but skipped (busy)")
 FAILOVER_ROWS = ("faast_failover_rows", "Rows run on the bit-exact engine while no compute unit was in rotation")
 FAILOVER_ACTIVE = ("faast_failover_active", "Whether the bit-exact engine currently serves in the card's place")
+# Card telemetry, named as Triton names a GPU's gauges (nv_gpu_power_usage, ...), labeled card and bdf.
+CARD_TEMPERATURE = ("faast_card_temperature", "Card sensor temperature in degrees Celsius")
+CARD_POWER = ("faast_card_power_usage", "Card power usage in watts")
+CARD_FAN_SPEED = ("faast_card_fan_speed", "Card fan speed in RPM")
+CARD_CLOCK = ("faast_card_clock_frequency", "Card clock frequency in MHz")
 
 
 @dataclass(frozen=True)
@@ -541,7 +549,26 @@ class MetricsView:
         readings = model_readings(self.collector.repository)
         if self.peers is not None:
             readings = merge_readings([readings, *await self.peers.gather("metrics.readings")])
-        return render_families(self.collector.families(readings))
+        cards = await asyncio.to_thread(card_telemetry)  # XRT's queries read the cards' sensors
+        return render_families([*self.collector.families(readings), *card_families(cards)])
+
+
+def card_families(cards: Iterable[CardTelemetry]) -> list[Metric]:
+    """The faast_card_* gauges of `cards`: one sample per reading XRT reported, none for a sensor it
+    did not (a missing sensor is absent, not 0), and no family without a sample."""
+    temperature, power = _family(CARD_TEMPERATURE, "gauge"), _family(CARD_POWER, "gauge")
+    fan_speed, clock = _family(CARD_FAN_SPEED, "gauge"), _family(CARD_CLOCK, "gauge")
+    for card in cards:
+        labels = {"card": card.card, "bdf": card.bdf}
+        for sensor, celsius in card.temperatures_c.items():
+            temperature.add_sample(temperature.name, {**labels, "sensor": sensor}, celsius)
+        if card.power_w is not None:
+            power.add_sample(power.name, labels, card.power_w)
+        for fan, rpm in card.fans_rpm.items():
+            fan_speed.add_sample(fan_speed.name, {**labels, "fan": fan}, rpm)
+        for clock_id, mhz in card.clocks_mhz.items():
+            clock.add_sample(clock.name, {**labels, "clock": clock_id}, mhz)
+    return [family for family in (temperature, power, fan_speed, clock) if family.samples]
 
 
 def _number(value: float) -> str:

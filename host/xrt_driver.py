@@ -10,9 +10,12 @@ Untested on hardware here: the tests drive this code against a recording stand-i
 exactly that surface (tests/support/recording_pyxrt.py).
 """
 
+import json
 import logging
+import math
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -158,6 +161,87 @@ class XrtComputeUnit(ComputeUnit):
         except RuntimeError as error:
             self.lost = True
             raise ComputeUnitFault(f"kernel {self.name}: reading outputs failed: {error}") from None
+
+
+@dataclass(frozen=True)
+class CardTelemetry:
+    """One card's sensors as XRT reports them (`xbutil examine -r thermal electrical mechanical
+    platform` reads the same): a sensor XRT reports absent or unreadable is left out, never 0."""
+
+    card: str  # card0: the index faast names compute units by
+    bdf: str
+    shell: str
+    temperatures_c: dict[str, float] = field(default_factory=dict)  # sensor location id -> degrees Celsius
+    power_w: float | None = None  # the board's power draw
+    fans_rpm: dict[str, float] = field(default_factory=dict)
+    clocks_mhz: dict[str, float] = field(default_factory=dict)  # clock id -> frequency
+
+
+def card_telemetry() -> list[CardTelemetry]:
+    """The telemetry of every card XRT lists; none where pyxrt is not importable."""
+    try:
+        pyxrt = _pyxrt()
+    except DeviceError:
+        return []
+    return [read_telemetry(pyxrt, index, device) for index, device in cards(pyxrt)]
+
+
+def read_telemetry(pyxrt, index, device) -> CardTelemetry:
+    """`device.get_info`'s thermal, electrical, mechanical and platform reports, parsed as XRT writes
+    them (sensor.cpp, info_platform.cpp: boost's write_json, so every value is a string; a report
+    without entries is an object or "" where a list would be)."""
+    keys = pyxrt.xrt_info_device
+
+    def report(key):
+        try:
+            answer = json.loads(device.get_info(key))
+        except (RuntimeError, ValueError):  # a query the card's driver refuses
+            return {}
+        return answer if isinstance(answer, dict) else {}
+
+    thermal, electrical, mechanical, platform = map(
+        report, (keys.thermal, keys.electrical, keys.mechanical, keys.platform)
+    )
+    platforms = _entries(platform, "platforms")
+    return CardTelemetry(
+        card=f"card{index}",
+        bdf=device.get_info(keys.bdf),
+        shell=device.get_info(keys.name),
+        temperatures_c=_present_values(_entries(thermal, "thermals"), "location_id", "temp_C"),
+        power_w=_number(electrical.get("power_consumption_watts")),
+        fans_rpm=_present_values(_entries(mechanical, "fans"), "location_id", "speed_rpm"),
+        clocks_mhz={
+            clock["id"]: mhz
+            for clock in _entries(platforms[0] if platforms else {}, "clocks")
+            if clock.get("description") != "Unused" and (mhz := _number(clock.get("freq_mhz"))) is not None
+        },
+    )
+
+
+def _number(text):
+    """A value of XRT's JSON as a float; None for what is no reading ("N/A", "NA", a missing key)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _entries(report, key):
+    """The list of objects XRT wrote under `key`; none where it wrote {"error_msg": ...} or ""."""
+    entries = report.get(key)
+    return [entry for entry in entries if isinstance(entry, dict)] if isinstance(entries, list) else []
+
+
+def _present_values(entries, name_key, value_key):
+    """{name: value} of the sensors XRT marks is_present (it writes 0 for the others)."""
+    return {
+        entry[name_key]: value
+        for entry in entries
+        if entry.get("is_present") == "true"
+        and name_key in entry
+        and (value := _number(entry.get(value_key))) is not None
+    }
 
 
 class XrtDevice(Device):

@@ -1,8 +1,11 @@
 """Every query of deploy/grafana/faast.json answers with data from a real Prometheus (Debian's)
 scraping two live faast replicas, and every series and label it names is on a live /metrics: a
-dashboard that names a series faast does not export would show nothing and pass a syntax check."""
+dashboard that names a series faast does not export would show nothing and pass a syntax check.
+The second replica runs on a host with a card (the recording pyxrt stand-in's, reporting the sensors
+XRT's sources write), so the card panels answer for it, and for it only."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -13,7 +16,8 @@ import urllib.request
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from support import ROOT, Server, free_port
+from support import ROOT, Server, free_port, xrt_sensors
+from support.cards import U250_SHELL
 from support.triton_metrics import families, scrape
 
 # slow: a second replica and a Prometheus that scrapes them for a few seconds
@@ -23,6 +27,7 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "faast.json"
 # Added by the scrape (the ServiceMonitor's target labels), not by faast's /metrics.
 TARGET_LABELS = {"pod", "namespace", "instance", "job"}
 SCRAPE_SECONDS = 1
+CARD_REPLICAS = {"replica-b"}  # the replicas with a card: only they export faast_card_*
 
 
 def _queries(dashboard):
@@ -63,7 +68,12 @@ def scraped_replicas(server, model_repository, tmp_path_factory, facile_inputs):
     prometheus = shutil.which("prometheus") or shutil.which("prometheus", path="/usr/bin:/usr/sbin")
     assert prometheus, "prometheus is not installed: apt-get install prometheus (the README's test command does)"
     folder = tmp_path_factory.mktemp("prometheus")
-    second = Server(model_repository, folder / "replica-b.log")
+    (folder / "cards.json").write_text(json.dumps([{"name": U250_SHELL, **xrt_sensors.U250}]))
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("FAAST_STANDIN_CARDS", str(folder / "cards.json"))
+        standins = ROOT / "tests" / "support" / "standin_site"
+        environment.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(standins), os.environ.get("PYTHONPATH")])))
+        second = Server(model_repository, folder / "replica-b.log")
     replicas = {"replica-a": server, "replica-b": second}
     jobs = [
         {"targets": [f"127.0.0.1:{replica.metrics_port}"], "labels": {"pod": pod, "namespace": "physics"}}
@@ -111,7 +121,8 @@ def _query(prometheus, expr):
 
 def test_the_dashboard_has_the_panels_the_issue_asks_for():
     titles = " ".join(title.lower() for title, _ in _queries(json.loads(DASHBOARD.read_text())))
-    for wanted in ("throughput", "queue", "compute", "batch fill", "kernel busy", "failures by reason"):
+    panels = ("throughput", "queue", "compute", "batch fill", "kernel busy", "failures by reason")
+    for wanted in (*panels, "card temperature", "card power", "card clocks"):
         assert wanted in titles
     for _, expr in _queries(json.loads(DASHBOARD.read_text())):
         assert "by (pod" in expr, f"not per replica: {expr}"
@@ -120,6 +131,7 @@ def test_the_dashboard_has_the_panels_the_issue_asks_for():
 def test_every_series_and_label_the_dashboard_queries_is_on_a_live_metrics(scraped_replicas):
     _, replicas = scraped_replicas
     exported = families(scrape(f"127.0.0.1:{replicas['replica-a'].metrics_port}"))
+    exported |= families(scrape(f"127.0.0.1:{replicas['replica-b'].metrics_port}"))  # with its card's series
     dashboard = json.loads(DASHBOARD.read_text())
     queried: dict[str, set[str]] = {}
     for variable in dashboard["templating"]["list"]:
@@ -145,6 +157,7 @@ def test_every_dashboard_query_answers_per_replica_from_a_real_prometheus(scrape
         time.sleep(SCRAPE_SECONDS)
     for title, expr in _queries(json.loads(DASHBOARD.read_text())):
         result = _query(prometheus, _grafana_variables_filled(expr))
-        assert {series["metric"].get("pod") for series in result} == set(replicas), f"{title}: {expr} -> {result}"
+        pods = CARD_REPLICAS if "faast_card_" in expr else set(replicas)  # no card: no series, not zeros
+        assert {series["metric"].get("pod") for series in result} == pods, f"{title}: {expr} -> {result}"
         if "Throughput" in title or "Requests/s" in title:
             assert all(float(series["value"][1]) > 0 for series in result), f"{title}: {result}"
