@@ -3,13 +3,15 @@ API it opens a compute unit with, the memory bank of each buffer, and the image 
 card and on F1. Every answer is checked bit for bit against the C simulation."""
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 
 import numpy as np
 import pytest
-from support import recording_pyxrt
-from support.cards import F1_SHELL, U250_SHELL, facile_rows, fake_xclbin
+from support import BIN, ROOT, recording_pyxrt
+from support.cards import F1_SHELL, U250_PLATFORM, U250_SHELL, facile_rows, fake_xclbin
 
 from faast.contract.errors import DeviceError
 from faast.contract.kernel import KernelDescription
@@ -17,6 +19,7 @@ from faast.host.csim import CsimDevice
 from faast.host.xrt_driver import XrtDevice, run_timeout_ms
 
 F1_PLATFORM = "xilinx_aws-vu9p-f1_shell-v04261818_201920_3"
+STANDIN_SITE = ROOT / "tests" / "support" / "standin_site"
 
 
 @pytest.fixture
@@ -122,3 +125,24 @@ def test_the_timeout_grows_with_the_rows_of_the_run(version_dir, monkeypatch):
     first_rows = _calls("start")[0][5]
     assert f"did not complete within {round(50 + first_rows * 0.1)} ms" in str(failure.value)
     device.close()
+
+
+def test_faast_devices_places_a_version_on_the_image_its_cards_load(model_repository, version_dir, tmp_path):
+    fake_xclbin(version_dir)
+    fake_xclbin(version_dir, platform=F1_PLATFORM, cus=2, name="facile.awsxclbin")
+    repository = version_dir.parents[1]
+    shutil.copy(model_repository / "facile" / "config.pbtxt", repository / "facile")
+    outputs = {}
+    for board, shell in (("u250", U250_SHELL), ("aws-f1", F1_SHELL)):
+        (tmp_path / "cards.json").write_text(json.dumps([{"name": shell}]))
+        environment = {
+            **os.environ,
+            "FAAST_STANDIN_CARDS": str(tmp_path / "cards.json"),
+            "PYTHONPATH": str(STANDIN_SITE),
+        }
+        result = subprocess.run(
+            [BIN / "faast", "devices", repository], capture_output=True, text=True, env=environment, check=True
+        )
+        outputs[board] = result.stdout
+    assert f"  facile/1 -> xrt: facile.xclbin is built for {U250_PLATFORM} (u250), as card0" in outputs["u250"]
+    assert f"  facile/1 -> xrt: facile.awsxclbin is built for {F1_PLATFORM} (aws-f1), as card0" in outputs["aws-f1"]
