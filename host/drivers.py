@@ -29,7 +29,8 @@ def driver(kind: str) -> type[Device]:
 def open_device(kind: str, folder, compute_units: int | None = None) -> Device:
     """Open device `kind` (auto, emulator, csim, xrt, pynq) on the kernel built into `folder`.
 
-    auto prefers a card, then the emulator (exact, fast), then the C simulation (exact, slow), and
+    auto prefers a card (a driver that raises anything, at import, enumeration or opening, is
+    passed over with the error as its reason), then the emulator (exact, fast), then the C simulation (exact, slow), and
     logs why it chose what it chose. `compute_units` (config.pbtxt's instance_group count) is how
     many the emulator and the C simulation run, one per worker thread; None: cores_of_this_process(). A card
     has the compute units its xclbin was built with, whatever the count says.
@@ -40,10 +41,14 @@ def open_device(kind: str, folder, compute_units: int | None = None) -> Device:
     reasons = []
     if kernel.xclbins():
         for hardware in HARDWARE:
-            available, reason = driver(hardware).available()
-            if available:
-                log.info("device auto for '%s': %s, because %s", kernel.name, hardware, reason)
-                return _make(hardware, kernel, compute_units)
+            try:  # a vendor's module may raise anything, on import, enumeration or opening a card
+                available, reason = driver(hardware).available()
+                if available:
+                    device = _make(hardware, kernel, compute_units)
+                    log.info("device auto for '%s': %s, because %s", kernel.name, hardware, reason)
+                    return device
+            except Exception as error:  # noqa: BLE001 — logged as the reason auto moves on
+                reason = f"{type(error).__name__}: {error}"
             reasons.append(f"{hardware}: {reason}")
     else:
         reasons.append(f"{folder} holds no xclbin")
