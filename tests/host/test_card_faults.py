@@ -1,7 +1,8 @@
-"""Card faults through the drivers, on the recording stand-ins of pyxrt and pynq (no hardware): a
-compute unit that hangs leaves the rotation and its rows are retried once elsewhere; a card that
-vanishes takes its units out and the device keeps serving on the others, or reports why it cannot;
-a card that comes back is reopened. Every call answers exactly once, with the C simulation's bits."""
+"""Card faults through the drivers, on the recording stand-in of pyxrt and on PYNQ itself over a
+stand-in of XRT's library (no hardware): a compute unit that hangs leaves the rotation and its rows
+are retried once elsewhere; a card that vanishes takes its units out and the device keeps serving
+on the others, or reports why it cannot; a card that comes back is reopened. Every call answers
+exactly once, with the C simulation's bits."""
 
 import gc
 import json
@@ -15,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from support import ROOT, Server, recording_pynq, recording_pyxrt
+from support import ROOT, Server, axlf, recording_pyxrt, standin_libxrt
 from support.cards import U250_SHELL, facile_rows, fake_xclbin
 from tritonclient.utils import InferenceServerException
 
@@ -39,7 +40,7 @@ def version_dir(model_repository, tmp_path):
 @pytest.fixture
 def standins(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyxrt", recording_pyxrt.module())
-    monkeypatch.setitem(sys.modules, "pynq", recording_pynq.module())
+    standin_libxrt.real_pynq()
     monkeypatch.setattr("faast.host.xrt_driver.KERNEL_TIMEOUT_MS", TIMEOUT_MS)
     monkeypatch.setattr("faast.host.pynq_driver.KERNEL_TIMEOUT_MS", TIMEOUT_MS)
 
@@ -181,15 +182,34 @@ def test_a_vanished_card_leaves_the_others_serving_and_comes_back(version_dir, s
 
 
 def test_pynq_a_hung_unit_is_given_up_on_and_its_rows_retried(version_dir, standins, expected):
-    fake_xclbin(version_dir, cus=2)
-    recording_pynq.install([{"name": U250_SHELL, "hang": {"facile_top_1"}}])
+    axlf.write(version_dir)  # PYNQ reads a real xclbin
+    standin_libxrt.install([{"name": U250_SHELL, "hang": {"facile_top_1"}}])
     device = PynqDevice(KernelDescription.read(version_dir))
     rows = facile_rows(1000, seed=5)
     assert np.array_equal(device.run(rows).view(np.uint32), expected(rows))
     assert device.out_of_rotation() == [
         ("card0/facile_top_1", f"kernel card0/facile_top_1 did not complete within {TIMEOUT_MS} ms")
     ]
-    assert [s[2] for s in _starts(recording_pynq.CALLS)].count("facile_top_2") == 2  # its own rows, then the retry
+    finished = [cu for _, cu, _ in standin_libxrt.COMMANDS]  # 4 runs of 250 rows, the hung one's again
+    assert len(finished) == 4 and "facile_top_1" not in finished
+    assert device.recover() == []  # a hung run stays queued on its CU: no way back, as with XRT
+    device.close()
+
+
+def test_pynq_a_vanished_card_leaves_the_other_serving_and_comes_back(version_dir, standins, expected):
+    axlf.write(version_dir)
+    standin_libxrt.install([{"name": U250_SHELL}, {"name": U250_SHELL}])
+    device = PynqDevice(KernelDescription.read(version_dir))
+    standin_libxrt.CARDS[1]["present"] = False
+    rows = facile_rows(2000, seed=6)
+    assert np.array_equal(device.run(rows).view(np.uint32), expected(rows))
+    assert [name for name, _ in device.out_of_rotation()] == [f"card1/facile_top_{i}" for i in range(1, 5)]
+    assert device.recover() == []  # still gone
+    standin_libxrt.CARDS[1]["present"] = True
+    assert device.recover() == [f"card1/facile_top_{i}" for i in range(1, 5)]
+    standin_libxrt.COMMANDS.clear()
+    assert np.array_equal(device.run(rows).view(np.uint32), expected(rows))
+    assert {card for card, _, _ in standin_libxrt.COMMANDS} == {0, 1}
     device.close()
 
 

@@ -9,7 +9,8 @@
   output array), infer_request (a raw ModelInferRequest), bits (float32 bit patterns), varint
   (protobuf's length encoding, for messages written by hand)
 - protocol: import_faast_protocol (faast.protocol beside tritonclient.grpc in one process)
-- recording_pyxrt, recording_pynq: RECORDING STAND-INS of pyxrt and pynq (import them as submodules)
+- recording_pyxrt: a RECORDING STAND-IN of pyxrt; standin_libxrt: a STAND-IN of XRT's C library
+  under the real pynq, and axlf: the xclbins it loads (import them as submodules)
 - fake_device: a fake Device kind for in-process tests, and the one place that writes kernel folders
   by hand and registers a driver (import it as a submodule)
 """

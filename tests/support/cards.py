@@ -1,5 +1,6 @@
-"""Stand-in cards for the hardware drivers' tests: fake xclbins the recording stand-ins of pyxrt and
-pynq load (tests/support/recording_pyxrt.py), the shells and platforms they name, and FACILE rows."""
+"""Stand-in cards for the hardware drivers' tests: fake xclbins the recording stand-in of pyxrt loads
+(tests/support/recording_pyxrt.py; PYNQ reads real ones, tests/support/axlf.py), the shells and
+platforms they name, and FACILE rows."""
 
 import json
 

@@ -22,6 +22,7 @@ Cards: `install([{"name": shell, "present": bool, "hang": CU names that never fi
 import ctypes
 import ctypes.util
 import errno
+import functools
 import itertools
 import json
 import os
@@ -60,11 +61,11 @@ def install(cards):
     """The stand-in cards, replacing any before; PYNQ enumerates them afresh on its next look."""
     COMMANDS.clear()
     CARDS[:] = [{"present": True, "hang": set(), "fail": {}, **card, "_state": None} for card in cards]
-    pynq = sys.modules.get("pynq")
-    if pynq is not None and getattr(pynq._3rdparty.xrt, "libc", None) is LIBRARY:
+    xrt, devices = sys.modules.get("pynq._3rdparty.xrt"), sys.modules.get("pynq.pl_server.device")
+    if xrt is not None and devices is not None and xrt.libc is LIBRARY:
         for cached in ("_devices", "_active_device"):  # what a fresh process would not have
-            if cached in vars(pynq.Device):
-                delattr(pynq.Device, cached)
+            if cached in vars(devices.Device):
+                delattr(devices.Device, cached)
 
 
 def _card(handle):
@@ -172,11 +173,11 @@ class _CardState:
 def _present(function):
     """A call on a card that is gone fails as XRT's do: -ENODEV."""
 
+    @functools.wraps(function)
     def checked(handle, *args):
         card, _ = _card(handle)
         return function(handle, *args) if card["present"] else -errno.ENODEV
 
-    checked.__name__ = function.__name__
     return checked
 
 

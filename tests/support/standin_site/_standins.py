@@ -1,5 +1,6 @@
-"""Loads the recording stand-ins of tests/support without running tests/support/__init__.py (whose
-tritonclient import would clash with faast's own protobuf registrations in a `faast` process)."""
+"""Loads the stand-ins of tests/support (recording_pyxrt; standin_libxrt under the real pynq) without
+running tests/support/__init__.py (whose tritonclient import would clash with faast's own protobuf
+registrations in a `faast` process)."""
 
 import importlib
 import json

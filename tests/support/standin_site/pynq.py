@@ -1,8 +1,8 @@
-"""`import pynq` in a child process gives the RECORDING STAND-IN of tests/support/recording_pynq.py,
-with the cards listed in $FAAST_STANDIN_CARDS."""
+"""`import pynq` in a child process gives the real PYNQ 3.0.1 over the STAND-IN of XRT's library
+(tests/support/standin_libxrt.py), with the cards listed in $FAAST_STANDIN_CARDS."""
 
 import sys
 
 from _standins import load
 
-sys.modules[__name__] = load("recording_pynq")
+sys.modules[__name__] = load("standin_libxrt")
