@@ -88,7 +88,6 @@ class _Image:
 
     def __init__(self, data, card):
         length = struct.unpack_from("<Q", data, PREFIX)[0]
-        platform = data[PREFIX + 48 : PREFIX + 112].rstrip(b"\0").decode()
         self.uuid = data[PREFIX + 112 : PREFIX + 128]
         count = struct.unpack_from("<I", data, PREFIX + 144)[0]
         sections = {}
@@ -96,7 +95,6 @@ class _Image:
             kind, _, offset, size = SECTION_HEADER.unpack_from(data, PREFIX + 152 + 40 * i)
             assert offset + size <= length, "a section inside the file"
             sections[kind] = data[offset : offset + size]
-        self.platform = platform
         kernel = ElementTree.fromstring(sections[2]).find("platform/device/core/kernel")
         self.offsets = {arg.get("name"): int(arg.get("offset"), 0) for arg in kernel.findall("arg")}
         (ips,) = struct.unpack_from("<i", sections[8])
@@ -107,13 +105,14 @@ class _Image:
         folder = Path(sections[0].decode())
         self.kernel = KernelDescription.read(folder)
         emulator = EmulatorDevice(self.kernel, len(self.cus))
+        emulator.close()  # its units compute on any bytes; its own buffer pools are not needed
         self.queues = []
-        for index, (name, unit) in enumerate(zip(self.cus, emulator.compute_units, strict=True)):
+        for name, unit in zip(self.cus, emulator.compute_units, strict=True):
             work: queue.Queue = queue.Queue()
-            threading.Thread(target=self._serve, args=(card, index, name, unit, work), daemon=True).start()
+            threading.Thread(target=self._serve, args=(card, name, unit, work), daemon=True).start()
             self.queues.append(work)
 
-    def _serve(self, card, index, name, unit, work):
+    def _serve(self, card, name, unit, work):
         instance = name.split(":")[1]
         while True:
             packet = work.get()
@@ -164,7 +163,7 @@ class _CardState:
 
     def find(self, address):
         """The device memory from `address` on, as the CU's AXI master sees it."""
-        for buffer in self.buffers.values():
+        for buffer in list(self.buffers.values()):  # xclAllocBO may add one meanwhile
             if buffer.memory is not None and buffer.paddr <= address < buffer.paddr + buffer.size:
                 return buffer.device[address - buffer.paddr :]
         raise RuntimeError(f"no buffer at device address {address:#x}")
