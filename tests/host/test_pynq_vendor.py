@@ -157,10 +157,17 @@ def _devices_or_error(pynq):
 def test_auto_falls_back_when_pynq_raises(version_dir, pynq, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="faast.host")
     standin_libxrt.install([{"name": U250_SHELL}])
+    device_info = standin_libxrt.LIBRARY.functions["xclGetDeviceInfo2"]
     monkeypatch.delitem(standin_libxrt.LIBRARY.functions, "xclGetDeviceInfo2")  # an XRT without it
     device = open_device("auto", version_dir)
     assert device.kind == "emulator"
     assert "pynq: AttributeError: libxrt_core.so (stand-in): undefined symbol: xclGetDeviceInfo2" in caplog.text
+    device.close()
+
+    monkeypatch.setitem(standin_libxrt.LIBRARY.functions, "xclGetDeviceInfo2", device_info)
+    standin_libxrt.install([{"name": F1_SHELL}])  # listed, but an F1 cannot load a U250 xclbin
+    device = open_device("auto", version_dir)
+    assert device.kind == "emulator" and "pynq: DeviceError: cannot load facile.xclbin on card 0" in caplog.text
     device.close()
 
     real_import = importlib.import_module
