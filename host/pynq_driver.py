@@ -94,7 +94,8 @@ class BufferObject:
 
     bo: int
     device_address: int
-    address: int  # where it is mapped in this process
+    mapping: object  # the buffer mapped into this process (ctypes), freed once nothing refers to it
+    address: int
 
 
 class PynqComputeUnit(ComputeUnit):
@@ -127,9 +128,10 @@ class PynqComputeUnit(ComputeUnit):
         its PynqBuffer, which numpy 2 refuses: ndarray.device became read-only)."""
         device = self.card.device
         bo = device.allocate_bo(nbytes, self.bank.idx, 0)
-        host = np.frombuffer(device.map_bo(bo), np.uint8)
-        handle = BufferObject(bo, device.get_device_address(bo), host.ctypes.data)
-        weakref.finalize(handle, self.card.pynq.pl_server.xrt_device._free_bo, device, bo, handle.address, nbytes)
+        mapping = device.map_bo(bo)
+        host = np.frombuffer(mapping, np.uint8)  # its views keep `mapping` alive, as the handle does
+        handle = BufferObject(bo, device.get_device_address(bo), mapping, host.ctypes.data)
+        weakref.finalize(mapping, self.card.pynq.pl_server.xrt_device._free_bo, device, bo, handle.address, nbytes)
         return DeviceBuffer(host, handle)
 
     def execute(self, inputs, outputs, rows, in_bytes, out_bytes):
