@@ -13,8 +13,8 @@
 # 5. measures throughput and latency with `faast bench` (batch 16000 for FACILE, as FaaST's Table I);
 # 6. writes DIR/hardware.md beside Table I (U250 86M, F1 36M inf/s). Send back the whole DIR.
 #
-# --dry-run puts the recording stand-ins of pyxrt and pynq (tests/support/standin_site) in place of
-# XRT and a card whose kernel is the C simulation: it proves the kit runs end to end, nothing about
+# --dry-run puts the stand-ins of pyxrt and of XRT's library, under the real pynq
+# (tests/support/standin_site), in place of XRT and a card whose kernel is the C simulation: it proves the kit runs end to end, nothing about
 # hardware, and every file it writes says so. ResNet-50 is left out of the dry run (its build alone
 # takes longer than the CI budget).
 set -euo pipefail

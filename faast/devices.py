@@ -9,7 +9,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from faast.host import xrt_driver
+from faast.host import pynq_driver, xrt_driver
 from faast.host.drivers import HARDWARE
 from faast.host.vendor import board, import_vendor
 
@@ -43,10 +43,12 @@ def find_cards() -> tuple[dict[str, list[Card]], dict[str, str]]:
     except DeviceError as error:
         problems["xrt"] = str(error)
     try:
-        pynq = import_vendor("pynq", "PYNQ is not installed (pip install pynq==3.0.1)")
-        found["pynq"] = [Card("pynq", index, card.name) for index, card in enumerate(pynq.Device.devices)]
+        pynq = import_vendor("pynq", pynq_driver.INSTALL_HINT)
+        found["pynq"] = [Card("pynq", index, card.name) for index, card in enumerate(pynq_driver.cards(pynq))]
     except DeviceError as error:
         problems["pynq"] = str(error)
+    except Exception as error:  # noqa: BLE001 — PYNQ's own listing failed: said, as auto says it
+        problems["pynq"] = f"PYNQ could not list the cards: {type(error).__name__}: {error}"
     return found, problems
 
 

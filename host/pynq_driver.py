@@ -40,8 +40,11 @@ from .xrt_driver import KERNEL_TIMEOUT_MS, POLL_S
 UNSAFE_IN_MEMORY_NAME = re.compile("[^A-Za-z0-9_]")  # what PYNQ strips from a memory's name
 
 
+INSTALL_HINT = "device 'pynq' needs PYNQ 3.0.1 (pip install pynq==3.0.1 'pycparser<3') and XRT"
+
+
 def _pynq():
-    return import_vendor("pynq", "device 'pynq' needs PYNQ 3.0.1 (pip install pynq==3.0.1 'pycparser<3') and XRT")
+    return import_vendor("pynq", INSTALL_HINT)
 
 
 def cards(pynq):

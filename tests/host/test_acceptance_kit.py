@@ -1,6 +1,7 @@
 """The hardware acceptance kit (bench/hardware.sh) end to end in its dry mode: the real `faast build`,
-`faast devices`, `faast serve` and `faast bench`, with the recording stand-ins of pyxrt and pynq in
-place of XRT and a card. It proves the kit runs; it says nothing about hardware, and says so."""
+`faast devices`, `faast serve` and `faast bench`, with the stand-ins of pyxrt and of XRT's library
+(under the real pynq) in place of XRT and a card. It proves the kit runs; it says nothing about
+hardware, and says so."""
 
 import json
 import subprocess

@@ -1,6 +1,6 @@
 """`faast devices`, the real command in a child process, on 0, 1 and 2 stand-in cards
-(tests/support/standin_site puts the recording stand-ins of pyxrt and pynq on its import path), with
-a wrong platform and a missing xclbin. No hardware is involved."""
+(tests/support/standin_site puts the stand-ins of pyxrt and of XRT's library, under the real pynq,
+on its import path), with a wrong platform and a missing xclbin. No hardware is involved."""
 
 import json
 import os
