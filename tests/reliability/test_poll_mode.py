@@ -16,11 +16,8 @@ import time
 
 import numpy as np
 import pytest
-from support import Server, import_faast_protocol, infer
-
-import_faast_protocol()
-
-from support.fake_device import (  # noqa: E402
+from support import Server, infer
+from support.fake_device import (
     FakeDevice,
     fake_answers,
     in_process,
@@ -30,8 +27,8 @@ from support.fake_device import (  # noqa: E402
     write_kernel,
 )
 
-from faast.dataplane import InferRequest, InputTensor  # noqa: E402
-from faast.repository import ModelState, VersionState, _stamp  # noqa: E402
+from faast.dataplane import InferRequest, InputTensor
+from faast.repository import ModelState, VersionState, _stamp
 
 WIDTH = 4
 LIMIT_S = 10.0  # waits that should end at once: reaching it means the test failed

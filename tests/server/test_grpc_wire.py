@@ -8,14 +8,11 @@ Outputs here are larger than 128 bytes, and some than 16384, so lengths take mul
 
 import numpy as np
 import pytest
-from support import import_faast_protocol
 
-import_faast_protocol()
-
-from faast import grpc_converters, tensors  # noqa: E402
-from faast.dataplane import InferResponse, OutputTensor  # noqa: E402
-from faast.grpc_wire import EncodedMessage, encode_stream_infer_response  # noqa: E402
-from faast.protocol import service  # noqa: E402
+from faast import grpc_converters, tensors
+from faast.dataplane import InferResponse, OutputTensor
+from faast.grpc_wire import EncodedMessage, encode_stream_infer_response
+from faast.protocol import service
 
 
 def _output(name, datatype, data):

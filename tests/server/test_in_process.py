@@ -14,11 +14,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from support import import_faast_protocol
-
-import_faast_protocol()
-
-from support.fake_device import (  # noqa: E402
+from support.fake_device import (
     fake_answers,
     in_process,
     representable_rows,
@@ -26,8 +22,8 @@ from support.fake_device import (  # noqa: E402
     write_fake_model,
 )
 
-from faast.contract.errors import Internal, InvalidArgument, NotFound, Unavailable  # noqa: E402
-from faast.dataplane import InferRequest, InputTensor, RequestedOutput  # noqa: E402
+from faast.contract.errors import Internal, InvalidArgument, NotFound, Unavailable
+from faast.dataplane import InferRequest, InputTensor, RequestedOutput
 
 WIDTH = 4  # values per row of the fake models
 PREFIX = "[request id: <id_unknown>] "

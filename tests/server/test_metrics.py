@@ -68,9 +68,33 @@ import pytest
 import tritonclient.http as httpclient
 from google.protobuf import text_format
 from prometheus_client.parser import text_string_to_metric_families
-from support import BIN, Server, import_faast_protocol, infer
+from support import BIN, Server, infer
 from support.triton_metrics import families, sample_value, scrape, start_triton_with_metrics
 from tritonclient.utils import InferenceServerException
+
+from faast.contract.errors import InvalidArgument
+from faast.dataplane import DataPlane, InferRequest, InputTensor
+from faast.metrics import (
+    MetricsConfig,
+    MetricsView,
+    merge_readings,
+    model_readings,
+    parse_metrics_config,
+    registry_for,
+    render,
+    render_families,
+)
+from faast.protocol import model_config
+from faast.repository import ModelRepository
+from faast.shared_memory import SharedMemoryManager
+from faast.statistics import (
+    LatencySamples,
+    ModelStatistics,
+    SummaryWindow,
+    record_first_responses,
+    record_latencies,
+)
+from faast.trace_log import TraceSettings, parse_trace_config
 
 _CACHED = "(includes cached requests)"
 _NOT_CACHED = "(does not include cached requests)"
@@ -170,33 +194,6 @@ BATCHES = (1, 4, 16)  # the successful requests both servers get, rows each
 # Triton 2.52+'s histogram (core's metrics.cc) and its default buckets (metric_model_reporter.h).
 FIRST_RESPONSE = "nv_inference_first_response_histogram_ms"
 FIRST_RESPONSE_HELP = "Duration from request to first response in milliseconds"
-
-
-import_faast_protocol()
-
-from faast.contract.errors import InvalidArgument  # noqa: E402
-from faast.dataplane import DataPlane, InferRequest, InputTensor  # noqa: E402
-from faast.metrics import (  # noqa: E402
-    MetricsConfig,
-    MetricsView,
-    merge_readings,
-    model_readings,
-    parse_metrics_config,
-    registry_for,
-    render,
-    render_families,
-)
-from faast.protocol import model_config  # noqa: E402
-from faast.repository import ModelRepository  # noqa: E402
-from faast.shared_memory import SharedMemoryManager  # noqa: E402
-from faast.statistics import (  # noqa: E402
-    LatencySamples,
-    ModelStatistics,
-    SummaryWindow,
-    record_first_responses,
-    record_latencies,
-)
-from faast.trace_log import TraceSettings, parse_trace_config  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -10,16 +10,13 @@ import shutil
 from types import SimpleNamespace
 
 import pytest
-from support import import_faast_protocol
 
-import_faast_protocol()  # before anything of faast: the suite's tritonclient.grpc registered its protos
-
-from faast.contract.errors import Internal, NotFound  # noqa: E402
-from faast.dataplane import DataPlane  # noqa: E402
-from faast.model import ServedModel  # noqa: E402
-from faast.repository import UNLOADED, WHOLE_MODEL, ModelRepository, ModelState, VersionState  # noqa: E402
-from faast.shared_memory import SharedMemoryManager  # noqa: E402
-from faast.trace_log import TraceSettings, parse_trace_config  # noqa: E402
+from faast.contract.errors import Internal, NotFound
+from faast.dataplane import DataPlane
+from faast.model import ServedModel
+from faast.repository import UNLOADED, WHOLE_MODEL, ModelRepository, ModelState, VersionState
+from faast.shared_memory import SharedMemoryManager
+from faast.trace_log import TraceSettings, parse_trace_config
 
 LIMIT_S = 5.0  # waits that should end at once: reaching it means the test failed
 CONFIG = """name: "{name}"

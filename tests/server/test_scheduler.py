@@ -15,16 +15,13 @@ import time
 
 import numpy as np
 import pytest
-from support import import_faast_protocol
 
-import_faast_protocol()
-
-from faast.batcher import DynamicBatcher  # noqa: E402
-from faast.contract.errors import DeviceError, Internal, Unavailable  # noqa: E402
-from faast.host.buffer_pool import Timings  # noqa: E402
-from faast.protocol import model_config as mc  # noqa: E402
-from faast.scheduler import Completion, DirectScheduler  # noqa: E402
-from faast.statistics import ModelStatistics  # noqa: E402
+from faast.batcher import DynamicBatcher
+from faast.contract.errors import DeviceError, Internal, Unavailable
+from faast.host.buffer_pool import Timings
+from faast.protocol import model_config as mc
+from faast.scheduler import Completion, DirectScheduler
+from faast.statistics import ModelStatistics
 
 WIDTH = 3  # input values per row
 LIMIT_S = 5.0  # a bound for waits that should end at once: reaching it means the test failed

@@ -8,7 +8,6 @@
 - inference: facile_input (a tritonclient InferInput of rows), infer (an infer call answered as the
   output array), infer_request (a raw ModelInferRequest), bits (float32 bit patterns), varint
   (protobuf's length encoding, for messages written by hand)
-- protocol: import_faast_protocol (faast.protocol beside tritonclient.grpc in one process)
 - recording_pyxrt: a RECORDING STAND-IN of pyxrt; standin_libxrt: a STAND-IN of XRT's C library
   under the real pynq, and axlf: the xclbins it loads (import them as submodules)
 - fake_device: a fake Device kind for in-process tests, and the one place that writes kernel folders
@@ -18,7 +17,6 @@
 from .hls4ml_reference import HLS4ML_TRACE, hls4ml_predict
 from .inference import bits, facile_input, infer, infer_request, varint
 from .paths import BIN, PYTHON, ROOT
-from .protocol import import_faast_protocol
 from .server import Server, facile_with_config, free_port
 
 __all__ = [
@@ -32,7 +30,6 @@ __all__ = [
     "facile_with_config",
     "free_port",
     "hls4ml_predict",
-    "import_faast_protocol",
     "infer",
     "infer_request",
     "varint",

@@ -22,21 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .protocol import import_faast_protocol
-
-import_faast_protocol()
-
-from faast.contract.errors import ComputeUnitFault  # noqa: E402
-from faast.contract.fixed import FixedType  # noqa: E402
-from faast.contract.kernel import KernelDescription, Tensor  # noqa: E402
-from faast.contract.layout import BufferLayout, TensorLanes  # noqa: E402
-from faast.dataplane import DataPlane  # noqa: E402
-from faast.host import drivers, packing  # noqa: E402
-from faast.host.compute_unit import ComputeUnit, DeviceBuffer  # noqa: E402
-from faast.host.device import Device  # noqa: E402
-from faast.repository import ModelRepository  # noqa: E402
-from faast.shared_memory import SharedMemoryManager  # noqa: E402
-from faast.trace_log import TraceSettings  # noqa: E402
+from faast.contract.errors import ComputeUnitFault
+from faast.contract.fixed import FixedType
+from faast.contract.kernel import KernelDescription, Tensor
+from faast.contract.layout import BufferLayout, TensorLanes
+from faast.dataplane import DataPlane
+from faast.host import drivers, packing
+from faast.host.compute_unit import ComputeUnit, DeviceBuffer
+from faast.host.device import Device
+from faast.repository import ModelRepository
+from faast.shared_memory import SharedMemoryManager
+from faast.trace_log import TraceSettings
 
 KIND = "fake"  # config.pbtxt's `device` parameter that opens it
 MODULE = "fake_driver_for_tests"  # the name it is registered under, as faast.host.<MODULE>
