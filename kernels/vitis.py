@@ -8,7 +8,7 @@ from pathlib import Path
 from string import Template
 
 from faast.contract.kernel import KernelDescription
-from faast.contract.layout import BufferLayout, Segment, TensorLanes
+from faast.contract.layout import BufferLayout, TensorLanes
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -48,10 +48,17 @@ def write_project(vitis_dir, description: KernelDescription, compute_units, cloc
     vitis_dir.mkdir(parents=True, exist_ok=True)
     project = description.project
     buffers = description.layout
-    io_stream = description.io_type == "io_stream"
-    inputs, outputs = buffers.input.segments, buffers.output.segments
-    if io_stream and (len(inputs) > 1 or len(outputs) > 1):
+    if description.io_type == "io_stream" and (len(description.inputs) > 1 or len(description.outputs) > 1):
         raise ValueError(f"'{project}' is io_stream with several inputs or outputs: faast serves those io_parallel")
+    make = _stream_processes if description.io_type == "io_stream" else _row_processes
+    types, feeds, processes, to_network, from_network = make(description)
+    streams = [
+        ("word_t", "in_words", _words_spanned(buffers.input)),
+        *to_network,
+        *from_network,
+        ("word_t", "out_words", _words_spanned(buffers.output)),
+    ]
+    to_names, from_names = [n for _, n, _ in to_network], [n for _, n, _ in from_network]
     fill = {
         "project": project,
         "n_in": buffers.input.elements_per_row,
@@ -59,16 +66,20 @@ def write_project(vitis_dir, description: KernelDescription, compute_units, cloc
         "in_lane_bits": buffers.input.lane_bits,
         "in_lanes": buffers.input.lanes_per_word,
         "out_lane_bits": buffers.output.lane_bits,
-        "io_stream": int(io_stream),
-        "network": _network(project, description, io_stream),
-        "unpack_inputs": "\n".join(
+        "feeds": feeds,
+        "types": types,
+        "processes": processes,
+        "streams": "\n".join(
+            f'    hls::stream<{element}> {name}("{name}");\n#pragma HLS STREAM variable={name} depth={depth}'
+            for element, name, depth in streams
+        ),
+        "calls": "\n".join(
             [
-                *(_unpack(f"x{i}", t) for i, t in enumerate(inputs)),
-                *(_declare(f"y{i}", t) for i, t in enumerate(outputs)),
+                f"    feed({', '.join(['in_words', *to_names])}, rows);",
+                f"    network({', '.join([*to_names, *from_names])}, rows);",
+                f"    drain({', '.join([*from_names, 'out_words'])}, rows);",
             ]
         ),
-        "pack_outputs": "\n".join(_pack(f"y{i}", t) for i, t in enumerate(outputs)),
-        "arguments": ", ".join([*(f"x{i}" for i in range(len(inputs))), *(f"y{i}" for i in range(len(outputs)))]),
     }
     (vitis_dir / "kernel_top.cpp").write_text(Template((TEMPLATES / "kernel_top.cpp").read_text()).substitute(fill))
     for board, count in compute_units.items():
@@ -76,72 +87,127 @@ def write_project(vitis_dir, description: KernelDescription, compute_units, cloc
     (vitis_dir / "Makefile").write_text(_makefile(project, clock_period_ns, default_board))
 
 
-def _network(project, description: KernelDescription, io_stream):
-    """The element types of every tensor and run_network(x0.., y0..), calling the hls4ml top."""
-    inputs, outputs = description.inputs, description.outputs
-    names = [(f"x{i}", t) for i, t in enumerate(inputs)] + [(f"y{i}", t) for i, t in enumerate(outputs)]
-    if not io_stream:
-        typedefs = "".join(f"typedef {t.type_name} {n}_t;\n" for n, t in names)
-        parameters = ", ".join(f"{n}_t {n}[{t.size}]" for n, t in names)
-        return f"{typedefs}\nstatic void run_network({parameters}) {{ {project}({', '.join(n for n, _ in names)}); }}"
-    (_, x), (_, y) = names
-    pixel_in, pixel_out = x.type_name, y.type_name
-    return f"""// io_stream network: one stream element per pixel, holding its channels.
-typedef {pixel_in}::value_type x0_t;
-typedef {pixel_out}::value_type y0_t;
+def _words_spanned(lanes: TensorLanes):
+    """The most words one row's elements touch, wherever in a word the row starts (at least 2): the
+    reader can run one row ahead of the feed, the drain one row ahead of the writer."""
+    return max(2, -(-(lanes.elements_per_row + lanes.lanes_per_word - 1) // lanes.lanes_per_word))
 
-static void run_network(x0_t x0[{x.size}], y0_t y0[{y.size}]) {{
-    hls::stream<{pixel_in}> in_pixels("in_pixels");
-    hls::stream<{pixel_out}> out_pixels("out_pixels");
-    for (int p = 0; p < {x.size} / (int){pixel_in}::size; ++p) {{
-        {pixel_in} pixel;
-        for (int c = 0; c < (int){pixel_in}::size; ++c) {{
-            pixel[c] = x0[p * {pixel_in}::size + c];
+
+def _row_processes(description: KernelDescription):
+    """io_parallel: feed, network and drain each pipelined at one row per cycle, as FaaST does (the
+    loops over a row's elements unroll under the pipeline); a row of each tensor is one stream element."""
+    project, inputs, outputs = description.project, description.inputs, description.outputs
+    names = [(f"x{i}", t) for i, t in enumerate(inputs)] + [(f"y{i}", t) for i, t in enumerate(outputs)]
+    types = "\n".join(
+        f"typedef {t.type_name} {n}_t;\nstruct {n}_row_t {{\n    {n}_t data[{t.size}];\n}};" for n, t in names
+    )
+    xs, ys = names[: len(inputs)], names[len(inputs) :]
+    row_loop = "    for (int row = 0; row < rows; ++row) {\n#pragma HLS PIPELINE II=1\n"
+    unpack = "\n".join(
+        f"""        {n}_row_t {n};
+        for (int i = 0; i < {t.size}; ++i) {{
+            {n}.data[i].range({t.fixed.width} - 1, 0) = next_lane(in_words, word, lane).range({t.fixed.width} - 1, 0);
         }}
-        in_pixels.write(pixel);
+        {n}_rows.write({n});"""
+        for n, t in xs
+    )
+    pack = "\n".join(
+        f"""        {n}_row_t {n} = {n}_rows.read();
+        for (int o = 0; o < {t.size}; ++o) {{
+            put_lane(out_words, word, lane, ap_uint<{t.fixed.width}>({n}.data[o].range({t.fixed.width} - 1, 0)));
+        }}"""
+        for n, t in ys
+    )
+    to_network = [(f"{n}_row_t", f"{n}_rows", 2) for n, _ in xs]
+    from_network = [(f"{n}_row_t", f"{n}_rows", 2) for n, _ in ys]
+    x_streams = ", ".join(f"hls::stream<{n}_row_t> &{n}_rows" for n, _ in xs)
+    y_streams = ", ".join(f"hls::stream<{n}_row_t> &{n}_rows" for n, _ in ys)
+    run = "\n".join(
+        [
+            *(f"        {n}_row_t {n} = {n}_rows.read();" for n, _ in xs),
+            *(f"        {n}_row_t {n};" for n, _ in ys),
+            f"        {project}({', '.join(f'{n}.data' for n, _ in names)});",
+            *(f"        {n}_rows.write({n});" for n, _ in ys),
+        ]
+    )
+    processes = f"""static void feed(hls::stream<word_t> &in_words, {x_streams}, int rows) {{
+    word_t word = 0;
+    int lane = IN_LANES;
+{row_loop}{unpack}
     }}
-    {project}(in_pixels, out_pixels);
-    for (int p = 0; p < {y.size} / (int){pixel_out}::size; ++p) {{
-        {pixel_out} pixel = out_pixels.read();
-        for (int c = 0; c < (int){pixel_out}::size; ++c) {{
-            y0[p * {pixel_out}::size + c] = pixel[c];
-        }}
+}}
+
+static void network({x_streams}, {y_streams}, int rows) {{
+{row_loop}{run}
+    }}
+}}
+
+static void drain({y_streams}, hls::stream<word_t> &out_words, int rows) {{
+    word_t word = 0;
+    int lane = 0;
+{row_loop}{pack}
+    }}
+    if (lane != 0) {{
+        out_words.write(word);
     }}
 }}"""
+    return types, "rows of each input tensor", processes, to_network, from_network
 
 
-def _declare(name, segment: Segment):
-    """One output tensor of the row, as the network writes it."""
-    return f"""        {name}_t {name}[{segment.size}];
-#pragma HLS ARRAY_PARTITION variable={name} complete"""
-
-
-def _unpack(name, segment: Segment):
-    """One input tensor's elements of the row, read lane by lane from the input words."""
-    return f"""        {name}_t {name}[{segment.size}];
-#pragma HLS ARRAY_PARTITION variable={name} complete
-        for (int i = 0; i < {segment.size}; ++i) {{
-            if (in_lane == IN_LANES) {{
-                in_word = in_words.read();
-                in_lane = 0;
+def _stream_processes(description: KernelDescription):
+    """io_stream: the network takes one stream element per pixel, holding its channels, and is called
+    once per row (image); feed and drain move a pixel per cycle, each stream holding a whole image."""
+    project, (x,), (y,) = description.project, description.inputs, description.outputs
+    pixel_in, pixel_out = x.type_name, y.type_name
+    in_width, out_width = x.fixed.width, y.fixed.width
+    in_pixels, out_pixels = x.size // x.shape[-1], y.size // y.shape[-1]  # hls4ml: a pixel holds the last axis
+    types = f"""// Pixels per image, each one stream element holding its channels.
+static const int IN_PIXELS = {in_pixels};
+static const int OUT_PIXELS = {out_pixels};
+static_assert(IN_PIXELS * {pixel_in}::size == {x.size} && OUT_PIXELS * {pixel_out}::size == {y.size},
+              "the network's stream elements are not the tensors' last axis");"""
+    processes = f"""static void feed(hls::stream<word_t> &in_words, hls::stream<{pixel_in}> &in_pixels, int rows) {{
+    word_t word = 0;
+    int lane = IN_LANES;
+    for (int row = 0; row < rows; ++row) {{
+        for (int p = 0; p < IN_PIXELS; ++p) {{
+#pragma HLS PIPELINE II=1
+            {pixel_in} pixel;
+            for (int c = 0; c < (int){pixel_in}::size; ++c) {{
+                pixel[c].range({in_width} - 1, 0) = next_lane(in_words, word, lane).range({in_width} - 1, 0);
             }}
-            {name}[i].range({segment.type.width} - 1, 0) =
-                in_word.range(in_lane * IN_LANE_BITS + {segment.type.width} - 1, in_lane * IN_LANE_BITS);
-            ++in_lane;
-        }}"""
+            in_pixels.write(pixel);
+        }}
+    }}
+}}
 
+static void network(hls::stream<{pixel_in}> &in_pixels, hls::stream<{pixel_out}> &out_pixels, int rows) {{
+    for (int row = 0; row < rows; ++row) {{
+        {project}(in_pixels, out_pixels);
+    }}
+}}
 
-def _pack(name, segment: Segment):
-    """One output tensor's elements of the row, written lane by lane into the output words."""
-    return f"""        for (int o = 0; o < {segment.size}; ++o) {{
-            out_word.range(out_lane * OUT_LANE_BITS + {segment.type.width} - 1, out_lane * OUT_LANE_BITS) =
-                {name}[o].range({segment.type.width} - 1, 0);
-            if (++out_lane == OUT_LANES) {{
-                out_words.write(out_word);
-                out_word = 0;
-                out_lane = 0;
+static void drain(hls::stream<{pixel_out}> &out_pixels, hls::stream<word_t> &out_words, int rows) {{
+    word_t word = 0;
+    int lane = 0;
+    for (int row = 0; row < rows; ++row) {{
+        for (int p = 0; p < OUT_PIXELS; ++p) {{
+#pragma HLS PIPELINE II=1
+            {pixel_out} pixel = out_pixels.read();
+            for (int c = 0; c < (int){pixel_out}::size; ++c) {{
+                put_lane(out_words, word, lane, ap_uint<{out_width}>(pixel[c].range({out_width} - 1, 0)));
             }}
-        }}"""
+        }}
+    }}
+    if (lane != 0) {{
+        out_words.write(word);
+    }}
+}}"""
+    to_network, from_network = (
+        [(pixel_in, "in_pixels", max(2, in_pixels))],
+        [(pixel_out, "out_pixels", max(2, out_pixels))],
+    )
+    return types, "pixels", processes, to_network, from_network
 
 
 def _connectivity(project, board, count):

@@ -3,9 +3,11 @@
 // The host packs each row's input elements (every input tensor's, side by side, in the network's
 // argument order) as fixed-point bit patterns into ${in_lane_bits}-bit lanes of 512-bit words
 // (${in_lanes} per word), row after row with no gaps; outputs come back the same way in
-// ${out_lane_bits}-bit lanes. DATAFLOW overlaps reading words, running the network and writing words;
-// the row loop is pipelined at one row per cycle. The C simulation compiles this very file, so csim
-// and the card share the layout.
+// ${out_lane_bits}-bit lanes. One DATAFLOW region overlaps its processes:
+//     read_words → feed (words to ${feeds}) → network → drain (back to words) → write_words
+// It holds only stream declarations and calls; each process works out its own trip counts from
+// `rows`. Every stream is a FIFO of a set depth, so a process runs ahead of the next by at most that
+// much. The C simulation compiles this very file, so csim and the card share the layout.
 #include "ap_int.h"
 #include "hls_stream.h"
 
@@ -20,35 +22,46 @@ static const int IN_LANES = 512 / IN_LANE_BITS;
 static const int OUT_LANE_BITS = ${out_lane_bits};
 static const int OUT_LANES = 512 / OUT_LANE_BITS;
 
-static void read_words(const word_t *inputs, hls::stream<word_t> &words, int n_words) {
+${types}
+
+// The words `rows` rows of `elements` lanes fill, `lanes` to a word (the last one may be partial).
+static int words_of(int rows, int elements, int lanes) { return (rows * elements + lanes - 1) / lanes; }
+
+static void read_words(const word_t *inputs, hls::stream<word_t> &words, int rows) {
+    const int n_words = words_of(rows, IN_ELEMENTS, IN_LANES);
     for (int w = 0; w < n_words; ++w) {
 #pragma HLS PIPELINE II=1
         words.write(inputs[w]);
     }
 }
 
-${network}
-
-static void run_rows(hls::stream<word_t> &in_words, hls::stream<word_t> &out_words, int rows) {
-    word_t in_word = 0;
-    int in_lane = IN_LANES;
-    word_t out_word = 0;
-    int out_lane = 0;
-    for (int row = 0; row < rows; ++row) {
-#if !${io_stream}
-        // One row per cycle, as FaaST does: the lane loops below unroll under the pipeline.
-#pragma HLS PIPELINE II=1
-#endif
-${unpack_inputs}
-        run_network(${arguments});
-${pack_outputs}
+// The next input lane, from a new word once the current one is used up.
+static ap_uint<IN_LANE_BITS> next_lane(hls::stream<word_t> &words, word_t &word, int &lane) {
+#pragma HLS INLINE
+    if (lane == IN_LANES) {
+        word = words.read();
+        lane = 0;
     }
-    if (out_lane != 0) {
-        out_words.write(out_word);
+    ap_uint<IN_LANE_BITS> bits = word.range(lane * IN_LANE_BITS + IN_LANE_BITS - 1, lane * IN_LANE_BITS);
+    ++lane;
+    return bits;
+}
+
+// Sets the next output lane, writing the word once it is full.
+static void put_lane(hls::stream<word_t> &words, word_t &word, int &lane, ap_uint<OUT_LANE_BITS> bits) {
+#pragma HLS INLINE
+    word.range(lane * OUT_LANE_BITS + OUT_LANE_BITS - 1, lane * OUT_LANE_BITS) = bits;
+    if (++lane == OUT_LANES) {
+        words.write(word);
+        word = 0;
+        lane = 0;
     }
 }
 
-static void write_words(hls::stream<word_t> &words, word_t *outputs, int n_words) {
+${processes}
+
+static void write_words(hls::stream<word_t> &words, word_t *outputs, int rows) {
+    const int n_words = words_of(rows, OUT_ELEMENTS, OUT_LANES);
     for (int w = 0; w < n_words; ++w) {
 #pragma HLS PIPELINE II=1
         outputs[w] = words.read();
@@ -63,9 +76,8 @@ extern "C" void ${project}_top(const word_t *inputs, word_t *outputs, int rows) 
 #pragma HLS INTERFACE s_axilite port=rows
 #pragma HLS INTERFACE s_axilite port=return
 #pragma HLS DATAFLOW
-    hls::stream<word_t> in_words("in_words");
-    hls::stream<word_t> out_words("out_words");
-    read_words(inputs, in_words, (rows * IN_ELEMENTS + IN_LANES - 1) / IN_LANES);
-    run_rows(in_words, out_words, rows);
-    write_words(out_words, outputs, (rows * OUT_ELEMENTS + OUT_LANES - 1) / OUT_LANES);
+${streams}
+    read_words(inputs, in_words, rows);
+${calls}
+    write_words(out_words, outputs, rows);
 }

@@ -58,12 +58,38 @@ def test_the_csim_include_path_is_the_one_synthesis_refuses(model_repository):
     assert result.returncode != 0 and "#error" in result.stderr
 
 
-def test_the_row_loop_is_pipelined_one_row_per_cycle(model_repository):
+def dataflow_region(top):
+    """The statements of the kernel top's DATAFLOW region: streams, their depths, the calls."""
+    body = top[top.index("#pragma HLS DATAFLOW") :]
+    return [line.strip() for line in body[: body.index("\n}")].splitlines()[1:]]
+
+
+def assert_canonical_dataflow(top):
+    """Only stream declarations, each with its depth, and calls passing streams and `rows` as they are:
+    what Vitis HLS takes as a DATAFLOW region (no arithmetic between the processes)."""
+    region = dataflow_region(top)
+    streams = re.findall(r'^hls::stream<\w+> (\w+)\("\1"\);$', "\n".join(region), re.M)
+    depths = dict(re.findall(r"^#pragma HLS STREAM variable=(\w+) depth=(\d+)$", "\n".join(region), re.M))
+    calls = [re.fullmatch(r"(\w+)\(([\w, ]+)\);", line) for line in region if not line.startswith(("hls::", "#"))]
+    assert streams and set(depths) == set(streams) and all(int(d) >= 2 for d in depths.values())
+    assert all(calls) and [c.group(1) for c in calls] == ["read_words", "feed", "network", "drain", "write_words"]
+    for call in calls:
+        arguments = call.group(2).split(", ")
+        assert arguments[-1] == "rows" and set(arguments[:-1]) <= {*streams, "inputs", "outputs"}
+    produced = [a for c in calls for a in c.group(2).split(", ")[:-1] if a in streams]
+    assert sorted(produced) == sorted(streams * 2)  # each stream: one producer, one consumer
+    return depths
+
+
+def test_the_io_parallel_top_is_a_dataflow_of_processes_pipelined_one_row_per_cycle(model_repository):
     top = (model_repository / "facile" / "1" / "vitis" / "kernel_top.cpp").read_text()
-    row_loop = top[top.index("for (int row = 0; row < rows; ++row) {") :]
-    body = row_loop[: row_loop.index("run_network(x0, y0);")]
-    assert "#pragma HLS PIPELINE II=1" in body
-    assert "#if !0" in body  # FACILE is io_parallel: the pragma is compiled in
+    depths = assert_canonical_dataflow(top)
+    # FACILE: 15 16-bit inputs in 32 lanes, so a row spans at most 2 words; a row per stream element.
+    assert depths == {"in_words": "2", "x0_rows": "2", "y0_rows": "2", "out_words": "2"}
+    for process in ("feed", "network", "drain"):
+        body = top[top.index(f"static void {process}(") :]
+        body = body[: body.index("\n}\n")]
+        assert "for (int row = 0; row < rows; ++row) {\n#pragma HLS PIPELINE II=1" in body, process
 
 
 @pytest.mark.parametrize("board", sorted(BOARDS))
