@@ -14,8 +14,9 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 # Board → Vitis platform, the SLR each DDR bank sits in, and the order compute units take the banks
 # (round robin): each CU is placed in its bank's own SLR, so no AXI master crosses SLRs. U250: one
-# bank per SLR. AWS F1 (aws-fpga's shell): DDR[2] is the shell's DDR in SLR1, DDR[1] in SLR2,
-# DDR[3] in SLR0 — the first CUs take banks in distinct SLRs.
+# bank per SLR. AWS F1 (aws-fpga's Vitis/docs/Alveo_to_AWS_F1_Migration.md): DDR[0] is the DDR in
+# SLR1's shell region, DDR[2] also in SLR1, DDR[1] in SLR2, DDR[3] in SLR0 — the first CUs take banks
+# in distinct SLRs, the shell's own bank last.
 BOARDS = {
     "u250": {
         "platform": "xilinx_u250_gen3x16_xdma_4_1_202210_1",
@@ -85,6 +86,8 @@ def write_project(vitis_dir, description: KernelDescription, compute_units, cloc
     for board, count in compute_units.items():
         (vitis_dir / f"connectivity.{board}.cfg").write_text(_connectivity(project, board, count))
     (vitis_dir / "Makefile").write_text(_makefile(project, clock_period_ns, default_board))
+    (vitis_dir / "aws_f1.sh").write_text((TEMPLATES / "aws_f1.sh").read_text())
+    (vitis_dir / "aws_f1.sh").chmod(0o755)
 
 
 def _words_spanned(lanes: TensorLanes):
@@ -231,7 +234,8 @@ def _makefile(project, clock_period_ns, default_board):
     return f"""# Vitis build of the faast kernel {project}_top (written by `faast build`).
 #   make                      # hardware build for TARGET_BOARD (default {default_board}); hours
 #   make TARGET_BOARD=aws-f1 S3_BUCKET=... S3_DCP_KEY=... S3_LOGS_KEY=...   # adds the AFI step
-# Needs Vitis (v++) with the board's platform; AWS F1 also needs aws-fpga's Vitis setup and the AWS CLI.
+# Needs Vitis (v++) with the board's platform; AWS F1 also needs aws-fpga's vitis_setup.sh sourced,
+# the AWS CLI and S3 (aws_f1.sh checks all of it before v++ starts).
 # v++ compiles against Vitis HLS's own ap_types: hls4ml's copy (firmware/ap_types) is for C simulation
 # only, and its ap_common.h stops synthesis with #error, so it stays out of VPP_FLAGS.
 TARGET_BOARD ?= {default_board}
@@ -245,42 +249,46 @@ VPP_FLAGS := -t hw --platform $(PLATFORM) --temp_dir $(BUILD)/tmp --kernel_frequ
 	-I$(HLS4ML) -I$(HLS4ML)/firmware
 AWS_FPGA_REPO_DIR ?= $(HOME)/aws-fpga
 export AWS_FPGA_REPO_DIR
-AFI_POLL_S ?= 60
+ifeq ($(TARGET_BOARD),aws-f1)
+# v++ finds a platform given by name only in PLATFORM_REPO_PATHS (and /opt/xilinx/platforms):
+# vitis_setup.sh exports AWS_PLATFORM, the .xpfm's path, but not that, so the F1 platform folder is added.
+F1_PLATFORMS := $(AWS_FPGA_REPO_DIR)/Vitis/aws_platform
+export PLATFORM_REPO_PATHS := $(F1_PLATFORMS)$(if $(PLATFORM_REPO_PATHS),:$(PLATFORM_REPO_PATHS))
+endif
 SERVED_u250 := ../{project}.xclbin
 SERVED_aws-f1 := ../{project}.awsxclbin
 
-.PHONY: all xo xclbin afi clean
+.PHONY: all xo xclbin afi clean environment
 .DELETE_ON_ERROR:
 all: $(SERVED_$(TARGET_BOARD))
 
+# Checked before hours of v++, not after.
+environment:
+ifeq ($(TARGET_BOARD),aws-f1)
+	./aws_f1.sh check $(PLATFORM)
+endif
+
 xo: $(BUILD)/$(KERNEL).xo
-$(BUILD)/$(KERNEL).xo: kernel_top.cpp $(HLS4ML)/firmware/{project}.cpp
-\tmkdir -p $(BUILD)
-\tv++ -c $(VPP_FLAGS) -k $(KERNEL) -o $@ kernel_top.cpp $(HLS4ML)/firmware/{project}.cpp
+$(BUILD)/$(KERNEL).xo: kernel_top.cpp $(HLS4ML)/firmware/{project}.cpp | environment
+	mkdir -p $(BUILD)
+	v++ -c $(VPP_FLAGS) -k $(KERNEL) -o $@ kernel_top.cpp $(HLS4ML)/firmware/{project}.cpp
 
 xclbin: $(BUILD)/{project}.xclbin
-$(BUILD)/{project}.xclbin: $(BUILD)/$(KERNEL).xo connectivity.$(TARGET_BOARD).cfg
-\tv++ -l $(VPP_FLAGS) --config connectivity.$(TARGET_BOARD).cfg -o $@ $<
+$(BUILD)/{project}.xclbin: $(BUILD)/$(KERNEL).xo connectivity.$(TARGET_BOARD).cfg | environment
+	v++ -l $(VPP_FLAGS) --config connectivity.$(TARGET_BOARD).cfg -o $@ $<
 
 # The AFI is usable only once AWS reports it `available` (tens of minutes): the awsxclbin is served
-# only then, and a `failed` AFI stops the build.
+# only then; a failed or unavailable AFI, or none within AFI_TIMEOUT_S, stops the build.
 afi: $(BUILD)/{project}.awsxclbin
-$(BUILD)/{project}.awsxclbin: $(BUILD)/{project}.xclbin
-\tcd $(BUILD) && $(AWS_FPGA_REPO_DIR)/Vitis/tools/create_vitis_afi.sh -xclbin={project}.xclbin -o={project} \\
-\t\t-s3_bucket=$(S3_BUCKET) -s3_dcp_key=$(S3_DCP_KEY) -s3_logs_key=$(S3_LOGS_KEY)
-\tafi=$$(grep -o 'afi-[0-9a-f]*' $(BUILD)/*_afi_id.txt | head -n 1); \\
-\twhile state=$$(aws ec2 describe-fpga-images --fpga-image-ids $$afi --query 'FpgaImages[0].State.Code' \\
-\t\t--output text) && [ "$$state" != available ]; do \\
-\t\t[ "$$state" != failed ] || {{ echo "AFI $$afi failed: see $(S3_LOGS_KEY) in $(S3_BUCKET)"; exit 1; }}; \\
-\t\techo "AFI $$afi is $$state; waiting"; sleep $(AFI_POLL_S); \\
-\tdone; [ "$$state" = available ]
+$(BUILD)/{project}.awsxclbin: $(BUILD)/{project}.xclbin | environment
+	./aws_f1.sh afi $(BUILD) {project}
 
 ../{project}.xclbin: $(BUILD)/{project}.xclbin
-\tcp $< $@
+	cp $< $@
 
 ../{project}.awsxclbin: $(BUILD)/{project}.awsxclbin
-\tcp $< $@
+	cp $< $@
 
 clean:
-\trm -rf build_*
+	rm -rf build_*
 """

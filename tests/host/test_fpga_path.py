@@ -47,7 +47,9 @@ def test_vitis_makefile_lists_compile_link_and_afi_steps(model_repository):
     f1 = subprocess.run(["make", "-n", "TARGET_BOARD=aws-f1"], cwd=vitis, capture_output=True, text=True, check=True)
     assert "--platform xilinx_aws-vu9p-f1_shell-v04261818_201920_3" in f1.stdout
     assert "v++ -c" in f1.stdout and "v++ -l" in f1.stdout
-    assert "create_vitis_afi.sh -xclbin=facile.xclbin" in f1.stdout
+    assert "./aws_f1.sh check xilinx_aws-vu9p-f1_shell-v04261818_201920_3" in f1.stdout  # before v++
+    assert f1.stdout.index("aws_f1.sh check") < f1.stdout.index("v++ -c")
+    assert "./aws_f1.sh afi build_aws-f1 facile" in f1.stdout
     connectivity = (vitis / "connectivity.u250.cfg").read_text()
     assert "nk=facile_top:4:facile_top_1.facile_top_2.facile_top_3.facile_top_4" in connectivity
     assert {f"sp=facile_top_{i}.inputs:DDR[{i - 1}]" for i in range(1, 5)} <= set(connectivity.splitlines())

@@ -6,6 +6,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -105,63 +106,161 @@ def test_each_compute_unit_sits_in_the_slr_of_its_memory_bank(model_repository, 
         assert len(set(slrs.values())) == len(slrs)  # the 2 CUs in distinct SLRs
 
 
-def _fake_tool(path, body):
+def _fake_tool(path, body, interpreter="/bin/sh"):
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("#!/bin/sh\n" + body)
+    path.write_text(f"#!{interpreter}\n" + body)
     path.chmod(0o755)
 
 
-def _afi_project(model_repository, tmp_path, states):
-    """A copy of the F1 project with a built xclbin, a stand-in create_vitis_afi.sh and a stand-in
-    `aws` that reports `states` one after another (no AWS account is involved)."""
+# The AWS CLI stood in: `aws ec2 create-fpga-image` answers a new AFI id each call, `aws ec2
+# describe-fpga-images` the next state of `states`, both as JSON shaped like the real answers
+# (aws-fpga's hdk/docs/describe_fpga_images.md); every call is recorded.
+AWS_CLI = """
+import json, pathlib, sys
+here = pathlib.Path(__file__).resolve().parent.parent
+with open(here / "aws_calls", "a") as calls:
+    calls.write(" ".join(sys.argv[1:]) + "\\n")
+command = sys.argv[1:3]
+if command == ["ec2", "create-fpga-image"]:
+    count = len((here / "aws_calls").read_text().split("create-fpga-image")) - 1
+    print(json.dumps({"FpgaImageId": f"afi-0{count:016x}", "FpgaImageGlobalId": f"agfi-0{count:016x}"}, indent=4))
+elif command == ["ec2", "describe-fpga-images"]:
+    afi = sys.argv[sys.argv.index("--fpga-image-ids") + 1]
+    states = (here / "states").read_text().split()
+    (here / "states").write_text("\\n".join(states[1:]))
+    state = {"Code": states[0]}
+    if states[0] == "failed":
+        state["Message"] = "DCP_NOT_FOUND"
+    image = {"FpgaImageId": afi, "FpgaImageGlobalId": afi.replace("afi-", "agfi-"), "Name": "facile",
+             "ShellVersion": "0x04261818", "State": state, "CreateTime": "2026-12-08T00:00:00.000Z"}
+    print(json.dumps({"FpgaImages": [image]}, indent=4))
+"""
+
+# aws-fpga's create_vitis_afi.sh (v1.4.24) stood in, as it behaves by its source: it stops without
+# RELEASE_VER or when to_aws/ exists, uploads the DCP, writes create-fpga-image's answer to
+# <timestamp>_afi_id.txt and the awsxclbin (the real one needs XRT's /opt/xilinx/xrt/bin/xclbinutil).
+CREATE_VITIS_AFI = """
+[ -n "$RELEASE_VER" ] || { echo "Env variable RELEASE_VER not set"; exit 1; }
+for arg; do case $arg in -xclbin=*) xclbin=${arg#*=} ;; -o=*) out=${arg#*=} ;; esac; done
+[ -e "$xclbin" ] || { echo "File '$xclbin' not found"; exit 1; }
+[ ! -d to_aws ] || { echo "Directory to_aws already exists"; exit 1; }
+timestamp=$(date +%y_%m_%d-%H%M%S)
+mkdir to_aws && cp "$xclbin" "to_aws/${timestamp}_SH_CL_routed.dcp"
+aws s3 cp "${timestamp}_Developer_Vitis_Kernel.tar" s3://bucket/dcp/
+aws ec2 create-fpga-image --name "$out" > "${timestamp}_afi_id.txt"
+echo "agfi" > "$out.awsxclbin"
+"""
+
+# v++ stood in: records PLATFORM_REPO_PATHS and its arguments, writes its -o file.
+VPP = """
+echo "PLATFORM_REPO_PATHS=$PLATFORM_REPO_PATHS $*" >> "$(dirname "$0")/../vpp_calls"
+while [ $# -gt 0 ]; do [ "$1" = -o ] && echo built > "$2"; shift; done
+"""
+
+
+def _f1_project(model_repository, tmp_path, states):
+    """A copy of FACILE's Vitis project and an environment as aws-fpga's vitis_setup.sh leaves it
+    (Vitis 2021.2, the platform downloaded), with v++, the AWS CLI and create_vitis_afi.sh stood in."""
     version = tmp_path / "facile" / "1"
     shutil.copytree(model_repository / "facile" / "1" / "vitis", version / "vitis")
     (version / "hls4ml").symlink_to(model_repository / "facile" / "1" / "hls4ml")
-    vitis = version / "vitis"
-    build = vitis / "build_aws-f1"
-    build.mkdir()
-    for name in ("facile_top.xo", "facile.xclbin"):
-        (build / name).write_text("built")
     aws_fpga = tmp_path / "aws-fpga"
-    _fake_tool(
-        aws_fpga / "Vitis" / "tools" / "create_vitis_afi.sh",
-        f'echo "$AWS_FPGA_REPO_DIR" > {tmp_path}/seen_repo_dir\n'
-        "echo built > facile.awsxclbin\n"
-        'echo \'{"FpgaImageId": "afi-0123456789abcdef0"}\' > 26_12_02-183000_afi_id.txt\n',
-    )
-    (tmp_path / "states").write_text("\n".join(states) + "\n")
-    _fake_tool(
-        tmp_path / "bin" / "aws",
-        f'echo "$@" >> {tmp_path}/aws_calls\nhead -n 1 {tmp_path}/states\nsed -i 1d {tmp_path}/states\n',
-    )
-    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "AWS_FPGA_REPO_DIR": str(aws_fpga)}
-    return vitis, env
+    platform = BOARDS["aws-f1"]["platform"]
+    xsa = aws_fpga / "Vitis" / "aws_platform" / platform / "hw" / f"{platform}.xsa"
+    xsa.parent.mkdir(parents=True)
+    xsa.write_text("platform")
+    _fake_tool(aws_fpga / "Vitis" / "tools" / "create_vitis_afi.sh", CREATE_VITIS_AFI, "/bin/bash")
+    _fake_tool(tmp_path / "bin" / "aws", AWS_CLI, sys.executable)
+    _fake_tool(tmp_path / "bin" / "v++", VPP)
+    (tmp_path / "states").write_text("\n".join(states))
+    env = {
+        **os.environ,
+        "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+        "AWS_FPGA_REPO_DIR": str(aws_fpga),
+        "XILINX_VITIS": "/tools/Xilinx/Vitis/2021.2",
+        "RELEASE_VER": "2021.2",
+        "PLATFORM_REPO_PATHS": "/opt/xilinx/platforms",
+        "AFI_POLL_S": "0",
+        "S3_BUCKET": "bucket",
+        "S3_DCP_KEY": "dcp",
+        "S3_LOGS_KEY": "logs",
+    }
+    return version / "vitis", env
 
 
-def _make_afi(vitis, env):
-    return subprocess.run(
-        ["make", "TARGET_BOARD=aws-f1", "AFI_POLL_S=0", "S3_BUCKET=b", "S3_DCP_KEY=d", "S3_LOGS_KEY=l"],
-        cwd=vitis,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+def _make_f1(vitis, env):
+    return subprocess.run(["make", "TARGET_BOARD=aws-f1"], cwd=vitis, env=env, capture_output=True, text=True)
 
 
-def test_the_afi_is_served_only_once_aws_reports_it_available(model_repository, tmp_path):
-    vitis, env = _afi_project(model_repository, tmp_path, ["pending", "pending", "available"])
-    made = _make_afi(vitis, env)
+def _calls(tmp_path, name):
+    path = tmp_path / name
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_the_f1_build_finds_its_platform_and_serves_the_afi_once_available(model_repository, tmp_path):
+    vitis, env = _f1_project(model_repository, tmp_path, ["pending", "pending", "available"])
+    made = _make_f1(vitis, env)
     assert made.returncode == 0, made.stdout + made.stderr
-    assert (tmp_path / "seen_repo_dir").read_text().strip() == env["AWS_FPGA_REPO_DIR"]  # exported to the script
-    calls = (tmp_path / "aws_calls").read_text().splitlines()
-    assert len(calls) == 3 and all("describe-fpga-images --fpga-image-ids afi-0123456789abcdef0" in c for c in calls)
-    assert made.stdout.count("is pending; waiting") == 2
-    assert (vitis.parent / "facile.awsxclbin").read_text() == "built\n"
+    compile_call, link_call = _calls(tmp_path, "vpp_calls")
+    platforms = f"PLATFORM_REPO_PATHS={tmp_path}/aws-fpga/Vitis/aws_platform:/opt/xilinx/platforms"
+    for call in (compile_call, link_call):  # where v++ finds the platform it is given by name
+        assert call.startswith(f"{platforms} -") and f"--platform {BOARDS['aws-f1']['platform']}" in call
+    calls = _calls(tmp_path, "aws_calls")
+    assert calls[0].startswith("s3 cp") and calls[1].startswith("ec2 create-fpga-image --name facile")
+    assert calls[2:] == ["ec2 describe-fpga-images --fpga-image-ids afi-00000000000000001 --output json"] * 3
+    assert made.stdout.count("AFI afi-00000000000000001 is pending; waiting 0s") == 2
+    assert (vitis.parent / "facile.awsxclbin").read_text() == "agfi\n"
 
 
-def test_a_failed_afi_stops_the_build_and_serves_nothing(model_repository, tmp_path):
-    vitis, env = _afi_project(model_repository, tmp_path, ["pending", "failed"])
-    made = _make_afi(vitis, env)
-    assert made.returncode != 0 and "AFI afi-0123456789abcdef0 failed" in made.stdout
+def test_a_rerun_after_a_failed_afi_waits_for_its_own_new_afi(model_repository, tmp_path):
+    vitis, env = _f1_project(model_repository, tmp_path, ["pending", "failed"])
+    made = _make_f1(vitis, env)
+    assert made.returncode != 0
+    assert "AFI afi-00000000000000001 is failed (DCP_NOT_FOUND): see logs in bucket" in made.stderr
     assert not (vitis.parent / "facile.awsxclbin").exists()
     assert not (vitis / "build_aws-f1" / "facile.awsxclbin").exists()  # .DELETE_ON_ERROR
+    assert (vitis / "build_aws-f1" / "to_aws").is_dir()  # what stops create_vitis_afi.sh on a re-run
+
+    (tmp_path / "states").write_text("pending\navailable")
+    earlier = len(_calls(tmp_path, "aws_calls"))
+    again = _make_f1(vitis, env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    described = [call for call in _calls(tmp_path, "aws_calls")[earlier:] if "describe-fpga-images" in call]
+    assert described == ["ec2 describe-fpga-images --fpga-image-ids afi-00000000000000002 --output json"] * 2
+    assert (vitis.parent / "facile.awsxclbin").read_text() == "agfi\n"
+    assert len(_calls(tmp_path, "vpp_calls")) == 2  # the xclbin was not built again
+
+
+@pytest.mark.parametrize(
+    "states, timeout, error",
+    [
+        (["unavailable"], "600", "is unavailable"),
+        (["pending"] * 3, "0", "is still pending after 0s (AFI_TIMEOUT_S)"),
+    ],
+)
+def test_an_afi_that_cannot_become_available_stops_the_wait(model_repository, tmp_path, states, timeout, error):
+    vitis, env = _f1_project(model_repository, tmp_path, states)
+    made = _make_f1(vitis, {**env, "AFI_TIMEOUT_S": timeout})
+    assert made.returncode != 0 and f"AFI afi-00000000000000001 {error}" in made.stderr
+    assert len([call for call in _calls(tmp_path, "aws_calls") if "describe-fpga-images" in call]) == 1
+    assert not (vitis.parent / "facile.awsxclbin").exists()
+
+
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        ({"RELEASE_VER": ""}, "RELEASE_VER is not set: source aws-fpga's vitis_setup.sh"),
+        ({"RELEASE_VER": "2020.2"}, "RELEASE_VER=2020.2 but XILINX_VITIS is Vitis 2021.2"),
+        ({"XILINX_VITIS": "/tools/Xilinx/Vitis/2023.1", "RELEASE_VER": "2023.1"}, "Vitis 2023.1: aws-fpga's F1 flow"),
+        (
+            {"AWS_FPGA_REPO_DIR": "/nowhere"},
+            "no /nowhere/Vitis/aws_platform/xilinx_aws-vu9p-f1_shell-v04261818_201920_3",
+        ),
+        ({"S3_DCP_KEY": ""}, "set S3_BUCKET and S3_DCP_KEY"),
+    ],
+)
+def test_the_f1_environment_is_checked_before_vpp_starts(model_repository, tmp_path, change, error):
+    vitis, env = _f1_project(model_repository, tmp_path, ["available"])
+    made = _make_f1(vitis, {**env, **change})
+    assert made.returncode != 0 and error in made.stderr
+    assert _calls(tmp_path, "vpp_calls") == [] and _calls(tmp_path, "aws_calls") == []
