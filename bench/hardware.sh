@@ -4,7 +4,7 @@
 #   bench/hardware.sh --board u250|aws-f1 [--out DIR] [--xclbin DIR] [--skip-resnet50]
 #   bench/hardware.sh --board u250 --dry-run          # CI: the whole kit on stand-in cards
 #
-# 1. validates the card (xbutil validate, xbutil examine);
+# 1. validates the card (xbutil validate, xbutil examine); on F1 first starts XRT's mpd service;
 # 2. builds FACILE (and ResNet-50) with `faast build --target BOARD` and its Vitis project (`make`:
 #    hours, needs Vitis and the platform; F1 also S3_BUCKET, S3_DCP_KEY, S3_LOGS_KEY and aws-fpga),
 #    or takes prebuilt images from --xclbin DIR (DIR/facile.xclbin or .awsxclbin, DIR/resnet50.*);
@@ -54,6 +54,14 @@ step "1. the card"
 if [ $dry = 1 ]; then
     echo "dry run: no card, so no xbutil validate" > "$out/validate.txt"
 else
+    if [ "$board" = aws-f1 ]; then
+        # On F1, XRT reaches the card through its Message Proxy Daemon: aws-fpga's vitis_setup.sh
+        # says to start it with `systemctl is-active --quiet mpd || sudo systemctl start mpd`.
+        systemctl is-active --quiet mpd || sudo systemctl start mpd \
+            || fail "cannot start XRT's mpd service (sudo systemctl start mpd): F1's card needs it"
+        systemctl is-active --quiet mpd || fail "XRT's mpd service is not active: see systemctl status mpd"
+        echo "mpd is active" | tee -a "$out/steps.log"
+    fi
     xbutil examine > "$out/examine.txt" 2>&1 || fail "xbutil examine: see $out/examine.txt (is XRT sourced?)"
     xbutil validate > "$out/validate.txt" 2>&1 || fail "xbutil validate: see $out/validate.txt"
 fi
