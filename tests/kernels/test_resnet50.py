@@ -55,7 +55,8 @@ def test_resnet50_served_on_the_emulator_equals_csim(resnet_repository, tmp_path
 
 def test_resnet50_layers_equal_hls4ml_trace(resnet_repository, tmp_path):
     """Layer by layer (53 convolutions, their batch normalizations, ReLUs, Adds, pooling, softmax),
-    the emulator's values equal hls4ml's own C simulation trace on a few jets."""
+    the emulator's values equal hls4ml's own C simulation trace on a few jets; the Vitis kernel top
+    (compiled as the C simulation device) answers its last layer's values."""
     images, _ = _jets(3, seed=8)
     np.save(tmp_path / "x.npy", images)
     subprocess.run(
@@ -91,6 +92,12 @@ def test_resnet50_layers_equal_hls4ml_trace(resnet_repository, tmp_path):
         emulated = values[name].reshape(len(images), -1).astype(np.float32)
         traced = trace[name].reshape(len(images), -1)
         assert np.array_equal(emulated, traced), f"layer {name}: {np.count_nonzero(emulated != traced)} values differ"
+    last = emulator.kernel.layers[-1].name
+    csim = open_device("csim", resnet_repository / "resnet50" / "1")
+    try:
+        assert np.array_equal(csim.run(images), trace[last].reshape(len(images), -1))
+    finally:
+        csim.close()
 
 
 def test_resnet50_validates(tmp_path):
