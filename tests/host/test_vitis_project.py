@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from support.kernel_top import assert_canonical_dataflow
 
 from faast.kernels.vitis import BOARDS
 
@@ -57,29 +58,6 @@ def test_the_csim_include_path_is_the_one_synthesis_refuses(model_repository):
         text=True,
     )  # fmt: skip
     assert result.returncode != 0 and "#error" in result.stderr
-
-
-def dataflow_region(top):
-    """The statements of the kernel top's DATAFLOW region: streams, their depths, the calls."""
-    body = top[top.index("#pragma HLS DATAFLOW") :]
-    return [line.strip() for line in body[: body.index("\n}")].splitlines()[1:]]
-
-
-def assert_canonical_dataflow(top):
-    """Only stream declarations, each with its depth, and calls passing streams and `rows` as they are:
-    what Vitis HLS takes as a DATAFLOW region (no arithmetic between the processes)."""
-    region = dataflow_region(top)
-    streams = re.findall(r'^hls::stream<\w+> (\w+)\("\1"\);$', "\n".join(region), re.M)
-    depths = dict(re.findall(r"^#pragma HLS STREAM variable=(\w+) depth=(\d+)$", "\n".join(region), re.M))
-    calls = [re.fullmatch(r"(\w+)\(([\w, ]+)\);", line) for line in region if not line.startswith(("hls::", "#"))]
-    assert streams and set(depths) == set(streams) and all(int(d) >= 2 for d in depths.values())
-    assert all(calls) and [c.group(1) for c in calls] == ["read_words", "feed", "network", "drain", "write_words"]
-    for call in calls:
-        arguments = call.group(2).split(", ")
-        assert arguments[-1] == "rows" and set(arguments[:-1]) <= {*streams, "inputs", "outputs"}
-    produced = [a for c in calls for a in c.group(2).split(", ")[:-1] if a in streams]
-    assert sorted(produced) == sorted(streams * 2)  # each stream: one producer, one consumer
-    return depths
 
 
 def test_the_io_parallel_top_is_a_dataflow_of_processes_pipelined_one_row_per_cycle(model_repository):

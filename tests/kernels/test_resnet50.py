@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from support import BIN, HLS4ML_TRACE, PYTHON, ROOT, Server
+from support.kernel_top import assert_canonical_dataflow
 
 from faast.host.drivers import open_device
 from faast.kernels.spec import KernelSpec
@@ -51,6 +52,14 @@ def test_resnet50_served_on_the_emulator_equals_csim(resnet_repository, tmp_path
         assert np.array_equal(served.view(np.uint32), csim.run(images).view(np.uint32))
     finally:
         csim.close()
+
+
+def test_resnet50_kernel_top_is_one_dataflow_region_holding_an_image_of_pixels(resnet_repository):
+    """Feed, network and drain overlap in one DATAFLOW region; the feed can run a whole image ahead."""
+    version = resnet_repository / "resnet50" / "1"
+    ((height, width, _),) = [tensor["shape"] for tensor in json.loads((version / "kernel.json").read_text())["inputs"]]
+    depths = assert_canonical_dataflow((version / "vitis" / "kernel_top.cpp").read_text())
+    assert int(depths["in_pixels"]) == height * width
 
 
 def test_resnet50_layers_equal_hls4ml_trace(resnet_repository, tmp_path):
