@@ -10,6 +10,9 @@
 #    or takes prebuilt images from --xclbin DIR (DIR/facile.xclbin or .awsxclbin, DIR/resnet50.*);
 # 3. `faast devices`: the card must be the device the model lands on;
 # 4. serves the repository, checks the card's answers against the emulator bit for bit on edge rows;
+#    then, on a copy of FACILE with every execution shadow-validated and failover to the engine, the
+#    card's sensors on /metrics, the engine's re-check of the card, and (dry run: a stand-in card
+#    pulled out and put back) answers on the engine while the card is gone;
 # 5. measures throughput and latency with `faast bench` (batch 16000 for FACILE, as FaaST's Table I);
 # 6. writes DIR/hardware.md beside Table I (U250 86M, F1 36M inf/s). Send back the whole DIR.
 #
@@ -45,7 +48,9 @@ fail() { echo "FAILED: $*" | tee -a "$out/steps.log" >&2; exit 1; }
 
 if [ $dry = 1 ]; then
     echo "DRY RUN on stand-in cards ($shell): not a hardware result" > "$out/DRY_RUN"
-    echo "[{\"name\": \"$shell\"}]" > "$out/standin_cards.json"
+    "$bin/python" -P -c "import json, sys; sys.path.insert(0, '$root/tests'); from support import xrt_sensors; \
+print(json.dumps([{'name': sys.argv[1], **getattr(xrt_sensors, sys.argv[2])}]))" "$shell" \
+        "$([ "$board" = aws-f1 ] && echo F1 || echo U250)" > "$out/standin_cards.json"
     export FAAST_STANDIN_CARDS=$out/standin_cards.json
     export PYTHONPATH=$root/tests/support/standin_site${PYTHONPATH:+:$PYTHONPATH}
 fi
@@ -87,6 +92,15 @@ from support.cards import fake_xclbin; fake_xclbin(Path(sys.argv[1]), platform=s
     fi
 done
 
+step "2b. facile_guarded: FACILE with shadow validation of every execution and failover to the engine"
+rm -rf "$repo/facile_guarded"
+cp -r "$repo/facile" "$repo/facile_guarded"
+sed -i 's/^name: "facile"$/name: "facile_guarded"/' "$repo/facile_guarded/config.pbtxt"
+cat >> "$repo/facile_guarded/config.pbtxt" <<'GUARDS'
+parameters { key: "shadow_validation" value { string_value: "1" } }
+parameters { key: "failover" value { string_value: "engine" } }
+GUARDS
+
 step "3. faast devices"
 "$bin/faast" devices "$repo" > "$out/devices.txt" 2>&1 || fail "faast devices: see $out/devices.txt"
 cat "$out/devices.txt"
@@ -122,6 +136,16 @@ for model in "${models[@]}"; do
         --out "$out/exact_$model.json" || fail "$model: the card's answers differ from the emulator ($out/exact_$model.json)"
 done
 
+step "4b. card telemetry, shadow validation and failover (facile_guarded)"
+"$bin/python" bench/hardware_check.py exact --url "127.0.0.1:$grpc" --model facile_guarded \
+    --version-dir "$repo/facile_guarded/1" --rows 4096 --out "$out/exact_facile_guarded.json" \
+    || fail "facile_guarded: the card's answers differ from the emulator ($out/exact_facile_guarded.json)"
+pulled=()
+[ $dry = 1 ] && pulled=(--failover-cards "$out/standin_cards.json")
+"$bin/python" bench/hardware_check.py guards --metrics-url "http://127.0.0.1:$metrics/metrics" \
+    --url "127.0.0.1:$grpc" --model facile_guarded --version-dir "$repo/facile_guarded/1" "${pulled[@]}" \
+    --out "$out/guards.json" || fail "card telemetry, shadow validation or failover: see $out/guards.json"
+
 step "5. throughput and latency"
 if [ $dry = 1 ]; then
     levels=(--batch 1000 --concurrency 1,2 --duration 1 --processes 1)
@@ -141,4 +165,4 @@ step "6. report"
 dry_flag=()
 [ $dry = 1 ] && dry_flag=(--dry-run)
 "$bin/python" bench/hardware_check.py report --board "$board" --out "$out" "${dry_flag[@]}" "${benches[@]}"
-step "done: send back $out (hardware.md, devices.txt, validate.txt, examine.txt, exact_*.json, bench_*/, serve.log)"
+step "done: send back $out (hardware.md, devices.txt, validate.txt, examine.txt, exact_*.json, guards.json, bench_*/, serve.log)"

@@ -28,6 +28,13 @@ def test_the_dry_run_goes_end_to_end_on_stand_in_cards(tmp_path):
     bench = json.loads((out / "bench_facile" / "bench.json").read_text())
     assert [level["concurrency"] for level in bench["levels"]] == [1, 2]
     assert all(level["throughput_infer_per_s"] > 0 for level in bench["levels"])
+    guards = json.loads((out / "guards.json").read_text())
+    assert {"faast_card_temperature", "faast_card_power_usage"} <= set(guards["card_sensor_families"])
+    shadow = guards["shadow_validation"]
+    assert shadow["validated_rows"] > 0 and shadow["mismatched_rows"] == 0, shadow
+    failover = guards["failover"]
+    assert failover["answered_on_engine"] and failover["back_on_card"] and failover["rows_on_engine"] >= 1000
     report = (out / "hardware.md").read_text()
+    assert "Shadow validation of facile_guarded: " in report and "0 differed (DRY RUN" in report
     assert report.startswith("# faast hardware acceptance (DRY RUN on stand-in cards: not a hardware result)")
     assert "FaaST Table I, FACILE on u250 at batch 16000: 86000000 inf/s." in report
