@@ -7,17 +7,14 @@ XRT's sources write), so the card panels answer for it, and for it only."""
 import json
 import os
 import re
-import shutil
-import subprocess
 import time
-import urllib.parse
-import urllib.request
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from support import ROOT, Server, free_port, xrt_sensors
+from support import ROOT, Server, xrt_sensors
 from support.cards import U250_SHELL
+from support.prometheus import query, running_prometheus
 from support.triton_metrics import families, scrape
 
 # slow: a second replica and a Prometheus that scrapes them for a few seconds
@@ -65,8 +62,6 @@ def _series_and_labels(expr):
 @pytest.fixture(scope="module")
 def scraped_replicas(server, model_repository, tmp_path_factory, facile_inputs):
     """Two live replicas that have served FACILE, scraped by Prometheus every second as pods a and b."""
-    prometheus = shutil.which("prometheus") or shutil.which("prometheus", path="/usr/bin:/usr/sbin")
-    assert prometheus, "prometheus is not installed: apt-get install prometheus (the README's test command does)"
     folder = tmp_path_factory.mktemp("prometheus")
     (folder / "cards.json").write_text(json.dumps([{"name": U250_SHELL, **xrt_sensors.U250}]))
     with pytest.MonkeyPatch.context() as environment:
@@ -79,44 +74,19 @@ def scraped_replicas(server, model_repository, tmp_path_factory, facile_inputs):
         {"targets": [f"127.0.0.1:{replica.metrics_port}"], "labels": {"pod": pod, "namespace": "physics"}}
         for pod, replica in replicas.items()
     ]
-    config = {
-        "global": {"scrape_interval": f"{SCRAPE_SECONDS}s", "evaluation_interval": f"{SCRAPE_SECONDS}s"},
-        "scrape_configs": [{"job_name": "faast", "static_configs": jobs}],
-    }
-    (folder / "prometheus.yml").write_text(json.dumps(config))  # YAML is a superset of JSON
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            prometheus,
-            f"--config.file={folder / 'prometheus.yml'}",
-            f"--storage.tsdb.path={folder / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=open(folder / "prometheus.log", "w"),
-        stderr=subprocess.STDOUT,
-    )
     try:
-        features = facile_inputs[0][:256].astype(np.float32)
-        deadline = time.monotonic() + 12 * SCRAPE_SECONDS
-        while time.monotonic() < deadline:  # traffic across several scrapes, so every rate has two points
-            for replica in replicas.values():
-                tensor = grpcclient.InferInput("input", list(features.shape), "FP32")
-                tensor.set_data_from_numpy(features)
-                replica.client.infer("facile", [tensor])
-            time.sleep(0.1)
-        yield f"127.0.0.1:{port}", replicas
+        with running_prometheus(folder, [{"job_name": "faast", "static_configs": jobs}], SCRAPE_SECONDS) as address:
+            features = facile_inputs[0][:256].astype(np.float32)
+            deadline = time.monotonic() + 12 * SCRAPE_SECONDS
+            while time.monotonic() < deadline:  # traffic across several scrapes, so every rate has two points
+                for replica in replicas.values():
+                    tensor = grpcclient.InferInput("input", list(features.shape), "FP32")
+                    tensor.set_data_from_numpy(features)
+                    replica.client.infer("facile", [tensor])
+                time.sleep(0.1)
+            yield address, replicas
     finally:
-        process.terminate()
-        process.wait(timeout=30)
         second.stop()
-
-
-def _query(prometheus, expr):
-    url = f"http://{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=10) as answer:
-        reply = json.load(answer)
-    assert reply["status"] == "success", reply
-    return reply["data"]["result"]
 
 
 def test_the_dashboard_has_the_panels_the_issue_asks_for():
@@ -152,11 +122,11 @@ def test_every_series_and_label_the_dashboard_queries_is_on_a_live_metrics(scrap
 def test_every_dashboard_query_answers_per_replica_from_a_real_prometheus(scraped_replicas):
     prometheus, replicas = scraped_replicas
     deadline = time.monotonic() + 30
-    while not _query(prometheus, 'up{job="faast"} == 1') or len(_query(prometheus, 'up{job="faast"} == 1')) < 2:
+    while not query(prometheus, 'up{job="faast"} == 1') or len(query(prometheus, 'up{job="faast"} == 1')) < 2:
         assert time.monotonic() < deadline, "Prometheus never scraped both replicas"
         time.sleep(SCRAPE_SECONDS)
     for title, expr in _queries(json.loads(DASHBOARD.read_text())):
-        result = _query(prometheus, _grafana_variables_filled(expr))
+        result = query(prometheus, _grafana_variables_filled(expr))
         pods = CARD_REPLICAS if "faast_card_" in expr else set(replicas)  # no card: no series, not zeros
         assert {series["metric"].get("pod") for series in result} == pods, f"{title}: {expr} -> {result}"
         if "Throughput" in title or "Requests/s" in title:

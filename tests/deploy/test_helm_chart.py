@@ -4,11 +4,11 @@ strict: no field the API would drop), and what the chart promises checked in the
 
 import subprocess
 
-import kubernetes_validate
 import pytest
 import yaml
 from support import ROOT
 from support.balancer import HAPROXY_CONFIG, haproxy_binary
+from support.kubernetes import assert_valid
 
 CHART = ROOT / "deploy" / "helm" / "faast"
 OLDEST_KUBERNETES = "1.25.0"  # Chart.yaml's kubeVersion
@@ -45,16 +45,7 @@ def test_chart_lints_renders_and_validates_against_the_kubernetes_schemas(helm, 
         + ["Service"] * 3
         + ["ServiceMonitor"]
     )
-    for version in (OLDEST_KUBERNETES, kubernetes_validate.latest_version()):
-        for obj in objects:
-            if obj["kind"] in CUSTOM_KINDS:
-                with pytest.raises(kubernetes_validate.SchemaNotFoundError):
-                    kubernetes_validate.validate(obj, version, strict=True)
-                continue
-            try:
-                kubernetes_validate.validate(obj, version, strict=True)
-            except kubernetes_validate.ValidationError as error:
-                pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} against {version}: {error.message}")
+    assert_valid(objects, OLDEST_KUBERNETES, CUSTOM_KINDS)
 
 
 def test_default_values_serve_the_emulator_on_cpu_nodes_with_the_promised_probes_and_termination(helm):

@@ -25,12 +25,13 @@ import urllib.request
 from pathlib import Path
 
 import grpc
-import kubernetes_validate
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import yaml
-from support import ROOT, Server, free_port
+from support import ROOT, Server
+from support.kubernetes import assert_valid
+from support.prometheus import query, running_prometheus
 from tritonclient.grpc import service_pb2
 
 from faast import tritonserver_flags
@@ -161,16 +162,7 @@ def test_the_chart_lints_renders_with_faast_and_every_object_validates(helm, cha
         + ["Service"] * 2
         + ["ServiceMonitor"] * 2
     )
-    for version in (OLDEST_KUBERNETES, kubernetes_validate.latest_version()):
-        for obj in objects:
-            if obj["kind"] in CUSTOM_KINDS:
-                with pytest.raises(kubernetes_validate.SchemaNotFoundError):
-                    kubernetes_validate.validate(obj, version, strict=True)
-                continue
-            try:
-                kubernetes_validate.validate(obj, version, strict=True)
-            except kubernetes_validate.ValidationError as error:
-                pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} against {version}: {error.message}")
+    assert_valid(objects, OLDEST_KUBERNETES, CUSTOM_KINDS)
 
 
 def test_the_chart_starts_faast_on_the_ports_it_wires_to_envoy_prometheus_and_the_probes(objects):
@@ -256,18 +248,10 @@ def _scrape_job(rendered, replica):
     return job | {"static_configs": _pod_targets(rendered, replica)}
 
 
-def _query(prometheus, expr):
-    url = f"http://{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=10) as answer:
-        reply = json.load(answer)
-    assert reply["status"] == "success", reply
-    return reply["data"]["result"]
-
-
 def _last_scrape(prometheus):
     """When Prometheus last scraped faast (unix time), 0 before a successful scrape. (timestamp() of
     a filtered expression would give the evaluation time: the selector is filtered afterwards.)"""
-    result = _query(prometheus, f'timestamp(up{{job="{SCRAPE_JOB}"}}) and up{{job="{SCRAPE_JOB}"}} == 1')
+    result = query(prometheus, f'timestamp(up{{job="{SCRAPE_JOB}"}}) and up{{job="{SCRAPE_JOB}"}} == 1')
     return float(result[0]["value"][1]) if result else 0.0
 
 
@@ -285,60 +269,41 @@ def scraped_faast(rendered, model_repository, tmp_path_factory, facile_inputs):
     scraped every SCRAPE_SECONDS by Prometheus with the chart's job, after a few seconds of FACILE
     traffic that began after Prometheus's first scrape and ended before its last: (Prometheus
     address, replica, faast's (queue us, executions) over that traffic)."""
-    prometheus = shutil.which("prometheus") or shutil.which("prometheus", path="/usr/bin:/usr/sbin")
-    assert prometheus, "prometheus is not installed: apt-get install prometheus (the README's test command does)"
     folder = tmp_path_factory.mktemp("supersonic-prometheus")
     arguments = yaml.safe_load(VALUES.read_text())["triton"]["args"]
     replica = Server(
         model_repository, folder / "faast.log", *[a for a in arguments if a.partition("=")[0] not in MAPPED_FLAGS]
     )
-    config = {
-        "global": {"scrape_interval": f"{SCRAPE_SECONDS}s", "evaluation_interval": f"{SCRAPE_SECONDS}s"},
-        "scrape_configs": [_scrape_job(rendered, replica)],
-    }
-    (folder / "prometheus.yml").write_text(json.dumps(config))  # YAML is a superset of JSON
-    address = f"127.0.0.1:{free_port()}"
-    process = subprocess.Popen(
-        [
-            prometheus,
-            f"--config.file={folder / 'prometheus.yml'}",
-            f"--storage.tsdb.path={folder / 'data'}",
-            f"--web.listen-address={address}",
-        ],
-        stdout=open(folder / "prometheus.log", "w"),
-        stderr=subprocess.STDOUT,
-    )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if _last_scrape(address):
-                    break
-            except urllib.error.URLError:
-                pass
-            assert time.monotonic() < deadline, (folder / "prometheus.log").read_text()
-            time.sleep(0.2)
-        before = _queue_and_executions(replica)
-        features = facile_inputs[0][:64].astype(np.float32)
-        until = time.monotonic() + 3 * SCRAPE_SECONDS
-        while time.monotonic() < until:
-            tensor = grpcclient.InferInput("input", list(features.shape), "FP32")
-            tensor.set_data_from_numpy(features)
-            replica.client.infer("facile", [tensor])
-        after = _queue_and_executions(replica)
-        traffic_ended = time.time()
-        while _last_scrape(address) <= traffic_ended:
-            time.sleep(0.2)
-        yield address, replica, (after[0] - before[0], after[1] - before[1])
+        with running_prometheus(folder, [_scrape_job(rendered, replica)], SCRAPE_SECONDS) as address:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if _last_scrape(address):
+                        break
+                except urllib.error.URLError:
+                    pass
+                assert time.monotonic() < deadline, (folder / "prometheus.log").read_text()
+                time.sleep(0.2)
+            before = _queue_and_executions(replica)
+            features = facile_inputs[0][:64].astype(np.float32)
+            until = time.monotonic() + 3 * SCRAPE_SECONDS
+            while time.monotonic() < until:
+                tensor = grpcclient.InferInput("input", list(features.shape), "FP32")
+                tensor.set_data_from_numpy(features)
+                replica.client.infer("facile", [tensor])
+            after = _queue_and_executions(replica)
+            traffic_ended = time.time()
+            while _last_scrape(address) <= traffic_ended:
+                time.sleep(0.2)
+            yield address, replica, (after[0] - before[0], after[1] - before[1])
     finally:
-        process.terminate()
-        process.wait(timeout=30)
         replica.stop()
 
 
 def test_prometheus_scrapes_only_faasts_metrics_port_with_the_release_label(scraped_faast):
     prometheus, replica, _ = scraped_faast
-    (up,) = _query(prometheus, f'up{{job="{SCRAPE_JOB}"}}')
+    (up,) = query(prometheus, f'up{{job="{SCRAPE_JOB}"}}')
     assert up["metric"]["instance"] == f"127.0.0.1:{replica.metrics_port}" and up["value"][1] == "1"
     assert up["metric"]["release"] == RELEASE and up["metric"]["namespace"] == NAMESPACE
 
@@ -347,8 +312,8 @@ def test_the_scaling_query_is_faasts_mean_queue_time_per_execution_in_millisecon
     """KEDA's prometheus scaler wants one series; its value, over a window holding every request of
     the traffic and a scrape before it, is the queue time over executions of faast's statistics."""
     prometheus, _, (queue_us, executions) = scraped_faast
-    query = SCALING_QUERY if rendered is None else _scaled_object_trigger(rendered)["metadata"]["query"]
-    (series,) = _query(prometheus, query)
+    expr = SCALING_QUERY if rendered is None else _scaled_object_trigger(rendered)["metadata"]["query"]
+    (series,) = query(prometheus, expr)
     assert series["metric"] == {"release": RELEASE}
     value = float(series["value"][1])
     assert executions > 10 and queue_us > 0

@@ -30,11 +30,9 @@ TIMEOUT_MS = 1000  # the stand-in card runs the C simulation: ~0.1 ms a row, a f
 
 
 @pytest.fixture
-def version_dir(model_repository, tmp_path):
-    copy = tmp_path / "facile" / "1"
-    shutil.copytree(model_repository / "facile" / "1", copy)
-    fake_xclbin(copy)
-    return copy
+def version_dir(version_dir):
+    fake_xclbin(version_dir)
+    return version_dir
 
 
 @pytest.fixture

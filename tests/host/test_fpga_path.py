@@ -25,14 +25,6 @@ from faast.host.xrt_driver import XrtDevice
 
 
 @pytest.fixture
-def version_dir(model_repository, tmp_path):
-    """A private copy of the built FACILE version folder, to add fake xclbins to."""
-    copy = tmp_path / "facile" / "1"
-    shutil.copytree(model_repository / "facile" / "1", copy)
-    return copy
-
-
-@pytest.fixture
 def standin_modules(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyxrt", recording_pyxrt.module())
     standin_libxrt.real_pynq()

@@ -8,7 +8,6 @@ import asyncio
 import importlib
 import logging
 import re
-import shutil
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -28,11 +27,9 @@ COMPLETED, ERROR, ABORT = 4, 5, 6  # ERT states, as PYNQ's ert.ert_cmd_state num
 
 
 @pytest.fixture
-def version_dir(model_repository, tmp_path):
-    copy = tmp_path / "facile" / "1"
-    shutil.copytree(model_repository / "facile" / "1", copy)
-    axlf.write(copy)
-    return copy
+def version_dir(version_dir):
+    axlf.write(version_dir)
+    return version_dir
 
 
 @pytest.fixture

@@ -23,13 +23,6 @@ STANDIN_SITE = ROOT / "tests" / "support" / "standin_site"
 
 
 @pytest.fixture
-def version_dir(model_repository, tmp_path):
-    copy = tmp_path / "facile" / "1"
-    shutil.copytree(model_repository / "facile" / "1", copy)
-    return copy
-
-
-@pytest.fixture
 def expected(version_dir):
     csim = CsimDevice(KernelDescription.read(version_dir))
     yield lambda rows: csim.run(rows).view(np.uint32)
