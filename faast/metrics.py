@@ -3,7 +3,8 @@ unchanged: the same family names (counters without prometheus_client's `_total` 
 lines, HELP strings and labels (`model`, `version`; `reason` on failures; `quantile` on summaries),
 the latency summaries of `--metrics-config summary_latencies=true`, and the CPU and memory gauges
 read from /proc; and the first-response histogram of `histogram_latencies=true` as Triton 2.52 to
-2.71 export it (2.51 has none). Beside them, faast's own device metrics (faast_device_info,
+2.71 export it (2.51 has none), with 2.52's per-version load time (nv_model_load_duration_secs).
+Beside them, faast's own device metrics (faast_device_info,
 faast_kernel_executions, faast_kernel_busy_us, faast_batch_fill_ratio,
 faast_compute_units_out_of_rotation), for a card guarded by the bit-exact engine its shadow
 validation and failover counts (only for the models that configure them), and the cards' sensors
@@ -79,6 +80,8 @@ PENDING = (
     "nv_inference_pending_request_count",
     "Instantaneous number of pending requests awaiting execution per-model.",
 )
+# Triton 2.52+ (core's metrics.cc): every model version's load time, registered after PENDING.
+LOAD_DURATION = ("nv_model_load_duration_secs", "Model load time in seconds")
 CPU_UTILIZATION = ("nv_cpu_utilization", "CPU utilization rate [0.0 - 1.0]")
 CPU_MEMORY_TOTAL = ("nv_cpu_memory_total_bytes", "CPU total memory (RAM), in bytes")
 CPU_MEMORY_USED = ("nv_cpu_memory_used_bytes", "CPU used memory (RAM), in bytes")
@@ -291,6 +294,7 @@ class ModelReading:
     shadow: tuple[int, int, int] | None  # validated rows, mismatched rows, skipped executions (None: off)
     failover: tuple[int, int] | None  # rows run on the engine, whether it serves now (None: off)
     first_response_buckets: tuple[float, ...]  # the histogram's bucket boundaries (ms)
+    load_seconds: float  # how long the version took to load
 
 
 def first_response_buckets(config: Any) -> tuple[float, ...]:
@@ -322,6 +326,7 @@ def _reading(model: Any) -> ModelReading:
         shadow=_shadow(model.device.shadow),
         failover=_failover(model.device.failover),
         first_response_buckets=first_response_buckets(model.config),
+        load_seconds=model.load_seconds,
     )
 
 
@@ -338,7 +343,8 @@ def model_readings(repository: Any) -> list[ModelReading]:
     return [_reading(model) for model in repository.served()]
 
 
-# What merge_readings sums; the rest (device_kind, capacity, buckets) is the same in every worker.
+# What merge_readings sums; the rest (device_kind, capacity, buckets) is the same in every worker, and
+# the load time is the first worker's.
 _SUMMED_STATS = tuple(
     f.name for f in fields(StatisticsSnapshot) if f.name not in ("failures", "first_response_ms", "latencies")
 )
@@ -418,6 +424,7 @@ class RepositoryCollector:
         count, executions = _family(COUNT, "counter"), _family(EXEC_COUNT, "counter")
         durations = [_family(d, "counter") for d in DURATION_COUNTERS]
         pending = _family(PENDING, "gauge")
+        load_duration = _family(LOAD_DURATION, "gauge")
         summaries = [_family(s, "summary") for s in SUMMARIES]
         first_response = _family(FIRST_RESPONSE, "histogram")
         device = _family(DEVICE_INFO, "gauge")
@@ -455,6 +462,7 @@ class RepositoryCollector:
             for family, ns in zip(durations, totals_ns, strict=True):
                 family.add_sample(family.name, labels, ns // 1000)
             pending.add_sample(pending.name, labels, reading.pending)
+            load_duration.add_sample(load_duration.name, labels, reading.load_seconds)
             if config.summary_latencies:
                 latencies = stats.latencies or LatencySnapshot(0, (0,) * len(SUMMARY_SERIES), ())
                 values = _quantile_values(latencies, quantiles)
@@ -480,6 +488,7 @@ class RepositoryCollector:
         if config.counter_latencies:
             yield from durations
         yield pending
+        yield load_duration
         if self.cpu is not None:
             utilization, memory_total, memory_used = self.cpu.values()
             for name_help, value in (

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,8 +115,9 @@ def _tensors(configs):
 
 
 class ServedModel:
-    def __init__(self, config, version, device):
+    def __init__(self, config, version, device, load_seconds=0.0):
         self.config = config
+        self.load_seconds = load_seconds  # opening the device and warming it up, as Triton 2.52+ reports it
         self.name = config.name
         self.version = version
         self.device = device
@@ -153,8 +155,9 @@ class ServedModel:
         """Load version folder `version` of `model_dir` with model configuration `config` on the device
         it names, and run its warmup samples. Opening the device runs in a worker thread, so a slow
         load (a C simulation's dlopen, a card's xclbin) never stalls requests."""
+        started = time.perf_counter()
         device = await asyncio.to_thread(_open, Path(model_dir) / version, config)
-        return cls(config, version, device)
+        return cls(config, version, device, time.perf_counter() - started)
 
     async def close(self):
         """Stop taking requests, finish every one already taken, then release the device."""

@@ -256,6 +256,7 @@ def _fake_repository(config=None):
         scheduler=SimpleNamespace(pending=2),
         device=FakeDevice(),
         config=config if config is not None else model_config.ModelConfig(name="facile"),
+        load_seconds=0.5,
     )
     return SimpleNamespace(served=lambda: iter([model])), model.stats
 
@@ -586,6 +587,12 @@ def test_metrics_count_what_the_requests_did(served):
     failures = {labels["reason"]: float(v) for _, labels, v in found["nv_inference_request_failure"].samples}
     assert failures == {"OTHER": 1, "BACKEND": 0, "CANCELED": 0, "REJECTED": 0}
     assert sample_value(found["nv_inference_pending_request_count"], model="facile") == 0
+    # Triton 2.52+'s load time (core's metrics.cc and model_lifecycle.cc), registered after the pending count.
+    load = found["nv_model_load_duration_secs"]
+    assert (load.type, load.help, load.label_names) == ("gauge", "Model load time in seconds", MV)
+    assert 0 < sample_value(load, model="facile", version="1") < 120
+    names = list(found)
+    assert names.index("nv_model_load_duration_secs") == names.index("nv_inference_pending_request_count") + 1
     client = httpclient.InferenceServerClient(served.http_url)
     try:
         stats = client.get_inference_statistics("facile")["model_stats"][0]
