@@ -33,9 +33,17 @@ class CsimDevice(Device):
     def __init__(self, kernel, compute_units=None):
         library = kernel.folder / "csim.so"
         weights = kernel.folder / "hls4ml" / "firmware" / "weights"
-        if not any(weights.glob("*.txt")):
-            # The firmware would exit() the whole process on a missing weights file.
-            raise DeviceError(f"no kernel weights in {weights}: rebuild the model with `faast build`")
+        # The firmware would exit() the whole process on a missing weights file. The build records
+        # which it reads (none for a network of weightless layers); an older kernel.json, only that
+        # there were some.
+        if kernel.weight_files is None:
+            missing = [] if any(weights.glob("*.txt")) else ["*.txt"]
+        else:
+            missing = [name for name in kernel.weight_files if not (weights / name).is_file()]
+        if missing:
+            raise DeviceError(
+                f"kernel weights missing in {weights} ({', '.join(missing[:3])}): rebuild the model with `faast build`"
+            )
         try:
             lib = ctypes.CDLL(str(library))
             top = getattr(lib, kernel.top)

@@ -126,6 +126,7 @@ def _build_version(source: Source, version_dir, name, target, max_batch_size, ro
             vitis.buffer_layout(converted, rows),
             compute_units,
             {board: spec["platform"] for board, spec in vitis.BOARDS.items()},
+            tuple(sorted(path.name for path in (project_dir / "firmware" / "weights").glob("*.txt"))),
         )
     except ValueError as error:  # a type the host cannot pack
         raise BuildError(str(error)) from None

@@ -173,6 +173,9 @@ class KernelDescription:
     buffers: BufferLayout | None = None
     compute_units: Mapping[str, int] = field(default_factory=dict)
     platforms: Mapping[str, str] = field(default_factory=dict)
+    # The files in hls4ml/firmware/weights/ the C simulation reads (none for a weightless network);
+    # None in a kernel.json written before the build recorded them.
+    weight_files: tuple[str, ...] | None = None
     folder: Path | None = field(default=None, compare=False)
 
     def __post_init__(self):
@@ -196,10 +199,22 @@ class KernelDescription:
         return self.buffers
 
     def with_build(
-        self, top: str, buffers: BufferLayout, compute_units: Mapping[str, int], platforms: Mapping[str, str]
+        self,
+        top: str,
+        buffers: BufferLayout,
+        compute_units: Mapping[str, int],
+        platforms: Mapping[str, str],
+        weight_files: tuple[str, ...],
     ) -> "KernelDescription":
         """This description completed by the build."""
-        return replace(self, top=top, buffers=buffers, compute_units=compute_units, platforms=platforms)
+        return replace(
+            self,
+            top=top,
+            buffers=buffers,
+            compute_units=compute_units,
+            platforms=platforms,
+            weight_files=weight_files,
+        )
 
     @classmethod
     def read(cls, folder) -> "KernelDescription":
@@ -242,6 +257,7 @@ class KernelDescription:
                 BufferLayout.from_json(entry["buffers"]) if "buffers" in entry else None,
                 entry.get("compute_units", {}),
                 entry.get("platforms", {}),
+                tuple(entry["weight_files"]) if "weight_files" in entry else None,
                 folder,
             )
         except (KeyError, TypeError, ValueError) as error:
@@ -275,6 +291,8 @@ class KernelDescription:
             entry["compute_units"] = dict(self.compute_units)
         if self.platforms:
             entry["platforms"] = dict(self.platforms)
+        if self.weight_files is not None:
+            entry["weight_files"] = list(self.weight_files)
         return entry
 
     def write(self, folder) -> Path:
