@@ -35,7 +35,7 @@ from faast.contract.errors import ComputeUnitFault, DeviceError
 from .compute_unit import ComputeUnit, DeviceBuffer
 from .device import Device
 from .vendor import board, import_vendor
-from .xrt_driver import KERNEL_TIMEOUT_MS, POLL_S
+from .xrt_driver import POLL_S, run_timeout_ms
 
 UNSAFE_IN_MEMORY_NAME = re.compile("[^A-Za-z0-9_]")  # what PYNQ strips from a memory's name
 
@@ -147,10 +147,11 @@ class PynqComputeUnit(ComputeUnit):
         except RuntimeError as error:  # PYNQ raises when XRT refuses the buffer or the start
             self.lost = True
             raise ComputeUnitFault(f"kernel {self.name} could not start: {error}") from None
-        deadline = time.monotonic() + KERNEL_TIMEOUT_MS / 1000
+        timeout_ms = run_timeout_ms(rows)
+        deadline = time.monotonic() + timeout_ms / 1000
         while not handle.done:
             if time.monotonic() > deadline:
-                raise ComputeUnitFault(f"kernel {self.name} did not complete within {KERNEL_TIMEOUT_MS} ms")
+                raise ComputeUnitFault(f"kernel {self.name} did not complete within {round(timeout_ms)} ms")
             time.sleep(POLL_S)
             with card.lock:
                 device._handle_events(0)  # completes every finished run of the card, not only this one
@@ -170,7 +171,6 @@ class PynqDevice(Device):
 
     def __init__(self, kernel):
         pynq = _pynq()
-        xclbin = kernel.xclbin()
         found = cards(pynq)
         if not found:
             raise DeviceError("device 'pynq' found no Alveo card")
@@ -179,7 +179,7 @@ class PynqDevice(Device):
         for index, device in enumerate(found):
             if board(device.name) not in platform:
                 raise DeviceError(f"card {index} is {device.name}, which no faast platform targets")
-            card = PynqCard(pynq, index, device, xclbin)
+            card = PynqCard(pynq, index, device, kernel.xclbin(aws_f1=board(device.name) == "aws-f1"))
             for name in sorted(n for n in card.overlay.ip_dict if n.startswith(f"{kernel.top}_")):
                 compute_units.append(PynqComputeUnit(card, name))
         super().__init__(kernel, compute_units)

@@ -36,7 +36,7 @@ def version_dir(version_dir):
 def pynq(monkeypatch):
     """The real pynq over the stand-in library; pyxrt lists no card, so `auto` looks at PYNQ."""
     monkeypatch.setitem(sys.modules, "pyxrt", recording_pyxrt.module())
-    monkeypatch.setattr("faast.host.pynq_driver.KERNEL_TIMEOUT_MS", 2000)  # a few hundred emulated rows: ms
+    monkeypatch.setattr("faast.host.xrt_driver.KERNEL_TIMEOUT_MS", 2000)  # a few hundred emulated rows: ms
     recording_pyxrt.install([])
     yield standin_libxrt.real_pynq()
     standin_libxrt.install([])
