@@ -14,7 +14,7 @@ import grpc
 
 from . import grpc_converters as converters
 from . import memory, security
-from .contract.errors import InferenceError, Internal, fault_message
+from .contract.errors import InferenceError, Internal, Unavailable, fault_message
 from .dataplane import DataPlane
 from .grpc_wire import EncodedMessage, Undecodable, decode_infer_request, encode_stream_infer_response, tolerant
 from .handlers import Handlers
@@ -26,6 +26,8 @@ log = logging.getLogger("faast.grpc")
 # Triton's limits: clients send 16000-row batches and large images in one message.
 MESSAGE_LIMIT_OPTIONS = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1)]
 UNPARSABLE = "Unable to parse request"  # Triton says no more, whatever the bytes were
+# Triton 2.58+'s answer to an inference call that arrives while the server drains (infer_handler.cc).
+SHUTTING_DOWN = "GRPC server is shutting down and has stopped accepting new requests."
 # The responses faast.grpc_wire encodes, their tensor bytes uncopied until grpc serializes them.
 ENCODED_RESPONSES = (service.ModelInferResponse, service.ModelStreamInferResponse)
 
@@ -111,11 +113,36 @@ def method_handlers(servicer, service_descriptor, module, restrictions: Restrict
 
 
 class InferenceService:
-    """GRPCInferenceService's methods: inference through the dataplane, the rest through the handlers."""
+    """GRPCInferenceService's methods: inference through the dataplane, the rest through the handlers.
+    Once `drain` began, inference calls (and stream requests) that arrive are refused as Triton 2.58+
+    refuses them, while those already admitted finish."""
 
     def __init__(self, dataplane: DataPlane, handlers: Handlers):
         self.dataplane = dataplane
         self.handlers = handlers
+        self._accepting = True
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def _admit(self):
+        if not self._accepting:
+            raise Unavailable(SHUTTING_DOWN)
+        self._in_flight += 1
+        self._idle.clear()
+
+    def _done(self):
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._idle.set()
+
+    async def drain(self, grace):
+        """Refuse new inference from now on; return once the admitted calls finished, or after `grace` s."""
+        self._accepting = False
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+        except TimeoutError:
+            pass
 
     async def ServerLive(self, request, context):
         return service.ServerLiveResponse(live=True)
@@ -139,7 +166,11 @@ class InferenceService:
         return await self.dataplane.model_statistics(request.name, request.version)
 
     async def ModelInfer(self, request, context):
-        return converters.infer_response(await self.dataplane.infer(converters.infer_request(request)))
+        self._admit()
+        try:
+            return converters.infer_response(await self.dataplane.infer(converters.infer_request(request)))
+        finally:
+            self._done()
 
     async def ModelStreamInfer(self, request_iterator, context):
         """Requests are served concurrently; each gets exactly one reply, a response or an
@@ -152,7 +183,11 @@ class InferenceService:
             try:
                 if isinstance(request, Undecodable):
                     raise Internal(UNPARSABLE)
-                response = await self.dataplane.infer(converters.infer_request(request))
+                self._admit()
+                try:
+                    response = await self.dataplane.infer(converters.infer_request(request))
+                finally:
+                    self._done()
                 reply = encode_stream_infer_response(converters.infer_response(response, streamed=True))
             except Exception as error:
                 error_reply = service.ModelStreamInferResponse(error_message=_answer("ModelStreamInfer", error)[1])
@@ -252,6 +287,25 @@ class HealthService:
         return health.HealthCheckResponse(status=status)
 
 
+class GrpcTransport:
+    """The gRPC server and its inference service. `stop` drains as Triton 2.58+ does: inference that
+    arrives is refused with SHUTTING_DOWN while the calls in flight finish, then the server stops."""
+
+    def __init__(self, server: grpc.aio.Server, inference: InferenceService):
+        self.server = server
+        self.inference = inference
+
+    async def start(self):
+        await self.server.start()
+
+    async def stop(self, grace):
+        """Stop within `grace` s: drain, then give what is left of it to grpc's own stop."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace
+        await self.inference.drain(grace)
+        await self.server.stop(grace=max(end - loop.time(), 0))
+
+
 def create_server(
     dataplane: DataPlane,
     handlers: Handlers,
@@ -259,17 +313,18 @@ def create_server(
     credentials: grpc.ServerCredentials | None = None,
     restrictions: Restrictions | None = None,
     options: Sequence[tuple[str, int]] = (),
-) -> grpc.aio.Server:
+) -> GrpcTransport:
     """A gRPC server (not yet started) listening on `address` with Triton's services: over TLS with
     `credentials` (faast.security.grpc_credentials), and serving the groups `restrictions` restrict
     only to calls with their header. `options` are gRPC channel arguments (keepalive, compression,
     reuse-port) from tritonserver's flags; a port is not shared unless they say so, as in tritonserver."""
     merged = dict(MESSAGE_LIMIT_OPTIONS) | {"grpc.so_reuseport": 0} | dict(options)
     server = grpc.aio.server(options=list(merged.items()))
+    inference = InferenceService(dataplane, handlers)
     server.add_generic_rpc_handlers(
         [
             method_handlers(
-                InferenceService(dataplane, handlers),
+                inference,
                 service.DESCRIPTOR.services_by_name["GRPCInferenceService"],
                 service,
                 restrictions,
@@ -284,4 +339,4 @@ def create_server(
             raise OSError(f"cannot listen for gRPC on {address}")
     elif server.add_secure_port(address, credentials) == 0:
         raise OSError(f"cannot listen for gRPC over TLS on {address} (is the key the certificate's?)")
-    return server
+    return GrpcTransport(server, inference)

@@ -332,13 +332,14 @@ def _answered(server):
 
 
 def _refusal(server):
-    """How a new gRPC and a new HTTP request fare: (gRPC status, HTTP status or error), None for OK."""
+    """How a new gRPC and a new HTTP request fare: ((gRPC status, details), HTTP status or error), None
+    for OK."""
     try:
         with grpc.insecure_channel(server.url) as channel:
             channel.unary_unary(MODEL_INFER)(infer_request(ROWS).SerializeToString(), timeout=5)
         grpc_answer = None
     except grpc.RpcError as error:
-        grpc_answer = error.code().name
+        grpc_answer = error.code().name, error.details()
     try:
         _http_outputs(server.http_url, ROWS, timeout=5)
         http_answer = None
@@ -396,7 +397,10 @@ def test_sigterm_answers_every_accepted_request_then_refuses(slow_batching):
         if not isinstance(outcome, np.ndarray) or not np.array_equal(outcome, expected[name])
     }
     assert len(outcomes) == len(threads) and not wrong, wrong
-    assert during_drain[0] == "UNAVAILABLE" and during_drain[1] in (503, "ConnectionRefusedError"), during_drain
+    # gRPC as Triton 2.58+ answers while it drains (src/grpc/infer_handler.cc at v2.71.0).
+    shutting_down = "GRPC server is shutting down and has stopped accepting new requests."
+    assert during_drain[0] == ("UNAVAILABLE", shutting_down), during_drain
+    assert during_drain[1] in (503, "ConnectionRefusedError"), during_drain
     assert exit_status == 0 and exited_after < EXIT_TIMEOUT_S + 5, (exit_status, exited_after)
     for port in (server.port, server.http_port, server.metrics_port):
         with pytest.raises(ConnectionRefusedError):
