@@ -31,6 +31,9 @@ INPUT_SOURCES = (
 )
 
 
+INT64_MAX = 2**63 - 1
+
+
 def message_to_json(message):
     """A protobuf message as KServe/Triton JSON: field names as in the .proto, integers as numbers."""
 
@@ -130,6 +133,7 @@ def infer_request(
             entry.data = chunk
         else:
             if "data" in tensor:
+                _check_json_shape(name, shape)
                 _check_json_input_size(name, datatype, shape, max_input_size)
             try:
                 entry.data = _json_data(tensor.get("data"), datatype, name, model_name)
@@ -180,6 +184,34 @@ def _check_parameters(parameters):
             raise InvalidArgument(
                 f"parameter '{key}' has invalid type. It should be either 'int', 'bool', or 'string'."
             )
+
+
+def _check_json_shape(name, shape):
+    """Triton 2.59+'s check of a JSON input's shape (http_server.cc, common.cc's GetElementCount): a
+    dimension it reads as below -1 (an unsigned value of 2^63 or more, as int64) or an element count
+    past int64 is refused in its words. A shape written with negative values Triton cannot read at
+    all (not an unsigned integer): that keeps faast's answer to a shape the model does not take."""
+    if any(d < 0 for d in shape):
+        return
+    dims = [d - 2**64 if d >= 2**63 else d for d in shape]
+    count = 1
+    for dim in dims:
+        if dim == -1 or dim == 0:  # a wildcard, or no elements: Triton counts no further
+            return
+        if dim < 0:
+            raise InvalidArgument(
+                f"invalid shape for input '{name}': shape {_shape_text(dims)} contains one or more invalid dimensions"
+            )
+        count *= dim
+        if count > INT64_MAX:
+            raise InvalidArgument(
+                f"invalid shape for input '{name}': shape {_shape_text(dims)} causes total element count to exceed "
+                f"maximum size of {INT64_MAX}"
+            )
+
+
+def _shape_text(dims):
+    return "[" + ",".join(str(d) for d in dims) + "]"
 
 
 def _check_json_input_size(name, datatype, shape, limit):

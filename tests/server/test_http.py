@@ -1,9 +1,11 @@
 """HTTP/REST (KServe v2) with tritonclient.http, Prometheus metrics, and graceful shutdown."""
 
+import json
 import re
 import signal
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -130,3 +132,21 @@ def test_sigterm_finishes_in_flight_requests(model_repository, facile_inputs, tm
     assert server.process.wait(timeout=60) == 0
     assert "error" not in outcome and outcome["output"].shape == (40000, 1)
     assert "shutting down: finishing in-flight requests" in (tmp_path / "serve.log").read_text()
+
+
+def test_json_shapes_past_int64_are_refused_in_triton_2_59_s_words(server):
+    """Triton 2.59+ (http_server.cc, common.cc's GetElementCount at v2.71.0): a JSON input's dimension
+    of 2^63 or more reads as a negative int64, and an element count past int64 overflows."""
+    huge = 2**63 + 5
+    for shape, message in (
+        ([huge, 15], f"shape [{huge - 2**64},15] contains one or more invalid dimensions"),
+        ([2**62, 15], f"shape [{2**62},15] causes total element count to exceed maximum size of {2**63 - 1}"),
+    ):
+        body = json.dumps({"inputs": [{"name": "input", "shape": shape, "datatype": "FP32", "data": [0.0]}]})
+        request = urllib.request.Request(
+            f"http://{server.http_url}/v2/models/facile/infer", data=body.encode(), method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 400
+        assert json.loads(refused.value.read()) == {"error": f"invalid shape for input 'input': {message}"}
