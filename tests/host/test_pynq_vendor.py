@@ -21,7 +21,7 @@ from faast.contract.errors import DeviceError
 from faast.contract.kernel import KernelDescription
 from faast.host.csim import CsimDevice
 from faast.host.drivers import open_device
-from faast.host.pynq_driver import PynqDevice
+from faast.host.pynq_driver import PynqDevice, cards
 
 COMPLETED, ERROR, ABORT = 4, 5, 6  # ERT states, as PYNQ's ert.ert_cmd_state numbers them
 
@@ -52,7 +52,7 @@ def expected(version_dir):
 
 def test_pynq_reads_the_xclbin_as_faast_built_it(version_dir, pynq):
     standin_libxrt.install([{"name": U250_SHELL}])
-    (card,) = pynq.Device.devices
+    (card,) = cards(pynq)  # as the driver lists them: in a thread with an event loop
     overlay = pynq.Overlay(str(version_dir / "facile.xclbin"), device=card)
     connectivity = (version_dir / "vitis" / "connectivity.u250.cfg").read_text()
     banks = dict(re.findall(r"^sp=(\w+)\.inputs:(\S+)$", connectivity, re.M))
