@@ -681,18 +681,25 @@ def _serve_knows_metrics_config():
     return "--metrics-config" in usage
 
 
-@pytest.mark.slow
-def test_served_with_metrics_config_summary_latencies_matches_triton(model_repository, tmp_path, triton_families):
-    """`faast serve --metrics-config summary_latencies=true` exports every family Triton does."""
-    if not _serve_knows_metrics_config():
-        pytest.skip("faast serve has no --metrics-config option yet")
-    server = Server(model_repository, tmp_path / "serve.log", "--metrics-config", "summary_latencies=true")
+def _served_metrics(repository, tmp_path, metrics_config):
+    """/metrics of a `faast serve --metrics-config METRICS_CONFIG` after _send_requests, checked as
+    exposition text."""
+    server = Server(repository, tmp_path / "serve.log", "--metrics-config", metrics_config)
     try:
         _send_requests(server.http_url)
         text = scrape(f"127.0.0.1:{server.metrics_port}")
     finally:
         server.stop()
     _assert_valid_exposition(text)
+    return text
+
+
+@pytest.mark.slow
+def test_served_with_metrics_config_summary_latencies_matches_triton(model_repository, tmp_path, triton_families):
+    """`faast serve --metrics-config summary_latencies=true` exports every family Triton does."""
+    if not _serve_knows_metrics_config():
+        pytest.skip("faast serve has no --metrics-config option yet")
+    text = _served_metrics(model_repository, tmp_path, "summary_latencies=true")
     faast, triton = _model_families(families(text)), _model_families(triton_families)
     assert set(faast) == set(triton)
     for name, family in triton.items():
@@ -799,13 +806,7 @@ def test_served_with_histogram_latencies(model_repository, tmp_path):
         + f'model_metrics {{ metric_control: [ {{ metric_identifier: {{ family: "{FIRST_RESPONSE}" }}'
         + " histogram_options: { buckets: [ 1, 10000 ] } } ] }\n"
     )
-    server = Server(repository, tmp_path / "serve.log", "--metrics-config", "histogram_latencies=true")
-    try:
-        _send_requests(server.http_url)
-        text = scrape(f"127.0.0.1:{server.metrics_port}")
-    finally:
-        server.stop()
-    _assert_valid_exposition(text)
+    text = _served_metrics(repository, tmp_path, "histogram_latencies=true")
     found = families(text)
     histogram = found[FIRST_RESPONSE]
     assert (histogram.type, histogram.help) == ("histogram", FIRST_RESPONSE_HELP)
