@@ -103,7 +103,7 @@ def placement(version: Version, cards: dict[str, list[Card]], problems: dict[str
         if not cards[vendor]:
             reasons.append(f"{vendor}: {problems.get(vendor, 'no card')}")
             continue
-        on_f1 = vendor == "xrt" and all(card.board == "aws-f1" for card in cards[vendor])  # as the driver picks
+        on_f1 = all(card.board == "aws-f1" for card in cards[vendor])  # as the drivers pick on an F1 host
         suffix = ".awsxclbin" if on_f1 else ".xclbin"
         images = [(image, platform) for image, platform in version.xclbins if image.suffix == suffix]
         if not images:

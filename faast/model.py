@@ -219,17 +219,17 @@ def _open(version_dir: Path, config: mc.ModelConfig) -> Device:
     kind = config.parameters["device"].string_value if "device" in config.parameters else "auto"
     device = open_device(kind, version_dir, instances(config))
     try:
-        if (fraction or failover) and device.kind not in HARDWARE:
-            log.info(
-                "'%s' runs on device '%s', not a card: shadow_validation and failover have nothing to guard",
-                config.name,
-                device.kind,
-            )
-        else:
+        if (fraction or failover) and device.kind in HARDWARE:
             device.attach(
                 failover=open_engine(device.kernel) if failover else None,
                 shadow=open_engine(device.kernel, 1) if fraction else None,
                 fraction=fraction,
+            )
+        elif fraction or failover:
+            log.info(
+                "'%s' runs on device '%s', not a card: shadow_validation and failover have nothing to guard",
+                config.name,
+                device.kind,
             )
         _check_kernel_fits(config, device.kernel)
         _warm_up(config, device, version_dir.parent)

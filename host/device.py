@@ -19,7 +19,7 @@ import itertools
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
 import numpy as np
@@ -65,7 +65,7 @@ class Device:
         in rotation; check `fraction` of them against `shadow`, another such engine that nothing else
         uses (host/shadow.py). Both are closed with this device."""
         if failover is not None:
-            self.failover = Failover(failover)
+            self.failover = Failover(failover, self.kernel.name)
             self._engines.append(failover)
         if shadow is not None:
             self.shadow = ShadowValidation(self.kernel, fraction, shadow.compute_units[0])
@@ -169,7 +169,7 @@ class Device:
                 if pool.fault is None:
                     return pool
         if self.failover is not None:
-            return self.failover.take(self.kernel.name, rows, self._faults())
+            return self.failover.take(rows, lambda: _reasons(self.out_of_rotation()))
         raise DeviceError(f"no compute unit of '{self.kernel.name}' is in rotation: {self.health()[1]}")
 
     def _finish(self, item, outputs, timings, faults):
@@ -200,9 +200,6 @@ class Device:
         """(compute unit, why) for every unit taken out of rotation."""
         return [(pool.cu.name, pool.fault) for pool in self._pools if pool.fault is not None]
 
-    def _faults(self) -> str:
-        return "; ".join(f"{name}: {why}" for name, why in self.out_of_rotation())
-
     def health(self) -> tuple[bool, str]:
         """(whether the device serves, why): what the model's readiness should follow. It serves while
         at least one compute unit is in rotation, or the failover engine runs in their place, and
@@ -212,7 +209,7 @@ class Device:
             return False, verdict
         out = self.out_of_rotation()
         serving = len(self._pools) - len(out)
-        reasons = self._faults()
+        reasons = _reasons(out)
         if serving:
             return True, f"{serving} of {len(self._pools)} compute units in rotation" + (f" ({reasons})" if out else "")
         if self.failover is not None:
@@ -230,7 +227,7 @@ class Device:
                 log.info("compute unit %s of '%s' back in rotation", pool.cu.name, self.kernel.name)
                 recovered.append(pool.cu.name)
         if recovered and self.failover is not None:
-            self.failover.end(self.kernel.name)
+            self.failover.end()
         return recovered
 
     @property
@@ -261,19 +258,26 @@ class Device:
             engine.close()
 
 
+def _reasons(out: list[tuple[str, str]]) -> str:
+    """Why the units of `out` (out_of_rotation's list) left the rotation, in one line."""
+    return "; ".join(f"{name}: {why}" for name, why in out)
+
+
 class Failover:
     """The bit-exact engine running a card's executions while none of its compute units is in
     rotation: the model answers through an outage (bit-exactly, at the engine's speed) instead of
     failing, and goes back to the card when a unit recovers."""
 
-    def __init__(self, engine: Device):
+    def __init__(self, engine: Device, kernel: str):
         self.engine = engine
+        self.kernel = kernel
         self.rows = 0  # rows the engine ran in the card's place
         self.active = False  # whether executions currently go to the engine
         self._lock = threading.Lock()
 
-    def take(self, kernel: str, rows: int, faults: str) -> BufferPool:
-        """The engine's next compute unit, for an execution of `rows` rows that found no card unit."""
+    def take(self, rows: int, why: Callable[[], str]) -> BufferPool:
+        """The engine's next compute unit, for an execution of `rows` rows that found no card unit;
+        `why` (the units' faults) is asked for only when an outage begins, to log it."""
         with self._lock:
             self.rows += rows
             if not self.active:
@@ -281,14 +285,14 @@ class Failover:
                 log.warning(
                     "no compute unit of '%s' is in rotation (%s): its executions run on the bit-exact engine "
                     "(failover) until one comes back",
-                    kernel,
-                    faults,
+                    self.kernel,
+                    why(),
                 )
         return self.engine._next_pool(rows)
 
-    def end(self, kernel: str) -> None:
+    def end(self) -> None:
         """A compute unit is back in rotation: executions go to the card again."""
         with self._lock:
             if self.active:
                 self.active = False
-                log.warning("a compute unit of '%s' is back in rotation: failover to the engine ended", kernel)
+                log.warning("a compute unit of '%s' is back in rotation: failover to the engine ended", self.kernel)
