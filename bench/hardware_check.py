@@ -25,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from faast.contract.errors import DeviceError
 from faast.contract.kernel import KernelDescription
-from faast.host.drivers import open_device
+from faast.host.drivers import open_engine
 
 # FaaST (Krupa et al.), Table I: FACILE inferences per second at batch 16000.
 TABLE_I = {"u250": 86e6, "aws-f1": 36e6}
@@ -70,10 +69,7 @@ def _infer(url, model, rows):
 def exact(args):
     kernel = KernelDescription.read(args.version_dir)
     rows = edge_rows(kernel.layout.input.type, kernel.input_size, args.rows, args.seed)
-    try:
-        reference = open_device("emulator", args.version_dir)
-    except DeviceError:
-        reference = open_device("csim", args.version_dir)
+    reference = open_engine(kernel)
     expected = np.concatenate([reference.run(rows[i : i + 1000]) for i in range(0, len(rows), 1000)])
     reference.close()
     served = np.concatenate([_infer(args.url, args.model, rows[i : i + 1000]) for i in range(0, len(rows), 1000)])
@@ -130,7 +126,7 @@ def failover(args):
     listed = json.loads(cards.read_text())
     kernel = KernelDescription.read(args.version_dir)
     rows = edge_rows(kernel.layout.input.type, kernel.input_size, 1000, args.seed)
-    reference = open_device("emulator", args.version_dir)
+    reference = open_engine(kernel)
     expected = reference.run(rows)
     reference.close()
     cards.write_text(json.dumps([card | {"present": False} for card in listed]))
